@@ -1,0 +1,305 @@
+//! Configuration: raw values from the command line, the environment and a
+//! TOML file, merged with precedence CLI > env > file > default, then
+//! validated into one resolved [`Config`] that is passed down.
+//!
+//! Every setting is documented once, in `conf/orders-server.toml`.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Default address, as gunicorn's.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// Default data directory of the embedded store.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default request body limit (1 MiB).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
+/// Default cap on `limit` in `GET /orders?limit=N`.
+pub const DEFAULT_MAX_PAGE_SIZE: u64 = 1000;
+/// Default response size above which the connection is closed after it.
+pub const DEFAULT_CLOSE_AFTER_RESPONSE_BYTES: u64 = 1024 * 1024;
+/// Default LMDB map size: the most the store file may grow to (4 GiB).
+pub const DEFAULT_MAP_SIZE: u64 = 4 * 1024 * 1024 * 1024;
+/// Default deadline for one store operation.
+pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 2000;
+/// Default time a graceful stop may take before stragglers are killed.
+pub const DEFAULT_GRACEFUL_TIMEOUT_S: u64 = 30;
+/// Default coroutine stack size in bytes (may's own default is 32 KiB, which
+/// JSON handlers can overflow: an overflow is a segfault, not an error).
+pub const DEFAULT_STACK_SIZE: u64 = 256 * 1024;
+/// Most workers one master will run.
+pub const MAX_WORKERS: u64 = 1024;
+/// Most scheduler threads per worker.
+pub const MAX_THREADS: u64 = 256;
+/// Smallest coroutine stack accepted.
+pub const MIN_STACK_SIZE: u64 = 64 * 1024;
+/// Largest page size accepted as the operator's cap.
+pub const MAX_MAX_PAGE_SIZE: u64 = 1_000_000;
+
+/// Command line. Each option also reads `ORDERS_<NAME>` from the environment.
+#[derive(Debug, Parser, Default)]
+#[command(name = "orders-server", version, about = "A prefork HTTP API server for orders", long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML); see conf/orders-server.toml.
+    #[arg(short = 'c', long = "config", env = "ORDERS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Number of worker processes [default: number of CPUs].
+    #[arg(short = 'w', long, env = "ORDERS_WORKERS")]
+    pub workers: Option<u64>,
+    /// Address to listen on, HOST:PORT (port 0 picks a free port) [default: 127.0.0.1:8000].
+    #[arg(short = 'b', long, env = "ORDERS_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Directory of the embedded store [default: data].
+    #[arg(long, env = "ORDERS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Coroutine scheduler threads per worker [default: 1].
+    #[arg(long, env = "ORDERS_THREADS")]
+    pub threads: Option<u64>,
+    /// Coroutine stack size in bytes [default: 262144].
+    #[arg(long, env = "ORDERS_COROUTINE_STACK_SIZE", value_name = "BYTES")]
+    pub coroutine_stack_size: Option<u64>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "ORDERS_MAX_BODY_SIZE", value_name = "BYTES")]
+    pub max_body_size: Option<u64>,
+    /// Largest `limit` a client may ask for [default: 1000].
+    #[arg(long, env = "ORDERS_MAX_PAGE_SIZE", value_name = "N")]
+    pub max_page_size: Option<u64>,
+    /// Apply max_page_size to a bare GET /orders too [default: false].
+    #[arg(long, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL")]
+    pub cap_unpaged_list: Option<bool>,
+    /// Close a connection after a response larger than this [default: 1048576].
+    #[arg(long, env = "ORDERS_CLOSE_AFTER_RESPONSE_BYTES", value_name = "BYTES")]
+    pub close_after_response_bytes: Option<u64>,
+    /// Largest size the embedded store may grow to, in bytes [default: 4 GiB].
+    #[arg(long, env = "ORDERS_MAP_SIZE", value_name = "BYTES")]
+    pub map_size: Option<u64>,
+    /// Deadline of one store operation in milliseconds [default: 2000].
+    #[arg(long, env = "ORDERS_STORE_TIMEOUT_MS", value_name = "MS")]
+    pub store_timeout_ms: Option<u64>,
+    /// Seconds a graceful stop may take [default: 30].
+    #[arg(long, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS")]
+    pub graceful_timeout: Option<u64>,
+    /// Log level: error, warn, info, debug [default: info].
+    #[arg(long, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The configuration file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Cli::workers`].
+    pub workers: Option<u64>,
+    /// See [`Cli::bind`].
+    pub bind: Option<String>,
+    /// See [`Cli::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Cli::threads`].
+    pub threads: Option<u64>,
+    /// See [`Cli::coroutine_stack_size`].
+    pub coroutine_stack_size: Option<u64>,
+    /// See [`Cli::max_body_size`].
+    pub max_body_size: Option<u64>,
+    /// See [`Cli::max_page_size`].
+    pub max_page_size: Option<u64>,
+    /// See [`Cli::cap_unpaged_list`].
+    pub cap_unpaged_list: Option<bool>,
+    /// See [`Cli::close_after_response_bytes`].
+    pub close_after_response_bytes: Option<u64>,
+    /// See [`Cli::map_size`].
+    pub map_size: Option<u64>,
+    /// See [`Cli::store_timeout_ms`].
+    pub store_timeout_ms: Option<u64>,
+    /// See [`Cli::graceful_timeout`].
+    pub graceful_timeout: Option<u64>,
+    /// See [`Cli::log_level`].
+    pub log_level: Option<String>,
+}
+
+/// A setting that cannot be used, named for the operator.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    ReadFile(PathBuf, std::io::Error),
+    /// The config file is not valid TOML or has an unknown key.
+    ParseFile(PathBuf, String),
+    /// A setting has a value outside its range.
+    Invalid { name: &'static str, reason: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ReadFile(p, e) => write!(f, "config file {}: {e}", p.display()),
+            ConfigError::ParseFile(p, e) => {
+                write!(f, "config file {}: {}", p.display(), e.trim().replace('\n', " "))
+            }
+            ConfigError::Invalid { name, reason } => write!(f, "setting {name}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<LogLevel> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Some(LogLevel::Error),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "info" => Some(LogLevel::Info),
+            "debug" => Some(LogLevel::Debug),
+            _ => None,
+        }
+    }
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker processes.
+    pub workers: usize,
+    /// The address as the operator wrote it (port 0 allowed).
+    pub bind: SocketAddr,
+    /// Data directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// may scheduler threads per worker.
+    pub threads: usize,
+    /// Coroutine stack size in bytes.
+    pub coroutine_stack_size: usize,
+    /// Request body limit in bytes.
+    pub max_body_size: u64,
+    /// Cap on `limit`.
+    pub max_page_size: usize,
+    /// Whether the cap applies to a bare `GET /orders`.
+    pub cap_unpaged_list: bool,
+    /// Close the connection after a response body larger than this.
+    pub close_after_response_bytes: usize,
+    /// LMDB map size in bytes.
+    pub map_size: usize,
+    /// Deadline of one store operation.
+    pub store_timeout: Duration,
+    /// Time a graceful stop may take.
+    pub graceful_timeout: Duration,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// The config file the settings came from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the file named by `cli.config`, merges, and validates.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        resolve(cli, file)
+    }
+}
+
+/// Reads and parses a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile(path.into(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile(path.into(), e.message().to_string()))
+}
+
+/// Merges CLI/env values over file values over defaults, then validates.
+pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let workers = cli.workers.or(file.workers).unwrap_or(cpus);
+    let bind = cli.bind.or(file.bind).unwrap_or_else(|| DEFAULT_BIND.to_string());
+    let threads = cli.threads.or(file.threads).unwrap_or(1);
+    let stack = cli.coroutine_stack_size.or(file.coroutine_stack_size).unwrap_or(DEFAULT_STACK_SIZE);
+    let max_page_size = cli.max_page_size.or(file.max_page_size).unwrap_or(DEFAULT_MAX_PAGE_SIZE);
+    let max_body_size = cli.max_body_size.or(file.max_body_size).unwrap_or(DEFAULT_MAX_BODY_SIZE);
+    let close_after = cli
+        .close_after_response_bytes
+        .or(file.close_after_response_bytes)
+        .unwrap_or(DEFAULT_CLOSE_AFTER_RESPONSE_BYTES);
+    let map_size = cli.map_size.or(file.map_size).unwrap_or(DEFAULT_MAP_SIZE);
+    let store_timeout_ms = cli.store_timeout_ms.or(file.store_timeout_ms).unwrap_or(DEFAULT_STORE_TIMEOUT_MS);
+    let graceful = cli.graceful_timeout.or(file.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_S);
+    let log_level = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+
+    let config = Config {
+        workers: in_range("workers", workers, 1, MAX_WORKERS)? as usize,
+        bind: parse_bind(&bind)?,
+        data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        threads: in_range("threads", threads, 1, MAX_THREADS)? as usize,
+        coroutine_stack_size: in_range("coroutine_stack_size", stack, MIN_STACK_SIZE, 64 << 20)? as usize,
+        max_body_size: in_range("max_body_size", max_body_size, 1, 1 << 30)?,
+        max_page_size: in_range("max_page_size", max_page_size, 1, MAX_MAX_PAGE_SIZE)? as usize,
+        cap_unpaged_list: cli.cap_unpaged_list.or(file.cap_unpaged_list).unwrap_or(false),
+        close_after_response_bytes: in_range("close_after_response_bytes", close_after, 4096, 1 << 34)?
+            as usize,
+        map_size: in_range("map_size", map_size, 1 << 20, 1 << 44)? as usize,
+        store_timeout: Duration::from_millis(in_range("store_timeout_ms", store_timeout_ms, 10, 600_000)?),
+        graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
+        log_level: LogLevel::parse(&log_level)
+            .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
+        config_file: cli.config,
+    };
+    Ok(config)
+}
+
+fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(name, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| invalid("bind", format!("{s:?} is not a HOST:PORT address ({e})")))?;
+    addrs.next().ok_or_else(|| invalid("bind", format!("{s:?} resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_beats_file_beats_default() {
+        let cli = Cli { workers: Some(3), ..Cli::default() };
+        let file = FileConfig { workers: Some(5), threads: Some(2), ..FileConfig::default() };
+        let c = resolve(cli, file).unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.max_page_size, DEFAULT_MAX_PAGE_SIZE as usize);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cli = Cli { workers: Some(0), ..Cli::default() };
+        let e = resolve(cli, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
+        let cli = Cli { bind: Some("nonsense".into()), ..Cli::default() };
+        let e = resolve(cli, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("bind"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let e = toml::from_str::<FileConfig>("wrokers = 2").unwrap_err();
+        assert!(e.to_string().contains("wrokers"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Routing: the two paths of the API, the methods each allows, and the
+//! handlers that turn a request into a store call and a JSON reply.
+
+use bson::oid::ObjectId;
+
+use super::response::{ApiError, Reply};
+use crate::orders::{self, ListQuery};
+use crate::store::{Doc, Page, Store};
+
+/// `Allow` of `/orders`.
+const ALLOW_COLLECTION: &str = "Allow: GET, POST";
+/// `Allow` of `/orders/<id>`.
+const ALLOW_ITEM: &str = "Allow: GET, PUT, DELETE";
+
+/// Settings the handlers need.
+#[derive(Debug, Clone, Copy)]
+pub struct ListLimits {
+    /// Largest `limit`.
+    pub max_page_size: usize,
+    /// Apply `max_page_size` to a bare `GET /orders`.
+    pub cap_unpaged_list: bool,
+}
+
+/// A request, routed and with its arguments parsed (all owned, so the
+/// request can be consumed to read its body afterwards).
+#[derive(Debug)]
+pub enum Route {
+    List(ListQuery),
+    Create,
+    Get(ObjectId),
+    Update(ObjectId),
+    Delete(ObjectId),
+}
+
+/// Maps method and path (with query) to a [`Route`]. Unknown path: 404;
+/// known path, other method: 405; then the id and query are checked (400).
+pub fn route(method: &str, target: &str, limits: &ListLimits) -> Result<Route, ApiError> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/orders" {
+        return match method {
+            "GET" => Ok(Route::List(list_query(query, limits)?)),
+            "POST" => Ok(Route::Create),
+            _ => Err(ApiError::MethodNotAllowed(ALLOW_COLLECTION)),
+        };
+    }
+    let id = match path.strip_prefix("/orders/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => id,
+        _ => return Err(ApiError::NoRoute),
+    };
+    let make: fn(ObjectId) -> Route = match method {
+        "GET" => Route::Get,
+        "PUT" => Route::Update,
+        "DELETE" => Route::Delete,
+        _ => return Err(ApiError::MethodNotAllowed(ALLOW_ITEM)),
+    };
+    Ok(make(orders::parse_id(id)?))
+}
+
+fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
+    let mut q = orders::parse_list_query(query, limits.max_page_size)?;
+    if limits.cap_unpaged_list && q.limit.is_none() {
+        q.limit = Some(limits.max_page_size);
+    }
+    Ok(q)
+}
+
+/// Runs a routed request against the store.
+pub fn handle(store: &dyn Store, route: Route, body: &[u8]) -> Result<Reply, ApiError> {
+    match route {
+        Route::List(q) => Ok(Reply::ok(list_body(&store.list(&q)?, q.is_paged()))),
+        Route::Get(id) => {
+            let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
+            Ok(Reply::ok(wrap(b"{\"order\":", &doc)))
+        }
+        Route::Create => {
+            let fields = orders::parse_new(body)?;
+            let doc = store.create(fields)?;
+            Ok(Reply::ok(wrap(b"{\"message\":\"Order created successfully\",\"order\":", &doc)))
+        }
+        Route::Update(id) => {
+            let fields = orders::parse_patch(body)?;
+            let doc = store.update(&id, fields)?.ok_or(ApiError::OrderNotFound)?;
+            Ok(Reply::ok(wrap(b"{\"message\":\"Order updated successfully\",\"order\":", &doc)))
+        }
+        Route::Delete(id) => match store.delete(&id)? {
+            true => Ok(Reply::ok(b"{\"message\":\"Order deleted successfully\"}".to_vec())),
+            false => Err(ApiError::OrderNotFound),
+        },
+    }
+}
+
+/// `prefix` + document + `}`.
+fn wrap(prefix: &[u8], doc: &Doc) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + doc.0.len() + 1);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&doc.0);
+    out.push(b'}');
+    out
+}
+
+/// `{"orders":[...]}`, plus `"next"` for a paged request.
+fn list_body(page: &Page, paged: bool) -> Vec<u8> {
+    let size: usize = page.docs.iter().map(|d| d.0.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    out.extend_from_slice(b"{\"orders\":[");
+    for (i, doc) in page.docs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&doc.0);
+    }
+    out.push(b']');
+    if paged {
+        match page.next {
+            Some(id) => out.extend_from_slice(format!(",\"next\":\"{}\"", id.to_hex()).as_bytes()),
+            None => out.extend_from_slice(b",\"next\":null"),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: ListLimits = ListLimits { max_page_size: 10, cap_unpaged_list: false };
+
+    #[test]
+    fn routes_and_their_errors() {
+        assert!(matches!(route("GET", "/orders", &L), Ok(Route::List(_))));
+        assert!(matches!(route("POST", "/orders", &L), Ok(Route::Create)));
+        assert!(matches!(route("HEAD", "/orders", &L), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(route("GET", "/orders/", &L), Err(ApiError::NoRoute)));
+        assert!(matches!(route("GET", "/other", &L), Err(ApiError::NoRoute)));
+        assert!(matches!(route("GET", "/orders/abc", &L), Err(ApiError::Order(_))));
+        assert!(matches!(route("PATCH", "/orders/abc", &L), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(route("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718", &L), Ok(Route::Delete(_))));
+        assert!(matches!(route("GET", "/orders?limit=0", &L), Err(ApiError::Order(_))));
+    }
+
+    #[test]
+    fn capped_bare_list_is_paged() {
+        let capped = ListLimits { cap_unpaged_list: true, ..L };
+        let Ok(Route::List(q)) = route("GET", "/orders", &capped) else { panic!() };
+        assert_eq!(q.limit, Some(10));
+        assert!(q.is_paged());
+    }
+}

@@ -1,0 +1,93 @@
+//! Logging to stderr, one line per event, each saying which process wrote
+//! it: `2026-11-26T15:47:23Z INFO [master 1234] message` or
+//! `... [worker 2 gen 1 pid 1240] ...`. systemd's journal (or a redirect)
+//! collects stderr.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::config::LogLevel;
+
+/// Which process this is, printed on every line.
+static ROLE: Mutex<String> = Mutex::new(String::new());
+
+struct Logger;
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // may_minihttp logs every closed connection as an error; those are
+        // the normal end of a connection, not an operator's concern.
+        metadata.level() <= log::max_level() && !metadata.target().starts_with("may")
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let role = ROLE.lock().map(|r| r.clone()).unwrap_or_default();
+        let time = humantime_utc(SystemTime::now());
+        let line = format!("{time} {:<5} [{role}] {}\n", record.level(), record.args());
+        // One write per line, so lines of several processes don't interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger; `role` names this process.
+pub fn init(level: LogLevel, role: &str) {
+    set_role(role);
+    let filter = match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+    };
+    let _ = log::set_logger(&Logger);
+    log::set_max_level(filter);
+}
+
+/// Changes the process name printed on each line (a forked worker).
+pub fn set_role(role: &str) {
+    if let Ok(mut r) = ROLE.lock() {
+        *r = role.to_string();
+    }
+}
+
+/// Whether debug lines are printed.
+pub fn debug_enabled() -> bool {
+    log::max_level() >= Level::Debug
+}
+
+/// RFC 3339 UTC time with seconds, without a date crate.
+fn humantime_utc(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_418), (2025, 11, 26));
+    }
+}

@@ -1,0 +1,238 @@
+//! The order domain: what a client may send (validation of new orders and
+//! partial updates), order ids, and the pagination arguments of a list.
+//!
+//! Validation applies to what clients send; stored documents are returned
+//! as stored (see `store`).
+
+use std::fmt;
+
+use bson::oid::ObjectId;
+use serde_json::{Map, Value};
+
+/// The four fields of an order, in the order app.py documented them.
+pub const FIELDS: [&str; 4] = ["product", "quantity", "customer_name", "customer_address"];
+
+/// Validated fields of an order (all four for a create, some for an update).
+pub type Fields = Map<String, Value>;
+
+/// What a client sent that cannot be accepted; always a 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderError {
+    /// The body is not JSON.
+    InvalidJson,
+    /// The body is JSON but not an object.
+    NotAnObject,
+    /// A required field is absent (create).
+    MissingField(&'static str),
+    /// A field has the wrong JSON type.
+    WrongType { field: &'static str, expected: &'static str },
+    /// A string field is empty.
+    EmptyField(&'static str),
+    /// quantity is below 1 or too large.
+    QuantityOutOfRange,
+    /// An update names none of the four fields.
+    NoKnownField,
+    /// An id is not 24 hex characters.
+    InvalidId,
+    /// A query parameter is unusable.
+    InvalidQuery(String),
+}
+
+impl fmt::Display for OrderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderError::InvalidJson => f.write_str("Request body is not valid JSON"),
+            OrderError::NotAnObject => f.write_str("Request body must be a JSON object"),
+            OrderError::MissingField(name) => write!(f, "Missing field: {name}"),
+            OrderError::WrongType { field, expected } => write!(f, "Field {field} must be {expected}"),
+            OrderError::EmptyField(name) => write!(f, "Field {name} must not be empty"),
+            OrderError::QuantityOutOfRange => {
+                write!(f, "Field quantity must be an integer from 1 to {}", i64::MAX)
+            }
+            OrderError::NoKnownField => write!(
+                f,
+                "Request body must contain at least one of: {}",
+                FIELDS.join(", ")
+            ),
+            OrderError::InvalidId => f.write_str("Invalid order id: expected 24 hexadecimal characters"),
+            OrderError::InvalidQuery(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for OrderError {}
+
+/// Parses an order id: exactly 24 hex characters.
+pub fn parse_id(s: &str) -> Result<ObjectId, OrderError> {
+    if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(OrderError::InvalidId);
+    }
+    ObjectId::parse_str(s).map_err(|_| OrderError::InvalidId)
+}
+
+/// Validates the body of `POST /orders`: all four fields, each valid.
+/// Extra fields are ignored, as app.py ignored them.
+pub fn parse_new(body: &[u8]) -> Result<Fields, OrderError> {
+    let object = parse_object(body)?;
+    let mut fields = Fields::new();
+    for name in FIELDS {
+        let value = object.get(name).ok_or(OrderError::MissingField(name))?;
+        fields.insert(name.to_string(), check_field(name, value)?);
+    }
+    Ok(fields)
+}
+
+/// Validates the body of `PUT /orders/<id>`: one or more of the four fields,
+/// each following the rules of a create.
+pub fn parse_patch(body: &[u8]) -> Result<Fields, OrderError> {
+    let object = parse_object(body)?;
+    let mut fields = Fields::new();
+    for name in FIELDS {
+        if let Some(value) = object.get(name) {
+            fields.insert(name.to_string(), check_field(name, value)?);
+        }
+    }
+    if fields.is_empty() {
+        return Err(OrderError::NoKnownField);
+    }
+    Ok(fields)
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, OrderError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(OrderError::NotAnObject),
+        Err(_) => Err(OrderError::InvalidJson),
+    }
+}
+
+fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
+    if name == "quantity" {
+        return check_quantity(value);
+    }
+    match value {
+        Value::String(s) if s.is_empty() => Err(OrderError::EmptyField(name)),
+        Value::String(_) => Ok(value.clone()),
+        _ => Err(OrderError::WrongType { field: name, expected: "a string" }),
+    }
+}
+
+/// quantity: a JSON integer >= 1 (not a string, not a fraction, not `2.0`),
+/// at most i64::MAX so it fits MongoDB's 64-bit integer.
+fn check_quantity(value: &Value) -> Result<Value, OrderError> {
+    let Value::Number(n) = value else {
+        return Err(OrderError::WrongType { field: "quantity", expected: "an integer" });
+    };
+    if n.is_f64() {
+        return Err(OrderError::WrongType { field: "quantity", expected: "an integer" });
+    }
+    match n.as_i64() {
+        Some(q) if q >= 1 => Ok(value.clone()),
+        _ => Err(OrderError::QuantityOutOfRange),
+    }
+}
+
+/// The arguments of `GET /orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// Return at most this many orders.
+    pub limit: Option<usize>,
+    /// Return orders whose id is greater than this one.
+    pub after: Option<ObjectId>,
+}
+
+impl ListQuery {
+    /// Whether the response carries `next` (the request used `limit` or `after`).
+    pub fn is_paged(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+}
+
+/// Parses the query string of `GET /orders` (without the `?`). `cap` is the
+/// operator's largest `limit`. Unknown or repeated parameters are errors.
+pub fn parse_list_query(query: &str, cap: usize) -> Result<ListQuery, OrderError> {
+    let mut q = ListQuery::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" if q.limit.is_none() => q.limit = Some(parse_limit(value, cap)?),
+            "after" if q.after.is_none() => {
+                q.after = Some(parse_id(value).map_err(|_| {
+                    OrderError::InvalidQuery("Parameter after must be an order id (24 hexadecimal characters)".into())
+                })?)
+            }
+            "limit" | "after" => return Err(OrderError::InvalidQuery(format!("Parameter {key} given twice"))),
+            _ => return Err(OrderError::InvalidQuery(format!("Unknown query parameter: {}", printable(key)))),
+        }
+    }
+    Ok(q)
+}
+
+fn parse_limit(value: &str, cap: usize) -> Result<usize, OrderError> {
+    let bad = || OrderError::InvalidQuery(format!("Parameter limit must be an integer from 1 to {cap}"));
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match value.parse::<usize>() {
+        Ok(n) if (1..=cap).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+/// Echoes a client's parameter name in an error, bounded and printable.
+fn printable(s: &str) -> String {
+    s.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_order_needs_all_fields_of_the_right_type() {
+        let ok = br#"{"product":"P","quantity":2,"customer_name":"B","customer_address":"A","x":1}"#;
+        let f = parse_new(ok).unwrap();
+        assert_eq!(f.len(), 4);
+        assert!(!f.contains_key("x"));
+        assert_eq!(
+            parse_new(br#"{"product":"P","quantity":2,"customer_name":"B"}"#),
+            Err(OrderError::MissingField("customer_address"))
+        );
+        let bad_q = [r#""2""#, "2.0", "0", "-1", "1.5", "true", "null", "9223372036854775808"];
+        for q in bad_q {
+            let body = format!(r#"{{"product":"P","quantity":{q},"customer_name":"B","customer_address":"A"}}"#);
+            assert!(parse_new(body.as_bytes()).is_err(), "quantity {q} accepted");
+        }
+        let empty = br#"{"product":"","quantity":1,"customer_name":"B","customer_address":"A"}"#;
+        assert_eq!(parse_new(empty), Err(OrderError::EmptyField("product")));
+        assert_eq!(parse_new(b"[1]"), Err(OrderError::NotAnObject));
+        assert_eq!(parse_new(b"{"), Err(OrderError::InvalidJson));
+    }
+
+    #[test]
+    fn patch_needs_one_known_field() {
+        assert_eq!(parse_patch(br#"{"x":1}"#), Err(OrderError::NoKnownField));
+        assert_eq!(parse_patch(br#"{"quantity":3}"#).unwrap().len(), 1);
+        assert!(parse_patch(br#"{"quantity":0}"#).is_err());
+    }
+
+    #[test]
+    fn ids_are_24_hex() {
+        assert!(parse_id("6566f0c2a1b2c3d4e5f60718").is_ok());
+        assert!(parse_id("6566F0C2A1B2C3D4E5F60718").is_ok());
+        assert!(parse_id("6566f0c2a1b2c3d4e5f6071").is_err());
+        assert!(parse_id("6566f0c2a1b2c3d4e5f6071g").is_err());
+        assert!(parse_id("+566f0c2a1b2c3d4e5f60718").is_err());
+    }
+
+    #[test]
+    fn list_query_rules() {
+        assert_eq!(parse_list_query("", 10).unwrap(), ListQuery::default());
+        assert_eq!(parse_list_query("limit=10", 10).unwrap().limit, Some(10));
+        for bad in ["limit=0", "limit=11", "limit=-1", "limit=+1", "limit=a", "limit=", "after=zz", "x=1", "limit=1&limit=2"] {
+            assert!(parse_list_query(bad, 10).is_err(), "{bad} accepted");
+        }
+        let q = parse_list_query("after=6566f0c2a1b2c3d4e5f60718", 10).unwrap();
+        assert!(q.after.is_some() && q.limit.is_none() && q.is_paged());
+    }
+}

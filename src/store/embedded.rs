@@ -1,0 +1,354 @@
+//! The embedded store (default): LMDB through heed, shared by every worker.
+//!
+//! On disk, `data_dir` holds LMDB's `data.mdb` and `lock.mdb`. Two named
+//! databases: `orders` maps the 12 bytes of an ObjectId (big-endian, so key
+//! order is `_id` order) to the document's JSON; `meta` holds the id
+//! high-water mark (`id_high_water`), so ids never go backwards or repeat,
+//! even after the newest order is deleted.
+//!
+//! Reads run in the calling coroutine: a read transaction (no thread-local
+//! storage, since may moves coroutines between threads), copied out and
+//! closed before any yield. Writes go to one writer thread per worker, which
+//! takes the first queued operation, drains what else is queued, applies all
+//! in one transaction (each in a nested transaction, so one failure is
+//! isolated), commits once with fsync, then wakes each waiting coroutine with
+//! its own result (group commit). Ids are assigned inside the transaction,
+//! strictly above the high-water mark: key order is commit order across all
+//! workers.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn, WithoutTls};
+use serde_json::Value;
+
+use super::{render_new, Doc, Page, Store, StoreError};
+use crate::orders::{Fields, ListQuery};
+
+/// Most write operations applied in one transaction.
+const MAX_BATCH: usize = 1024;
+/// LMDB reader slots (shared by all processes on the environment).
+const MAX_READERS: u32 = 4096;
+/// Key of the id high-water mark in `meta`.
+const HIGH_WATER_KEY: &[u8] = b"id_high_water";
+
+type Db = Database<'static, Bytes, Bytes>;
+
+/// A write, as sent to the writer thread.
+enum WriteKind {
+    Create(Fields),
+    Update(ObjectId, Fields),
+    Delete(ObjectId),
+}
+
+/// What a write produced.
+enum WriteResult {
+    Created(Doc),
+    Updated(Option<Doc>),
+    Deleted(bool),
+}
+
+struct WriteOp {
+    kind: WriteKind,
+    reply: may::sync::mpsc::Sender<Result<WriteResult, StoreError>>,
+}
+
+/// Counters of the writer, for the log and the benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Write operations applied.
+    pub ops: AtomicU64,
+    /// Transactions committed.
+    pub commits: AtomicU64,
+}
+
+/// The LMDB-backed store of one worker process.
+pub struct Embedded {
+    env: &'static Env<WithoutTls>,
+    orders: Db,
+    writer: std_mpsc::Sender<WriteOp>,
+    timeout: Duration,
+    stats: Arc<WriterStats>,
+}
+
+impl Embedded {
+    /// Opens (creating if needed) the environment in `dir` and starts the
+    /// writer thread. Call once per process, after fork.
+    pub fn open(dir: &Path, map_size: usize, timeout: Duration) -> Result<Embedded, StoreError> {
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(4).max_readers(MAX_READERS);
+        // SAFETY: the environment is opened once per process, after fork, and
+        // its files are only modified through LMDB (multi-process locking).
+        let env = unsafe { options.open(dir) }.map_err(unavailable)?;
+        // The environment lives as long as the worker process: leaking it
+        // gives the 'static lifetime heed's database handles need.
+        let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
+        let cleared = env.clear_stale_readers().map_err(unavailable)?;
+        if cleared > 0 {
+            log::info!("store: cleared {cleared} stale LMDB reader slots");
+        }
+        let wtxn = env.write_txn().map_err(unavailable)?;
+        let (orders, meta) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+                let orders: Db = opener.create_database(wtxn, Some("orders"))?;
+                let meta: Db = opener.create_database(wtxn, Some("meta"))?;
+                Ok(heed::CommitOrAbort::<_, ()>::Commit((orders, meta)))
+            })
+            .map_err(unavailable)?
+            .unwrap_commit();
+        let (tx, rx) = std_mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let writer = Writer { env, orders, meta, stats: stats.clone() };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(Embedded { env, orders, writer: tx, timeout, stats })
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    fn write(&self, kind: WriteKind) -> Result<WriteResult, StoreError> {
+        let (reply, result) = may::sync::mpsc::channel();
+        self.writer
+            .send(WriteOp { kind, reply })
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        match result.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Timeout),
+            Err(_) => Err(StoreError::Unavailable("writer thread stopped".into())),
+        }
+    }
+}
+
+impl Store for Embedded {
+    fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(unavailable)?;
+        let doc = self.orders.get(&rtxn, &id.bytes()).map_err(unavailable)?;
+        Ok(doc.map(|bytes| Doc(bytes.to_vec())))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let rtxn = self.env.read_txn().map_err(unavailable)?;
+        let after = query.after.map(|id| id.bytes());
+        let lower = match &after {
+            Some(key) => Bound::Excluded(&key[..]),
+            None => Bound::Unbounded,
+        };
+        let range = (lower, Bound::Unbounded);
+        let mut page = Page::default();
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let mut last_key: Option<[u8; 12]> = None;
+        for item in self.orders.range(&rtxn, &range).map_err(unavailable)? {
+            let (key, value) = item.map_err(unavailable)?;
+            if page.docs.len() == limit {
+                // One document beyond the page: more follow.
+                page.next = last_key.map(ObjectId::from_bytes);
+                break;
+            }
+            last_key = key.try_into().ok();
+            page.docs.push(Doc(value.to_vec()));
+        }
+        Ok(page)
+    }
+
+    fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
+        match self.write(WriteKind::Create(fields))? {
+            WriteResult::Created(doc) => Ok(doc),
+            _ => unreachable!("the writer answers a create with Created"),
+        }
+    }
+
+    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
+        match self.write(WriteKind::Update(*id, fields))? {
+            WriteResult::Updated(doc) => Ok(doc),
+            _ => unreachable!("the writer answers an update with Updated"),
+        }
+    }
+
+    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        match self.write(WriteKind::Delete(*id))? {
+            WriteResult::Deleted(found) => Ok(found),
+            _ => unreachable!("the writer answers a delete with Deleted"),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    env: &'static Env<WithoutTls>,
+    orders: Db,
+    meta: Db,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    /// Group commit loop: runs until every sender is gone.
+    fn run(self, rx: std_mpsc::Receiver<WriteOp>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let results = self.apply(&mut batch);
+            for (op, result) in batch.into_iter().zip(results) {
+                // A coroutine that gave up waiting has dropped its receiver.
+                let _ = op.reply.send(result);
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction; one result per operation.
+    fn apply(&self, batch: &mut [WriteOp]) -> Vec<Result<WriteResult, StoreError>> {
+        let n = batch.len();
+        let fail_all = |e: StoreError| (0..n).map(|_| Err(e.clone())).collect();
+        let mut wtxn = match self.env.write_txn() {
+            Ok(t) => t,
+            Err(e) => return fail_all(map_err(e)),
+        };
+        let mut high_water = match self.high_water(&wtxn) {
+            Ok(h) => h,
+            Err(e) => return fail_all(e),
+        };
+        let start_high_water = high_water;
+        let mut results = Vec::with_capacity(batch.len());
+        for op in batch.iter_mut() {
+            results.push(self.apply_one(&mut wtxn, &mut op.kind, &mut high_water));
+        }
+        if high_water != start_high_water {
+            if let Err(e) = self.meta.put(&mut wtxn, HIGH_WATER_KEY, &high_water.bytes()) {
+                return fail_all(map_err(e));
+            }
+        }
+        if let Err(e) = wtxn.commit() {
+            log::error!("store: commit failed: {e}");
+            return fail_all(map_err(e));
+        }
+        self.stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        results
+    }
+
+    /// One operation in a nested transaction, so a failure leaves the rest
+    /// of the batch intact.
+    fn apply_one(
+        &self,
+        parent: &mut RwTxn<'static>,
+        kind: &mut WriteKind,
+        high_water: &mut ObjectId,
+    ) -> Result<WriteResult, StoreError> {
+        let mut txn = self.env.nested_write_txn(parent).map_err(map_err)?;
+        let result = match kind {
+            WriteKind::Create(fields) => {
+                let id = next_id(*high_water);
+                let doc = render_new(&id, fields);
+                self.orders.put(&mut txn, &id.bytes(), &doc.0).map_err(map_err)?;
+                *high_water = id;
+                WriteResult::Created(doc)
+            }
+            WriteKind::Update(id, fields) => {
+                let key = id.bytes();
+                let Some(old) = self.orders.get(&txn, &key).map_err(map_err)? else {
+                    return Ok(WriteResult::Updated(None));
+                };
+                let doc = apply_patch(old, fields)?;
+                self.orders.put(&mut txn, &key, &doc.0).map_err(map_err)?;
+                WriteResult::Updated(Some(doc))
+            }
+            WriteKind::Delete(id) => WriteResult::Deleted(self.orders.delete(&mut txn, &id.bytes()).map_err(map_err)?),
+        };
+        txn.commit().map_err(map_err)?;
+        Ok(result)
+    }
+
+    fn high_water(&self, txn: &RwTxn<'static>) -> Result<ObjectId, StoreError> {
+        match self.meta.get(txn, HIGH_WATER_KEY).map_err(map_err)? {
+            Some(bytes) => {
+                let bytes: [u8; 12] = bytes
+                    .try_into()
+                    .map_err(|_| StoreError::Unavailable("corrupt id high-water mark".into()))?;
+                Ok(ObjectId::from_bytes(bytes))
+            }
+            None => Ok(ObjectId::from_bytes([0; 12])),
+        }
+    }
+}
+
+/// A fresh ObjectId, or `high_water + 1` when the fresh one would not sort
+/// after it (same second on another process, or a clock that went back).
+fn next_id(high_water: ObjectId) -> ObjectId {
+    let fresh = ObjectId::new();
+    if fresh > high_water {
+        return fresh;
+    }
+    let n = u128::from_be_bytes(pad16(high_water.bytes())) + 1;
+    let bytes = n.to_be_bytes();
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&bytes[4..]);
+    ObjectId::from_bytes(id)
+}
+
+fn pad16(b: [u8; 12]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[4..].copy_from_slice(&b);
+    out
+}
+
+/// Sets `fields` on a stored document, keeping every other field as stored.
+fn apply_patch(stored: &[u8], fields: &mut Fields) -> Result<Doc, StoreError> {
+    let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(stored)
+        .map_err(|e| StoreError::Unavailable(format!("stored document is not a JSON object: {e}")))?;
+    for (k, v) in std::mem::take(fields) {
+        doc.insert(k, v);
+    }
+    Ok(Doc(serde_json::to_vec(&doc).expect("a JSON map always serializes")))
+}
+
+fn map_err(e: heed::Error) -> StoreError {
+    match e {
+        heed::Error::Mdb(MdbError::MapFull) => StoreError::Full,
+        other => unavailable(other),
+    }
+}
+
+fn unavailable(e: heed::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_id_is_strictly_increasing() {
+        let far_future = ObjectId::from_bytes([0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        let next = next_id(far_future);
+        assert!(next > far_future);
+        assert_eq!(next.bytes()[9..], [1, 0, 0]);
+        let zero = ObjectId::from_bytes([0; 12]);
+        assert!(next_id(zero) > zero);
+    }
+
+    #[test]
+    fn patch_keeps_other_fields() {
+        let mut f = Fields::new();
+        f.insert("quantity".into(), 5.into());
+        let doc = apply_patch(br#"{"_id":"x","quantity":1,"product":"P"}"#, &mut f).unwrap();
+        let v: Value = serde_json::from_slice(&doc.0).unwrap();
+        assert_eq!(v["quantity"], 5);
+        assert_eq!(v["product"], "P");
+        assert_eq!(v["_id"], "x");
+    }
+}
