@@ -1,0 +1,256 @@
+//! Test support: start the real `orders-server` binary on an ephemeral port
+//! with a temp data dir, and a small HTTP/1.1 client over raw TCP (so tests
+//! control keep-alive, framing and every byte sent).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a server may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Read timeout of the test client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server; stopped (TERM, then KILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts with 2 workers on 127.0.0.1:0 and a fresh data dir.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_in(&data, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts on an existing data dir (restarts), 2 workers unless `extra` says.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["-b".into(), "127.0.0.1:0".into()];
+        if !extra.iter().any(|a| *a == "-w" || *a == "--workers") {
+            args.extend(["-w".into(), "2".into()]);
+        }
+        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(args, data_dir)
+    }
+
+    fn spawn(args: Vec<String>, data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orders-server"))
+            .args(&args)
+            .env_remove("ORDERS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orders-server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Server { child, addr, data_dir: data_dir.to_path_buf(), log, _tmp: None }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A new keep-alive connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        self.connect().request(method, path, body)
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Sends TERM and waits for the master to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(40)).expect("master exits after TERM")
+    }
+
+    /// Waits up to `timeout` for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Pids of the workers (children of the master).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let path = format!("/proc/{}/task/{}/children", self.child.id(), self.child.id());
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Creates an order; returns its `_id`.
+    pub fn create(&self, product: &str) -> String {
+        let r = self.request("POST", "/orders", Some(&order_json(product, 1)));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["order"]["_id"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A valid order body.
+pub fn order_json(product: &str, quantity: i64) -> String {
+    serde_json::json!({
+        "product": product, "quantity": quantity,
+        "customer_name": "Bob Anderson", "customer_address": "101 Pine St"
+    })
+    .to_string()
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The error message of an error body.
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().expect("a message").to_string()
+    }
+    pub fn closes(&self) -> bool {
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    /// Sends one request (with Content-Length when there is a body) and reads the response.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        self.send_raw(req.as_bytes());
+        self.read_response().expect("a response")
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads one response; None if the connection closed first.
+    pub fn read_response(&mut self) -> Option<Resp> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':')?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).ok()?;
+        Some(Resp { status, headers, body })
+    }
+
+    /// True when the server closed the connection (EOF or reset) within the timeout.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+        }
+    }
+}
