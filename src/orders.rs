@@ -12,6 +12,11 @@ use serde_json::{Map, Value};
 /// The four fields of an order, in the order app.py documented them.
 pub const FIELDS: [&str; 4] = ["product", "quantity", "customer_name", "customer_address"];
 
+/// Deepest JSON nesting accepted in a body. Orders are flat; the limit keeps
+/// the recursive parser far from the end of a coroutine's stack (an
+/// overflow is a segfault that takes the whole worker down).
+pub const MAX_JSON_DEPTH: usize = 32;
+
 /// Validated fields of an order (all four for a create, some for an update).
 pub type Fields = Map<String, Value>;
 
@@ -22,6 +27,8 @@ pub enum OrderError {
     InvalidJson,
     /// The body is JSON but not an object.
     NotAnObject,
+    /// The body nests arrays/objects deeper than [`MAX_JSON_DEPTH`].
+    TooDeep,
     /// A required field is absent (create).
     MissingField(&'static str),
     /// A field has the wrong JSON type.
@@ -43,6 +50,7 @@ impl fmt::Display for OrderError {
         match self {
             OrderError::InvalidJson => f.write_str("Request body is not valid JSON"),
             OrderError::NotAnObject => f.write_str("Request body must be a JSON object"),
+            OrderError::TooDeep => write!(f, "Request body nests deeper than {MAX_JSON_DEPTH} levels"),
             OrderError::MissingField(name) => write!(f, "Missing field: {name}"),
             OrderError::WrongType { field, expected } => write!(f, "Field {field} must be {expected}"),
             OrderError::EmptyField(name) => write!(f, "Field {name} must not be empty"),
@@ -99,11 +107,42 @@ pub fn parse_patch(body: &[u8]) -> Result<Fields, OrderError> {
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, OrderError> {
+    check_depth(body)?;
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(OrderError::NotAnObject),
         Err(_) => Err(OrderError::InvalidJson),
     }
+}
+
+/// Rejects nesting deeper than [`MAX_JSON_DEPTH`] with one linear scan,
+/// before the recursive parser sees the body. Brackets inside strings
+/// don't count; malformed input is left for the parser to reject.
+fn check_depth(body: &[u8]) -> Result<(), OrderError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(OrderError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
@@ -207,6 +246,17 @@ mod tests {
         assert_eq!(parse_new(empty), Err(OrderError::EmptyField("product")));
         assert_eq!(parse_new(b"[1]"), Err(OrderError::NotAnObject));
         assert_eq!(parse_new(b"{"), Err(OrderError::InvalidJson));
+    }
+
+    #[test]
+    fn depth_is_bounded_outside_strings() {
+        let deep = format!("{}{}", "[".repeat(MAX_JSON_DEPTH + 1), "]".repeat(MAX_JSON_DEPTH + 1));
+        assert_eq!(parse_new(deep.as_bytes()), Err(OrderError::TooDeep));
+        let ok = format!(
+            r#"{{"product":"{}\"[","quantity":1,"customer_name":"B","customer_address":"A"}}"#,
+            "[".repeat(100)
+        );
+        assert!(parse_new(ok.as_bytes()).is_ok());
     }
 
     #[test]

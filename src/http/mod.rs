@@ -86,7 +86,12 @@ pub struct App {
     pub limits: HttpLimits,
     /// Lifecycle state.
     pub state: Arc<ServerState>,
+    /// Test-only routes under `/__test/` (env `ORDERS_TEST_HOOKS=1`).
+    pub test_hooks: bool,
 }
+
+/// Env var that enables the test-only routes. Never set it in production.
+pub const TEST_HOOKS_ENV: &str = "ORDERS_TEST_HOOKS";
 
 /// Creates a [`Connection`] for each accepted socket.
 #[derive(Clone)]
@@ -167,6 +172,9 @@ impl Connection {
             Err(e) => return Reply::error(&e),
         };
         let close = framing.close_requested || req.version() == 0;
+        if self.app.test_hooks {
+            run_test_hook(req.path());
+        }
         let routed = routes::route(req.method(), req.path(), &limits.list);
         let body = match read_body(req, framing.body_len) {
             Ok(body) => body,
@@ -215,6 +223,17 @@ impl Connection {
         // SAFETY: `fd` is this connection's socket, open for as long as this
         // service lives (may_minihttp drops the service before the stream).
         unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+    }
+}
+
+/// Test-only faults: `/__test/panic` panics in the handler (a panic must
+/// cost one connection, never the worker); `/__test/hang` blocks the
+/// scheduler thread for a minute (a hung worker).
+fn run_test_hook(path: &str) {
+    match path {
+        "/__test/panic" => panic!("test hook: panic in a handler"),
+        "/__test/hang" => std::thread::sleep(Duration::from_secs(60)),
+        _ => {}
     }
 }
 

@@ -153,7 +153,11 @@ fn build_app(config: &Config) -> Result<(Arc<App>, StatsFn), crate::store::Store
         close_after_response_bytes: config.close_after_response_bytes,
         list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
     };
-    let app = App { store, limits, state: Arc::new(ServerState::default()) };
+    let test_hooks = std::env::var(crate::http::TEST_HOOKS_ENV).is_ok_and(|v| v == "1");
+    if test_hooks {
+        log::warn!("test hooks enabled ({}=1): never in production", crate::http::TEST_HOOKS_ENV);
+    }
+    let app = App { store, limits, state: Arc::new(ServerState::default()), test_hooks };
     Ok((Arc::new(app), stats_fn))
 }
 

@@ -45,13 +45,14 @@ impl Server {
         }
         args.extend(["--data-dir".into(), data_dir.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::spawn(args, data_dir)
+        Server::spawn(args, &[], data_dir)
     }
 
-    fn spawn(args: Vec<String>, data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orders-server"))
+    /// Starts with exactly these arguments and extra environment.
+    pub fn spawn(args: Vec<String>, env: &[(&str, &str)], data_dir: &Path) -> Server {
+        let mut child = command()
             .args(&args)
-            .env_remove("ORDERS_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -148,6 +149,53 @@ impl Drop for Server {
     }
 }
 
+/// The server binary, with no ORDERS_* variables inherited from the caller.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders-server"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORDERS_") || k == "MONGO_URI" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Runs the binary to completion (for start-up errors): status and stderr.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = command()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            return (out.status.code(), text);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waits until `cond` holds, polling, up to `timeout`.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
 /// A valid order body.
 pub fn order_json(product: &str, quantity: i64) -> String {
     serde_json::json!({
@@ -192,11 +240,16 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
+        Client::try_connect(addr).expect("connect")
+    }
+
+    /// None when the connection is refused (a server stopping).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+        stream.set_nodelay(true).ok()?;
+        let reader = BufReader::new(stream.try_clone().ok()?);
+        Some(Client { stream, reader })
     }
 
     /// Sends one request (with Content-Length when there is a body) and reads the response.

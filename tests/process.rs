@@ -1,0 +1,229 @@
+//! The process model over real processes: start-up checks and exit codes,
+//! configuration precedence, supervision (a dead worker is replaced, boot
+//! failures give up), stop signals, and panics costing one connection.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{order_json, run_to_exit, wait_until, Client, Server};
+
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[test]
+fn help_and_version() {
+    let (code, out) = run_to_exit(&["-h"], &[], EXIT_TIMEOUT);
+    assert_eq!(code, Some(0));
+    for flag in ["--workers", "--bind", "--config", "--data-dir"] {
+        assert!(out.contains(flag), "{flag} missing from help:\n{out}");
+    }
+    let (code, out) = run_to_exit(&["-V"], &[], EXIT_TIMEOUT);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_second_server_on_a_used_port_refuses_to_start() {
+    let s = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = s.addr.to_string();
+    let data = tmp.path().join("d").display().to_string();
+    let (code, out) = run_to_exit(&["-w", "1", "-b", &addr, "--data-dir", &data], &[], EXIT_TIMEOUT);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("already in use"), "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    // The first server still serves everything.
+    for _ in 0..10 {
+        assert_eq!(s.request("GET", "/orders", None).status, 200);
+    }
+}
+
+#[test]
+fn bad_settings_are_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d").display().to_string();
+    let bad_toml = tmp.path().join("bad.toml");
+    std::fs::write(&bad_toml, "wrokers = 2\n").unwrap();
+    let bad_toml = bad_toml.display().to_string();
+    let a_file = tmp.path().join("file");
+    std::fs::write(&a_file, "").unwrap();
+    let under_file = a_file.join("data").display().to_string();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["-w", "0"], vec![], "workers"),
+        (vec!["-b", "nonsense"], vec![], "bind"),
+        (vec!["-b", "203.0.113.7:0"], vec![], "203.0.113.7"),
+        (vec!["-c", "/nonexistent/orders.toml"], vec![], "/nonexistent/orders.toml"),
+        (vec!["-c", &bad_toml], vec![], "wrokers"),
+        (vec!["--data-dir", &under_file], vec![], "data_dir"),
+        (vec!["--max-page-size", "0"], vec![], "max_page_size"),
+        (vec!["--log-level", "loud"], vec![], "log_level"),
+        (vec![], vec![("ORDERS_WORKERS", "many")], "workers"),
+    ];
+    for (args, env, needle) in cases {
+        let mut all = vec![];
+        if !args.contains(&"--data-dir") {
+            all.extend(["--data-dir", data.as_str()]);
+        }
+        if !args.contains(&"-b") {
+            all.extend(["-b", "127.0.0.1:0"]);
+        }
+        all.extend(args.iter());
+        let (code, out) = run_to_exit(&all, &env, EXIT_TIMEOUT);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {out}");
+        assert!(out.contains(needle), "{args:?}: {out}");
+        assert!(!out.contains("started"), "nothing forked: {out}");
+    }
+}
+
+#[test]
+fn cli_beats_env_beats_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("orders.toml");
+    std::fs::write(&conf, "workers = 3\nbind = \"127.0.0.1:0\"\n").unwrap();
+    let conf = conf.display().to_string();
+    let data = tmp.path().join("data");
+    let d = data.display().to_string();
+    let count = |args: Vec<&str>, env: &[(&str, &str)]| {
+        let s = Server::spawn(args.iter().map(|a| a.to_string()).collect(), env, &data);
+        let n = s.worker_pids().len();
+        assert_eq!(s.request("GET", "/orders", None).status, 200);
+        n
+    };
+    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d], &[]), 3);
+    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d], &[("ORDERS_WORKERS", "2")]), 2);
+    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d, "-w", "1"], &[("ORDERS_WORKERS", "2")]), 1);
+    // The config file may come from the environment too.
+    assert_eq!(count(vec!["--data-dir", &d], &[("ORDERS_CONFIG", &conf)]), 3);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_others_keep_serving() {
+    let s = Server::start(&["-w", "2"]);
+    let before = s.worker_pids();
+    assert_eq!(before.len(), 2);
+    let id = s.create("survivor");
+    // SAFETY: kill(2) on a child of our child.
+    unsafe { libc::kill(before[0], libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            let now = s.worker_pids();
+            now.len() == 2 && !now.contains(&before[0])
+        }),
+        "worker not replaced within 2 s: {:?}",
+        s.worker_pids()
+    );
+    assert!(s.worker_pids().contains(&before[1]), "the other worker was untouched");
+    for _ in 0..20 {
+        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    }
+    assert!(s.log().contains("killed by SIGKILL"), "{}", s.log());
+}
+
+#[test]
+fn workers_that_cannot_start_make_the_master_give_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // LMDB cannot open an environment whose data file is a directory.
+    std::fs::create_dir_all(data.join("data.mdb")).unwrap();
+    let d = data.display().to_string();
+    let (code, out) = run_to_exit(&["-w", "2", "-b", "127.0.0.1:0", "--data-dir", &d], &[], Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("giving up"), "{out}");
+    assert!(out.contains("cannot open the store"), "{out}");
+    let forks = out.matches("started (pid").count();
+    assert!((5..=12).contains(&forks), "bounded retries, got {forks} forks:\n{out}");
+}
+
+#[test]
+fn term_under_write_load_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start_in(&data, &["-w", "2"]);
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = s.addr;
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Some(mut c) = Client::try_connect(addr) else { return };
+                    let body = order_json(&format!("t{t}-{i}"), 1);
+                    let req = format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    if c.stream.write_all_ok(req.as_bytes()) {
+                        if let Some(r) = c.read_response() {
+                            if r.status == 200 {
+                                acked.lock().unwrap().insert(r.json()["order"]["_id"].as_str().unwrap().to_string());
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = s.stop();
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(status.success(), "master exit status {status:?}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 10, "the load ran ({} acked)", acked.len());
+
+    let s = Server::start_in(&data, &["-w", "1"]);
+    let stored: HashSet<String> = s.request("GET", "/orders", None).json()["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["_id"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
+}
+
+#[test]
+fn fast_stop_exits_zero() {
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        let mut s = Server::start(&[]);
+        s.create("x");
+        s.signal(sig);
+        let status = s.wait_exit(Duration::from_secs(5)).expect("exits quickly");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+#[test]
+fn a_panic_costs_one_connection_not_a_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string());
+    let args: Vec<String> = args.chain([data.display().to_string()]).collect();
+    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let pids = s.worker_pids();
+    let mut c = s.connect();
+    c.send_raw(b"GET /__test/panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.read_response().is_none(), "the panicking connection is closed");
+    for _ in 0..10 {
+        assert_eq!(s.request("GET", "/orders", None).status, 200);
+    }
+    assert_eq!(s.worker_pids(), pids, "the worker survived");
+}
+
+/// `write_all` that reports failure instead of panicking (the server may be stopping).
+trait WriteOk {
+    fn write_all_ok(&mut self, buf: &[u8]) -> bool;
+}
+
+impl WriteOk for std::net::TcpStream {
+    fn write_all_ok(&mut self, buf: &[u8]) -> bool {
+        use std::io::Write;
+        self.write_all(buf).is_ok()
+    }
+}
