@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# HTTP benchmark of one worker against the bare may_minihttp ceiling.
+#
+# Builds release, starts orders-server (-w 1) pinned to CPU 0 on a fresh
+# data dir, seeds 100 orders, and drives it with wrk (-t1 -c100, keep-alive)
+# pinned to CPU 1: GET /orders/<id>, POST /orders (bench/post.lua) and
+# GET /orders (the 100 orders, also in MB/s); then the same GET against
+# examples/ceiling.rs (a bare may_minihttp server answering a fixed order).
+# Each run RUNS times; prints the median and the ratio to the ceiling, and
+# the group commit's mean batch size. Ratios are what to compare: absolute
+# numbers drift between runs and machines.
+#
+# Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+CONNS=${CONNS:-100}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release --quiet --bin orders-server --example ceiling
+BIN=target/release/orders-server
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+wait_port() { # log file -> port
+  for _ in $(seq 100); do
+    port=$(grep -o 'listening on [0-9.:]*' "$1" 2>/dev/null | head -1 | sed 's/.*://') || true
+    [ -n "${port:-}" ] && { echo "$port"; return; }
+    sleep 0.1
+  done
+  echo "server did not start:" >&2; cat "$1" >&2; exit 1
+}
+
+# wrk_run URL [script] -> prints "req_per_s mb_per_s errors"
+wrk_run() {
+  local out
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${2:+-s "$2"} "$1")
+  local rps mbs errs non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  mbs=$(awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /KB/) {sub("KB","",v); v/=1024} else {sub("MB","",v)}; print v}' <<<"$out")
+  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$rps ${mbs:-0} $(( ${errs:-0} + ${non2xx:-0} ))"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# bench NAME URL [script]: RUNS runs, prints the median line, stores it in RESULT_NAME
+declare -A RPS MBS ERRS
+bench() {
+  local name=$1 url=$2 script=${3:-} rps_list="" mbs_list="" errs=0
+  for _ in $(seq "$RUNS"); do
+    read -r rps mbs e < <(wrk_run "$url" "$script")
+    rps_list+="$rps"$'\n'; mbs_list+="$mbs"$'\n'; errs=$((errs + e))
+  done
+  RPS[$name]=$(printf '%s' "$rps_list" | median)
+  MBS[$name]=$(printf '%s' "$mbs_list" | median)
+  ERRS[$name]=$errs
+}
+
+# --- orders-server ---
+taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
+PIDS+=($!)
+SERVER_PID=$!
+PORT=$(wait_port "$TMP/server.log")
+BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
+for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
+ID=$(curl -sf "http://127.0.0.1:$PORT/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])')
+
+bench get_id "http://127.0.0.1:$PORT/orders/$ID"
+bench list100 "http://127.0.0.1:$PORT/orders"
+# POST last: it grows the store.
+bench post "http://127.0.0.1:$PORT/orders" bench/post.lua
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
+BATCH=$(grep -o 'mean batch [0-9.]*' "$TMP/server.log" | awk '{print $3}' | tail -1)
+
+# --- ceiling ---
+CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
+PIDS+=($!)
+wait_port "$TMP/ceiling.log" >/dev/null
+bench ceiling "http://127.0.0.1:$CPORT/orders/$ID"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+echo
+echo "orders-server bench: wrk -t1 -c$CONNS -d$DURATION, median of $RUNS, server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU ($(nproc) CPUs)"
+printf '%-34s %12s %10s %10s %8s\n' "case" "req/s" "MB/s" "vs ceiling" "errors"
+row() { printf '%-34s %12.0f %10.1f %10s %8s\n' "$1" "${RPS[$2]}" "${MBS[$2]}" "$(ratio "${RPS[$2]}" "${RPS[ceiling]}")" "${ERRS[$2]}"; }
+row "ceiling (bare may_minihttp)" ceiling
+row "GET /orders/<id>" get_id
+row "GET /orders (100 orders)" list100
+row "POST /orders (durable)" post
+echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
