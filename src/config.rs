@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+pub use crate::store::mongo::MongoTarget;
+
 /// Default address, as gunicorn's.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Default data directory of the embedded store.
@@ -31,6 +33,14 @@ pub const DEFAULT_GRACEFUL_TIMEOUT_S: u64 = 30;
 /// Default coroutine stack size in bytes (may's own default is 32 KiB, which
 /// JSON handlers can overflow: an overflow is a segfault, not an error).
 pub const DEFAULT_STACK_SIZE: u64 = 256 * 1024;
+/// Default MongoDB database (the seed's).
+pub const DEFAULT_MONGO_DATABASE: &str = "orders_db";
+/// Default MongoDB collection (the seed's).
+pub const DEFAULT_MONGO_COLLECTION: &str = "orders";
+/// Env var for the MongoDB URI.
+pub const MONGO_URI_ENV: &str = "ORDERS_MONGO_URI";
+/// The seed's env var for the MongoDB URI, read below ORDERS_MONGO_URI.
+pub const SEED_MONGO_URI_ENV: &str = "MONGO_URI";
 /// Most workers one master will run.
 pub const MAX_WORKERS: u64 = 1024;
 /// Most scheduler threads per worker.
@@ -86,6 +96,17 @@ pub struct Cli {
     /// Log level: error, warn, info, debug [default: info].
     #[arg(long, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Store orders in MongoDB at this URI instead of the embedded store
+    /// (also read from MONGO_URI). Prefer the environment: a password on the
+    /// command line is visible to every local user.
+    #[arg(long, value_name = "URI")]
+    pub mongo_uri: Option<String>,
+    /// MongoDB database, when the URI names none [default: orders_db].
+    #[arg(long, env = "ORDERS_MONGO_DATABASE", value_name = "NAME")]
+    pub mongo_database: Option<String>,
+    /// MongoDB collection [default: orders].
+    #[arg(long, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME")]
+    pub mongo_collection: Option<String>,
 }
 
 /// The configuration file: every key optional, unknown keys rejected.
@@ -118,6 +139,12 @@ pub struct FileConfig {
     pub graceful_timeout: Option<u64>,
     /// See [`Cli::log_level`].
     pub log_level: Option<String>,
+    /// See [`Cli::mongo_uri`].
+    pub mongo_uri: Option<String>,
+    /// See [`Cli::mongo_database`].
+    pub mongo_database: Option<String>,
+    /// See [`Cli::mongo_collection`].
+    pub mongo_collection: Option<String>,
 }
 
 /// A setting that cannot be used, named for the operator.
@@ -147,6 +174,24 @@ impl std::error::Error for ConfigError {}
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }
+}
+
+/// Where orders are stored.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// LMDB in `data_dir` (the default).
+    Embedded,
+    /// MongoDB.
+    Mongo(MongoTarget),
+}
+
+/// Where the mongo_uri setting came from (a password on the command line
+/// is visible in the process list: the server warns about it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriSource {
+    CommandLine,
+    Environment,
+    File,
 }
 
 /// Log verbosity.
@@ -199,6 +244,10 @@ pub struct Config {
     pub graceful_timeout: Duration,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// The store backend.
+    pub backend: Backend,
+    /// Where mongo_uri came from, when set.
+    pub mongo_uri_source: Option<UriSource>,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -237,6 +286,21 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     let store_timeout_ms = cli.store_timeout_ms.or(file.store_timeout_ms).unwrap_or(DEFAULT_STORE_TIMEOUT_MS);
     let graceful = cli.graceful_timeout.or(file.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_S);
     let log_level = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+    let env_uri = std::env::var(MONGO_URI_ENV).ok().or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
+    let (mongo_uri, mongo_uri_source) = match (cli.mongo_uri, env_uri, file.mongo_uri) {
+        (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
+        (None, Some(u), _) => (Some(u), Some(UriSource::Environment)),
+        (None, None, Some(u)) => (Some(u), Some(UriSource::File)),
+        (None, None, None) => (None, None),
+    };
+    let backend = match mongo_uri.filter(|u| !u.is_empty()) {
+        Some(uri) => Backend::Mongo(mongo_target(
+            uri,
+            cli.mongo_database.or(file.mongo_database),
+            cli.mongo_collection.or(file.mongo_collection),
+        )?),
+        None => Backend::Embedded,
+    };
 
     let config = Config {
         workers: in_range("workers", workers, 1, MAX_WORKERS)? as usize,
@@ -254,9 +318,46 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
         log_level: LogLevel::parse(&log_level)
             .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
+        backend,
+        mongo_uri_source,
         config_file: cli.config,
     };
     Ok(config)
+}
+
+/// Validates a MongoDB URI (synchronously, before any fork) and settles the
+/// database: the URI's path, or `mongo_database`, never two different ones.
+fn mongo_target(uri: String, database: Option<String>, collection: Option<String>) -> Result<MongoTarget, ConfigError> {
+    use crate::store::mongo::redact_uri;
+    let parsed = mongodb::options::ConnectionString::parse(&uri)
+        .map_err(|e| invalid("mongo_uri", format!("{} is not a valid MongoDB URI: {}", redact_uri(&uri), redact_uri(&e.to_string()))))?;
+    let database = match (parsed.default_database, database) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(
+                "mongo_database",
+                format!("{b:?} conflicts with the database {a:?} named in mongo_uri"),
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => DEFAULT_MONGO_DATABASE.to_string(),
+    };
+    if database.is_empty() || database.contains(['/', '.', ' ', '"', '$', '\\']) {
+        return Err(invalid("mongo_database", format!("{database:?} is not a valid database name")));
+    }
+    let collection = collection.unwrap_or_else(|| DEFAULT_MONGO_COLLECTION.to_string());
+    if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
+        return Err(invalid("mongo_collection", format!("{collection:?} is not a valid collection name")));
+    }
+    Ok(MongoTarget { uri, database, collection })
+}
+
+/// Whether a MongoDB URI carries a password.
+pub fn uri_has_password(uri: &str) -> bool {
+    mongodb::options::ConnectionString::parse(uri)
+        .ok()
+        .and_then(|c| c.credential)
+        .is_some_and(|c| c.password.is_some())
 }
 
 fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -295,6 +396,20 @@ mod tests {
         let cli = Cli { bind: Some("nonsense".into()), ..Cli::default() };
         let e = resolve(cli, FileConfig::default()).unwrap_err().to_string();
         assert!(e.contains("bind"), "{e}");
+    }
+
+    #[test]
+    fn mongo_database_comes_from_the_uri_or_the_setting() {
+        let t = mongo_target("mongodb://h:27017/orders_db".into(), None, None).unwrap();
+        assert_eq!((t.database.as_str(), t.collection.as_str()), ("orders_db", "orders"));
+        let t = mongo_target("mongodb://h".into(), Some("shop".into()), Some("o".into())).unwrap();
+        assert_eq!((t.database.as_str(), t.collection.as_str()), ("shop", "o"));
+        let e = mongo_target("mongodb://h/a".into(), Some("b".into()), None).unwrap_err().to_string();
+        assert!(e.contains("mongo_database"), "{e}");
+        let e = mongo_target("mongodb://u:secret@h:notaport/a".into(), None, None).unwrap_err().to_string();
+        assert!(e.contains("mongo_uri") && !e.contains("secret"), "{e}");
+        assert!(uri_has_password("mongodb://u:p@h/db"));
+        assert!(!uri_has_password("mongodb://h/db"));
     }
 
     #[test]

@@ -4,15 +4,47 @@
 mod support;
 
 use serde_json::Value;
-use support::{order_json, Server};
+use support::{order_json, Backend, Server};
+
+/// Each test in the list runs twice: `embedded::NAME` and `mongo::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )*
+        }
+        mod mongo {
+            $( #[test] fn $name() { super::$name(super::Backend::Mongo) } )*
+        }
+    };
+}
+
+on_both_backends!(
+    crud_flow_matches_app_py,
+    extra_fields_are_not_stored,
+    reads_see_writes_from_any_worker,
+    pagination_walks_every_order_once,
+    bad_pagination_arguments_are_400,
+    operator_cap_settings,
+    invalid_orders_are_400_naming_the_field,
+    ids_paths_and_methods,
+    keep_alive_connection_close_and_http_1_0,
+    a_large_response_closes_its_connection,
+    data_survives_restart,
+);
+
+/// After a test on the wire-protocol server: the driver sent nothing it did not know.
+fn no_unknown_commands(s: &Server) {
+    if let Some(m) = &s.mongo {
+        assert!(m.unknown().is_empty(), "the driver sent unknown commands: {:?}", m.unknown());
+    }
+}
 
 fn is_object_id(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.len() == 24 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
-#[test]
-fn crud_flow_matches_app_py() {
-    let s = Server::start(&[]);
+fn crud_flow_matches_app_py(b: Backend) {
+    let s = Server::start_with(b, &[]);
     let r = s.request("POST", "/orders", Some(&order_json("ProductY", 2)));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -52,11 +84,11 @@ fn crud_flow_matches_app_py() {
         assert_eq!(r.status, 404, "{method}");
         assert_eq!(r.json(), serde_json::json!({ "message": "Order not found" }));
     }
+    no_unknown_commands(&s);
 }
 
-#[test]
-fn extra_fields_are_not_stored() {
-    let s = Server::start(&[]);
+fn extra_fields_are_not_stored(b: Backend) {
+    let s = Server::start_with(b, &[]);
     let body = r#"{"product":"P","quantity":1,"customer_name":"N","customer_address":"A","admin":true}"#;
     let r = s.request("POST", "/orders", Some(body));
     assert_eq!(r.status, 200);
@@ -83,9 +115,8 @@ fn a_long_list_is_in_creation_order_across_workers() {
     assert_eq!(sorted, ids, "ids sort in creation order");
 }
 
-#[test]
-fn reads_see_writes_from_any_worker() {
-    let mut s = Server::start(&["-w", "2"]);
+fn reads_see_writes_from_any_worker(b: Backend) {
+    let mut s = Server::start_with(b, &["-w", "2"]);
     for i in 0..200 {
         let id = s.create(&format!("R{i}"));
         let r = s.request("GET", &format!("/orders/{id}"), None);
@@ -106,10 +137,12 @@ fn reads_see_writes_from_any_worker() {
     assert!(served.iter().all(|&n| n > 0), "requests per worker: {served:?}");
 }
 
-#[test]
-fn pagination_walks_every_order_once() {
-    let s = Server::start(&[]);
-    let ids: Vec<String> = (0..25).map(|i| s.create(&format!("P{i}"))).collect();
+fn pagination_walks_every_order_once(b: Backend) {
+    let s = Server::start_with(b, &[]);
+    let mut ids: Vec<String> = (0..25).map(|i| s.create(&format!("P{i}"))).collect();
+    // Lists are in `_id` order (creation order on the embedded store; with
+    // MongoDB, ids of different workers within one second may interleave).
+    ids.sort();
     let mut seen = Vec::new();
     let mut path = "/orders?limit=10".to_string();
     loop {
@@ -144,6 +177,7 @@ fn pagination_walks_every_order_once() {
     assert_eq!(page["next"], ids[0].as_str());
     let page = s.request("GET", "/orders?limit=1000", None).json();
     assert_eq!(page["orders"].as_array().unwrap().len(), 25);
+    no_unknown_commands(&s);
 }
 
 #[test]
@@ -167,9 +201,8 @@ fn a_pager_never_misses_a_newer_order() {
     assert_eq!(rest.last(), Some(&new_id));
 }
 
-#[test]
-fn bad_pagination_arguments_are_400() {
-    let s = Server::start(&[]);
+fn bad_pagination_arguments_are_400(b: Backend) {
+    let s = Server::start_with(b, &[]);
     for q in [
         "limit=0", "limit=-1", "limit=abc", "limit=1001", "limit=", "limit=1.5", "limit=+5", "limit=%31",
         "after=123", "after=zzzzzzzzzzzzzzzzzzzzzzzz", "after=", "page=2", "limit=5&limit=6", "limit=5&x=1",
@@ -180,19 +213,18 @@ fn bad_pagination_arguments_are_400() {
     }
 }
 
-#[test]
-fn operator_cap_settings() {
-    let s = Server::start(&["--max-page-size", "5", "--cap-unpaged-list", "true"]);
-    let ids: Vec<String> = (0..7).map(|i| s.create(&format!("P{i}"))).collect();
+fn operator_cap_settings(b: Backend) {
+    let s = Server::start_with(b, &["--max-page-size", "5", "--cap-unpaged-list", "true"]);
+    let mut ids: Vec<String> = (0..7).map(|i| s.create(&format!("P{i}"))).collect();
+    ids.sort();
     assert_eq!(s.request("GET", "/orders?limit=6", None).status, 400);
     let page = s.request("GET", "/orders", None).json();
     assert_eq!(page["orders"].as_array().unwrap().len(), 5);
     assert_eq!(page["next"], ids[4].as_str());
 }
 
-#[test]
-fn invalid_orders_are_400_naming_the_field() {
-    let s = Server::start(&[]);
+fn invalid_orders_are_400_naming_the_field(b: Backend) {
+    let s = Server::start_with(b, &[]);
     let base = serde_json::json!({"product":"P","quantity":1,"customer_name":"N","customer_address":"A"});
     for field in ["product", "quantity", "customer_name", "customer_address"] {
         let mut missing = base.clone();
@@ -238,9 +270,8 @@ fn invalid_orders_are_400_naming_the_field() {
     }
 }
 
-#[test]
-fn ids_paths_and_methods() {
-    let s = Server::start(&[]);
+fn ids_paths_and_methods(b: Backend) {
+    let s = Server::start_with(b, &[]);
     for bad in ["123", "zzzzzzzzzzzzzzzzzzzzzzzz", "6566f0c2a1b2c3d4e5f6071", "6566f0c2a1b2c3d4e5f607189"] {
         for m in ["GET", "PUT", "DELETE"] {
             let r = s.request(m, &format!("/orders/{bad}"), Some(r#"{"quantity":1}"#));
@@ -270,9 +301,8 @@ fn ids_paths_and_methods() {
     }
 }
 
-#[test]
-fn keep_alive_connection_close_and_http_1_0() {
-    let s = Server::start(&[]);
+fn keep_alive_connection_close_and_http_1_0(b: Backend) {
+    let s = Server::start_with(b, &[]);
     let mut c = s.connect();
     for _ in 0..5 {
         let r = c.request("GET", "/orders", None);
@@ -293,9 +323,8 @@ fn keep_alive_connection_close_and_http_1_0() {
     assert!(c.is_closed_by_server());
 }
 
-#[test]
-fn a_large_response_closes_its_connection() {
-    let s = Server::start(&["--close-after-response-bytes", "4096"]);
+fn a_large_response_closes_its_connection(b: Backend) {
+    let s = Server::start_with(b, &["--close-after-response-bytes", "4096"]);
     for i in 0..60 {
         s.create(&format!("P{i}"));
     }
@@ -308,10 +337,26 @@ fn a_large_response_closes_its_connection() {
     assert_eq!(big.json()["orders"].as_array().unwrap().len(), 60);
     assert!(big.closes());
     assert!(c.is_closed_by_server());
+    no_unknown_commands(&s);
+}
+
+fn data_survives_restart(b: Backend) {
+    let mut s = Server::start_with(b, &[]);
+    let a = s.create("A");
+    let gone = s.create("B");
+    assert_eq!(s.request("DELETE", &format!("/orders/{gone}"), None).status, 200);
+    assert_eq!(s.request("PUT", &format!("/orders/{a}"), Some(r#"{"quantity":7}"#)).status, 200);
+    s.restart();
+    let list = s.request("GET", "/orders", None).json();
+    assert_eq!(list["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(list["orders"][0]["_id"], a.as_str());
+    assert_eq!(list["orders"][0]["quantity"], 7);
+    assert_eq!(s.request("GET", &format!("/orders/{gone}"), None).status, 404);
+    no_unknown_commands(&s);
 }
 
 #[test]
-fn data_survives_restart_and_ids_never_go_back() {
+fn embedded_ids_never_go_back_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut s = Server::start_in(&data, &[]);

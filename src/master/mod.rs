@@ -22,7 +22,7 @@ use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal as NixSignal
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
-use crate::config::Config;
+use crate::config::{Backend, Config, UriSource};
 use crate::worker;
 use listener::{ListenError, Reservation};
 use signals::{PipeSignals, Signal, SignalSource, HANDLED};
@@ -71,7 +71,16 @@ impl std::error::Error for MasterError {}
 
 /// Runs the server: returns when the master stops.
 pub fn run(config: Config) -> Result<(), MasterError> {
-    prepare_data_dir(&config.data_dir)?;
+    if let Backend::Mongo(target) = &config.backend {
+        if config.mongo_uri_source == Some(UriSource::CommandLine) && crate::config::uri_has_password(&target.uri) {
+            log::warn!(
+                "--mongo-uri carries a password, visible to every local user in the process list; \
+                 put it in ORDERS_MONGO_URI in an env file readable only by the service user"
+            );
+        }
+    } else {
+        prepare_data_dir(&config.data_dir)?;
+    }
     let reservation = listener::reserve(config.bind).map_err(MasterError::Listen)?;
     let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
     Master { config, reservation, ready_pipes: HashMap::new() }.run(&mut signals)
@@ -96,10 +105,10 @@ struct Master {
 impl Master {
     fn run(&mut self, signals: &mut dyn SignalSource) -> Result<(), MasterError> {
         log::info!(
-            "starting {} workers on {} (data_dir {})",
+            "starting {} workers on {} (store: {})",
             self.config.workers,
             self.reservation.addr,
-            self.config.data_dir.display()
+            worker::describe_backend(&self.config)
         );
         let (mut sup, initial) = Supervisor::new(self.config.workers, self.config.graceful_timeout);
         let mut queue: VecDeque<Action> = initial.into();

@@ -6,6 +6,7 @@
 //! seed's app.py) and returns them unchanged.
 
 pub mod embedded;
+pub mod mongo;
 
 use std::fmt;
 

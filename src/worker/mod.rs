@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use may_minihttp::HttpServiceFactory;
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::http::routes::ListLimits;
 use crate::http::{App, Factory, HttpLimits, ServerState};
 use crate::store::embedded::Embedded;
+use crate::store::mongo::Mongo;
 use crate::store::Store;
 
 /// Exit status of a worker that could not start (as gunicorn's).
@@ -49,7 +50,7 @@ pub fn run(config: &Config, addr: SocketAddr, ready: OwnedFd) -> i32 {
     let (app, store_stats) = match build_app(config) {
         Ok(app) => app,
         Err(e) => {
-            log::error!("cannot open the store in {}: {e}", config.data_dir.display());
+            log::error!("cannot open the store ({}): {e}", describe_backend(config));
             return EXIT_BOOT_FAILURE;
         }
     };
@@ -141,13 +142,18 @@ fn configure_may(config: &Config) {
 type StatsFn = Box<dyn Fn() -> (u64, u64)>;
 
 fn build_app(config: &Config) -> Result<(Arc<App>, StatsFn), crate::store::StoreError> {
-    let embedded = Embedded::open(&config.data_dir, config.map_size, config.store_timeout)?;
-    let stats = embedded.stats();
-    let stats_fn: StatsFn = Box::new(move || {
-        use std::sync::atomic::Ordering::Relaxed;
-        (stats.ops.load(Relaxed), stats.commits.load(Relaxed))
-    });
-    let store: Box<dyn Store> = Box::new(embedded);
+    let (store, stats_fn): (Box<dyn Store>, StatsFn) = match &config.backend {
+        Backend::Embedded => {
+            let embedded = Embedded::open(&config.data_dir, config.map_size, config.store_timeout)?;
+            let stats = embedded.stats();
+            let stats_fn: StatsFn = Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                (stats.ops.load(Relaxed), stats.commits.load(Relaxed))
+            });
+            (Box::new(embedded), stats_fn)
+        }
+        Backend::Mongo(target) => (Box::new(Mongo::open(target, config.store_timeout)?), Box::new(|| (0, 0))),
+    };
     let limits = HttpLimits {
         max_body_size: config.max_body_size,
         close_after_response_bytes: config.close_after_response_bytes,
@@ -159,6 +165,19 @@ fn build_app(config: &Config) -> Result<(Arc<App>, StatsFn), crate::store::Store
     }
     let app = App { store, limits, state: Arc::new(ServerState::default()), test_hooks };
     Ok((Arc::new(app), stats_fn))
+}
+
+/// The store, for log lines (never the URI's password).
+pub fn describe_backend(config: &Config) -> String {
+    match &config.backend {
+        Backend::Embedded => format!("embedded, data_dir {}", config.data_dir.display()),
+        Backend::Mongo(t) => format!(
+            "mongo {} database {} collection {}",
+            crate::store::mongo::redact_uri(&t.uri),
+            t.database,
+            t.collection
+        ),
+    }
 }
 
 /// Waits until no request is in flight, or the deadline.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod mongo_wire;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +14,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use mongo_wire::MockMongo;
+
+/// Which store a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded LMDB store in a temp data dir.
+    Embedded,
+    /// MongoDB: the in-memory wire-protocol server of `mongo_wire`, or the
+    /// real server at `ORDERS_TEST_MONGO_URI` when that is set (each test
+    /// then uses its own collection, `orders_test_<random>`).
+    Mongo,
+}
+
+/// Env var naming a real MongoDB for the mongo variant of the tests.
+pub const REAL_MONGO_ENV: &str = "ORDERS_TEST_MONGO_URI";
 
 /// How long a server may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,18 +41,45 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The wire-protocol test server behind a mongo-backed server.
+    pub mongo: Option<MockMongo>,
     log: Arc<Mutex<String>>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Starts with 2 workers on 127.0.0.1:0 and a fresh data dir.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(Backend::Embedded, extra)
+    }
+
+    /// Starts on the given backend (for mongo: a fresh collection).
+    pub fn start_with(backend: Backend, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let mut s = Server::start_in(&data, extra);
+        let (mut args, mock) = match backend {
+            Backend::Embedded => (Vec::new(), None),
+            Backend::Mongo => mongo_args(),
+        };
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut s = Server::start_in(&data, &args);
         s._tmp = Some(tmp);
+        s.mongo = mock;
         s
+    }
+
+    /// Stops the server (TERM, exit 0 expected) and starts it again with the
+    /// same arguments, environment, data dir and database.
+    pub fn restart(&mut self) {
+        assert!(self.stop().success(), "exit status after TERM");
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut next = Server::spawn(self.args.clone(), &env, &self.data_dir);
+        std::mem::swap(&mut self.child, &mut next.child);
+        std::mem::swap(&mut self.log, &mut next.log);
+        self.addr = next.addr;
     }
 
     /// Starts on an existing data dir (restarts), 2 workers unless `extra` says.
@@ -77,7 +122,8 @@ impl Server {
                 panic!("server did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        Server { child, addr, data_dir: data_dir.to_path_buf(), log, _tmp: None }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Server { child, addr, data_dir: data_dir.to_path_buf(), mongo: None, log, args, env, _tmp: None }
     }
 
     /// Everything the server logged so far.
@@ -147,6 +193,26 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Arguments selecting MongoDB: the real one of `ORDERS_TEST_MONGO_URI`, or
+/// a fresh wire-protocol test server. Each call gets its own collection.
+pub fn mongo_args() -> (Vec<String>, Option<MockMongo>) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = format!(
+        "orders_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let (uri, mock) = match std::env::var(REAL_MONGO_ENV) {
+        Ok(uri) => (uri, None),
+        Err(_) => {
+            let m = MockMongo::start();
+            (m.uri("orders_db"), Some(m))
+        }
+    };
+    let args = vec!["--mongo-uri".into(), uri, "--mongo-collection".into(), unique];
+    (args, mock)
 }
 
 /// The server binary, with no ORDERS_* variables inherited from the caller.

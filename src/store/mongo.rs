@@ -1,0 +1,266 @@
+//! The MongoDB backend: the seed's `orders_db.orders` through the official
+//! async driver, bridged to coroutines.
+//!
+//! Each worker (after fork) runs one tokio runtime that owns the `Client`
+//! (the driver spawns its monitors on it). A coroutine hands each operation
+//! to the runtime and waits on a may channel; the operation is bounded on
+//! the tokio side too (`tokio::time::timeout` drops it), so during an outage
+//! abandoned operations do not pile up, and each request gets a 503 within
+//! `store_timeout_ms`. The driver's own server selection (30 s by default)
+//! is capped to the same deadline unless the URI sets it.
+//!
+//! Documents keep app.py's shape; a stored document of another shape is
+//! rendered as stored (ObjectIds as 24 hex characters, other BSON types as
+//! their relaxed extended-JSON form), never a 500.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection};
+use serde_json::{Map, Value};
+
+use super::{Doc, Page, Store, StoreError};
+use crate::orders::{Fields, ListQuery};
+
+/// Extra time the coroutine waits beyond the tokio-side deadline, so the
+/// runtime's own timeout (which cancels the operation) normally fires first.
+const REPLY_GRACE: Duration = Duration::from_millis(200);
+/// Documents per round trip when streaming a list.
+const LIST_BATCH_SIZE: u32 = 1000;
+
+/// Where the orders are.
+#[derive(Debug, Clone)]
+pub struct MongoTarget {
+    /// The connection string (may carry credentials: never log it as is).
+    pub uri: String,
+    /// Database name.
+    pub database: String,
+    /// Collection name.
+    pub collection: String,
+}
+
+/// The MongoDB-backed store of one worker process.
+pub struct Mongo {
+    runtime: tokio::runtime::Runtime,
+    orders: Collection<Document>,
+    timeout: Duration,
+    /// The URI's password, removed from any error text before it is logged.
+    password: Option<String>,
+}
+
+impl Mongo {
+    /// Starts the runtime and builds the client. Does not wait for the
+    /// database: while it is unreachable, requests get 503 and service
+    /// resumes by itself once it answers.
+    pub fn open(target: &MongoTarget, timeout: Duration) -> Result<Mongo, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mongo-driver")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the tokio runtime: {e}")))?;
+        let password = mongodb::options::ConnectionString::parse(&target.uri)
+            .ok()
+            .and_then(|c| c.credential)
+            .and_then(|c| c.password);
+        let redact = |e: mongodb::error::Error| StoreError::Unavailable(redact(&e.to_string(), password.as_deref()));
+        let client = runtime.block_on(async {
+            let mut options = ClientOptions::parse(&target.uri).await.map_err(redact)?;
+            options.server_selection_timeout.get_or_insert(timeout);
+            options.connect_timeout.get_or_insert(timeout);
+            options.app_name.get_or_insert_with(|| "orders-server".to_string());
+            Client::with_options(options).map_err(redact)
+        })?;
+        let orders = client.database(&target.database).collection::<Document>(&target.collection);
+        Ok(Mongo { runtime, orders, timeout, password })
+    }
+
+    /// Runs `op` on the runtime; waits for it from a coroutine with a deadline.
+    fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, mongodb::error::Error>> + Send + 'static,
+    {
+        let (tx, rx) = may::sync::mpsc::channel();
+        let timeout = self.timeout;
+        self.runtime.spawn(async move {
+            let result = match tokio::time::timeout(timeout, op).await {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            };
+            let _ = tx.send(result);
+        });
+        match rx.recv_timeout(timeout + REPLY_GRACE) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(Some(e))) => Err(StoreError::Unavailable(redact(&e.to_string(), self.password.as_deref()))),
+            Ok(Err(None)) | Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+impl Store for Mongo {
+    fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError> {
+        let orders = self.orders.clone();
+        let filter = doc! { "_id": *id };
+        let found = self.run(async move { orders.find_one(filter).await })?;
+        Ok(found.map(render))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let orders = self.orders.clone();
+        let filter = match query.after {
+            Some(after) => doc! { "_id": { "$gt": after } },
+            None => doc! {},
+        };
+        // Look one document ahead to know whether more follow.
+        let fetch = query.limit.map(|n| n as i64 + 1);
+        let docs = self.run(async move {
+            let mut find = orders.find(filter).sort(doc! { "_id": 1 }).batch_size(LIST_BATCH_SIZE);
+            if let Some(n) = fetch {
+                find = find.limit(n);
+            }
+            let mut cursor = find.await?;
+            let mut docs = Vec::new();
+            while cursor.advance().await? {
+                docs.push(cursor.deserialize_current()?);
+            }
+            Ok(docs)
+        })?;
+        let mut page = Page::default();
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let mut last_id = None;
+        for (i, d) in docs.into_iter().enumerate() {
+            if i == limit {
+                // One document beyond the page: more follow.
+                page.next = last_id;
+                break;
+            }
+            last_id = d.get_object_id("_id").ok();
+            page.docs.push(render(d));
+        }
+        Ok(page)
+    }
+
+    fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
+        let orders = self.orders.clone();
+        let mut document = doc! { "_id": ObjectId::new() };
+        for (k, v) in fields {
+            document.insert(k, to_bson(v));
+        }
+        let stored = document.clone();
+        self.run(async move { orders.insert_one(document).await })?;
+        Ok(render(stored))
+    }
+
+    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
+        let orders = self.orders.clone();
+        let filter = doc! { "_id": *id };
+        let set: Document = fields.into_iter().map(|(k, v)| (k, to_bson(v))).collect();
+        let update = doc! { "$set": set };
+        let after = self.run(async move {
+            orders.find_one_and_update(filter, update).return_document(ReturnDocument::After).await
+        })?;
+        Ok(after.map(render))
+    }
+
+    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let orders = self.orders.clone();
+        let filter = doc! { "_id": *id };
+        let result = self.run(async move { orders.delete_one(filter).await })?;
+        Ok(result.deleted_count > 0)
+    }
+}
+
+/// A validated field as BSON: integers as int32 when they fit (as pymongo
+/// stored app.py's), else int64.
+fn to_bson(v: Value) -> Bson {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i32::try_from(i).map(Bson::Int32).unwrap_or(Bson::Int64(i)),
+            None => Bson::Double(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => Bson::String(s),
+        other => Bson::try_from(other).unwrap_or(Bson::Null),
+    }
+}
+
+/// A stored document as JSON: ObjectIds as hex, everything else as stored.
+fn render(d: Document) -> Doc {
+    let json = Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect::<Map<_, _>>());
+    Doc(serde_json::to_vec(&json).expect("a JSON value always serializes"))
+}
+
+fn to_json(v: Bson) -> Value {
+    match v {
+        Bson::ObjectId(id) => Value::String(id.to_hex()),
+        Bson::String(s) => Value::String(s),
+        Bson::Int32(i) => Value::from(i),
+        Bson::Int64(i) => Value::from(i),
+        Bson::Double(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        Bson::Boolean(b) => Value::Bool(b),
+        Bson::Null | Bson::Undefined => Value::Null,
+        Bson::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
+        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+/// Replaces the password (and any `user:password@` in a URI) in a message.
+pub fn redact(text: &str, password: Option<&str>) -> String {
+    let mut out = redact_uri(text);
+    if let Some(p) = password.filter(|p| !p.is_empty()) {
+        out = out.replace(p, "****");
+    }
+    out
+}
+
+/// `mongodb://user:secret@host/db` -> `mongodb://user:****@host/db`,
+/// wherever a URI appears in `text`.
+pub fn redact_uri(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '?').unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":****");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_lose_their_passwords() {
+        let t = "cannot reach mongodb://app:s3cr%40t@db1:27017,db2/orders_db?tls=true now";
+        let r = redact_uri(t);
+        assert_eq!(r, "cannot reach mongodb://app:****@db1:27017,db2/orders_db?tls=true now");
+        assert_eq!(redact("auth failed for s3cret", Some("s3cret")), "auth failed for ****");
+        assert_eq!(redact_uri("mongodb://host/db"), "mongodb://host/db");
+    }
+
+    #[test]
+    fn stored_documents_render_as_stored() {
+        let id = ObjectId::new();
+        let d = doc! { "_id": id, "quantity": "two", "extra": [1_i64, { "x": Bson::Null }] };
+        let v: Value = serde_json::from_slice(&render(d).0).unwrap();
+        assert_eq!(v["_id"], id.to_hex());
+        assert_eq!(v["quantity"], "two");
+        assert_eq!(v["extra"][0], 1);
+    }
+}
