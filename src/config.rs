@@ -41,6 +41,24 @@ pub const DEFAULT_MONGO_COLLECTION: &str = "orders";
 pub const MONGO_URI_ENV: &str = "ORDERS_MONGO_URI";
 /// The seed's env var for the MongoDB URI, read below ORDERS_MONGO_URI.
 pub const SEED_MONGO_URI_ENV: &str = "MONGO_URI";
+/// Default worker heartbeat timeout (gunicorn's `timeout`).
+pub const DEFAULT_TIMEOUT_S: u64 = 30;
+/// Default idle keep-alive time: well above common client idle gaps (nginx
+/// uses 75 s; gunicorn's 2 s resets clients that are about to reuse a connection).
+pub const DEFAULT_KEEPALIVE_S: u64 = 75;
+/// Default time a client may take to send one request (headers and body).
+pub const DEFAULT_CLIENT_TIMEOUT_S: u64 = 30;
+/// Default longest request line (gunicorn's).
+pub const DEFAULT_LIMIT_REQUEST_LINE: u64 = 4094;
+/// may_minihttp's hard cap on request headers.
+pub const MAX_REQUEST_FIELDS: u64 = 16;
+/// Default longest header line (gunicorn's).
+pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: u64 = 8190;
+/// Default accept backlog per worker.
+pub const DEFAULT_BACKLOG: u64 = 2048;
+/// Descriptors a worker keeps for itself (store, pipes, logs) out of the
+/// open-file limit when deriving worker_connections.
+pub const RESERVED_FDS: u64 = 64;
 /// Most workers one master will run.
 pub const MAX_WORKERS: u64 = 1024;
 /// Most scheduler threads per worker.
@@ -51,7 +69,7 @@ pub const MIN_STACK_SIZE: u64 = 64 * 1024;
 pub const MAX_MAX_PAGE_SIZE: u64 = 1_000_000;
 
 /// Command line. Each option also reads `ORDERS_<NAME>` from the environment.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Parser, Default)]
 #[command(name = "orders-server", version, about = "A prefork HTTP API server for orders", long_about = None)]
 pub struct Cli {
     /// Configuration file (TOML); see conf/orders-server.toml.
@@ -96,6 +114,52 @@ pub struct Cli {
     /// Log level: error, warn, info, debug [default: info].
     #[arg(long, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Seconds without a heartbeat before a worker is killed and replaced [default: 30].
+    #[arg(short = 't', long, env = "ORDERS_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Seconds an idle keep-alive connection is kept open [default: 75].
+    #[arg(long, env = "ORDERS_KEEPALIVE", value_name = "SECONDS")]
+    pub keepalive: Option<u64>,
+    /// Seconds a client may take to send one request [default: 30].
+    #[arg(long, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS")]
+    pub client_timeout: Option<u64>,
+    /// Recycle a worker after this many requests; 0 = never [default: 0].
+    #[arg(long, env = "ORDERS_MAX_REQUESTS", value_name = "N")]
+    pub max_requests: Option<u64>,
+    /// Add up to this many requests at random to max_requests, per worker [default: 0].
+    #[arg(long, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N")]
+    pub max_requests_jitter: Option<u64>,
+    /// Most connections per worker; over it, new ones are closed at once
+    /// [default: the open-file limit less a reserve].
+    #[arg(long, env = "ORDERS_WORKER_CONNECTIONS", value_name = "N")]
+    pub worker_connections: Option<u64>,
+    /// Longest request line in bytes [default: 4094].
+    #[arg(long, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES")]
+    pub limit_request_line: Option<u64>,
+    /// Most request headers, at most 16 [default: 16].
+    #[arg(long, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N")]
+    pub limit_request_fields: Option<u64>,
+    /// Longest request header line in bytes [default: 8190].
+    #[arg(long, env = "ORDERS_LIMIT_REQUEST_FIELD_SIZE", value_name = "BYTES")]
+    pub limit_request_field_size: Option<u64>,
+    /// Accept backlog of each worker's listener [default: 2048].
+    #[arg(long, env = "ORDERS_BACKLOG", value_name = "N")]
+    pub backlog: Option<u64>,
+    /// Serve as this user after binding (the master keeps its own).
+    #[arg(short = 'u', long, env = "ORDERS_USER", value_name = "USER")]
+    pub user: Option<String>,
+    /// Serve as this group after binding [default: the user's group].
+    #[arg(short = 'g', long, env = "ORDERS_GROUP", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Write the master's pid to this file.
+    #[arg(short = 'p', long = "pid", env = "ORDERS_PID", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+    /// Raise the open-file limit to this at start [default: the hard limit].
+    #[arg(long, env = "ORDERS_RLIMIT_NOFILE", value_name = "N")]
+    pub rlimit_nofile: Option<u64>,
+    /// Write logs to this file instead of stderr (reopened on SIGUSR1).
+    #[arg(long, env = "ORDERS_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// Store orders in MongoDB at this URI instead of the embedded store
     /// (also read from MONGO_URI). Prefer the environment: a password on the
     /// command line is visible to every local user.
@@ -139,6 +203,36 @@ pub struct FileConfig {
     pub graceful_timeout: Option<u64>,
     /// See [`Cli::log_level`].
     pub log_level: Option<String>,
+    /// See [`Cli::timeout`].
+    pub timeout: Option<u64>,
+    /// See [`Cli::keepalive`].
+    pub keepalive: Option<u64>,
+    /// See [`Cli::client_timeout`].
+    pub client_timeout: Option<u64>,
+    /// See [`Cli::max_requests`].
+    pub max_requests: Option<u64>,
+    /// See [`Cli::max_requests_jitter`].
+    pub max_requests_jitter: Option<u64>,
+    /// See [`Cli::worker_connections`].
+    pub worker_connections: Option<u64>,
+    /// See [`Cli::limit_request_line`].
+    pub limit_request_line: Option<u64>,
+    /// See [`Cli::limit_request_fields`].
+    pub limit_request_fields: Option<u64>,
+    /// See [`Cli::limit_request_field_size`].
+    pub limit_request_field_size: Option<u64>,
+    /// See [`Cli::backlog`].
+    pub backlog: Option<u64>,
+    /// See [`Cli::user`].
+    pub user: Option<String>,
+    /// See [`Cli::group`].
+    pub group: Option<String>,
+    /// See [`Cli::pid`].
+    pub pid: Option<PathBuf>,
+    /// See [`Cli::rlimit_nofile`].
+    pub rlimit_nofile: Option<u64>,
+    /// See [`Cli::log_file`].
+    pub log_file: Option<PathBuf>,
     /// See [`Cli::mongo_uri`].
     pub mongo_uri: Option<String>,
     /// See [`Cli::mongo_database`].
@@ -244,6 +338,36 @@ pub struct Config {
     pub graceful_timeout: Duration,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// Heartbeat timeout of a worker.
+    pub timeout: Duration,
+    /// Idle keep-alive time.
+    pub keepalive: Duration,
+    /// Time a client may take to send one request.
+    pub client_timeout: Duration,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Random extra requests per worker before recycling.
+    pub max_requests_jitter: u64,
+    /// Connections per worker.
+    pub worker_connections: usize,
+    /// Longest request line.
+    pub limit_request_line: usize,
+    /// Most request headers.
+    pub limit_request_fields: usize,
+    /// Longest header line.
+    pub limit_request_field_size: usize,
+    /// Accept backlog per worker.
+    pub backlog: i32,
+    /// Unprivileged user and group to serve as.
+    pub user: Option<String>,
+    /// See `user`.
+    pub group: Option<String>,
+    /// Pid file of the master.
+    pub pid: Option<PathBuf>,
+    /// Open-file limit to raise to (None: the hard limit).
+    pub rlimit_nofile: Option<u64>,
+    /// Log file (None: stderr).
+    pub log_file: Option<PathBuf>,
     /// The store backend.
     pub backend: Backend,
     /// Where mongo_uri came from, when set.
@@ -286,6 +410,8 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     let store_timeout_ms = cli.store_timeout_ms.or(file.store_timeout_ms).unwrap_or(DEFAULT_STORE_TIMEOUT_MS);
     let graceful = cli.graceful_timeout.or(file.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_S);
     let log_level = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+    let nofile = cli.rlimit_nofile.or(file.rlimit_nofile);
+    let fd_budget = nofile.unwrap_or_else(hard_nofile_limit).saturating_sub(RESERVED_FDS).max(1);
     let env_uri = std::env::var(MONGO_URI_ENV).ok().or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
     let (mongo_uri, mongo_uri_source) = match (cli.mongo_uri, env_uri, file.mongo_uri) {
         (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
@@ -318,10 +444,52 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
         log_level: LogLevel::parse(&log_level)
             .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
+        timeout: secs("timeout", cli.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT_S), 1)?,
+        keepalive: secs("keepalive", cli.keepalive.or(file.keepalive).unwrap_or(DEFAULT_KEEPALIVE_S), 1)?,
+        client_timeout: secs(
+            "client_timeout",
+            cli.client_timeout.or(file.client_timeout).unwrap_or(DEFAULT_CLIENT_TIMEOUT_S),
+            1,
+        )?,
+        max_requests: cli.max_requests.or(file.max_requests).unwrap_or(0),
+        max_requests_jitter: cli.max_requests_jitter.or(file.max_requests_jitter).unwrap_or(0),
+        worker_connections: in_range(
+            "worker_connections",
+            cli.worker_connections.or(file.worker_connections).unwrap_or(fd_budget),
+            1,
+            fd_budget,
+        )? as usize,
+        limit_request_line: in_range(
+            "limit_request_line",
+            cli.limit_request_line.or(file.limit_request_line).unwrap_or(DEFAULT_LIMIT_REQUEST_LINE),
+            16,
+            1 << 20,
+        )? as usize,
+        limit_request_fields: in_range(
+            "limit_request_fields",
+            cli.limit_request_fields.or(file.limit_request_fields).unwrap_or(MAX_REQUEST_FIELDS),
+            1,
+            MAX_REQUEST_FIELDS,
+        )? as usize,
+        limit_request_field_size: in_range(
+            "limit_request_field_size",
+            cli.limit_request_field_size.or(file.limit_request_field_size).unwrap_or(DEFAULT_LIMIT_REQUEST_FIELD_SIZE),
+            16,
+            1 << 20,
+        )? as usize,
+        backlog: in_range("backlog", cli.backlog.or(file.backlog).unwrap_or(DEFAULT_BACKLOG), 1, 1 << 20)? as i32,
+        user: cli.user.or(file.user),
+        group: cli.group.or(file.group),
+        pid: cli.pid.or(file.pid),
+        rlimit_nofile: nofile,
+        log_file: cli.log_file.or(file.log_file),
         backend,
         mongo_uri_source,
         config_file: cli.config,
     };
+    if config.group.is_some() && config.user.is_none() {
+        return Err(invalid("group", "needs user as well"));
+    }
     Ok(config)
 }
 
@@ -358,6 +526,17 @@ pub fn uri_has_password(uri: &str) -> bool {
         .ok()
         .and_then(|c| c.credential)
         .is_some_and(|c| c.password.is_some())
+}
+
+fn secs(name: &'static str, value: u64, min: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(in_range(name, value, min, 86_400)?))
+}
+
+/// The hard open-file limit of this process.
+pub fn hard_nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
 }
 
 fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {

@@ -3,7 +3,9 @@
 //! `... [worker 2 gen 1 pid 1240] ...`. systemd's journal (or a redirect)
 //! collects stderr.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -13,6 +15,8 @@ use crate::config::LogLevel;
 
 /// Which process this is, printed on every line.
 static ROLE: Mutex<String> = Mutex::new(String::new());
+/// The log file, when logs do not go to stderr.
+static FILE: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
 
 struct Logger;
 
@@ -30,24 +34,57 @@ impl Log for Logger {
         let role = ROLE.lock().map(|r| r.clone()).unwrap_or_default();
         let time = humantime_utc(SystemTime::now());
         let line = format!("{time} {:<5} [{role}] {}\n", record.level(), record.args());
-        // One write per line, so lines of several processes don't interleave.
+        // One write per line (O_APPEND for a file), so lines of several
+        // processes don't interleave.
+        if let Ok(mut file) = FILE.lock() {
+            if let Some((_, f)) = file.as_mut() {
+                let _ = f.write_all(line.as_bytes());
+                return;
+            }
+        }
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
 }
 
-/// Installs the logger; `role` names this process.
-pub fn init(level: LogLevel, role: &str) {
+/// Installs the logger; `role` names this process. With `file`, lines are
+/// appended to it instead of stderr.
+pub fn init(level: LogLevel, role: &str, file: Option<&Path>) -> std::io::Result<()> {
     set_role(role);
+    if let Some(path) = file {
+        let f = open(path)?;
+        *FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some((path.to_path_buf(), f));
+    }
+    let _ = log::set_logger(&Logger);
+    set_level(level);
+    Ok(())
+}
+
+/// Changes the verbosity (a reload).
+pub fn set_level(level: LogLevel) {
     let filter = match level {
         LogLevel::Error => LevelFilter::Error,
         LogLevel::Warn => LevelFilter::Warn,
         LogLevel::Info => LevelFilter::Info,
         LogLevel::Debug => LevelFilter::Debug,
     };
-    let _ = log::set_logger(&Logger);
     log::set_max_level(filter);
+}
+
+/// Reopens the log file (SIGUSR1, after logrotate moved it away).
+pub fn reopen() {
+    let mut guard = FILE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((path, file)) = guard.as_mut() {
+        match open(path) {
+            Ok(f) => *file = f,
+            Err(e) => eprintln!("cannot reopen log file {}: {e}", path.display()),
+        }
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Changes the process name printed on each line (a forked worker).

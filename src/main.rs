@@ -8,15 +8,18 @@ use orders_server::{logging, master};
 
 fn main() {
     let cli = Cli::parse();
-    let config = match Config::load(cli) {
+    let config = match Config::load(cli.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("orders-server: {e}");
             std::process::exit(2);
         }
     };
-    logging::init(config.log_level, &format!("master {}", std::process::id()));
-    if let Err(e) = master::run(config) {
+    if let Err(e) = logging::init(config.log_level, &format!("master {}", std::process::id()), config.log_file.as_deref()) {
+        eprintln!("orders-server: log_file {}: {e}", config.log_file.as_deref().unwrap_or_else(|| std::path::Path::new("")).display());
+        std::process::exit(2);
+    }
+    if let Err(e) = master::run(config, cli) {
         log::error!("{e}");
         std::process::exit(e.exit_code());
     }

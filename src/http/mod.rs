@@ -1,6 +1,7 @@
 //! The HTTP layer on may_minihttp: one [`Connection`] service per TCP
-//! connection, framing checks before any body byte is read, routing, and
-//! responses. Errors become statuses in one place (`response`).
+//! connection, framing checks and request limits before any body byte is
+//! read, routing, and responses. Errors become statuses in one place
+//! (`response`).
 //!
 //! may_minihttp cannot close a connection after a response. When one must
 //! be closed (framing errors, `Connection: close`, HTTP/1.0, a large
@@ -9,19 +10,21 @@
 //! no later request on it is executed, and may_minihttp's own write of the
 //! placeholder response then fails, which closes the connection.
 
+pub mod connections;
 pub mod framing;
 pub mod response;
 pub mod routes;
 
 use std::io::{self, Read};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use connections::{ConnState, Registry};
 use response::{encode_closing, ApiError, Reply, CONTENT_TYPE_HEADER};
 use routes::ListLimits;
 
@@ -29,6 +32,10 @@ use routes::ListLimits;
 const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between tries when the socket's send buffer is full.
 const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(1);
+/// How long a request accepted before the store is open waits for it.
+const STORE_OPEN_WAIT: Duration = Duration::from_secs(10);
+/// Pause between checks while waiting for the store to open.
+const STORE_OPEN_POLL: Duration = Duration::from_millis(5);
 
 /// Request limits and response policy.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +47,16 @@ pub struct HttpLimits {
     pub close_after_response_bytes: usize,
     /// Pagination limits.
     pub list: ListLimits,
+    /// Longest request line (method, target, version).
+    pub limit_request_line: usize,
+    /// Most request headers.
+    pub limit_request_fields: usize,
+    /// Longest header line (name, colon, space, value).
+    pub limit_request_field_size: usize,
+    /// Most open connections; over it a new one gets a 503 and is closed.
+    pub worker_connections: usize,
+    /// Ask to be recycled after this many requests (0: never).
+    pub max_requests: u64,
 }
 
 /// Counters and flags shared by a worker's connections and its lifecycle.
@@ -47,12 +64,12 @@ pub struct HttpLimits {
 pub struct ServerState {
     /// Set when the worker stops: every response closes its connection.
     draining: AtomicBool,
-    /// Requests being handled now.
-    in_flight: AtomicUsize,
     /// Open connections.
-    connections: AtomicUsize,
+    pub registry: Registry,
     /// Requests handled since start.
     requests: AtomicU64,
+    /// Set once `max_requests` is reached.
+    retire: AtomicBool,
 }
 
 impl ServerState {
@@ -64,24 +81,21 @@ impl ServerState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-    /// Requests being handled now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
     /// Requests handled since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+    /// Whether the worker reached `max_requests`.
+    pub fn wants_retirement(&self) -> bool {
+        self.retire.load(Ordering::Relaxed)
     }
 }
 
 /// What every connection of a worker shares.
 pub struct App {
-    /// The store.
-    pub store: Box<dyn Store>,
+    /// The store, set once it is open (a worker binds before it opens the
+    /// store, so it can drop privileges in between).
+    pub store: OnceLock<Box<dyn Store>>,
     /// Limits.
     pub limits: HttpLimits,
     /// Lifecycle state.
@@ -92,6 +106,22 @@ pub struct App {
 
 /// Env var that enables the test-only routes. Never set it in production.
 pub const TEST_HOOKS_ENV: &str = "ORDERS_TEST_HOOKS";
+
+impl App {
+    /// The store; a request that arrives while it opens waits for it.
+    fn store(&self) -> Result<&dyn Store, ApiError> {
+        let deadline = Instant::now() + STORE_OPEN_WAIT;
+        loop {
+            if let Some(s) = self.store.get() {
+                return Ok(s.as_ref());
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::Store(StoreError::Unavailable("store not open".into())));
+            }
+            may::coroutine::sleep(STORE_OPEN_POLL);
+        }
+    }
+}
 
 /// Creates a [`Connection`] for each accepted socket.
 #[derive(Clone)]
@@ -110,8 +140,15 @@ impl HttpServiceFactory for Factory {
     type Service = Connection;
 
     fn new_service(&self, fd: usize) -> Connection {
-        self.app.state.connections.fetch_add(1, Ordering::SeqCst);
-        Connection { app: self.app.clone(), fd: fd as RawFd, closed: false }
+        let fd = fd as RawFd;
+        let over_capacity = self.app.state.registry.len() >= self.app.limits.worker_connections;
+        let conn = self.app.state.registry.register(fd);
+        let mut c = Connection { app: self.app.clone(), fd, conn, closed: false };
+        if over_capacity {
+            log::warn!("worker_connections ({}) reached: refusing a connection", self.app.limits.worker_connections);
+            c.write_and_close(&Reply::error(&ApiError::TooManyConnections));
+        }
+        c
     }
 }
 
@@ -120,53 +157,44 @@ pub struct Connection {
     app: Arc<App>,
     /// The socket (may_minihttp passes it as the service id).
     fd: RawFd,
+    /// What the sweeper sees of this connection.
+    conn: Arc<ConnState>,
     /// A response that closes the connection was sent: execute nothing more.
     closed: bool,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.app.state.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Counts a request as in flight for as long as it lives.
-struct InFlight<'a>(&'a ServerState);
-
-impl<'a> InFlight<'a> {
-    fn new(state: &'a ServerState) -> Self {
-        state.in_flight.fetch_add(1, Ordering::SeqCst);
-        state.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(state)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.app.state.registry.unregister(self.fd);
     }
 }
 
 impl HttpService for Connection {
     fn call(&mut self, req: Request, rsp: &mut Response) -> io::Result<()> {
-        if self.closed {
+        if self.closed || self.conn.is_closing() {
             // Bytes after a closing response (an unread body, pipelined
-            // requests): never executed, and this placeholder is never sent.
+            // requests) or on a connection being closed: never executed,
+            // and this placeholder is never sent.
+            self.closed = true;
             rsp.status_code(503, "Service Unavailable");
             return Ok(());
         }
-        let state = self.app.state.clone();
-        let _in_flight = InFlight::new(&state);
+        self.conn.begin_request();
         let reply = self.serve(req);
         self.send(reply, rsp);
+        self.conn.end_request();
+        self.count_request();
         Ok(())
     }
 }
 
 impl Connection {
-    /// Checks framing, reads the body, routes and handles one request.
+    /// Checks framing and limits, reads the body, routes and handles one request.
     fn serve(&mut self, req: Request) -> Reply {
         let limits = &self.app.limits;
+        if let Err(e) = check_limits(&req, limits) {
+            return Reply::error(&e);
+        }
         let framing = match framing::check(req.headers(), limits.max_body_size) {
             Ok(f) => f,
             Err(e) => return Reply::error(&e),
@@ -180,7 +208,8 @@ impl Connection {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };
-        let mut reply = match routed.and_then(|route| routes::handle(self.app.store.as_ref(), route, &body)) {
+        let handled = routed.and_then(|route| routes::handle(self.app.store()?, route, &body));
+        let mut reply = match handled {
             Ok(reply) => reply,
             Err(e) => {
                 if let ApiError::Store(cause) = &e {
@@ -224,6 +253,34 @@ impl Connection {
         // service lives (may_minihttp drops the service before the stream).
         unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
     }
+
+    /// Counts a request toward `max_requests`.
+    fn count_request(&self) {
+        let state = &self.app.state;
+        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.app.limits.max_requests;
+        if max > 0 && n >= max {
+            state.retire.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The request line and header limits (may_minihttp enforces none but a
+/// hard cap of 16 headers).
+fn check_limits(req: &Request, limits: &HttpLimits) -> Result<(), ApiError> {
+    // "METHOD SP TARGET SP HTTP/1.x"
+    let line = req.method().len() + 1 + req.path().len() + 1 + "HTTP/1.1".len();
+    if line > limits.limit_request_line {
+        return Err(ApiError::RequestLineTooLong(limits.limit_request_line));
+    }
+    let headers = req.headers();
+    if headers.len() > limits.limit_request_fields {
+        return Err(ApiError::TooManyHeaders(limits.limit_request_fields));
+    }
+    if headers.iter().any(|h| h.name.len() + 2 + h.value.len() > limits.limit_request_field_size) {
+        return Err(ApiError::HeaderTooLong(limits.limit_request_field_size));
+    }
+    Ok(())
 }
 
 /// Test-only faults: `/__test/panic` panics in the handler (a panic must

@@ -28,6 +28,8 @@ pub mod status {
     pub const NOT_FOUND: Status = Status { code: 404, reason: "Not Found" };
     pub const METHOD_NOT_ALLOWED: Status = Status { code: 405, reason: "Method Not Allowed" };
     pub const PAYLOAD_TOO_LARGE: Status = Status { code: 413, reason: "Payload Too Large" };
+    pub const URI_TOO_LONG: Status = Status { code: 414, reason: "URI Too Long" };
+    pub const HEADERS_TOO_LARGE: Status = Status { code: 431, reason: "Request Header Fields Too Large" };
     pub const NOT_IMPLEMENTED: Status = Status { code: 501, reason: "Not Implemented" };
     pub const SERVICE_UNAVAILABLE: Status = Status { code: 503, reason: "Service Unavailable" };
 }
@@ -53,6 +55,14 @@ pub enum ApiError {
     TransferEncoding,
     /// The store could not answer.
     Store(StoreError),
+    /// The request line is longer than `limit_request_line`.
+    RequestLineTooLong(usize),
+    /// More headers than `limit_request_fields`.
+    TooManyHeaders(usize),
+    /// A header line longer than `limit_request_field_size`.
+    HeaderTooLong(usize),
+    /// The worker holds `worker_connections` connections already.
+    TooManyConnections,
 }
 
 impl ApiError {
@@ -64,7 +74,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => status::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge(_) => status::PAYLOAD_TOO_LARGE,
             ApiError::TransferEncoding => status::NOT_IMPLEMENTED,
-            ApiError::Store(_) => status::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::TooManyConnections => status::SERVICE_UNAVAILABLE,
+            ApiError::RequestLineTooLong(_) => status::URI_TOO_LONG,
+            ApiError::TooManyHeaders(_) | ApiError::HeaderTooLong(_) => status::HEADERS_TOO_LARGE,
         }
     }
 
@@ -73,7 +85,14 @@ impl ApiError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ApiError::BodyTooLarge(_) | ApiError::BadContentLength | ApiError::IncompleteBody | ApiError::TransferEncoding
+            ApiError::BodyTooLarge(_)
+                | ApiError::BadContentLength
+                | ApiError::IncompleteBody
+                | ApiError::TransferEncoding
+                | ApiError::RequestLineTooLong(_)
+                | ApiError::TooManyHeaders(_)
+                | ApiError::HeaderTooLong(_)
+                | ApiError::TooManyConnections
         )
     }
 }
@@ -91,6 +110,10 @@ impl fmt::Display for ApiError {
             ApiError::TransferEncoding => f.write_str("Transfer-Encoding is not supported; send a Content-Length"),
             // Never the store's own text: it may hold internals.
             ApiError::Store(_) => f.write_str("Service temporarily unavailable, retry later"),
+            ApiError::RequestLineTooLong(n) => write!(f, "Request line is longer than {n} bytes"),
+            ApiError::TooManyHeaders(n) => write!(f, "Request has more than {n} headers"),
+            ApiError::HeaderTooLong(n) => write!(f, "A request header is longer than {n} bytes"),
+            ApiError::TooManyConnections => f.write_str("Server busy: too many connections, retry later"),
         }
     }
 }
@@ -135,7 +158,7 @@ impl Reply {
         };
         match e {
             ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
-            ApiError::Store(_) => reply.headers.push(RETRY_AFTER_HEADER),
+            ApiError::Store(_) | ApiError::TooManyConnections => reply.headers.push(RETRY_AFTER_HEADER),
             _ => {}
         }
         reply

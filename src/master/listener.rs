@@ -48,9 +48,10 @@ impl Reservation {
     }
 }
 
-/// Checks that `bind` is free and reserves a concrete port for it.
-pub fn reserve(bind: SocketAddr) -> Result<Reservation, ListenError> {
-    if bind.port() != 0 {
+/// Checks that `bind` is free (unless `exclusive` is false: a binary
+/// upgrade joins the old master's port) and reserves a concrete port for it.
+pub fn reserve(bind: SocketAddr, exclusive: bool) -> Result<Reservation, ListenError> {
+    if exclusive && bind.port() != 0 {
         probe_exclusive(bind)?;
     }
     let socket = new_socket(bind).map_err(|e| ListenError::Bind(bind, e))?;
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn port_zero_gets_a_concrete_port() {
-        let r = reserve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = reserve("127.0.0.1:0".parse().unwrap(), true).unwrap();
         assert_ne!(r.addr.port(), 0);
     }
 
@@ -99,6 +100,6 @@ mod tests {
     fn a_held_port_is_refused() {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap();
-        assert!(matches!(reserve(addr), Err(ListenError::InUse(_))));
+        assert!(matches!(reserve(addr, true), Err(ListenError::InUse(_))));
     }
 }

@@ -4,14 +4,17 @@
 //! The master forks before anything starts a thread, a coroutine runtime or
 //! a store handle, and stays single-threaded: signals arrive through
 //! signal-hook flags and a self-pipe, polled together with the workers'
-//! ready pipes. Decisions are made by the pure [`supervisor::Supervisor`];
-//! this module only carries them out.
+//! status pipes. Decisions are made by the pure [`supervisor::Supervisor`];
+//! this module carries them out (fork, kill, reload, upgrade, notify).
 
+pub mod heartbeat;
 pub mod listener;
+pub mod notify;
 pub mod signals;
 pub mod supervisor;
+pub mod upgrade;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -22,14 +25,15 @@ use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal as NixSignal
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
-use crate::config::{Backend, Config, UriSource};
+use crate::config::{Backend, Cli, Config, UriSource};
 use crate::worker;
+use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
 use signals::{PipeSignals, Signal, SignalSource, HANDLED};
-use supervisor::{Action, Event, Pid, StopKind, Supervisor};
+use supervisor::{Action, Event, Generation, Pid, StopKind, Supervisor};
 
 /// Longest the master sleeps between checks when no timer is due.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Why the master stopped with an error.
 #[derive(Debug)]
@@ -38,8 +42,8 @@ pub enum MasterError {
     DataDir(PathBuf, io::Error),
     /// The address cannot be used.
     Listen(ListenError),
-    /// Signal handlers could not be installed.
-    Signals(io::Error),
+    /// Start-up failed otherwise (signals, user, pid file, shared memory).
+    Setup(String),
     /// Workers kept dying at start-up.
     GaveUp(String),
 }
@@ -49,9 +53,8 @@ impl MasterError {
     /// (before any fork), 3 when workers cannot start, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            MasterError::DataDir(..) | MasterError::Listen(_) => 2,
+            MasterError::DataDir(..) | MasterError::Listen(_) | MasterError::Setup(_) => 2,
             MasterError::GaveUp(_) => worker::EXIT_BOOT_FAILURE,
-            MasterError::Signals(_) => 1,
         }
     }
 }
@@ -61,7 +64,7 @@ impl fmt::Display for MasterError {
         match self {
             MasterError::DataDir(p, e) => write!(f, "data_dir {}: {e}", p.display()),
             MasterError::Listen(e) => e.fmt(f),
-            MasterError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            MasterError::Setup(why) => f.write_str(why),
             MasterError::GaveUp(why) => f.write_str(why),
         }
     }
@@ -69,48 +72,93 @@ impl fmt::Display for MasterError {
 
 impl std::error::Error for MasterError {}
 
-/// Runs the server: returns when the master stops.
-pub fn run(config: Config) -> Result<(), MasterError> {
-    if let Backend::Mongo(target) = &config.backend {
-        if config.mongo_uri_source == Some(UriSource::CommandLine) && crate::config::uri_has_password(&target.uri) {
-            log::warn!(
-                "--mongo-uri carries a password, visible to every local user in the process list; \
-                 put it in ORDERS_MONGO_URI in an env file readable only by the service user"
-            );
-        }
-    } else {
-        prepare_data_dir(&config.data_dir)?;
+/// Runs the server: returns when the master stops. `cli` is kept to
+/// re-resolve the configuration on reload (SIGHUP).
+pub fn run(mut config: Config, cli: Cli) -> Result<(), MasterError> {
+    upgrade::remember_executable();
+    let upgrade = upgrade::Inherited::from_env();
+    if let Some(inherited) = &upgrade {
+        // Join the old master's concrete address (its port may have been 0).
+        config.bind = inherited.addr;
+        log::info!("binary upgrade: taking over {} from the old master", inherited.addr);
     }
-    let reservation = listener::reserve(config.bind).map_err(MasterError::Listen)?;
-    let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
-    Master { config, reservation, ready_pipes: HashMap::new() }.run(&mut signals)
+    warn_about_cli_password(&config);
+    raise_nofile(config.rlimit_nofile);
+    let owner = match &config.user {
+        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref()).map_err(|e| MasterError::Setup(e.to_string()))?),
+        None => None,
+    };
+    if let Backend::Embedded = config.backend {
+        prepare_data_dir(&config.data_dir, owner)?;
+    }
+    let reservation = listener::reserve(config.bind, upgrade.is_none()).map_err(MasterError::Listen)?;
+    let heartbeats = Heartbeats::new().map_err(|e| MasterError::Setup(format!("shared memory for heartbeats: {e}")))?;
+    let mut signals = PipeSignals::install().map_err(|e| MasterError::Setup(format!("signal handlers: {e}")))?;
+    if let Some(pid) = &config.pid {
+        write_pid_file(pid)?;
+    }
+    let pid_file = config.pid.clone();
+    let mut master = Master {
+        configs: BTreeMap::from([(1, config)]),
+        cli,
+        reservation,
+        heartbeats,
+        workers: HashMap::new(),
+        stale: HashSet::new(),
+        upgrade_from: upgrade,
+        upgrade_child: None,
+    };
+    let result = master.run(&mut signals);
+    if let Some(pid) = pid_file {
+        remove_pid_file(&pid);
+    }
+    result
 }
 
-/// Creates the data directory if needed and checks that it is writable.
-fn prepare_data_dir(dir: &Path) -> Result<(), MasterError> {
-    let fail = |e| MasterError::DataDir(dir.to_path_buf(), e);
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)
+/// What the master keeps about each worker.
+struct WorkerMeta {
+    generation: Generation,
+    heartbeat: usize,
+    /// Read end of the worker's status pipe, until it closes.
+    status: Option<OwnedFd>,
 }
 
 struct Master {
-    config: Config,
+    /// The configuration of each live generation.
+    configs: BTreeMap<Generation, Config>,
+    cli: Cli,
     reservation: Reservation,
-    /// Read ends of the ready pipes of workers that do not serve yet.
-    ready_pipes: HashMap<Pid, OwnedFd>,
+    heartbeats: Heartbeats,
+    workers: HashMap<Pid, WorkerMeta>,
+    /// Workers already reported stale.
+    stale: HashSet<Pid>,
+    /// Set when this master was started by an older one (binary upgrade).
+    upgrade_from: Option<upgrade::Inherited>,
+    /// A new master this one started (binary upgrade in progress).
+    upgrade_child: Option<upgrade::Child>,
 }
 
 impl Master {
+    fn config(&self, generation: Generation) -> &Config {
+        self.configs
+            .get(&generation)
+            .or_else(|| self.configs.values().next_back())
+            .expect("at least one configuration")
+    }
+
+    fn current(&self) -> &Config {
+        self.configs.values().next_back().expect("at least one configuration")
+    }
+
     fn run(&mut self, signals: &mut dyn SignalSource) -> Result<(), MasterError> {
+        let config = self.current();
         log::info!(
             "starting {} workers on {} (store: {})",
-            self.config.workers,
+            config.workers,
             self.reservation.addr,
-            worker::describe_backend(&self.config)
+            worker::describe_backend(config)
         );
-        let (mut sup, initial) = Supervisor::new(self.config.workers, self.config.graceful_timeout);
+        let (mut sup, initial) = Supervisor::new(config.workers, config.graceful_timeout);
         let mut queue: VecDeque<Action> = initial.into();
         loop {
             while let Some(action) = queue.pop_front() {
@@ -126,56 +174,132 @@ impl Master {
                 }
             }
             for event in self.wait(&sup, signals) {
-                queue.extend(sup.handle(event, Instant::now()));
+                let events = self.intercept(event, &sup);
+                for e in events {
+                    queue.extend(sup.handle(e, Instant::now()));
+                }
             }
+            self.forget_old_configs(&sup);
         }
+    }
+
+    /// Signals that need the master's own work (reading the config, logs,
+    /// exec) become supervisor events here.
+    fn intercept(&mut self, event: Event, sup: &Supervisor) -> Vec<Event> {
+        match event {
+            Event::Signal(Signal::Reload) => self.reload(sup).into_iter().collect(),
+            Event::Signal(Signal::ReopenLogs) => {
+                crate::logging::reopen();
+                self.signal_workers(NixSignal::SIGUSR1);
+                log::info!("log file reopened");
+                Vec::new()
+            }
+            Event::Signal(Signal::Upgrade) => {
+                self.start_upgrade(sup);
+                Vec::new()
+            }
+            Event::Signal(Signal::GracefulStop | Signal::FastStop) => {
+                notify::stopping();
+                vec![event]
+            }
+            other => vec![other],
+        }
+    }
+
+    /// SIGHUP: re-reads the configuration; a valid one that changes nothing
+    /// that needs downtime starts a new generation.
+    fn reload(&mut self, sup: &Supervisor) -> Option<Event> {
+        if !sup.can_reload() {
+            log::warn!("reload ignored: a reload, upgrade or stop is in progress");
+            return None;
+        }
+        notify::reloading();
+        let fresh = match Config::load(self.cli.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, old workers keep serving: {e}");
+                notify::ready();
+                return None;
+            }
+        };
+        let changed = fixed_settings_changed(self.current(), &fresh);
+        if !changed.is_empty() {
+            log::error!(
+                "reload refused, old workers keep serving: {} cannot change without a restart",
+                changed.join(", ")
+            );
+            notify::ready();
+            return None;
+        }
+        crate::logging::set_level(fresh.log_level);
+        let workers = fresh.workers;
+        self.configs.insert(sup.generation() + 1, fresh);
+        log::info!("reloading: starting generation {} ({workers} workers)", sup.generation() + 1);
+        Some(Event::Reload { workers })
     }
 
     /// Carries out one action; returns follow-up actions.
     fn execute(&mut self, action: Action, sup: &mut Supervisor, signals: &dyn SignalSource) -> Vec<Action> {
         match action {
-            Action::Spawn { slot } => match self.spawn(slot, signals) {
-                Ok((pid, ready)) => {
-                    log::info!("worker {slot} started (pid {pid})");
-                    sup.spawned(slot, pid);
-                    self.ready_pipes.insert(pid, ready);
+            Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
+                Ok(pid) => {
+                    log::info!("worker {slot} gen {generation} started (pid {pid})");
+                    sup.spawned(slot, generation, pid);
                     Vec::new()
                 }
                 Err(e) => {
                     log::error!("cannot fork worker {slot}: {e}");
-                    sup.spawn_failed(slot, Instant::now())
+                    sup.spawn_failed(slot, generation, Instant::now())
                 }
             },
             Action::Stop { pid, how } => {
                 let sig = match how {
                     StopKind::Graceful => NixSignal::SIGTERM,
                     StopKind::Fast => NixSignal::SIGQUIT,
-                    StopKind::Kill => {
-                        log::warn!("killing worker pid {pid}: it did not stop in time");
-                        NixSignal::SIGKILL
-                    }
+                    StopKind::Kill => NixSignal::SIGKILL,
                 };
                 let _ = signal::kill(NixPid::from_raw(pid), sig);
                 Vec::new()
             }
             Action::AnnounceListening => {
                 log::info!("listening on {}", self.reservation.addr);
+                notify::ready();
+                if let Some(from) = self.upgrade_from.take() {
+                    from.report_ready();
+                }
+                Vec::new()
+            }
+            Action::ReloadDone { generation } => {
+                log::info!("reloaded: generation {generation} serves; retiring the previous one");
+                notify::ready();
+                Vec::new()
+            }
+            Action::ReloadFailed { generation } => {
+                log::error!("reload failed: a worker of generation {generation} died before serving; the previous generation keeps serving");
+                self.configs.remove(&generation);
+                notify::ready();
                 Vec::new()
             }
             Action::Exit { .. } => unreachable!("handled by the loop"),
         }
     }
 
-    /// Waits for signals, ready workers, exits or the next timer.
+    /// Waits for signals, worker status, exits or the next timer.
     fn wait(&mut self, sup: &Supervisor, signals: &mut dyn SignalSource) -> Vec<Event> {
         let timeout = sup
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(IDLE_POLL)
             .min(IDLE_POLL);
-        let pids: Vec<Pid> = self.ready_pipes.keys().copied().collect();
+        let watched: Vec<(Pid, RawFd)> = self
+            .workers
+            .iter()
+            .filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd.as_raw_fd())))
+            .collect();
+        let upgrade_fd = self.upgrade_child.as_ref().map(|c| c.ready_fd());
         let mut fds: Vec<libc::pollfd> = std::iter::once(signals.wake_fd())
-            .chain(pids.iter().map(|p| self.ready_pipes[p].as_raw_fd()))
+            .chain(watched.iter().map(|(_, fd)| *fd))
+            .chain(upgrade_fd)
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
@@ -190,33 +314,116 @@ impl Master {
                 }
             }
         }
-        for (pid, pfd) in pids.iter().zip(&fds[1..]) {
+        for ((pid, _), pfd) in watched.iter().zip(&fds[1..]) {
             if pfd.revents != 0 {
-                if let Some(ready) = self.read_ready(*pid) {
-                    events.push(ready);
-                }
+                events.extend(self.read_status(*pid));
             }
         }
-        events.extend(reap_children());
+        if upgrade_fd.is_some() && fds.last().is_some_and(|p| p.revents != 0) {
+            events.extend(self.check_upgrade());
+        }
+        for (pid, clean) in reap_children() {
+            if let Some(meta) = self.workers.remove(&pid) {
+                self.heartbeats.release(meta.heartbeat);
+                self.stale.remove(&pid);
+                events.push(Event::WorkerExited { pid, clean });
+            } else if self.upgrade_child.as_ref().is_some_and(|c| c.pid() == pid) {
+                log::error!("binary upgrade failed: the new master (pid {pid}) exited before serving; still serving");
+                self.upgrade_child = None;
+            }
+        }
+        events.extend(self.stale_workers(sup));
         events.push(Event::Tick);
         events
     }
 
-    /// Reads a worker's ready pipe: its byte means it serves; EOF means it
-    /// died first (its exit is reaped separately).
-    fn read_ready(&mut self, pid: Pid) -> Option<Event> {
-        let pipe = self.ready_pipes.remove(&pid)?;
-        let mut byte = [0u8; 1];
-        match nix::unistd::read(pipe.as_raw_fd(), &mut byte) {
-            Ok(1) if byte[0] == worker::READY_BYTE => Some(Event::WorkerReady(pid)),
-            _ => None,
+    /// Reads a worker's status pipe: `R` serves, `Q` asks to be replaced; EOF
+    /// means it exited (reaped separately).
+    fn read_status(&mut self, pid: Pid) -> Vec<Event> {
+        let Some(meta) = self.workers.get_mut(&pid) else { return Vec::new() };
+        let Some(fd) = meta.status.as_ref() else { return Vec::new() };
+        let mut buf = [0u8; 8];
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) | Err(_) => {
+                meta.status = None;
+                Vec::new()
+            }
+            Ok(n) => buf[..n]
+                .iter()
+                .filter_map(|b| match *b {
+                    worker::READY_BYTE => Some(Event::WorkerReady(pid)),
+                    worker::RETIRE_BYTE => Some(Event::WorkerRetiring(pid)),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 
-    /// Forks a worker for `slot`. Signals stay blocked across fork so the
-    /// child never runs the master's handlers.
-    fn spawn(&self, slot: usize, signals: &dyn SignalSource) -> io::Result<(Pid, OwnedFd)> {
-        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    /// Serving workers whose heartbeat is older than `timeout`.
+    fn stale_workers(&mut self, sup: &Supervisor) -> Vec<Event> {
+        let mut events = Vec::new();
+        for pid in sup.ready_workers() {
+            let Some(meta) = self.workers.get(&pid) else { continue };
+            let timeout = self.config(meta.generation).timeout;
+            let age = self.heartbeats.age(meta.heartbeat);
+            if age > timeout && self.stale.insert(pid) {
+                log::error!("worker pid {pid} timed out (no heartbeat for {:.1} s): killing it", age.as_secs_f64());
+                events.push(Event::WorkerStale(pid));
+            }
+        }
+        events
+    }
+
+    /// SIGUSR2: starts the new executable as a new master beside this one.
+    fn start_upgrade(&mut self, sup: &Supervisor) {
+        if self.upgrade_child.is_some() || !sup.can_reload() {
+            log::warn!("binary upgrade ignored: an upgrade, reload or stop is in progress");
+            return;
+        }
+        match upgrade::Child::spawn(self.reservation.addr) {
+            Ok(child) => {
+                log::info!("binary upgrade: started a new master (pid {}); waiting for it to serve", child.pid());
+                self.upgrade_child = Some(child);
+            }
+            Err(e) => log::error!("binary upgrade failed to start: {e}; still serving"),
+        }
+    }
+
+    /// The new master reported (or failed before reporting).
+    fn check_upgrade(&mut self) -> Vec<Event> {
+        let Some(child) = self.upgrade_child.as_mut() else { return Vec::new() };
+        match child.read_ready() {
+            Some(true) => {
+                log::info!("binary upgrade: the new master (pid {}) serves; retiring this one", child.pid());
+                vec![Event::UpgradeReady]
+            }
+            Some(false) => {
+                log::error!("binary upgrade failed: the new master exited before serving; still serving");
+                self.upgrade_child = None;
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn signal_workers(&self, sig: NixSignal) {
+        for &pid in self.workers.keys() {
+            let _ = signal::kill(NixPid::from_raw(pid), sig);
+        }
+    }
+
+    /// Drops the settings of generations that have no worker left.
+    fn forget_old_configs(&mut self, sup: &Supervisor) {
+        let live: HashSet<Generation> = sup.live_generations().into_iter().collect();
+        let current = sup.generation();
+        self.configs.retain(|g, _| *g >= current || live.contains(g));
+    }
+
+    /// Forks a worker for `slot` of `generation`. Signals stay blocked
+    /// across fork so the child never runs the master's handlers.
+    fn spawn(&mut self, slot: usize, generation: Generation, signals: &dyn SignalSource) -> io::Result<Pid> {
+        let (hb_index, beat) = self.heartbeats.allocate().ok_or_else(|| io::Error::other("too many workers"))?;
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut old_mask = SigSet::empty();
         signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old_mask))?;
         let master_pid = nix::unistd::getpid();
@@ -224,30 +431,132 @@ impl Master {
         // helper thread), so the child inherits no lock held by another thread.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                drop(ready_read);
+                drop(status_read);
                 let mut inherited = signals.fds();
                 inherited.push(self.reservation.fd());
-                inherited.extend(self.ready_pipes.values().map(|p| p.as_raw_fd()));
-                become_worker(master_pid, slot, &inherited);
-                let code = worker::run(&self.config, self.reservation.addr, ready_write);
-                std::process::exit(code);
+                inherited.extend(self.workers.values().filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())));
+                inherited.extend(self.upgrade_child.as_ref().map(|c| c.ready_fd()));
+                inherited.extend(self.upgrade_from.as_ref().map(|u| u.fd()));
+                become_worker(master_pid, &format!("worker {slot} gen {generation}"), &inherited);
+                let config = self.config(generation);
+                let spec = worker::Spec { config, addr: self.reservation.addr, status: status_write, beat };
+                std::process::exit(worker::run(spec));
             }
             Ok(ForkResult::Parent { child }) => {
                 signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
-                Ok((child.as_raw(), ready_read))
+                let pid = child.as_raw();
+                self.workers.insert(pid, WorkerMeta { generation, heartbeat: hb_index, status: Some(status_read) });
+                Ok(pid)
             }
             Err(e) => {
                 signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+                self.heartbeats.release(hb_index);
                 Err(e.into())
             }
         }
     }
 }
 
+/// Settings whose change would need downtime, so a reload refuses them.
+fn fixed_settings_changed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.bind != new.bind {
+        changed.push("bind");
+    }
+    if old.data_dir != new.data_dir {
+        changed.push("data_dir");
+    }
+    if describe(&old.backend) != describe(&new.backend) {
+        changed.push("mongo_uri/mongo_database/mongo_collection");
+    }
+    if old.user != new.user || old.group != new.group {
+        changed.push("user/group");
+    }
+    if old.pid != new.pid {
+        changed.push("pid");
+    }
+    if old.log_file != new.log_file {
+        changed.push("log_file");
+    }
+    if old.rlimit_nofile != new.rlimit_nofile {
+        changed.push("rlimit_nofile");
+    }
+    if old.map_size != new.map_size {
+        changed.push("map_size");
+    }
+    changed
+}
+
+fn describe(b: &Backend) -> String {
+    match b {
+        Backend::Embedded => "embedded".into(),
+        Backend::Mongo(t) => format!("{}|{}|{}", t.uri, t.database, t.collection),
+    }
+}
+
+fn warn_about_cli_password(config: &Config) {
+    if let Backend::Mongo(target) = &config.backend {
+        if config.mongo_uri_source == Some(UriSource::CommandLine) && crate::config::uri_has_password(&target.uri) {
+            log::warn!(
+                "--mongo-uri carries a password, visible to every local user in the process list; \
+                 put it in ORDERS_MONGO_URI in an env file readable only by the service user"
+            );
+        }
+    }
+}
+
+/// Raises the soft open-file limit (to `want`, or the hard limit).
+fn raise_nofile(want: Option<u64>) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let target = want.unwrap_or(hard);
+    if target > hard {
+        log::warn!("rlimit_nofile {target} is above the hard limit {hard}; using {hard}");
+    }
+    let target = target.min(hard);
+    if target != soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => log::info!("open-file limit: {target} (hard limit {hard})"),
+            Err(e) => log::warn!("cannot set the open-file limit to {target}: {e}"),
+        }
+    }
+}
+
+/// Creates the data directory if needed, gives it to the serving user, and
+/// checks that it is writable.
+fn prepare_data_dir(dir: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<(), MasterError> {
+    let fail = |e| MasterError::DataDir(dir.to_path_buf(), e);
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    if let Some((uid, gid)) = owner {
+        for entry in std::iter::once(dir.to_path_buf())
+            .chain(std::fs::read_dir(dir).map_err(fail)?.flatten().map(|e| e.path()))
+        {
+            nix::unistd::chown(&entry, Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
+        }
+    }
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
+fn write_pid_file(path: &Path) -> Result<(), MasterError> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .map_err(|e| MasterError::Setup(format!("pid file {}: {e}", path.display())))
+}
+
+/// Removes the pid file if it still names this process (after a binary
+/// upgrade it names the new master).
+fn remove_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// In a freshly forked child: drop the master's signal handling and
 /// descriptors, die with the master, and block the signals the worker waits
 /// for (threads started later inherit the mask).
-fn become_worker(master_pid: NixPid, slot: usize, inherited: &[RawFd]) {
+fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
     for (number, _) in HANDLED {
         if let Ok(sig) = NixSignal::try_from(number) {
             // SAFETY: restoring the default disposition is always sound.
@@ -264,24 +573,24 @@ fn become_worker(master_pid: NixPid, slot: usize, inherited: &[RawFd]) {
         std::process::exit(0); // the master died before prctl took effect
     }
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&worker::signal_set()), None);
-    crate::logging::set_role(&format!("worker {slot} pid {}", std::process::id()));
+    crate::logging::set_role(&format!("{role} pid {}", std::process::id()));
 }
 
-/// Reaps every exited child without blocking.
-fn reap_children() -> Vec<Event> {
-    let mut events = Vec::new();
+/// Reaps every exited child without blocking: (pid, exited with 0).
+fn reap_children() -> Vec<(Pid, bool)> {
+    let mut exited = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 let level = if code == 0 { log::Level::Info } else { log::Level::Warn };
-                log::log!(level, "worker pid {pid} exited with status {code}");
-                events.push(Event::WorkerExited { pid: pid.as_raw(), clean: code == 0 });
+                log::log!(level, "process {pid} exited with status {code}");
+                exited.push((pid.as_raw(), code == 0));
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                log::warn!("worker pid {pid} killed by {sig}");
-                events.push(Event::WorkerExited { pid: pid.as_raw(), clean: false });
+                log::warn!("process {pid} killed by {sig}");
+                exited.push((pid.as_raw(), false));
             }
-            Ok(WaitStatus::StillAlive) | Err(_) => return events,
+            Ok(WaitStatus::StillAlive) | Err(_) => return exited,
             Ok(_) => {}
         }
     }

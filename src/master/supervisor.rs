@@ -1,6 +1,12 @@
 //! The master's lifecycle as data: a pure state machine from [`Event`]s to
 //! [`Action`]s. It forks nothing and sends no signal itself, so every
 //! transition is visible here and tested without processes.
+//!
+//! Workers belong to a generation. A reload starts generation g+1 beside g
+//! and retires g only once every new worker serves; if a new worker dies
+//! before serving, the reload is abandoned and g keeps serving. A worker
+//! that asks to retire (max_requests) gets its replacement first, and is
+//! stopped once the replacement serves: capacity never drops to zero.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,14 +24,24 @@ pub const FAST_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A worker process id.
 pub type Pid = i32;
+/// A worker generation (1 at start, +1 per reload).
+pub type Generation = u64;
 
 /// What the master loop observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A signal reached the master.
+    /// A signal the supervisor acts on (stop, scale).
     Signal(Signal),
+    /// A validated reload: start a new generation of this many workers.
+    Reload { workers: usize },
+    /// A new master (binary upgrade) serves: retire everything and exit.
+    UpgradeReady,
     /// A worker reported that it serves.
     WorkerReady(Pid),
+    /// A worker asked to be replaced (it reached max_requests).
+    WorkerRetiring(Pid),
+    /// A worker's heartbeat went stale (hung).
+    WorkerStale(Pid),
     /// A worker exited; `clean` when it exited with status 0.
     WorkerExited { pid: Pid, clean: bool },
     /// Time passed (timers: backoff, stop deadline).
@@ -46,12 +62,17 @@ pub enum StopKind {
 /// What the master loop must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Fork a worker for this slot.
-    Spawn { slot: usize },
+    /// Fork a worker for this slot of this generation.
+    Spawn { slot: usize, generation: Generation },
     /// Stop a worker.
     Stop { pid: Pid, how: StopKind },
     /// All workers serve for the first time: log `listening on ADDR`.
     AnnounceListening,
+    /// Every worker of the new generation serves; the old one is retiring.
+    ReloadDone { generation: Generation },
+    /// A new worker died before serving: the new generation is stopped and
+    /// the old one keeps serving.
+    ReloadFailed { generation: Generation },
     /// Exit the master with this status.
     Exit { code: i32, reason: Option<String> },
 }
@@ -59,12 +80,17 @@ pub enum Action {
 #[derive(Debug, Clone, Copy)]
 struct Worker {
     slot: usize,
+    generation: Generation,
     ready: bool,
+    /// Replaced (max_requests or stale): exits without being respawned.
+    retiring: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
+    /// A new generation is starting beside `from`.
+    Reloading { from: Generation },
     /// Stopping every worker; kill what remains at the deadline.
     Stopping { deadline: Instant, code: i32 },
 }
@@ -73,6 +99,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct Supervisor {
     target: usize,
+    generation: Generation,
     workers: BTreeMap<Pid, Worker>,
     /// Slots waiting to be respawned, with the time they are due.
     pending: Vec<(usize, Instant)>,
@@ -88,6 +115,7 @@ impl Supervisor {
     pub fn new(workers: usize, graceful_timeout: Duration) -> (Supervisor, Vec<Action>) {
         let s = Supervisor {
             target: workers,
+            generation: 1,
             workers: BTreeMap::new(),
             pending: Vec::new(),
             boot_failures: 0,
@@ -96,16 +124,22 @@ impl Supervisor {
             graceful_timeout,
             give_up_reason: None,
         };
-        (s, (0..workers).map(|slot| Action::Spawn { slot }).collect())
+        let spawns = s.spawn_all();
+        (s, spawns)
     }
 
     /// Records a forked worker.
-    pub fn spawned(&mut self, slot: usize, pid: Pid) {
-        self.workers.insert(pid, Worker { slot, ready: false });
+    pub fn spawned(&mut self, slot: usize, generation: Generation, pid: Pid) {
+        self.workers.insert(pid, Worker { slot, generation, ready: false, retiring: false });
     }
 
     /// Records a fork that failed: counted like a worker dying at boot.
-    pub fn spawn_failed(&mut self, slot: usize, now: Instant) -> Vec<Action> {
+    pub fn spawn_failed(&mut self, slot: usize, generation: Generation, now: Instant) -> Vec<Action> {
+        if let Phase::Reloading { from } = self.phase {
+            if generation == self.generation {
+                return self.abandon_reload(from);
+            }
+        }
         self.boot_failed(slot, now)
     }
 
@@ -114,12 +148,36 @@ impl Supervisor {
         self.workers.len()
     }
 
+    /// The current generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// Pids of workers that serve (for heartbeat checks).
+    pub fn ready_workers(&self) -> Vec<Pid> {
+        self.workers.iter().filter(|(_, w)| w.ready).map(|(&p, _)| p).collect()
+    }
+
+    /// Generations that still have live workers.
+    pub fn live_generations(&self) -> Vec<Generation> {
+        let mut g: Vec<Generation> = self.workers.values().map(|w| w.generation).collect();
+        g.dedup();
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
+
+    /// Whether a reload may start now.
+    pub fn can_reload(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
     /// The next instant a timer fires, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let respawn = self.pending.iter().map(|(_, due)| *due).min();
         let stop = match self.phase {
             Phase::Stopping { deadline, .. } => Some(deadline),
-            Phase::Running => None,
+            _ => None,
         };
         respawn.into_iter().chain(stop).min()
     }
@@ -128,7 +186,11 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
+            Event::Reload { workers } => self.on_reload(workers),
+            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.graceful_timeout, 0),
             Event::WorkerReady(pid) => self.on_ready(pid),
+            Event::WorkerRetiring(pid) => self.on_retiring(pid),
+            Event::WorkerStale(pid) => self.on_stale(pid),
             Event::WorkerExited { pid, clean } => self.on_exit(pid, clean, now),
             Event::Tick => self.on_tick(now),
         }
@@ -140,43 +202,120 @@ impl Supervisor {
             Signal::FastStop => self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, 0),
             Signal::ScaleUp if self.phase == Phase::Running => {
                 self.target += 1;
-                vec![Action::Spawn { slot: self.target - 1 }]
+                vec![Action::Spawn { slot: self.target - 1, generation: self.generation }]
             }
             Signal::ScaleDown if self.phase == Phase::Running && self.target > 1 => {
                 self.target -= 1;
                 let slot = self.target;
                 self.pending.retain(|(s, _)| *s != slot);
-                self.pids_in_slot(slot).map(|pid| Action::Stop { pid, how: StopKind::Graceful }).collect()
+                let pids: Vec<Pid> = self.current().filter(|(_, w)| w.slot == slot).map(|(p, _)| p).collect();
+                pids.into_iter().map(|pid| Action::Stop { pid, how: StopKind::Graceful }).collect()
             }
             _ => Vec::new(),
         }
     }
 
+    fn on_reload(&mut self, workers: usize) -> Vec<Action> {
+        if self.phase != Phase::Running {
+            return Vec::new();
+        }
+        self.phase = Phase::Reloading { from: self.generation };
+        self.generation += 1;
+        self.target = workers;
+        self.pending.clear();
+        self.spawn_all()
+    }
+
     fn on_ready(&mut self, pid: Pid) -> Vec<Action> {
         let Some(worker) = self.workers.get_mut(&pid) else { return Vec::new() };
         worker.ready = true;
+        let (slot, generation) = (worker.slot, worker.generation);
         self.boot_failures = 0;
-        let all_ready = self.workers.values().filter(|w| w.ready).count() >= self.target;
-        if !self.announced && all_ready && self.phase == Phase::Running {
-            self.announced = true;
-            return vec![Action::AnnounceListening];
+        let mut actions = Vec::new();
+        // A replacement serves: stop the worker it replaces.
+        let replaced: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(&p, w)| p != pid && w.retiring && w.slot == slot && w.generation == generation)
+            .map(|(&p, _)| p)
+            .collect();
+        actions.extend(replaced.into_iter().map(|p| Action::Stop { pid: p, how: StopKind::Graceful }));
+
+        let current_ready = self.current().filter(|(_, w)| w.ready).count();
+        if let Phase::Reloading { .. } = self.phase {
+            if generation == self.generation && current_ready >= self.target {
+                self.phase = Phase::Running;
+                let old: Vec<Pid> =
+                    self.workers.iter().filter(|(_, w)| w.generation < generation).map(|(&p, _)| p).collect();
+                for p in old {
+                    if let Some(w) = self.workers.get_mut(&p) {
+                        w.retiring = true;
+                    }
+                    actions.push(Action::Stop { pid: p, how: StopKind::Graceful });
+                }
+                actions.push(Action::ReloadDone { generation });
+            }
         }
-        Vec::new()
+        if !self.announced && self.phase == Phase::Running && current_ready >= self.target {
+            self.announced = true;
+            actions.push(Action::AnnounceListening);
+        }
+        actions
+    }
+
+    fn on_retiring(&mut self, pid: Pid) -> Vec<Action> {
+        if self.phase != Phase::Running {
+            return Vec::new();
+        }
+        let Some(worker) = self.workers.get_mut(&pid) else { return Vec::new() };
+        if worker.retiring || worker.generation != self.generation || worker.slot >= self.target {
+            return Vec::new();
+        }
+        worker.retiring = true;
+        vec![Action::Spawn { slot: worker.slot, generation: worker.generation }]
+    }
+
+    fn on_stale(&mut self, pid: Pid) -> Vec<Action> {
+        match self.workers.get(&pid) {
+            Some(w) if w.ready => vec![Action::Stop { pid, how: StopKind::Kill }],
+            _ => Vec::new(),
+        }
     }
 
     fn on_exit(&mut self, pid: Pid, clean: bool, now: Instant) -> Vec<Action> {
         let Some(worker) = self.workers.remove(&pid) else { return Vec::new() };
-        if let Phase::Stopping { code, .. } = self.phase {
-            return self.exit_if_done(code);
+        let _ = clean;
+        match self.phase {
+            Phase::Stopping { code, .. } => return self.exit_if_done(code),
+            Phase::Reloading { from } if worker.generation == self.generation && !worker.ready => {
+                return self.abandon_reload(from);
+            }
+            _ => {}
         }
-        if worker.slot >= self.target {
-            return Vec::new(); // retired by ScaleDown
+        if worker.retiring || worker.generation != self.generation || worker.slot >= self.target {
+            return Vec::new();
         }
         if !worker.ready {
             return self.boot_failed(worker.slot, now);
         }
-        let _ = clean;
-        vec![Action::Spawn { slot: worker.slot }]
+        vec![Action::Spawn { slot: worker.slot, generation: worker.generation }]
+    }
+
+    /// A new worker died before serving: stop the new generation, go back.
+    fn abandon_reload(&mut self, from: Generation) -> Vec<Action> {
+        let failed = self.generation;
+        let new: Vec<Pid> = self.workers.iter().filter(|(_, w)| w.generation == failed).map(|(&p, _)| p).collect();
+        for p in &new {
+            if let Some(w) = self.workers.get_mut(p) {
+                w.retiring = true;
+            }
+        }
+        self.generation = from;
+        self.target = self.current().filter(|(_, w)| !w.retiring).count().max(1);
+        self.phase = Phase::Running;
+        let mut actions: Vec<Action> = new.into_iter().map(|pid| Action::Stop { pid, how: StopKind::Fast }).collect();
+        actions.push(Action::ReloadFailed { generation: failed });
+        actions
     }
 
     fn boot_failed(&mut self, slot: usize, now: Instant) -> Vec<Action> {
@@ -196,10 +335,11 @@ impl Supervisor {
 
     fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         match self.phase {
-            Phase::Running => {
+            Phase::Running | Phase::Reloading { .. } => {
                 let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(_, at)| *at <= now);
                 self.pending = later;
-                due.into_iter().map(|(slot, _)| Action::Spawn { slot }).collect()
+                let generation = self.generation;
+                due.into_iter().map(|(slot, _)| Action::Spawn { slot, generation }).collect()
             }
             Phase::Stopping { deadline, .. } if now >= deadline => {
                 self.workers.keys().map(|&pid| Action::Stop { pid, how: StopKind::Kill }).collect()
@@ -209,14 +349,10 @@ impl Supervisor {
     }
 
     fn stop(&mut self, how: StopKind, deadline: Instant, code: i32) -> Vec<Action> {
-        let deadline = match self.phase {
+        let (deadline, code) = match self.phase {
             // A second stop signal can only hurry the first.
-            Phase::Stopping { deadline: old, .. } => old.min(deadline),
-            Phase::Running => deadline,
-        };
-        let code = match self.phase {
-            Phase::Stopping { code, .. } => code,
-            Phase::Running => code,
+            Phase::Stopping { deadline: old, code } => (old.min(deadline), code),
+            _ => (deadline, code),
         };
         self.phase = Phase::Stopping { deadline, code };
         self.pending.clear();
@@ -232,8 +368,16 @@ impl Supervisor {
         Vec::new()
     }
 
-    fn pids_in_slot(&self, slot: usize) -> impl Iterator<Item = Pid> + '_ {
-        self.workers.iter().filter(move |(_, w)| w.slot == slot).map(|(&pid, _)| pid)
+    fn spawn_all(&self) -> Vec<Action> {
+        (0..self.target).map(|slot| Action::Spawn { slot, generation: self.generation }).collect()
+    }
+
+    /// Workers of the current generation that are not being replaced.
+    fn current(&self) -> impl Iterator<Item = (Pid, &Worker)> + '_ {
+        self.workers
+            .iter()
+            .filter(move |(_, w)| w.generation == self.generation && !w.retiring)
+            .map(|(&p, w)| (p, w))
     }
 }
 
@@ -245,9 +389,17 @@ mod tests {
         let (mut s, actions) = Supervisor::new(n, Duration::from_secs(30));
         assert_eq!(actions.len(), n);
         for slot in 0..n {
-            s.spawned(slot, 100 + slot as Pid);
+            s.spawned(slot, 1, 100 + slot as Pid);
         }
         (s, Instant::now())
+    }
+
+    fn serving(n: usize) -> (Supervisor, Instant) {
+        let (mut s, now) = start(n);
+        for slot in 0..n {
+            s.handle(Event::WorkerReady(100 + slot as Pid), now);
+        }
+        (s, now)
     }
 
     #[test]
@@ -259,11 +411,9 @@ mod tests {
 
     #[test]
     fn a_dead_worker_is_replaced() {
-        let (mut s, now) = start(2);
-        s.handle(Event::WorkerReady(100), now);
-        s.handle(Event::WorkerReady(101), now);
+        let (mut s, now) = serving(2);
         let a = s.handle(Event::WorkerExited { pid: 101, clean: false }, now);
-        assert_eq!(a, vec![Action::Spawn { slot: 1 }]);
+        assert_eq!(a, vec![Action::Spawn { slot: 1, generation: 1 }]);
     }
 
     #[test]
@@ -276,9 +426,9 @@ mod tests {
             assert!(due > now, "failure {i} respawns later");
             assert!(s.handle(Event::Tick, now).is_empty(), "not before the backoff");
             now = due;
-            assert_eq!(s.handle(Event::Tick, now), vec![Action::Spawn { slot: 0 }]);
+            assert_eq!(s.handle(Event::Tick, now), vec![Action::Spawn { slot: 0, generation: 1 }]);
             pid += 1;
-            s.spawned(0, pid);
+            s.spawned(0, 1, pid);
         }
         let a = s.handle(Event::WorkerExited { pid, clean: false }, now);
         assert!(matches!(a.as_slice(), [Action::Exit { code: 3, reason: Some(_) }]), "{a:?}");
@@ -286,7 +436,7 @@ mod tests {
 
     #[test]
     fn graceful_stop_waits_for_workers_then_exits_zero() {
-        let (mut s, now) = start(2);
+        let (mut s, now) = serving(2);
         let a = s.handle(Event::Signal(Signal::GracefulStop), now);
         assert_eq!(a.len(), 2);
         assert!(a.iter().all(|x| matches!(x, Action::Stop { how: StopKind::Graceful, .. })));
@@ -297,7 +447,7 @@ mod tests {
 
     #[test]
     fn stragglers_are_killed_at_the_deadline() {
-        let (mut s, now) = start(1);
+        let (mut s, now) = serving(1);
         s.handle(Event::Signal(Signal::GracefulStop), now);
         let later = now + Duration::from_secs(31);
         assert_eq!(s.handle(Event::Tick, later), vec![Action::Stop { pid: 100, how: StopKind::Kill }]);
@@ -305,12 +455,78 @@ mod tests {
 
     #[test]
     fn scale_up_and_down() {
-        let (mut s, now) = start(1);
-        assert_eq!(s.handle(Event::Signal(Signal::ScaleUp), now), vec![Action::Spawn { slot: 1 }]);
-        s.spawned(1, 200);
+        let (mut s, now) = serving(1);
+        assert_eq!(s.handle(Event::Signal(Signal::ScaleUp), now), vec![Action::Spawn { slot: 1, generation: 1 }]);
+        s.spawned(1, 1, 200);
         let a = s.handle(Event::Signal(Signal::ScaleDown), now);
         assert_eq!(a, vec![Action::Stop { pid: 200, how: StopKind::Graceful }]);
         assert!(s.handle(Event::WorkerExited { pid: 200, clean: true }, now).is_empty());
         assert!(s.handle(Event::Signal(Signal::ScaleDown), now).is_empty(), "never below one worker");
+    }
+
+    #[test]
+    fn reload_retires_the_old_generation_only_once_the_new_one_serves() {
+        let (mut s, now) = serving(2);
+        let a = s.handle(Event::Reload { workers: 3 }, now);
+        assert_eq!(a.len(), 3);
+        assert!(a.iter().all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
+        for (slot, pid) in [(0, 300), (1, 301), (2, 302)] {
+            s.spawned(slot, 2, pid);
+        }
+        assert!(s.handle(Event::WorkerReady(300), now).is_empty());
+        assert!(s.handle(Event::WorkerReady(301), now).is_empty(), "old workers serve until all new ones do");
+        let a = s.handle(Event::WorkerReady(302), now);
+        assert!(a.contains(&Action::Stop { pid: 100, how: StopKind::Graceful }));
+        assert!(a.contains(&Action::Stop { pid: 101, how: StopKind::Graceful }));
+        assert!(a.contains(&Action::ReloadDone { generation: 2 }));
+        assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty(), "not respawned");
+        assert!(s.handle(Event::WorkerExited { pid: 101, clean: true }, now).is_empty());
+        assert_eq!(s.live(), 3);
+    }
+
+    #[test]
+    fn a_failing_new_generation_leaves_the_old_one_serving() {
+        let (mut s, now) = serving(2);
+        s.handle(Event::Reload { workers: 2 }, now);
+        s.spawned(0, 2, 300);
+        s.spawned(1, 2, 301);
+        let a = s.handle(Event::WorkerExited { pid: 300, clean: false }, now);
+        assert!(a.contains(&Action::Stop { pid: 301, how: StopKind::Fast }));
+        assert!(a.contains(&Action::ReloadFailed { generation: 2 }));
+        assert!(s.handle(Event::WorkerExited { pid: 301, clean: false }, now).is_empty());
+        assert_eq!(s.generation(), 1);
+        // The old generation is supervised as before.
+        assert_eq!(
+            s.handle(Event::WorkerExited { pid: 100, clean: false }, now),
+            vec![Action::Spawn { slot: 0, generation: 1 }]
+        );
+    }
+
+    #[test]
+    fn a_retiring_worker_is_stopped_once_its_replacement_serves() {
+        let (mut s, now) = serving(1);
+        assert_eq!(s.handle(Event::WorkerRetiring(100), now), vec![Action::Spawn { slot: 0, generation: 1 }]);
+        assert!(s.handle(Event::WorkerRetiring(100), now).is_empty(), "asked once");
+        s.spawned(0, 1, 400);
+        assert_eq!(s.handle(Event::WorkerReady(400), now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
+        assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty());
+        assert_eq!(s.live(), 1);
+    }
+
+    #[test]
+    fn a_stale_worker_is_killed_and_replaced() {
+        let (mut s, now) = serving(1);
+        assert_eq!(s.handle(Event::WorkerStale(100), now), vec![Action::Stop { pid: 100, how: StopKind::Kill }]);
+        assert_eq!(
+            s.handle(Event::WorkerExited { pid: 100, clean: false }, now),
+            vec![Action::Spawn { slot: 0, generation: 1 }]
+        );
+    }
+
+    #[test]
+    fn upgrade_ready_retires_everything_and_exits_zero() {
+        let (mut s, now) = serving(1);
+        assert_eq!(s.handle(Event::UpgradeReady, now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
+        assert_eq!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now), vec![Action::Exit { code: 0, reason: None }]);
     }
 }

@@ -112,11 +112,6 @@ impl Embedded {
         Ok(Embedded { env, orders, writer: tx, timeout, stats })
     }
 
-    /// The writer's counters.
-    pub fn stats(&self) -> Arc<WriterStats> {
-        self.stats.clone()
-    }
-
     fn write(&self, kind: WriteKind) -> Result<WriteResult, StoreError> {
         let (reply, result) = may::sync::mpsc::channel();
         self.writer
@@ -180,6 +175,13 @@ impl Store for Embedded {
             WriteResult::Deleted(found) => Ok(found),
             _ => unreachable!("the writer answers a delete with Deleted"),
         }
+    }
+
+    fn stats(&self) -> Option<String> {
+        let ops = self.stats.ops.load(Ordering::Relaxed);
+        let commits = self.stats.commits.load(Ordering::Relaxed);
+        let mean = if commits > 0 { ops as f64 / commits as f64 } else { 0.0 };
+        Some(format!("{ops} writes in {commits} commits (mean batch {mean:.1})"))
     }
 }
 

@@ -68,6 +68,10 @@ pub trait Store: Send + Sync {
     fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError>;
     /// Removes the document; false when no document has this id.
     fn delete(&self, id: &ObjectId) -> Result<bool, StoreError>;
+    /// A line of statistics for the worker's exit log, if the backend keeps any.
+    fn stats(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Renders a new document: `_id` first, then the fields.

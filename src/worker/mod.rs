@@ -1,37 +1,51 @@
-//! A worker process: configures may after fork, opens the store, binds the
-//! shared address with SO_REUSEPORT (inside may_minihttp's `start`), tells
-//! the master it serves, and stops on a signal.
+//! A worker process: configures may after fork, binds the shared address
+//! with SO_REUSEPORT (inside may_minihttp's `start`), drops privileges,
+//! opens the store, tells the master it serves, then watches its signals,
+//! its connections (idle, slow) and its request count.
 //!
 //! Phases: Starting -> Serving -> Draining -> Exited. TERM drains: the
-//! listener closes (the kernel sends new connections to other workers),
-//! every further response closes its connection, and the worker exits once
-//! no request is in flight or `graceful_timeout` passes. INT and QUIT exit
-//! at once: a write is acknowledged only after its commit, so none is lost.
+//! listener closes (the kernel sends new connections to the other
+//! listeners), each connection's next response carries `Connection: close`,
+//! idle connections are closed, and the worker exits once no connection is
+//! left or `graceful_timeout` passes. INT and QUIT exit at once: a write is
+//! acknowledged only after its commit, so none is lost.
 
+pub mod privileges;
+
+use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use may_minihttp::HttpServiceFactory;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{Backend, Config};
+use crate::http::connections::SweepPolicy;
 use crate::http::routes::ListLimits;
-use crate::http::{App, Factory, HttpLimits, ServerState};
+use crate::http::{App, Factory, HttpLimits, ServerState, TEST_HOOKS_ENV};
+use crate::master::heartbeat::Beat;
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Exit status of a worker that could not start (as gunicorn's).
 pub const EXIT_BOOT_FAILURE: i32 = 3;
-/// How often a draining worker checks for requests still in flight.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
-/// Time left for responses already queued to reach their sockets.
-const DRAIN_LINGER: Duration = Duration::from_millis(50);
-/// The byte a worker writes on its ready pipe once it serves.
+/// Status byte: the worker serves.
 pub const READY_BYTE: u8 = b'R';
+/// Status byte: the worker reached max_requests and asks to be replaced.
+pub const RETIRE_BYTE: u8 = b'Q';
+/// How often the worker sweeps its connections while serving.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a draining worker sweeps and checks for open connections.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// While draining, a connection idle this long is closed (a client that
+/// keeps sending is answered with `Connection: close` instead).
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+/// How often the heartbeat coroutine beats.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Lifecycle phases of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,51 +56,126 @@ pub enum Phase {
     Exited,
 }
 
-/// Runs a worker; returns its exit status. `ready` is written once the
-/// listener is bound.
-pub fn run(config: &Config, addr: SocketAddr, ready: OwnedFd) -> i32 {
+/// What the master hands a new worker.
+pub struct Spec<'a> {
+    /// The settings of this worker's generation.
+    pub config: &'a Config,
+    /// The concrete address to bind.
+    pub addr: SocketAddr,
+    /// Write end of the status pipe to the master.
+    pub status: OwnedFd,
+    /// This worker's heartbeat slot.
+    pub beat: Beat,
+}
+
+/// Runs a worker; returns its exit status.
+pub fn run(spec: Spec<'_>) -> i32 {
+    let Spec { config, addr, status, beat } = spec;
+    let mut status = File::from(status);
     enter(Phase::Starting);
     configure_may(config);
-    let (app, store_stats) = match build_app(config) {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("cannot open the store ({}): {e}", describe_backend(config));
-            return EXIT_BOOT_FAILURE;
-        }
-    };
-    let state = app.state.clone();
-    let server = match Factory::new(app).start(addr) {
+    let app = Arc::new(App {
+        store: OnceLock::new(),
+        limits: limits(config),
+        state: Arc::new(ServerState::default()),
+        test_hooks: test_hooks(),
+    });
+    let server = match Factory::new(app.clone()).start(addr) {
         Ok(handle) => handle,
         Err(e) => {
             log::error!("cannot listen on {addr}: {e}");
             return EXIT_BOOT_FAILURE;
         }
     };
-    if let Err(e) = std::fs::File::from(ready).write_all(&[READY_BYTE]) {
+    if let Err(e) = privileges::raise_backlog(addr, config.backlog) {
+        log::warn!("cannot raise the accept backlog to {}: {e}", config.backlog);
+    }
+    if let Err(e) = privileges::drop_to(config.user.as_deref(), config.group.as_deref()) {
+        log::error!("{e}");
+        return EXIT_BOOT_FAILURE;
+    }
+    match open_store(config) {
+        Ok(store) => {
+            let _ = app.store.set(store);
+        }
+        Err(e) => {
+            log::error!("cannot open the store ({}): {e}", describe_backend(config));
+            return EXIT_BOOT_FAILURE;
+        }
+    }
+    start_heartbeat(beat);
+    if let Err(e) = status.write_all(&[READY_BYTE]) {
         log::error!("cannot report readiness to the master: {e}");
         return EXIT_BOOT_FAILURE;
     }
     enter(Phase::Serving);
     log::info!("serving on {addr}");
-    let graceful = wait_for_stop();
+    let graceful = serve_until_stopped(config, &app.state, &mut status);
     if graceful {
         enter(Phase::Draining);
-        log::info!("draining ({} connections open)", state.connections());
+        log::info!("draining ({} connections open)", app.state.registry.len());
         // SAFETY: cancelling the accept coroutine only closes the listener;
         // it holds no lock and the connections are separate coroutines.
         unsafe { server.coroutine().cancel() };
-        state.start_draining();
-        drain(&state, config.graceful_timeout);
+        app.state.start_draining();
+        drain(config, &app.state);
     }
     enter(Phase::Exited);
-    let (ops, commits) = store_stats();
     log::info!(
-        "exiting ({}): {} requests; store: {ops} writes in {commits} commits (mean batch {:.1})",
+        "exiting ({}): {} requests",
         if graceful { "graceful" } else { "fast" },
-        state.requests(),
-        if commits > 0 { ops as f64 / commits as f64 } else { 0.0 }
+        app.state.requests(),
     );
+    if let Some(stats) = app.store.get().and_then(|s| s.stats()) {
+        log::info!("store: {stats}");
+    }
     0
+}
+
+/// Waits for a stop signal while sweeping connections and watching the
+/// request count. Returns true for a graceful stop (TERM).
+fn serve_until_stopped(config: &Config, state: &ServerState, status: &mut File) -> bool {
+    let set = signal_set();
+    let policy = SweepPolicy { keepalive: config.keepalive, client_timeout: config.client_timeout };
+    let mut asked_to_retire = false;
+    loop {
+        match wait_signal(&set, SWEEP_INTERVAL) {
+            Some(Signal::SIGTERM) => return true,
+            Some(Signal::SIGINT | Signal::SIGQUIT) => return false,
+            Some(Signal::SIGUSR1) => crate::logging::reopen(),
+            Some(other) => log::debug!("ignoring {other}"),
+            None => {}
+        }
+        let swept = state.registry.sweep(&policy);
+        if swept.idle_closed + swept.slow_cut > 0 {
+            log::debug!("closed {} idle and {} slow connections", swept.idle_closed, swept.slow_cut);
+        }
+        if !asked_to_retire && state.wants_retirement() {
+            asked_to_retire = true;
+            log::info!("max_requests reached ({} requests): asking to be replaced", state.requests());
+            if status.write_all(&[RETIRE_BYTE]).is_err() {
+                return true;
+            }
+        }
+    }
+}
+
+/// Closes idle connections as they become idle; returns when none is left
+/// or at the graceful timeout (INT or QUIT cut it short).
+fn drain(config: &Config, state: &ServerState) {
+    let deadline = Instant::now() + config.graceful_timeout;
+    let policy = SweepPolicy { keepalive: DRAIN_IDLE.min(config.keepalive), client_timeout: config.client_timeout };
+    let set = signal_set();
+    while !state.registry.is_empty() && Instant::now() < deadline {
+        state.registry.sweep(&policy);
+        if let Some(Signal::SIGINT | Signal::SIGQUIT) = wait_signal(&set, DRAIN_POLL) {
+            log::info!("fast stop while draining");
+            return;
+        }
+    }
+    if !state.registry.is_empty() {
+        log::warn!("graceful timeout: {} connections still open", state.registry.len());
+    }
 }
 
 /// Records a phase change in the debug log.
@@ -94,8 +183,8 @@ fn enter(phase: Phase) {
     log::debug!("phase {phase:?}");
 }
 
-/// The signals a worker waits for. The master blocks them in the child
-/// before any thread starts, so they stay pending for [`wait_for_stop`].
+/// The signals a worker handles. The master blocks them in the child before
+/// any thread starts, so they stay pending for [`wait_signal`].
 pub fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in [
@@ -113,21 +202,15 @@ pub fn signal_set() -> SigSet {
     set
 }
 
-/// Blocks until TERM (true: graceful) or INT/QUIT (false: fast). The other
-/// signals of [`signal_set`] mean nothing to a worker and are ignored.
-fn wait_for_stop() -> bool {
-    let set = signal_set();
-    loop {
-        match set.wait() {
-            Ok(Signal::SIGTERM) => return true,
-            Ok(Signal::SIGINT | Signal::SIGQUIT) => return false,
-            Ok(other) => log::debug!("ignoring {other}"),
-            Err(e) => {
-                log::error!("sigwait failed: {e}; stopping");
-                return false;
-            }
-        }
+/// Waits up to `timeout` for one of `set`.
+fn wait_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: `set` is a valid sigset_t, `ts` a valid timespec; no siginfo wanted.
+    let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    if n <= 0 {
+        return None;
     }
+    Signal::try_from(n).ok()
 }
 
 /// may settings, before may's first use: thread count, stack size, and no
@@ -139,32 +222,58 @@ fn configure_may(config: &Config) {
         .set_worker_pin(false);
 }
 
-type StatsFn = Box<dyn Fn() -> (u64, u64)>;
+/// Beats every half second from a coroutine: if the scheduler hangs, the
+/// heartbeat stops and the master replaces the worker.
+fn start_heartbeat(beat: Beat) {
+    beat.beat();
+    may::go!(move || loop {
+        beat.beat();
+        may::coroutine::sleep(HEARTBEAT_INTERVAL);
+    });
+}
 
-fn build_app(config: &Config) -> Result<(Arc<App>, StatsFn), crate::store::StoreError> {
-    let (store, stats_fn): (Box<dyn Store>, StatsFn) = match &config.backend {
-        Backend::Embedded => {
-            let embedded = Embedded::open(&config.data_dir, config.map_size, config.store_timeout)?;
-            let stats = embedded.stats();
-            let stats_fn: StatsFn = Box::new(move || {
-                use std::sync::atomic::Ordering::Relaxed;
-                (stats.ops.load(Relaxed), stats.commits.load(Relaxed))
-            });
-            (Box::new(embedded), stats_fn)
-        }
-        Backend::Mongo(target) => (Box::new(Mongo::open(target, config.store_timeout)?), Box::new(|| (0, 0))),
-    };
-    let limits = HttpLimits {
+fn limits(config: &Config) -> HttpLimits {
+    HttpLimits {
         max_body_size: config.max_body_size,
         close_after_response_bytes: config.close_after_response_bytes,
         list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
-    };
-    let test_hooks = std::env::var(crate::http::TEST_HOOKS_ENV).is_ok_and(|v| v == "1");
-    if test_hooks {
-        log::warn!("test hooks enabled ({}=1): never in production", crate::http::TEST_HOOKS_ENV);
+        limit_request_line: config.limit_request_line,
+        limit_request_fields: config.limit_request_fields,
+        limit_request_field_size: config.limit_request_field_size,
+        worker_connections: config.worker_connections,
+        max_requests: max_requests_with_jitter(config),
     }
-    let app = App { store, limits, state: Arc::new(ServerState::default()), test_hooks };
-    Ok((Arc::new(app), stats_fn))
+}
+
+/// max_requests plus a random share of the jitter, so workers started
+/// together do not all recycle at once.
+fn max_requests_with_jitter(config: &Config) -> u64 {
+    if config.max_requests == 0 {
+        return 0;
+    }
+    let jitter = if config.max_requests_jitter > 0 {
+        // The pid and the clock are random enough to spread workers apart.
+        let seed = u64::from(std::process::id()) ^ crate::http::connections::monotonic_ms().rotate_left(17);
+        seed % (config.max_requests_jitter + 1)
+    } else {
+        0
+    };
+    config.max_requests + jitter
+}
+
+fn test_hooks() -> bool {
+    let on = std::env::var(TEST_HOOKS_ENV).is_ok_and(|v| v == "1");
+    if on {
+        log::warn!("test hooks enabled ({TEST_HOOKS_ENV}=1): never in production");
+    }
+    on
+}
+
+fn open_store(config: &Config) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match &config.backend {
+        Backend::Embedded => Box::new(Embedded::open(&config.data_dir, config.map_size, config.store_timeout)?),
+        Backend::Mongo(target) => Box::new(Mongo::open(target, config.store_timeout)?),
+    })
 }
 
 /// The store, for log lines (never the URI's password).
@@ -178,16 +287,4 @@ pub fn describe_backend(config: &Config) -> String {
             t.collection
         ),
     }
-}
-
-/// Waits until no request is in flight, or the deadline.
-fn drain(state: &ServerState, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while state.in_flight() > 0 && Instant::now() < deadline {
-        std::thread::sleep(DRAIN_POLL);
-    }
-    if state.in_flight() > 0 {
-        log::warn!("graceful timeout: {} requests still in flight", state.in_flight());
-    }
-    std::thread::sleep(DRAIN_LINGER);
 }

@@ -1,0 +1,58 @@
+//! systemd's notification protocol (`Type=notify`), implemented directly:
+//! one datagram to the socket named by `NOTIFY_SOCKET`. Without that
+//! variable (not under systemd) every call does nothing.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Env var systemd sets for a `Type=notify` service.
+pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
+
+/// Sends `state` (e.g. `READY=1`) to systemd; returns whether it was sent.
+pub fn notify(state: &str) -> bool {
+    let Ok(path) = std::env::var(NOTIFY_SOCKET_ENV) else { return false };
+    let Ok(socket) = UnixDatagram::unbound() else { return false };
+    let sent = if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = &sent {
+        log::warn!("sd_notify {state:?} failed: {e}");
+    }
+    sent.is_ok()
+}
+
+/// `READY=1` with this process as the main pid (after an upgrade, systemd
+/// must follow the new master; needs `NotifyAccess=all`).
+pub fn ready() {
+    notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
+}
+
+/// `RELOADING=1` with the monotonic timestamp systemd requires for `Type=notify-reload`.
+pub fn reloading() {
+    let usec = crate::http::connections::monotonic_ms() * 1000;
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"));
+}
+
+/// `STOPPING=1`.
+pub fn stopping() {
+    notify("STOPPING=1\nSTATUS=stopping");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn datagrams_reach_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        std::env::set_var(super::NOTIFY_SOCKET_ENV, &path);
+        assert!(super::notify("READY=1"));
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        std::env::remove_var(super::NOTIFY_SOCKET_ENV);
+    }
+}

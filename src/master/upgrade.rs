@@ -1,0 +1,118 @@
+//! Binary upgrade (SIGUSR2), as nginx does it: the old master starts the
+//! executable (the file at the path it was started from, now possibly a new
+//! build) as a new master with the same arguments. The new master joins the
+//! old one's address (SO_REUSEPORT, same user), starts its workers and, once
+//! they serve, writes one byte on a pipe inherited from the old master;
+//! only then does the old master retire its workers and exit. A new binary
+//! that fails leaves the old master serving. Under systemd the new master
+//! sends `MAINPID=` with `READY=1` (the unit needs `NotifyAccess=all`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::supervisor::Pid;
+
+/// Env var: the descriptor the new master reports readiness on.
+pub const UPGRADE_FD_ENV: &str = "ORDERS_UPGRADE_FD";
+/// Env var: the concrete address the new master must join.
+pub const UPGRADE_ADDR_ENV: &str = "ORDERS_UPGRADE_ADDR";
+/// The byte the new master writes once its workers serve.
+const READY: u8 = b'R';
+
+static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Records the path of the running executable at start, before a package
+/// upgrade can replace the file (then /proc/self/exe names a deleted file).
+pub fn remember_executable() {
+    if let Ok(path) = std::env::current_exe() {
+        let _ = EXECUTABLE.set(path);
+    }
+}
+
+/// In a new master: what the old one handed over.
+pub struct Inherited {
+    fd: OwnedFd,
+    /// The address to join.
+    pub addr: SocketAddr,
+}
+
+impl Inherited {
+    /// Reads (and removes, so workers don't see them) the upgrade variables.
+    pub fn from_env() -> Option<Inherited> {
+        let fd: RawFd = std::env::var(UPGRADE_FD_ENV).ok()?.parse().ok()?;
+        let addr: SocketAddr = std::env::var(UPGRADE_ADDR_ENV).ok()?.parse().ok()?;
+        std::env::remove_var(UPGRADE_FD_ENV);
+        std::env::remove_var(UPGRADE_ADDR_ENV);
+        // SAFETY: the old master passed us this open pipe end; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Some(Inherited { fd, addr })
+    }
+
+    /// The pipe's descriptor (a forked worker closes it).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Tells the old master that this one serves.
+    pub fn report_ready(self) {
+        let _ = nix::unistd::write(&self.fd, &[READY]);
+    }
+}
+
+/// In the old master: the new master it started.
+pub struct Child {
+    pid: Pid,
+    ready: OwnedFd,
+}
+
+impl Child {
+    /// Starts the executable again with the same arguments.
+    pub fn spawn(addr: SocketAddr) -> io::Result<Child> {
+        let exe = EXECUTABLE.get().cloned().map(Ok).unwrap_or_else(std::env::current_exe)?;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let write_fd = write.as_raw_fd();
+        let mut cmd = Command::new(&exe);
+        cmd.args(std::env::args_os().skip(1))
+            .env(UPGRADE_FD_ENV, write_fd.to_string())
+            .env(UPGRADE_ADDR_ENV, addr.to_string());
+        // SAFETY: between fork and exec only async-signal-safe fcntl calls:
+        // the pipe's write end must survive exec (and block for a 1-byte write).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 || libc::fcntl(write_fd, libc::F_SETFL, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(write);
+        Ok(Child { pid: child.id() as Pid, ready: read })
+    }
+
+    /// The new master's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The descriptor to poll.
+    pub fn ready_fd(&self) -> RawFd {
+        self.ready.as_raw_fd()
+    }
+
+    /// Some(true): it serves; Some(false): it exited first; None: not yet.
+    pub fn read_ready(&mut self) -> Option<bool> {
+        let mut b = [0u8; 1];
+        match nix::unistd::read(self.ready.as_raw_fd(), &mut b) {
+            Ok(1) => Some(b[0] == READY),
+            Ok(_) => Some(false),
+            Err(nix::errno::Errno::EAGAIN) => None,
+            Err(_) => Some(false),
+        }
+    }
+}
