@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Margin between TCP_INFO's and our own millisecond clocks.
-const RECV_CLOCK_MARGIN_MS: u64 = 2;
 /// Time between the write-side and the full shutdown of an idle connection.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -42,6 +40,11 @@ pub struct ConnState {
     fd: RawFd,
     /// When the last request completed (or the connection opened).
     last_done_ms: AtomicU64,
+    /// Requests started on this connection.
+    requests_started: AtomicU64,
+    /// The sweeper's last look: bytes received, and requests started.
+    swept_bytes: AtomicU64,
+    swept_requests: AtomicU64,
     /// When the current request started; 0 when none runs.
     busy_since_ms: AtomicU64,
     /// When a sweep first saw bytes pending outside a request; 0 when not.
@@ -55,6 +58,7 @@ pub struct ConnState {
 impl ConnState {
     /// Marks the start of a request.
     pub fn begin_request(&self) {
+        self.requests_started.fetch_add(1, Ordering::Relaxed);
         self.pending_since_ms.store(0, Ordering::Relaxed);
         self.busy_since_ms.store(monotonic_ms().max(1), Ordering::Relaxed);
     }
@@ -103,6 +107,9 @@ impl Registry {
         let state = Arc::new(ConnState {
             fd,
             last_done_ms: AtomicU64::new(monotonic_ms()),
+            requests_started: AtomicU64::new(0),
+            swept_bytes: AtomicU64::new(0),
+            swept_requests: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
             pending_since_ms: AtomicU64::new(0),
             closing_since_ms: AtomicU64::new(0),
@@ -175,7 +182,7 @@ fn sweep_one(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
         return Verdict::Keep;
     }
     let idle_for = now.saturating_sub(c.last_done_ms.load(Ordering::Relaxed));
-    if bytes_pending(c.fd, idle_for) {
+    if bytes_pending(c) {
         let since = c.pending_since_ms.load(Ordering::Relaxed);
         if since == 0 {
             c.pending_since_ms.store(now, Ordering::Relaxed);
@@ -203,29 +210,34 @@ fn cut(c: &ConnState) {
     unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
 }
 
-/// Whether a request has (partly) arrived on an idle connection: bytes in
-/// the socket, or data received after the last request completed (then
-/// sitting in may_minihttp's buffer).
-fn bytes_pending(fd: RawFd, idle_for_ms: u64) -> bool {
+/// Whether a request has (partly) arrived on a connection where none runs:
+/// bytes in the socket, or bytes received since the last sweep while no
+/// request started (they sit in may_minihttp's buffer). Once pending, a
+/// connection stays pending until a request starts.
+fn bytes_pending(c: &ConnState) -> bool {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int into `n`; fd is open (lock held).
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } == 0 && n > 0 {
-        return true;
-    }
-    match last_data_recv_ms(fd) {
-        // Received data more recently than the last request completed
-        // (with a margin for the clocks' millisecond rounding).
-        Some(since_recv) => u64::from(since_recv) + RECV_CLOCK_MARGIN_MS < idle_for_ms,
-        None => false,
-    }
+    let in_socket = unsafe { libc::ioctl(c.fd, libc::FIONREAD, &mut n) } == 0 && n > 0;
+    let requests = c.requests_started.load(Ordering::Relaxed);
+    let bytes = bytes_received(c.fd).unwrap_or(0);
+    let same_request = c.swept_requests.swap(requests, Ordering::Relaxed) == requests;
+    let grew = bytes > c.swept_bytes.swap(bytes, Ordering::Relaxed);
+    let was_pending = c.pending_since_ms.load(Ordering::Relaxed) != 0;
+    in_socket || (same_request && (grew || was_pending))
 }
 
-/// TCP_INFO's tcpi_last_data_recv: milliseconds since data last arrived.
-fn last_data_recv_ms(fd: RawFd) -> Option<u32> {
-    // SAFETY: tcp_info is plain data; getsockopt fills at most `len` bytes.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: valid pointers to `info` and `len`; fd is open (lock held).
-    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) };
-    (rc == 0).then_some(info.tcpi_last_data_recv)
+/// TCP_INFO's tcpi_bytes_received (Linux 4.1+): bytes received so far.
+fn bytes_received(fd: RawFd) -> Option<u64> {
+    // Offset of tcpi_bytes_received in struct tcp_info (linux/tcp.h): 8
+    // one-byte fields, 24 u32 fields, then pacing_rate, max_pacing_rate and
+    // bytes_acked (u64 each). libc's tcp_info stops before it.
+    const OFFSET: usize = 8 + 24 * 4 + 3 * 8;
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf`; fd is open.
+    let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len) };
+    if rc != 0 || (len as usize) < OFFSET + 8 {
+        return None;
+    }
+    Some(u64::from_ne_bytes(buf[OFFSET..OFFSET + 8].try_into().ok()?))
 }

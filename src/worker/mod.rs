@@ -44,6 +44,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// While draining, a connection idle this long is closed (a client that
 /// keeps sending is answered with `Connection: close` instead).
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
+/// With test hooks on, a file of this name in data_dir makes workers fail
+/// at boot (to test a reload whose new generation cannot start).
+pub const FAIL_BOOT_FILE: &str = ".test-fail-boot";
 /// How often the heartbeat coroutine beats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -92,6 +95,10 @@ pub fn run(spec: Spec<'_>) -> i32 {
     }
     if let Err(e) = privileges::drop_to(config.user.as_deref(), config.group.as_deref()) {
         log::error!("{e}");
+        return EXIT_BOOT_FAILURE;
+    }
+    if app.test_hooks && config.data_dir.join(FAIL_BOOT_FILE).exists() {
+        log::error!("test hook: {FAIL_BOOT_FILE} exists in data_dir: failing at boot");
         return EXIT_BOOT_FAILURE;
     }
     match open_store(config) {
@@ -224,11 +231,18 @@ fn configure_may(config: &Config) {
 
 /// Beats every half second from a coroutine: if the scheduler hangs, the
 /// heartbeat stops and the master replaces the worker.
+///
+/// may resumes a coroutine whose sleep expired on its timer thread, not on
+/// a scheduler thread; the `yield_now` after each sleep moves the coroutine
+/// back onto the scheduler's queue, so the beat proves that a scheduler
+/// thread runs. (With `threads` > 1, a hang is seen once every scheduler
+/// thread is stuck.)
 fn start_heartbeat(beat: Beat) {
     beat.beat();
     may::go!(move || loop {
-        beat.beat();
         may::coroutine::sleep(HEARTBEAT_INTERVAL);
+        may::coroutine::yield_now();
+        beat.beat();
     });
 }
 

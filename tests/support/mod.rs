@@ -373,3 +373,103 @@ impl Client {
         }
     }
 }
+
+/// Runs `f` on a thread of its own in a new network namespace (loopback up,
+/// `net.ipv4.tcp_migrate_req` set as asked); the processes it starts (server,
+/// wrk) and the sockets it opens live there too. Needs root (CAP_SYS_ADMIN),
+/// as on the development and CI machines. Isolates the sysctl from the host.
+pub fn in_netns<T: Send + 'static>(migrate_req: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread (CLONE_NEWNET alone).
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "unshare(CLONE_NEWNET) failed ({}): these tests need root, as on the dev and CI machines",
+                std::io::Error::last_os_error()
+            );
+        }
+        loopback_up();
+        std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", if migrate_req { "1" } else { "0" })
+            .expect("set net.ipv4.tcp_migrate_req in the namespace");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// `ip link set lo up`, with ioctls.
+fn loopback_up() {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr), 0);
+        libc::close(fd);
+    }
+}
+
+/// What wrk reported.
+#[derive(Debug, Default)]
+pub struct WrkResult {
+    pub requests: u64,
+    /// Connect, read, write and timeout errors.
+    pub socket_errors: u64,
+    pub non_2xx: u64,
+    pub output: String,
+}
+
+/// A wrk Lua script alternating `GET /orders?limit=5` and `POST /orders`.
+pub const MIXED_LUA: &str = r#"
+local n = 0
+request = function()
+  n = n + 1
+  if n % 2 == 0 then
+    return wrk.format("POST", "/orders", {["Content-Type"] = "application/json"},
+      '{"product":"P","quantity":1,"customer_name":"N","customer_address":"A"}')
+  end
+  return wrk.format("GET", "/orders?limit=5")
+end
+"#;
+
+/// Starts wrk (keep-alive, the mixed GET/POST script) against `addr`.
+pub fn start_wrk(addr: SocketAddr, connections: u32, seconds: u32) -> (std::process::Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mixed.lua");
+    std::fs::write(&script, MIXED_LUA).unwrap();
+    let child = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "5s", "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk is installed (scripts/test.sh installs it)");
+    (child, dir)
+}
+
+/// Waits for wrk and parses its report.
+pub fn finish_wrk(child: std::process::Child) -> WrkResult {
+    let out = child.wait_with_output().unwrap();
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut r = WrkResult { output: output.clone(), ..WrkResult::default() };
+    for line in output.lines() {
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if line.contains("Socket errors") {
+            r.socket_errors = nums.iter().sum();
+        } else if line.contains("Non-2xx") {
+            r.non_2xx = nums.last().copied().unwrap_or(0);
+        } else if line.contains("requests in") {
+            r.requests = nums.first().copied().unwrap_or(0);
+        }
+    }
+    r
+}

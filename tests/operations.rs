@@ -1,0 +1,409 @@
+//! Operations over real processes: reload (HUP), scaling (TTIN/TTOU),
+//! recycling (max_requests) and binary upgrade (USR2) under continuous
+//! keep-alive load with zero failed requests; hung workers; idle and slow
+//! connections; limits; pid file, log reopening, privileges, sd_notify.
+//!
+//! Load tests run in a network namespace of their own (root), where they
+//! set `net.ipv4.tcp_migrate_req` without touching the host.
+
+mod support;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use support::{finish_wrk, in_netns, order_json, start_wrk, wait_until, Client, Server};
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn count_workers_of_generation(s: &Server, generation: u64) -> usize {
+    let needle = format!("gen {generation} pid");
+    let pids = s.worker_pids();
+    pids.iter()
+        .filter(|pid| s.log().lines().any(|l| l.contains(&needle) && l.contains(&format!("pid {pid}]"))))
+        .count()
+}
+
+#[test]
+fn reload_twice_and_scaling_under_load_fail_no_request() {
+    in_netns(true, || {
+        let s = Server::start(&["-w", "2"]);
+        let (wrk, _dir) = start_wrk(s.addr, 50, 8);
+        sleep_ms(1500);
+        s.signal(libc::SIGHUP);
+        sleep_ms(1500);
+        s.signal(libc::SIGHUP);
+        sleep_ms(1500);
+        s.signal(libc::SIGTTIN);
+        sleep_ms(1000);
+        s.signal(libc::SIGTTOU);
+        let r = finish_wrk(wrk);
+        assert!(r.requests > 1000, "the load ran: {}", r.output);
+        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "failed requests:\n{}\n{}", r.output, s.log());
+        assert!(s.log().contains("reloaded: generation 3 serves"), "{}", s.log());
+        assert!(s.log().contains("worker 2 gen 3 started"), "TTIN added a worker: {}", s.log());
+        assert!(wait_until(Duration::from_secs(5), || s.worker_pids().len() == 2), "TTOU: {:?}", s.worker_pids());
+        assert_eq!(count_workers_of_generation(&s, 3), 2);
+    });
+}
+
+/// The same reloads without `tcp_migrate_req`: connections waiting in a
+/// retiring listener's accept queue are reset. Reported, not asserted
+/// (how many depends on timing); the reloads themselves must complete.
+#[test]
+fn reload_without_tcp_migrate_req_is_reported() {
+    in_netns(false, || {
+        let s = Server::start(&["-w", "2"]);
+        let (wrk, _dir) = start_wrk(s.addr, 50, 5);
+        sleep_ms(1500);
+        s.signal(libc::SIGHUP);
+        sleep_ms(1500);
+        s.signal(libc::SIGHUP);
+        let r = finish_wrk(wrk);
+        eprintln!(
+            "without tcp_migrate_req: {} requests, {} socket errors, {} non-2xx",
+            r.requests, r.socket_errors, r.non_2xx
+        );
+        assert_eq!(r.non_2xx, 0, "{}", r.output);
+        assert!(s.log().contains("reloaded: generation 3 serves"), "{}", s.log());
+        assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
+    });
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failing_a_request() {
+    in_netns(true, || {
+        let s = Server::start(&["-w", "1", "--max-requests", "3000", "--max-requests-jitter", "500"]);
+        let (wrk, _dir) = start_wrk(s.addr, 20, 5);
+        let r = finish_wrk(wrk);
+        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "{}\n{}", r.output, s.log());
+        let recycled = s.log().matches("max_requests reached").count();
+        assert!(recycled >= 2, "recycled {recycled} times for {} requests:\n{}", r.requests, s.log());
+    });
+}
+
+#[test]
+fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("orders.toml");
+    std::fs::write(&conf, "workers = 2\n").unwrap();
+    let data = tmp.path().join("data");
+    // No -w on the command line: the file decides (the command line would win).
+    let args = ["-c", &conf.display().to_string(), "-b", "127.0.0.1:0", "--data-dir", &data.display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let s = Server::spawn(args, &[], &data);
+    let before = s.worker_pids();
+    assert_eq!(before.len(), 2);
+
+    std::fs::write(&conf, "workers = 0\n").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || s.log().contains("reload refused")), "{}", s.log());
+    assert!(s.log().contains("setting workers"), "{}", s.log());
+
+    std::fs::write(&conf, "workers = 2\nuser = \"nobody\"\n").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || s.log().contains("user/group cannot change without a restart")),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.worker_pids(), before, "the old workers still serve");
+    assert_eq!(s.request("GET", "/orders", None).status, 200);
+
+    std::fs::write(&conf, "workers = 3\n").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reloaded: generation 2")), "{}", s.log());
+    assert!(wait_until(Duration::from_secs(10), || s.worker_pids().len() == 3));
+    assert!(s.worker_pids().iter().all(|p| !before.contains(p)));
+}
+
+#[test]
+fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let args: Vec<String> = ["-w", "2", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string()).collect();
+    let args = args.into_iter().chain([data.display().to_string()]).collect();
+    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let id = s.create("kept");
+    let before = s.worker_pids();
+    std::fs::write(data.join(".test-fail-boot"), "").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reload failed")), "{}", s.log());
+    assert!(wait_until(Duration::from_secs(5), || s.worker_pids() == before), "{:?} vs {before:?}", s.worker_pids());
+    for _ in 0..10 {
+        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    }
+    std::fs::remove_file(data.join(".test-fail-boot")).unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reloaded: generation")), "{}", s.log());
+}
+
+#[test]
+fn a_hung_worker_is_killed_and_replaced_within_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let args = ["-w", "2", "-b", "127.0.0.1:0", "--timeout", "2", "--data-dir"].iter().map(|s| s.to_string());
+    let args = args.chain([data.display().to_string()]).collect();
+    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let before = s.worker_pids();
+    let mut hung = s.connect();
+    hung.send_raw(b"GET /__test/hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    let started = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(6), || s.log().contains("timed out (no heartbeat")),
+        "no timeout detected:\n{}",
+        s.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "detected after {:?}", started.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let now = s.worker_pids();
+            now.len() == 2 && now.iter().filter(|p| before.contains(p)).count() == 1
+        }),
+        "the hung worker was not replaced: {:?} -> {:?}",
+        before,
+        s.worker_pids()
+    );
+    assert!(hung.read_response().is_none(), "the hung request's connection is gone");
+    for _ in 0..10 {
+        assert_eq!(s.request("GET", "/orders", None).status, 200);
+    }
+}
+
+#[test]
+fn idle_connections_close_after_keepalive_and_busy_ones_stay() {
+    let s = Server::start(&["--keepalive", "1"]);
+    let mut idle = s.connect();
+    assert_eq!(idle.request("GET", "/orders", None).status, 200);
+    let mut active = s.connect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(active.request("GET", "/orders", None).status, 200, "an active connection was closed");
+        sleep_ms(300);
+    }
+    assert!(idle.is_closed_by_server(), "idle connection still open after keepalive");
+}
+
+#[test]
+fn slow_clients_are_cut_off_but_a_pending_request_is_not_idle() {
+    let s = Server::start(&["--client-timeout", "1", "--keepalive", "60"]);
+    // Headers that never finish.
+    let mut slow = s.connect();
+    slow.send_raw(b"GET /orders HTTP/1.1\r\nHo");
+    let t = Instant::now();
+    assert!(slow.is_closed_by_server(), "slow headers not cut off");
+    assert!(t.elapsed() < Duration::from_secs(4), "cut after {:?}", t.elapsed());
+    // A body that never finishes.
+    let mut slow_body = s.connect();
+    slow_body.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"pro");
+    assert!(slow_body.is_closed_by_server(), "slow body not cut off");
+    assert_eq!(s.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len(), 0);
+
+    // keepalive shorter than the pause: a half-sent request is not idle.
+    let s = Server::start(&["--client-timeout", "5", "--keepalive", "1"]);
+    let mut c = s.connect();
+    let body = order_json("P", 1);
+    c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    sleep_ms(2500);
+    c.send_raw(body.as_bytes());
+    assert_eq!(c.read_response().expect("the request completes").status, 200);
+}
+
+#[test]
+fn worker_connections_caps_each_worker() {
+    let s = Server::start(&["-w", "1", "--worker-connections", "3"]);
+    let mut held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    for c in &mut held {
+        assert_eq!(c.request("GET", "/orders", None).status, 200);
+    }
+    let mut extra = s.connect();
+    let r = extra.read_response().expect("a 503 before the close");
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    assert!(extra.is_closed_by_server());
+    drop(held);
+    assert!(wait_until(Duration::from_secs(3), || {
+        let mut c = s.connect();
+        c.send_raw(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.read_response().is_some_and(|r| r.status == 200)
+    }));
+}
+
+#[test]
+fn request_line_and_header_limits() {
+    let s = Server::start(&["--limit-request-line", "100", "--limit-request-fields", "5", "--limit-request-field-size", "64"]);
+    let mut c = s.connect();
+    c.send_raw(format!("GET /orders?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200)).as_bytes());
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 414);
+    assert!(c.is_closed_by_server());
+
+    let mut c = s.connect();
+    let headers: String = (0..6).map(|i| format!("X-{i}: v\r\n")).collect();
+    c.send_raw(format!("GET /orders HTTP/1.1\r\n{headers}\r\n").as_bytes());
+    assert_eq!(c.read_response().unwrap().status, 431);
+
+    let mut c = s.connect();
+    c.send_raw(format!("GET /orders HTTP/1.1\r\nX-Long: {}\r\n\r\n", "v".repeat(100)).as_bytes());
+    assert_eq!(c.read_response().unwrap().status, 431);
+    assert_eq!(s.request("GET", "/orders", None).status, 200);
+}
+
+#[test]
+fn backlog_is_raised_on_every_worker_listener() {
+    let s = Server::start(&["-w", "2", "--backlog", "777"]);
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{}", s.addr.port())]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(backlogs, vec!["777", "777"], "{text}");
+}
+
+#[test]
+fn pid_file_and_log_file_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = tmp.path().join("orders.pid");
+    let log = tmp.path().join("orders.log");
+    let (pid_s, log_s) = (pid.display().to_string(), log.display().to_string());
+    let data = tmp.path().join("data");
+    let args = ["-w", "2", "-b", "127.0.0.1:0", "--pid", &pid_s, "--log-file", &log_s, "--data-dir"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.push(data.display().to_string());
+    // The log goes to a file: find the port there.
+    let mut child = support::command().args(&args).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log).unwrap_or_default().contains("listening on")));
+    assert_eq!(std::fs::read_to_string(&pid).unwrap().trim(), child.id().to_string());
+
+    let rotated = tmp.path().join("orders.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    assert!(wait_until(Duration::from_secs(5), || log.exists()), "log file not reopened");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(fresh.contains("exiting (graceful)"), "workers write to the new file:\n{fresh}");
+    assert!(fresh.contains("[master"), "the master writes to the new file:\n{fresh}");
+    assert!(!pid.exists(), "pid file removed at exit");
+}
+
+#[test]
+fn workers_serve_as_the_unprivileged_user() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root, as on the dev and CI machines");
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    let s = Server::start(&["-w", "2", "--user", "nobody"]);
+    for pid in s.worker_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let uids: Vec<u32> = uid_line.split_whitespace().skip(1).map(|u| u.parse().unwrap()).collect();
+        assert!(uids.iter().all(|u| *u == nobody.uid.as_raw()), "worker {pid}: {uid_line}");
+    }
+    let id = s.create("as nobody");
+    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    let meta = std::fs::metadata(s.data_dir.join("data.mdb")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), nobody.uid.as_raw(), "the store belongs to the serving user");
+}
+
+#[test]
+fn systemd_notifications() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let data = tmp.path().join("data");
+    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string());
+    let args = args.chain([data.display().to_string()]).collect();
+    let sock_env = sock_path.display().to_string();
+    let mut s = Server::spawn(args, &[("NOTIFY_SOCKET", &sock_env)], &data);
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", s.child.id())), "{ready}");
+    s.signal(libc::SIGHUP);
+    assert!(recv().contains("RELOADING=1"));
+    assert!(recv().contains("READY=1"));
+    s.signal(libc::SIGTERM);
+    assert!(recv().contains("STOPPING=1"));
+    assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn binary_upgrade_under_load_fails_no_request() {
+    in_netns(true, || {
+        let mut s = Server::start(&["-w", "2"]);
+        let id = s.create("before the upgrade");
+        let (wrk, _dir) = start_wrk(s.addr, 50, 6);
+        sleep_ms(1500);
+        s.signal(libc::SIGUSR2);
+        let old = s.wait_exit(Duration::from_secs(20)).expect("the old master exits");
+        assert!(old.success(), "{old:?}\n{}", s.log());
+        let r = finish_wrk(wrk);
+        let log = s.log();
+        let new_pid: i32 = log
+            .split("started a new master (pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .expect("new master pid in the log");
+        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200, "the new master serves the data");
+        // SAFETY: kill(2) on the new master we started indirectly.
+        unsafe { libc::kill(new_pid, libc::SIGTERM) };
+        assert!(wait_until(Duration::from_secs(15), || unsafe { libc::kill(new_pid, 0) } != 0));
+        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "{}\n{log}", r.output);
+        assert!(r.requests > 1000, "{}", r.output);
+    });
+}
+
+#[test]
+fn a_failing_new_binary_leaves_the_old_master_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("orders-server");
+    std::fs::copy(env!("CARGO_BIN_EXE_orders-server"), &exe).unwrap();
+    let data = tmp.path().join("data");
+    let mut child = std::process::Command::new(&exe)
+        .args(["-w", "1", "-b", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            log2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    assert!(wait_until(Duration::from_secs(10), || log.lock().unwrap().contains("listening on")));
+    let addr: std::net::SocketAddr =
+        log.lock().unwrap().split("listening on ").nth(1).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    // The "new build" is broken.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, "#!/bin/sh\necho broken build >&2\nexit 1\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&exe).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR2) };
+    assert!(
+        wait_until(Duration::from_secs(10), || log.lock().unwrap().contains("binary upgrade failed")),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the old master keeps running");
+    assert_eq!(Client::connect(addr).request("GET", "/orders", None).status, 200);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
