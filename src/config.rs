@@ -72,6 +72,9 @@ pub const MAX_MAX_PAGE_SIZE: u64 = 1_000_000;
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "orders-server", version, about = "A prefork HTTP API server for orders", long_about = None)]
 pub struct Cli {
+    /// A command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Configuration file (TOML); see conf/orders-server.toml.
     #[arg(short = 'c', long = "config", env = "ORDERS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -171,6 +174,17 @@ pub struct Cli {
     /// MongoDB collection [default: orders].
     #[arg(long, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME")]
     pub mongo_collection: Option<String>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Compare the running kernel's settings with tuning/sysctl.d/99-orders-server.conf.
+    Check {
+        /// Where the kernel's settings are read.
+        #[arg(long, default_value = "/proc/sys", value_name = "DIR")]
+        proc_sys: PathBuf,
+    },
 }
 
 /// The configuration file: every key optional, unknown keys rejected.

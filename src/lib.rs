@@ -6,7 +6,7 @@
 //! Modules, one concern each: [`config`] (settings), [`master`] (fork,
 //! supervise, signals), [`worker`] (serving), [`http`] (routing, framing,
 //! responses), [`orders`] (domain, validation), [`store`] (backends),
-//! [`logging`].
+//! [`logging`], [`tuning`] (the `check` command).
 
 pub mod config;
 pub mod http;
@@ -14,4 +14,5 @@ pub mod logging;
 pub mod master;
 pub mod orders;
 pub mod store;
+pub mod tuning;
 pub mod worker;

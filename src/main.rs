@@ -1,13 +1,16 @@
 //! The `orders-server` binary: parse the configuration, start logging, run
-//! the master, map errors to exit codes (2: unusable setting, 3: workers
-//! cannot start, 1: anything else).
+//! the master (or `check` the kernel's tuning), map errors to exit codes
+//! (2: unusable setting, 3: workers cannot start, 1: anything else).
 
 use clap::Parser;
-use orders_server::config::{Cli, Config};
-use orders_server::{logging, master};
+use orders_server::config::{Cli, Command, Config};
+use orders_server::{logging, master, tuning};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Command::Check { proc_sys }) = &cli.command {
+        std::process::exit(tuning::run(proc_sys));
+    }
     let config = match Config::load(cli.clone()) {
         Ok(c) => c,
         Err(e) => {

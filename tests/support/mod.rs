@@ -320,7 +320,16 @@ impl Client {
 
     /// Sends one request (with Content-Length when there is a body) and reads the response.
     pub fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// As `request`, with extra header lines ("Name: value").
+    pub fn request_with(&mut self, method: &str, path: &str, extra: &[&str], body: Option<&str>) -> Resp {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for h in extra {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
         if let Some(b) = body {
             req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
         }
@@ -352,6 +361,13 @@ impl Client {
             let (k, v) = h.split_once(':')?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            let body = self.read_chunked()?;
+            return Some(Resp { status, headers, body });
+        }
         let len: usize = headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -360,6 +376,22 @@ impl Client {
         let mut body = vec![0; len];
         self.reader.read_exact(&mut body).ok()?;
         Some(Resp { status, headers, body })
+    }
+
+    /// A chunked body (nginx's responses), without trailers.
+    fn read_chunked(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let mut size_line = String::new();
+            self.reader.read_line(&mut size_line).ok()?;
+            let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                return Some(body);
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
     }
 
     /// True when the server closed the connection (EOF or reset) within the timeout.

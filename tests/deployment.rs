@@ -1,0 +1,215 @@
+//! The deployment pieces: the shipped nginx.conf in front of two instances
+//! sharing one store (real nginx), the systemd unit (systemd-analyze
+//! verify), and `orders-server check` against the shipped sysctl file.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{order_json, run_to_exit, wait_until, Client, Server};
+
+const SHIPPED_NGINX: &str = include_str!("../conf/nginx.conf");
+const SHIPPED_UNIT: &str = include_str!("../systemd/orders-server.service");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shipped server configuration (between the markers), pointed at the
+/// test instances, inside a minimal nginx main configuration.
+fn nginx_conf(port: u16, a: SocketAddr, b: SocketAddr, dir: &Path) -> String {
+    let begin = SHIPPED_NGINX.find("# --- orders-server begin ---").expect("begin marker");
+    let end = SHIPPED_NGINX.find("# --- orders-server end ---").expect("end marker");
+    let part = SHIPPED_NGINX[begin..end]
+        .replace("10.0.0.11:8000", &a.to_string())
+        .replace("10.0.0.12:8000", &b.to_string())
+        .replace("listen 80 backlog=16384 reuseport;", &format!("listen 127.0.0.1:{port};"))
+        .replace("/var/cache/nginx/orders", &dir.join("cache").display().to_string());
+    assert!(part.contains(&a.to_string()) && part.contains(&format!("127.0.0.1:{port}")), "markers moved");
+    let d = dir.display();
+    let user = if nix::unistd::geteuid().is_root() { "user root;" } else { "" };
+    format!(
+        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; {user}
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; default_type application/json;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  {part}
+}}
+"
+    )
+}
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(a: SocketAddr, b: SocketAddr) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(port, a, b, dir.path())).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx is installed (scripts/test.sh installs it)");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()), "nginx did not start");
+    Nginx { child, addr, _dir: dir }
+}
+
+#[test]
+fn nginx_in_front_of_two_instances_sharing_one_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let a = Server::start_in(&data, &["-w", "1"]);
+    let b = Server::start_in(&data, &["-w", "1"]);
+    let nginx = start_nginx(a.addr, b.addr);
+    let mut c = Client::connect(nginx.addr);
+
+    // CRUD through nginx.
+    let r = c.request("POST", "/orders", Some(&order_json("via nginx", 2)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["order"]["_id"].as_str().unwrap().to_string();
+    for _ in 0..6 {
+        // Either instance answers with the same data (one shared store).
+        assert_eq!(c.request("GET", &format!("/orders/{id}"), None).json()["order"]["quantity"], 2);
+    }
+    assert_eq!(c.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":9}"#)).status, 200);
+    // Single orders are never cached: the update shows at once.
+    for _ in 0..6 {
+        assert_eq!(c.request("GET", &format!("/orders/{id}"), None).json()["order"]["quantity"], 9);
+    }
+    let list = c.request("GET", "/orders", None);
+    assert_eq!(list.status, 200);
+    assert!(list.header("x-cache-status").is_some(), "the list goes through the micro-cache");
+    assert_eq!(c.request("GET", "/nope", None).status, 404);
+    assert_eq!(c.request("DELETE", &format!("/orders/{id}"), None).status, 200);
+    assert_eq!(c.request("GET", &format!("/orders/{id}"), None).status, 404);
+
+    // Large lists are gzipped.
+    for i in 0..120 {
+        assert_eq!(c.request("POST", "/orders", Some(&order_json(&format!("bulk {i}"), 1))).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // past the 1 s micro-cache
+    let gz = c.request_with("GET", "/orders", &["Accept-Encoding: gzip"], None);
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let ids: Vec<String> = (0..5).map(|i| {
+        let r = c.request("POST", "/orders", Some(&order_json(&format!("probe {i}"), 1)));
+        r.json()["order"]["_id"].as_str().unwrap().to_string()
+    }).collect();
+
+    // Kill instance A outright while clients read through nginx: no
+    // idempotent request fails (nginx retries them on B).
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, failures, done, ids) = (stop.clone(), failures.clone(), done.clone(), ids.clone());
+            let addr = nginx.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let r = c.request("GET", &format!("/orders/{}", ids[(i + t) % ids.len()]), None);
+                    if r.status != 200 {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in a.worker_pids().into_iter().chain([a.child.id() as i32]) {
+        // SAFETY: kill(2) on processes of instance A.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(done.load(Ordering::SeqCst) > 100, "the readers ran");
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "idempotent requests failed when an instance died");
+    // Writes keep working on the survivor.
+    let mut c = Client::connect(nginx.addr);
+    for _ in 0..5 {
+        assert_eq!(c.request("POST", "/orders", Some(&order_json("after", 1))).status, 200);
+    }
+    drop(b);
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = tmp.path().join("orders-server.service");
+    let text = SHIPPED_UNIT.replace("/usr/local/bin/orders-server", env!("CARGO_BIN_EXE_orders-server"));
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is installed (scripts/test.sh installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Only the unit's own lines count (the host's other units may warn).
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("orders-server")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {stderr}");
+    for needed in ["Type=notify", "NotifyAccess=all", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "LimitNOFILE=", "EnvironmentFile=", "ReadWritePaths=/var/lib/orders-server", "AmbientCapabilities=CAP_NET_BIND_SERVICE"] {
+        assert!(SHIPPED_UNIT.contains(needed), "{needed} missing from the unit");
+    }
+}
+
+#[test]
+fn check_reports_kernel_settings_that_differ() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let shipped = std::fs::read_to_string("tuning/sysctl.d/99-orders-server.conf").unwrap();
+    let settings: Vec<(String, String)> = shipped
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    for (k, v) in &settings {
+        let path = root.join(k.replace('.', "/"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("{}\n", v.replace(' ', "\t"))).unwrap();
+    }
+    let root_s = root.display().to_string();
+    let (code, out) = run_to_exit(&["check", "--proc-sys", &root_s], &[], Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("match"), "{out}");
+
+    std::fs::write(root.join("net/ipv4/tcp_migrate_req"), "0\n").unwrap();
+    std::fs::write(root.join("net/core/somaxconn"), "4096\n").unwrap();
+    let (code, out) = run_to_exit(&["check", "--proc-sys", &root_s], &[], Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("net.ipv4.tcp_migrate_req: running 0, recommended 1"), "{out}");
+    assert!(out.contains("net.core.somaxconn: running 4096, recommended 65535"), "{out}");
+    assert!(out.contains("2 of"), "{out}");
+}
