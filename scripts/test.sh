@@ -23,4 +23,6 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# nginx and sysctl live in sbin, which a non-login root shell may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 cargo test --locked --all-targets "$@"
