@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need on a fresh
-# Debian machine (when missing), then runs the whole test suite.
+# Debian machine (when missing), then runs the whole test suite of the
+# workspace (the server and orders-loadtest).
 #
 # Needed besides cargo: wrk (load during reloads and upgrades), nginx (the
-# load-balancer test), systemd-analyze (the unit check), ss from iproute2
-# (the backlog check). Several tests need root (network namespaces for
-# tcp_migrate_req, dropping privileges), as on the dev and CI machines.
+# load-balancer test), systemd-analyze (the unit check), iproute2 (ss, ip),
+# and Locust (the CI smoke run of the seed's locustfile) in a venv at
+# loadtest/.venv (Debian refuses system-wide pip installs). Several tests
+# need root (private network namespaces for the reload tests, dropping
+# privileges), as on the dev and CI machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Locust's version, pinned so runs stay comparable.
+LOCUST_VERSION=2.47.0
+
 need=()
 command -v wrk >/dev/null || need+=(wrk)
-command -v ss >/dev/null || need+=(iproute2)
+command -v ss >/dev/null && command -v ip >/dev/null || need+=(iproute2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -23,6 +30,13 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+if ! loadtest/.venv/bin/locust --version 2>/dev/null | grep -q "$LOCUST_VERSION"; then
+  python3 -m venv loadtest/.venv
+  loadtest/.venv/bin/pip install -q "locust==$LOCUST_VERSION"
+fi
+
 # nginx and sysctl live in sbin, which a non-login root shell may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
-cargo test --locked --all-targets "$@"
+# The loadtest crate's tests start the server binary: build it first.
+cargo build --locked --bin orders-server
+cargo test --locked --workspace --all-targets "$@"

@@ -1,0 +1,171 @@
+//! orders-loadtest and Locust against a real orders-server: the summary of
+//! a short run, zero failures through reloads (the issue's "load generator
+//! of the load-testing issue"), and the CI smoke run of real Locust.
+//!
+//! The server binary is the workspace's `target/<profile>/orders-server`
+//! (scripts/test.sh builds it first), or `ORDERS_SERVER_BIN`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ORDERS_SERVER_BIN") {
+        return p.into();
+    }
+    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_orders-loadtest"));
+    let bin = loadtest.with_file_name("orders-server");
+    assert!(bin.exists(), "{} missing: build the server first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(workers: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(server_bin())
+            .args(["-w", workers, "-b", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log2 = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(a.trim().to_string());
+                }
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server started").parse().unwrap();
+        Server { child, addr, log, _dir: dir }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn loadtest(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_orders-loadtest"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let summary = std::fs::read_to_string(&json).map(|s| serde_json::from_str(&s).unwrap()).unwrap_or_default();
+    (out.status.code().unwrap_or(-1), summary, text)
+}
+
+#[test]
+fn a_short_seed_run_summarizes_itself() {
+    let s = Server::start("1");
+    let host = format!("http://{}", s.addr);
+    let (code, sum, text) = loadtest(&["-H", &host, "-u", "40", "-r", "20", "-t", "5s", "-s", "seed"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(sum["users_reached"], 40, "{text}");
+    assert_eq!(sum["failures"], 0);
+    assert!(sum["requests"].as_u64().unwrap() >= 40, "{text}");
+    assert_eq!(sum["orders_at_start"], 0);
+    assert!(sum["orders_at_end"].as_u64().unwrap() > 0);
+    assert!(sum["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(sum["users_at_first_failure"].is_null());
+    for key in ["requests_per_second", "p50_ms", "p95_ms", "max_ms"] {
+        assert!(sum[key].is_number(), "{key} in {sum}");
+    }
+}
+
+#[test]
+fn failures_are_counted_with_the_user_count_at_the_first_one() {
+    // Nothing listens here: every request fails at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = format!("http://127.0.0.1:{port}");
+    let (code, sum, text) = loadtest(&["-H", &host, "-u", "10", "-r", "10", "-t", "3s", "-s", "seed-paged"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(sum["failures"].as_u64().unwrap() > 0, "{text}");
+    assert!(sum["users_at_first_failure"].as_u64().is_some(), "{text}");
+}
+
+#[test]
+fn reloads_under_the_goose_load_fail_no_request() {
+    // Needs net.ipv4.tcp_migrate_req=1, set here in a private network
+    // namespace for this thread and the processes it starts (root).
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only this thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "needs root: {}", std::io::Error::last_os_error());
+        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1").unwrap();
+        let s = Server::start("2");
+        let host = format!("http://{}", s.addr);
+        // Orders for by-id to read.
+        let (code, _, text) = loadtest(&["-H", &host, "-u", "10", "-r", "10", "-t", "2s", "-s", "seed"]);
+        assert_eq!(code, 0, "{text}");
+        let child = Command::new(env!("CARGO_BIN_EXE_orders-loadtest"))
+            .args(["-H", &host, "-u", "50", "-r", "50", "-t", "7s", "-s", "max"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2000));
+        s.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(2000));
+        s.signal(libc::SIGHUP);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "failed requests:\n{text}\n{}", s.log.lock().unwrap());
+        assert!(text.contains("failures:                0 "), "{text}");
+        assert!(s.log.lock().unwrap().contains("reloaded: generation 3"), "{}", s.log.lock().unwrap());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn locust_smoke_run_has_no_failure() {
+    let locust = std::env::var("LOCUST").unwrap_or_else(|_| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/locust");
+        venv.display().to_string()
+    });
+    let s = Server::start("2");
+    let locustfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locustfile.py");
+    let out = Command::new(&locust)
+        .args(["--headless", "-u", "50", "-r", "50", "-t", "10s", "--only-summary", "--exit-code-on-error", "1"])
+        .arg("-f")
+        .arg(&locustfile)
+        .arg("-H")
+        .arg(format!("http://{}", s.addr))
+        .output()
+        .unwrap_or_else(|e| panic!("{locust}: {e} (scripts/test.sh installs Locust in loadtest/.venv)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "Locust reported failures:\n{text}");
+    let agg = text.lines().find(|l| l.contains("Aggregated")).unwrap_or_default().to_string();
+    assert!(!agg.is_empty(), "{text}");
+    let numbers: Vec<&str> = agg.split_whitespace().collect();
+    // "Aggregated  <reqs>  <fails>(<pct>%) ..."
+    assert!(numbers.len() > 2 && numbers[1].parse::<u64>().unwrap_or(0) > 50, "{agg}");
+    assert!(numbers[2].starts_with("0("), "failures: {agg}");
+}
