@@ -86,10 +86,31 @@ static FIRST_FAILURE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Set by --stop-on-failure.
 static STOP_ON_FAILURE: AtomicBool = AtomicBool::new(false);
 
+/// Response body bytes received.
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the body to its end, as Locust does (an unread body would also
+/// cost the connection its keep-alive), counts its bytes, and marks the
+/// request failed if the body does not arrive in time. Latency percentiles
+/// are goose's: time to the response head.
+async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
+    let GooseResponse { mut request, response } = r;
+    if let Ok(resp) = response {
+        match resp.bytes().await {
+            Ok(body) => {
+                BYTES.fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => user.set_failure(&format!("body: {e}"), &mut request, None, None)?,
+        }
+    }
+    note(&request);
+    Ok(())
+}
+
 /// Records the time of the first failed request (and stops the run there
 /// with --stop-on-failure).
-fn note(response: &GooseResponse) {
-    if !response.request.success {
+fn note(request: &goose::metrics::GooseRequestMetric) {
+    if !request.success {
         let ms = STARTED.get().map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
         let first = FIRST_FAILURE_MS.compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst).is_ok();
         if first && STOP_ON_FAILURE.load(Ordering::SeqCst) {
@@ -100,14 +121,12 @@ fn note(response: &GooseResponse) {
 
 async fn get_orders(user: &mut GooseUser) -> TransactionResult {
     let r = user.get("/orders").await?;
-    note(&r);
-    Ok(())
+    finish(user, r).await
 }
 
 async fn get_orders_paged(user: &mut GooseUser) -> TransactionResult {
     let r = user.get("/orders?limit=100").await?;
-    note(&r);
-    Ok(())
+    finish(user, r).await
 }
 
 async fn get_by_id(user: &mut GooseUser) -> TransactionResult {
@@ -117,15 +136,13 @@ async fn get_by_id(user: &mut GooseUser) -> TransactionResult {
     }
     let id = &ids[fastrand::usize(..ids.len())];
     let r = user.get_named(&format!("/orders/{id}"), "/orders/<id>").await?;
-    note(&r);
-    Ok(())
+    finish(user, r).await
 }
 
 async fn post_order(user: &mut GooseUser) -> TransactionResult {
     let body: serde_json::Value = serde_json::from_str(ORDER_BODY).expect("a valid body");
     let r = user.post_json("/orders", &body).await?;
-    note(&r);
-    Ok(())
+    finish(user, r).await
 }
 
 fn scenario(name: ScenarioName) -> Result<Scenario, GooseError> {
@@ -257,6 +274,7 @@ async fn run(args: Args) -> Result<bool, String> {
             first_failure_ms: (first_failure_ms != u64::MAX).then_some(first_failure_ms),
             orders_at_start,
             orders_at_end,
+            bytes: BYTES.load(Ordering::Relaxed),
         },
     );
     print!("{}", summary.text());

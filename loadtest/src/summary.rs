@@ -14,6 +14,7 @@ pub struct Run {
     pub first_failure_ms: Option<u64>,
     pub orders_at_start: Option<u64>,
     pub orders_at_end: Option<u64>,
+    pub bytes: u64,
 }
 
 /// The summary written as JSON.
@@ -30,6 +31,10 @@ pub struct Summary {
     pub requests: usize,
     pub failures: usize,
     pub requests_per_second: f64,
+    /// Response body bytes received.
+    pub bytes_received: u64,
+    /// Response body megabytes (10^6) per second.
+    pub megabytes_per_second: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
@@ -68,11 +73,13 @@ impl Summary {
             host: run.host,
             spawn_rate: run.spawn_rate,
             run_secs: run.run_secs,
-            users_reached: m.maximum_users.max(run.planned_users.min(m.maximum_users.max(1))),
+            users_reached: m.maximum_users,
             users_at_first_failure,
             requests,
             failures,
             requests_per_second: requests as f64 / secs,
+            bytes_received: run.bytes,
+            megabytes_per_second: run.bytes as f64 / secs / 1e6,
             p50_ms: pct(0.50),
             p95_ms: pct(0.95),
             p99_ms: pct(0.99),
@@ -93,6 +100,7 @@ impl Summary {
              requests:                {}\n\
              failures:                {} ({:.2}%)\n\
              req/s:                   {:.1}\n\
+             body MB/s:               {:.2}\n\
              latency p50/p95/p99/max: {:.1} / {:.1} / {:.1} / {:.1} ms\n\
              orders in store:         {} at start, {} at end\n\
              status codes:            {:?}\n",
@@ -106,6 +114,7 @@ impl Summary {
             self.failures,
             if self.requests > 0 { 100.0 * self.failures as f64 / self.requests as f64 } else { 0.0 },
             self.requests_per_second,
+            self.megabytes_per_second,
             self.p50_ms,
             self.p95_ms,
             self.p99_ms,
