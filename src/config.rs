@@ -22,8 +22,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 /// Default cap on `limit` in `GET /orders?limit=N`.
 pub const DEFAULT_MAX_PAGE_SIZE: u64 = 1000;
-/// Default response size above which the connection is closed after it.
-pub const DEFAULT_CLOSE_AFTER_RESPONSE_BYTES: u64 = 1024 * 1024;
+/// Default response size above which a list is streamed and the connection
+/// closed after it (256 KiB: ~2,000 orders).
+pub const DEFAULT_CLOSE_AFTER_RESPONSE_BYTES: u64 = 256 * 1024;
 /// Default LMDB map size: the most the store file may grow to (4 GiB).
 pub const DEFAULT_MAP_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 /// Default deadline for one store operation.
@@ -102,7 +103,7 @@ pub struct Cli {
     /// Apply max_page_size to a bare GET /orders too [default: false].
     #[arg(long, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL")]
     pub cap_unpaged_list: Option<bool>,
-    /// Close a connection after a response larger than this [default: 1048576].
+    /// Close a connection after a response larger than this [default: 262144].
     #[arg(long, env = "ORDERS_CLOSE_AFTER_RESPONSE_BYTES", value_name = "BYTES")]
     pub close_after_response_bytes: Option<u64>,
     /// Largest size the embedded store may grow to, in bytes [default: 4 GiB].

@@ -29,6 +29,7 @@ on_both_backends!(
     ids_paths_and_methods,
     keep_alive_connection_close_and_http_1_0,
     a_large_response_closes_its_connection,
+    a_list_larger_than_a_chunk_streams_whole,
     data_survives_restart,
 );
 
@@ -336,6 +337,29 @@ fn a_large_response_closes_its_connection(b: Backend) {
     assert!(big.body.len() > 4096);
     assert_eq!(big.json()["orders"].as_array().unwrap().len(), 60);
     assert!(big.closes());
+    assert!(c.is_closed_by_server());
+    no_unknown_commands(&s);
+}
+
+fn a_list_larger_than_a_chunk_streams_whole(b: Backend) {
+    // 2,200 orders (~250 KB) against a 64 KiB buffer: three chunks, streamed.
+    let s = Server::start_with(b, &["--close-after-response-bytes", "65536"]);
+    let mut c = s.connect();
+    let mut ids = Vec::new();
+    for i in 0..2200 {
+        let r = c.request("POST", "/orders", Some(&order_json(&format!("P{i}"), 1)));
+        ids.push(r.json()["order"]["_id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    let mut c = s.connect();
+    let r = c.request("GET", "/orders", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a list over the buffer is streamed");
+    assert!(r.closes());
+    let list = r.json();
+    let got: Vec<&str> = list["orders"].as_array().unwrap().iter().map(|o| o["_id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids, "every order once, in _id order, across chunks");
+    assert!(list.get("next").is_none());
     assert!(c.is_closed_by_server());
     no_unknown_commands(&s);
 }

@@ -407,3 +407,32 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_worker_killed_under_load_is_replaced_within_a_second() {
+    in_netns(true, || {
+        let s = Server::start(&["-w", "2"]);
+        let before = s.worker_pids();
+        let (wrk, _dir) = start_wrk(s.addr, 20, 4);
+        sleep_ms(1000);
+        let killed_at = Instant::now();
+        // SAFETY: kill(2) on one of our server's workers.
+        unsafe { libc::kill(before[0], libc::SIGKILL) };
+        assert!(
+            wait_until(Duration::from_secs(1), || {
+                let now = s.worker_pids();
+                now.len() == 2 && !now.contains(&before[0])
+            }),
+            "not replaced within a second: {:?}",
+            s.worker_pids()
+        );
+        let replaced_in = killed_at.elapsed();
+        assert!(s.worker_pids().contains(&before[1]), "the other worker was affected");
+        let r = finish_wrk(wrk);
+        // Only the killed worker's own connections can fail; the load went on.
+        assert_eq!(r.non_2xx, 0, "{}", r.output);
+        assert!(r.requests > 1000, "{}", r.output);
+        assert!(r.socket_errors <= 20, "more failures than the killed worker's connections: {}", r.output);
+        eprintln!("replaced in {replaced_in:?}; {} socket errors (connections of the killed worker)", r.socket_errors);
+    });
+}

@@ -12,6 +12,7 @@
 
 pub mod connections;
 pub mod framing;
+pub mod list;
 pub mod response;
 pub mod routes;
 
@@ -208,7 +209,10 @@ impl Connection {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };
-        let handled = routed.and_then(|route| routes::handle(self.app.store()?, route, &body));
+        let handled = routed.and_then(|route| match route {
+            routes::Route::List(query) => self.list(&query),
+            other => routes::handle(self.app.store()?, other, &body),
+        });
         let mut reply = match handled {
             Ok(reply) => reply,
             Err(e) => {
@@ -222,8 +226,23 @@ impl Connection {
         reply
     }
 
+    /// `GET /orders`: buffered when small, streamed (and the connection
+    /// closed) when larger than `close_after_response_bytes`.
+    fn list(&mut self, query: &crate::orders::ListQuery) -> Result<Reply, ApiError> {
+        let app = self.app.clone();
+        let limit = app.limits.close_after_response_bytes;
+        match list::respond(app.store()?, query, limit, &mut StreamSink { conn: self })? {
+            list::ListReply::Buffered(reply) => Ok(reply),
+            list::ListReply::Streamed => Ok(Reply::streamed()),
+        }
+    }
+
     /// Hands the reply to may_minihttp, or writes it and closes.
     fn send(&mut self, reply: Reply, rsp: &mut Response) {
+        if reply.already_sent {
+            rsp.status_code(503, "Service Unavailable");
+            return;
+        }
         let close = reply.close
             || self.app.state.is_draining()
             || reply.body.len() > self.app.limits.close_after_response_bytes;
@@ -262,6 +281,42 @@ impl Connection {
         if max > 0 && n >= max {
             state.retire.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+/// Streams a list straight to the connection's socket.
+struct StreamSink<'a> {
+    conn: &'a mut Connection,
+}
+
+impl list::ChunkSink for StreamSink<'_> {
+    fn start(&mut self) -> io::Result<()> {
+        self.conn.closed = true;
+        write_all_fd(self.conn.fd, &response::encode_chunked_head())
+    }
+
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut framed = Vec::with_capacity(bytes.len() + 16);
+        framed.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+        framed.extend_from_slice(bytes);
+        framed.extend_from_slice(b"\r\n");
+        write_all_fd(self.conn.fd, &framed)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let sent = write_all_fd(self.conn.fd, b"0\r\n\r\n");
+        // SAFETY: the connection's own open socket (see write_and_close).
+        unsafe { libc::shutdown(self.conn.fd, libc::SHUT_WR) };
+        sent
+    }
+
+    fn abort(&mut self) {
+        self.conn.closed = true;
+        // SAFETY: the connection's own open socket.
+        unsafe { libc::shutdown(self.conn.fd, libc::SHUT_RDWR) };
     }
 }
 

@@ -140,12 +140,19 @@ pub struct Reply {
     pub headers: Vec<&'static str>,
     /// Close the connection after this response.
     pub close: bool,
+    /// The response was already written to the socket (a streamed list).
+    pub already_sent: bool,
 }
 
 impl Reply {
     /// A 200 with this JSON body.
     pub fn ok(body: Vec<u8>) -> Reply {
-        Reply { status: status::OK, body, headers: Vec::new(), close: false }
+        Reply { status: status::OK, body, headers: Vec::new(), close: false, already_sent: false }
+    }
+
+    /// Marks a response that was streamed to the socket already.
+    pub fn streamed() -> Reply {
+        Reply { status: status::OK, body: Vec::new(), headers: Vec::new(), close: true, already_sent: true }
     }
 
     /// The error's status, `{"message": ...}` body and headers.
@@ -155,6 +162,7 @@ impl Reply {
             body: message_body(&e.to_string()),
             headers: Vec::new(),
             close: e.closes_connection(),
+            already_sent: false,
         };
         match e {
             ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
@@ -170,14 +178,28 @@ pub fn message_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "message": message })).expect("a JSON object always serializes")
 }
 
+/// Status line, Server, Date and Content-Type lines of a response written
+/// by the server itself (not by may_minihttp).
+fn head_start(out: &mut Vec<u8>, status: Status) {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status.code, status.reason).as_bytes());
+    out.extend_from_slice(format!("Server: orders-server\r\nDate: {date}\r\n").as_bytes());
+    out.extend_from_slice(CONTENT_TYPE_HEADER.as_bytes());
+}
+
+/// The head of a streamed 200 (chunked, then the connection closes).
+pub fn encode_chunked_head() -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    head_start(&mut out, status::OK);
+    out.extend_from_slice(b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    out
+}
+
 /// The whole response as bytes, with `Connection: close`, for a connection
 /// that is closed after it (may_minihttp cannot close after a response).
 pub fn encode_closing(reply: &Reply) -> Vec<u8> {
-    let date = httpdate::fmt_http_date(SystemTime::now());
     let mut out = Vec::with_capacity(reply.body.len() + 256);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", reply.status.code, reply.status.reason).as_bytes());
-    out.extend_from_slice(format!("Server: orders-server\r\nDate: {date}\r\n").as_bytes());
-    out.extend_from_slice(CONTENT_TYPE_HEADER.as_bytes());
+    head_start(&mut out, reply.status);
     out.extend_from_slice(format!("\r\nContent-Length: {}\r\nConnection: close\r\n", reply.body.len()).as_bytes());
     for h in &reply.headers {
         out.extend_from_slice(h.as_bytes());

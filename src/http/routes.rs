@@ -5,7 +5,7 @@ use bson::oid::ObjectId;
 
 use super::response::{ApiError, Reply};
 use crate::orders::{self, ListQuery};
-use crate::store::{Doc, Page, Store};
+use crate::store::{Doc, Store};
 
 /// `Allow` of `/orders`.
 const ALLOW_COLLECTION: &str = "Allow: GET, POST";
@@ -67,7 +67,14 @@ fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
 /// Runs a routed request against the store.
 pub fn handle(store: &dyn Store, route: Route, body: &[u8]) -> Result<Reply, ApiError> {
     match route {
-        Route::List(q) => Ok(Reply::ok(list_body(&store.list(&q)?, q.is_paged()))),
+        Route::List(q) => {
+            // Buffered whole; the HTTP layer streams large lists (`list`).
+            let mut sink = super::list::NoStreaming;
+            match super::list::respond(store, &q, usize::MAX, &mut sink)? {
+                super::list::ListReply::Buffered(reply) => Ok(reply),
+                super::list::ListReply::Streamed => unreachable!("an unlimited buffer never streams"),
+            }
+        }
         Route::Get(id) => {
             let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
             Ok(Reply::ok(wrap(b"{\"order\":", &doc)))
@@ -94,28 +101,6 @@ fn wrap(prefix: &[u8], doc: &Doc) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + doc.0.len() + 1);
     out.extend_from_slice(prefix);
     out.extend_from_slice(&doc.0);
-    out.push(b'}');
-    out
-}
-
-/// `{"orders":[...]}`, plus `"next"` for a paged request.
-fn list_body(page: &Page, paged: bool) -> Vec<u8> {
-    let size: usize = page.docs.iter().map(|d| d.0.len() + 1).sum();
-    let mut out = Vec::with_capacity(size + 64);
-    out.extend_from_slice(b"{\"orders\":[");
-    for (i, doc) in page.docs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&doc.0);
-    }
-    out.push(b']');
-    if paged {
-        match page.next {
-            Some(id) => out.extend_from_slice(format!(",\"next\":\"{}\"", id.to_hex()).as_bytes()),
-            None => out.extend_from_slice(b",\"next\":null"),
-        }
-    }
     out.push(b'}');
     out
 }
