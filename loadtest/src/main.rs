@@ -82,6 +82,10 @@ static IDS: OnceLock<Vec<String>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
 /// Milliseconds from the start to the first failure (u64::MAX: none).
 static FIRST_FAILURE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Users launched so far (each runs `user_started` once).
+static LAUNCHED: AtomicU64 = AtomicU64::new(0);
+/// Users launched when the first request failed (u64::MAX: none).
+static USERS_AT_FIRST_FAILURE: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Set by --stop-on-failure.
 static STOP_ON_FAILURE: AtomicBool = AtomicBool::new(false);
@@ -113,10 +117,20 @@ fn note(request: &goose::metrics::GooseRequestMetric) {
     if !request.success {
         let ms = STARTED.get().map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
         let first = FIRST_FAILURE_MS.compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if first {
+            USERS_AT_FIRST_FAILURE.store(LAUNCHED.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
         if first && STOP_ON_FAILURE.load(Ordering::SeqCst) {
             goose::trigger_killswitch("first failure (--stop-on-failure)");
         }
     }
+}
+
+/// Runs once per user as it starts: counts the users actually running
+/// (under load the ramp can fall behind the planned spawn rate).
+async fn user_started(_user: &mut GooseUser) -> TransactionResult {
+    LAUNCHED.fetch_add(1, Ordering::SeqCst);
+    Ok(())
 }
 
 async fn get_orders(user: &mut GooseUser) -> TransactionResult {
@@ -147,14 +161,18 @@ async fn post_order(user: &mut GooseUser) -> TransactionResult {
 
 fn scenario(name: ScenarioName) -> Result<Scenario, GooseError> {
     let think = (Duration::from_secs(1), Duration::from_secs(3));
+    let started = transaction!(user_started).set_on_start();
     let s = match name {
         ScenarioName::Seed => scenario!("seed")
+            .register_transaction(started)
             .register_transaction(transaction!(get_orders))
             .register_transaction(transaction!(post_order)),
         ScenarioName::SeedPaged => scenario!("seed-paged")
+            .register_transaction(started)
             .register_transaction(transaction!(get_orders_paged))
             .register_transaction(transaction!(post_order)),
         ScenarioName::ById | ScenarioName::Max => scenario!("by-id")
+            .register_transaction(started)
             .register_transaction(transaction!(get_by_id))
             .register_transaction(transaction!(post_order)),
     };
@@ -262,7 +280,7 @@ async fn run(args: Args) -> Result<bool, String> {
         println!("stopped early at the first failure (--stop-on-failure)");
     }
     let orders_at_end = count_orders(&host).await;
-    let first_failure_ms = FIRST_FAILURE_MS.load(Ordering::SeqCst);
+    let users_at_failure = USERS_AT_FIRST_FAILURE.load(Ordering::SeqCst);
     let summary = Summary::from_metrics(
         &metrics,
         summary::Run {
@@ -271,7 +289,7 @@ async fn run(args: Args) -> Result<bool, String> {
             planned_users,
             spawn_rate: args.spawn_rate,
             run_secs,
-            first_failure_ms: (first_failure_ms != u64::MAX).then_some(first_failure_ms),
+            users_at_first_failure: (users_at_failure != u64::MAX).then_some(users_at_failure as usize),
             orders_at_start,
             orders_at_end,
             bytes: BYTES.load(Ordering::Relaxed),

@@ -11,7 +11,7 @@ pub struct Run {
     pub planned_users: usize,
     pub spawn_rate: f64,
     pub run_secs: u64,
-    pub first_failure_ms: Option<u64>,
+    pub users_at_first_failure: Option<usize>,
     pub orders_at_start: Option<u64>,
     pub orders_at_end: Option<u64>,
     pub bytes: u64,
@@ -24,6 +24,8 @@ pub struct Summary {
     pub host: String,
     pub spawn_rate: f64,
     pub run_secs: u64,
+    /// Users the run was to reach within -t at the spawn rate.
+    pub users_planned: usize,
     /// Most users running at once.
     pub users_reached: usize,
     /// Users running when the first request failed (None: no failure).
@@ -63,18 +65,15 @@ impl Summary {
             }
         }
         let pct = |p: f64| percentile(&histogram, p) as f64 / 1000.0;
-        let users_at_first_failure = run.first_failure_ms.map(|ms| {
-            let started = (run.spawn_rate * ms as f64 / 1000.0).ceil() as usize;
-            started.clamp(1, run.planned_users)
-        });
         let secs = m.duration.max(1) as f64;
         Summary {
             scenario: run.scenario,
             host: run.host,
             spawn_rate: run.spawn_rate,
             run_secs: run.run_secs,
+            users_planned: run.planned_users,
             users_reached: m.maximum_users,
-            users_at_first_failure,
+            users_at_first_failure: run.users_at_first_failure,
             requests,
             failures,
             requests_per_second: requests as f64 / secs,
@@ -95,7 +94,7 @@ impl Summary {
         let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
         format!(
             "scenario {} against {}: spawn rate {}/s, {} s\n\
-             users reached:           {}\n\
+             users reached:           {} of {}\n\
              users at first failure:  {}\n\
              requests:                {}\n\
              failures:                {} ({:.2}%)\n\
@@ -109,6 +108,7 @@ impl Summary {
             self.spawn_rate,
             self.run_secs,
             self.users_reached,
+            self.users_planned,
             self.users_at_first_failure.map(|u| u.to_string()).unwrap_or_else(|| "none (0% failures)".into()),
             self.requests,
             self.failures,
