@@ -606,6 +606,38 @@ mod tests {
         assert!(!uri_has_password("mongodb://h/db"));
     }
 
+    /// Every setting is documented in conf/orders-server.toml: uncommenting
+    /// each `# key = value` line there gives a file the server accepts, and
+    /// every key of the file format appears.
+    #[test]
+    fn the_shipped_config_documents_every_setting() {
+        let shipped = include_str!("../conf/orders-server.toml");
+        let mut seen = std::collections::BTreeMap::new();
+        for line in shipped.lines() {
+            let Some(rest) = line.strip_prefix("# ") else { continue };
+            let Some((key, _)) = rest.split_once(" = ") else { continue };
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                seen.insert(key.to_string(), rest.to_string());
+            }
+        }
+        let file: String = seen.values().map(|l| format!("{l}\n")).collect();
+        let parsed: FileConfig = toml::from_str(&file).unwrap_or_else(|e| panic!("{e}\n{file}"));
+        let as_json = serde_json::to_value(format!("{parsed:?}")).unwrap().to_string();
+        // Every field of the file format, from its Debug form.
+        let all = format!("{:?}", FileConfig::default());
+        let keys: Vec<&str> = all
+            .trim_start_matches("FileConfig { ")
+            .trim_end_matches(" }")
+            .split(", ")
+            .filter_map(|kv| kv.split_once(": ").map(|(k, _)| k))
+            .collect();
+        assert!(keys.len() > 25, "{all}");
+        for key in keys {
+            assert!(seen.contains_key(key), "{key} is not documented in conf/orders-server.toml");
+            assert!(as_json.contains(&format!("{key}: Some(")), "{key} did not parse: {as_json}");
+        }
+    }
+
     #[test]
     fn unknown_file_key_is_rejected() {
         let e = toml::from_str::<FileConfig>("wrokers = 2").unwrap_err();
