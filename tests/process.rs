@@ -51,7 +51,8 @@ fn bad_settings_are_one_line_and_exit_2() {
     let a_file = tmp.path().join("file");
     std::fs::write(&a_file, "").unwrap();
     let under_file = a_file.join("data").display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["-w", "0"], vec![], "workers"),
         (vec!["-b", "nonsense"], vec![], "bind"),
         (vec!["-b", "203.0.113.7:0"], vec![], "203.0.113.7"),

@@ -35,22 +35,6 @@ pub trait ChunkSink {
     fn abort(&mut self);
 }
 
-/// A sink for callers that never stream (an unlimited buffer).
-pub struct NoStreaming;
-
-impl ChunkSink for NoStreaming {
-    fn start(&mut self) -> io::Result<()> {
-        Err(io::Error::other("streaming not supported here"))
-    }
-    fn chunk(&mut self, _: &[u8]) -> io::Result<()> {
-        Err(io::Error::other("streaming not supported here"))
-    }
-    fn finish(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn abort(&mut self) {}
-}
-
 /// How the list was answered.
 #[derive(Debug)]
 pub enum ListReply {

@@ -209,9 +209,10 @@ impl Connection {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };
-        let handled = routed.and_then(|route| match route {
-            routes::Route::List(query) => self.list(&query),
-            other => routes::handle(self.app.store()?, other, &body),
+        let app = self.app.clone();
+        let buffer_limit = app.limits.close_after_response_bytes;
+        let handled = routed.and_then(|route| {
+            routes::handle(app.store()?, route, &body, buffer_limit, &mut StreamSink { conn: self })
         });
         let mut reply = match handled {
             Ok(reply) => reply,
@@ -224,17 +225,6 @@ impl Connection {
         };
         reply.close |= close;
         reply
-    }
-
-    /// `GET /orders`: buffered when small, streamed (and the connection
-    /// closed) when larger than `close_after_response_bytes`.
-    fn list(&mut self, query: &crate::orders::ListQuery) -> Result<Reply, ApiError> {
-        let app = self.app.clone();
-        let limit = app.limits.close_after_response_bytes;
-        match list::respond(app.store()?, query, limit, &mut StreamSink { conn: self })? {
-            list::ListReply::Buffered(reply) => Ok(reply),
-            list::ListReply::Streamed => Ok(Reply::streamed()),
-        }
     }
 
     /// Hands the reply to may_minihttp, or writes it and closes.
@@ -284,7 +274,8 @@ impl Connection {
     }
 }
 
-/// Streams a list straight to the connection's socket.
+/// Streams a list straight to the connection's socket (a `GET /orders`
+/// larger than `close_after_response_bytes`).
 struct StreamSink<'a> {
     conn: &'a mut Connection,
 }

@@ -3,6 +3,7 @@
 
 use bson::oid::ObjectId;
 
+use super::list::{self, ChunkSink, ListReply};
 use super::response::{ApiError, Reply};
 use crate::orders::{self, ListQuery};
 use crate::store::{Doc, Store};
@@ -64,17 +65,21 @@ fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
     Ok(q)
 }
 
-/// Runs a routed request against the store.
-pub fn handle(store: &dyn Store, route: Route, body: &[u8]) -> Result<Reply, ApiError> {
+/// Runs a routed request against the store. A list larger than
+/// `buffer_limit` bytes is streamed to `sink` (see `list`); the reply then
+/// says it was sent already.
+pub fn handle(
+    store: &dyn Store,
+    route: Route,
+    body: &[u8],
+    buffer_limit: usize,
+    sink: &mut dyn ChunkSink,
+) -> Result<Reply, ApiError> {
     match route {
-        Route::List(q) => {
-            // Buffered whole; the HTTP layer streams large lists (`list`).
-            let mut sink = super::list::NoStreaming;
-            match super::list::respond(store, &q, usize::MAX, &mut sink)? {
-                super::list::ListReply::Buffered(reply) => Ok(reply),
-                super::list::ListReply::Streamed => unreachable!("an unlimited buffer never streams"),
-            }
-        }
+        Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {
+            ListReply::Buffered(reply) => Ok(reply),
+            ListReply::Streamed => Ok(Reply::streamed()),
+        },
         Route::Get(id) => {
             let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
             Ok(Reply::ok(wrap(b"{\"order\":", &doc)))
