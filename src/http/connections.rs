@@ -6,14 +6,18 @@
 //! may_minihttp drops the service before it closes the socket, so a sweep
 //! never touches a descriptor number that was closed and reused.
 //!
-//! A sweep tells three cases apart for a connection not inside a request:
-//! - idle: no byte pending (FIONREAD, and TCP_INFO's last data receipt is
-//!   older than the last completed request). Closed after `keepalive`, or at
-//!   once while draining: marked first (a request arriving now is not run),
-//!   write side shut (the client sees EOF), read side shut after a linger.
-//! - mid-request (bytes pending but no request running: a slow client; a
-//!   partial request sits in may_minihttp's private buffer, invisible to
-//!   FIONREAD): cut off once pending for longer than `client_timeout`.
+//! A sweep tells three cases apart:
+//! - idle: no request running and no byte pending. Closed after `keepalive`
+//!   (a draining worker sweeps with a short one): marked first (a request
+//!   arriving now is not run), write side shut (the client sees EOF), read
+//!   side shut after a linger.
+//! - mid-request: no request running, but bytes arrived (FIONREAD, or
+//!   TCP_INFO's byte count grew since the last sweep while no request
+//!   started: a partial request sits in may_minihttp's private buffer,
+//!   invisible to FIONREAD). A slow client: cut off once pending for longer
+//!   than `client_timeout`. (Bytes of a partial request that arrive in the
+//!   same sweep interval as a completed request are not told apart from
+//!   idleness; such a connection is closed at `keepalive` instead.)
 //! - inside a request for longer than `client_timeout` (a body trickling in,
 //!   a response the client does not read): cut off.
 
