@@ -69,8 +69,6 @@ pub struct ServerState {
     pub registry: Registry,
     /// Requests handled since start.
     requests: AtomicU64,
-    /// Set once `max_requests` is reached.
-    retire: AtomicBool,
 }
 
 impl ServerState {
@@ -86,10 +84,6 @@ impl ServerState {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
-    /// Whether the worker reached `max_requests`.
-    pub fn wants_retirement(&self) -> bool {
-        self.retire.load(Ordering::Relaxed)
-    }
 }
 
 /// What every connection of a worker shares.
@@ -100,7 +94,7 @@ pub struct App {
     /// Limits.
     pub limits: HttpLimits,
     /// Lifecycle state.
-    pub state: Arc<ServerState>,
+    pub state: ServerState,
     /// Test-only routes under `/__test/` (env `ORDERS_TEST_HOOKS=1`).
     pub test_hooks: bool,
 }
@@ -184,7 +178,7 @@ impl HttpService for Connection {
         let reply = self.serve(req);
         self.send(reply, rsp);
         self.conn.end_request();
-        self.count_request();
+        self.app.state.requests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -261,16 +255,6 @@ impl Connection {
         // SAFETY: `fd` is this connection's socket, open for as long as this
         // service lives (may_minihttp drops the service before the stream).
         unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
-    }
-
-    /// Counts a request toward `max_requests`.
-    fn count_request(&self) {
-        let state = &self.app.state;
-        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let max = self.app.limits.max_requests;
-        if max > 0 && n >= max {
-            state.retire.store(true, Ordering::Relaxed);
-        }
     }
 }
 

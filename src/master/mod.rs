@@ -414,7 +414,7 @@ impl Master {
 
     /// Drops the settings of generations that have no worker left.
     fn forget_old_configs(&mut self, sup: &Supervisor) {
-        let live: HashSet<Generation> = sup.live_generations().into_iter().collect();
+        let live = sup.live_generations();
         let current = sup.generation();
         self.configs.retain(|g, _| *g >= current || live.contains(g));
     }

@@ -8,7 +8,7 @@
 //! that asks to retire (max_requests) gets its replacement first, and is
 //! stopped once the replacement serves: capacity never drops to zero.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::signals::Signal;
@@ -159,12 +159,8 @@ impl Supervisor {
     }
 
     /// Generations that still have live workers.
-    pub fn live_generations(&self) -> Vec<Generation> {
-        let mut g: Vec<Generation> = self.workers.values().map(|w| w.generation).collect();
-        g.dedup();
-        g.sort_unstable();
-        g.dedup();
-        g
+    pub fn live_generations(&self) -> BTreeSet<Generation> {
+        self.workers.values().map(|w| w.generation).collect()
     }
 
     /// Whether a reload may start now.

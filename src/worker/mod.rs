@@ -80,7 +80,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
     let app = Arc::new(App {
         store: OnceLock::new(),
         limits: limits(config),
-        state: Arc::new(ServerState::default()),
+        state: ServerState::default(),
         test_hooks: test_hooks(),
     });
     let server = match Factory::new(app.clone()).start(addr) {
@@ -117,7 +117,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
     }
     enter(Phase::Serving);
     log::info!("serving on {addr}");
-    let graceful = serve_until_stopped(config, &app.state, &mut status);
+    let graceful = serve_until_stopped(config, &app.state, app.limits.max_requests, &mut status);
     if graceful {
         enter(Phase::Draining);
         log::info!("draining ({} connections open)", app.state.registry.len());
@@ -140,8 +140,9 @@ pub fn run(spec: Spec<'_>) -> i32 {
 }
 
 /// Waits for a stop signal while sweeping connections and watching the
-/// request count. Returns true for a graceful stop (TERM).
-fn serve_until_stopped(config: &Config, state: &ServerState, status: &mut File) -> bool {
+/// request count against `max_requests` (0: never). Returns true for a
+/// graceful stop (TERM).
+fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, status: &mut File) -> bool {
     let set = signal_set();
     let policy = SweepPolicy { keepalive: config.keepalive, client_timeout: config.client_timeout };
     let mut asked_to_retire = false;
@@ -157,7 +158,7 @@ fn serve_until_stopped(config: &Config, state: &ServerState, status: &mut File) 
         if swept.idle_closed + swept.slow_cut > 0 {
             log::debug!("closed {} idle and {} slow connections", swept.idle_closed, swept.slow_cut);
         }
-        if !asked_to_retire && state.wants_retirement() {
+        if !asked_to_retire && max_requests > 0 && state.requests() >= max_requests {
             asked_to_retire = true;
             log::info!("max_requests reached ({} requests): asking to be replaced", state.requests());
             if status.write_all(&[RETIRE_BYTE]).is_err() {
