@@ -232,10 +232,10 @@ impl Master {
             return None;
         }
         crate::logging::set_level(fresh.log_level);
-        let workers = fresh.workers;
+        let (workers, graceful_timeout) = (fresh.workers, fresh.graceful_timeout);
         self.configs.insert(sup.generation() + 1, fresh);
         log::info!("reloading: starting generation {} ({workers} workers)", sup.generation() + 1);
-        Some(Event::Reload { workers })
+        Some(Event::Reload { workers, graceful_timeout })
     }
 
     /// Carries out one action; returns follow-up actions.

@@ -32,8 +32,9 @@ pub type Generation = u64;
 pub enum Event {
     /// A signal the supervisor acts on (stop, scale).
     Signal(Signal),
-    /// A validated reload: start a new generation of this many workers.
-    Reload { workers: usize },
+    /// A validated reload: start a new generation of this many workers,
+    /// with this graceful stop time from then on.
+    Reload { workers: usize, graceful_timeout: Duration },
     /// A new master (binary upgrade) serves: retire everything and exit.
     UpgradeReady,
     /// A worker reported that it serves.
@@ -182,7 +183,7 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
-            Event::Reload { workers } => self.on_reload(workers),
+            Event::Reload { workers, graceful_timeout } => self.on_reload(workers, graceful_timeout),
             Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.graceful_timeout, 0),
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
@@ -211,13 +212,14 @@ impl Supervisor {
         }
     }
 
-    fn on_reload(&mut self, workers: usize) -> Vec<Action> {
+    fn on_reload(&mut self, workers: usize, graceful_timeout: Duration) -> Vec<Action> {
         if self.phase != Phase::Running {
             return Vec::new();
         }
         self.phase = Phase::Reloading { from: self.generation };
         self.generation += 1;
         self.target = workers;
+        self.graceful_timeout = graceful_timeout;
         self.pending.clear();
         self.spawn_all()
     }
@@ -463,7 +465,7 @@ mod tests {
     #[test]
     fn reload_retires_the_old_generation_only_once_the_new_one_serves() {
         let (mut s, now) = serving(2);
-        let a = s.handle(Event::Reload { workers: 3 }, now);
+        let a = s.handle(Event::Reload { workers: 3, graceful_timeout: Duration::from_secs(5) }, now);
         assert_eq!(a.len(), 3);
         assert!(a.iter().all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
         for (slot, pid) in [(0, 300), (1, 301), (2, 302)] {
@@ -478,12 +480,15 @@ mod tests {
         assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty(), "not respawned");
         assert!(s.handle(Event::WorkerExited { pid: 101, clean: true }, now).is_empty());
         assert_eq!(s.live(), 3);
+        // The reloaded graceful_timeout (5 s) governs the next stop.
+        s.handle(Event::Signal(Signal::GracefulStop), now);
+        assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(5)));
     }
 
     #[test]
     fn a_failing_new_generation_leaves_the_old_one_serving() {
         let (mut s, now) = serving(2);
-        s.handle(Event::Reload { workers: 2 }, now);
+        s.handle(Event::Reload { workers: 2, graceful_timeout: Duration::from_secs(30) }, now);
         s.spawned(0, 2, 300);
         s.spawned(1, 2, 301);
         let a = s.handle(Event::WorkerExited { pid: 300, clean: false }, now);
