@@ -203,11 +203,9 @@ impl Connection {
             Ok(body) => body,
             Err(e) => return Reply::error(&e),
         };
-        let app = self.app.clone();
-        let buffer_limit = app.limits.close_after_response_bytes;
-        let handled = routed.and_then(|route| {
-            routes::handle(app.store()?, route, &body, buffer_limit, &mut StreamSink { conn: self })
-        });
+        let buffer_limit = limits.close_after_response_bytes;
+        let mut sink = StreamSink { fd: self.fd, closed: &mut self.closed };
+        let handled = routed.and_then(|route| routes::handle(self.app.store()?, route, &body, buffer_limit, &mut sink));
         let mut reply = match handled {
             Ok(reply) => reply,
             Err(e) => {
@@ -261,13 +259,15 @@ impl Connection {
 /// Streams a list straight to the connection's socket (a `GET /orders`
 /// larger than `close_after_response_bytes`).
 struct StreamSink<'a> {
-    conn: &'a mut Connection,
+    fd: RawFd,
+    /// The connection's `closed` flag: set once the head is sent.
+    closed: &'a mut bool,
 }
 
 impl list::ChunkSink for StreamSink<'_> {
     fn start(&mut self) -> io::Result<()> {
-        self.conn.closed = true;
-        write_all_fd(self.conn.fd, &response::encode_chunked_head())
+        *self.closed = true;
+        write_all_fd(self.fd, &response::encode_chunked_head())
     }
 
     fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -278,20 +278,20 @@ impl list::ChunkSink for StreamSink<'_> {
         framed.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
         framed.extend_from_slice(bytes);
         framed.extend_from_slice(b"\r\n");
-        write_all_fd(self.conn.fd, &framed)
+        write_all_fd(self.fd, &framed)
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        let sent = write_all_fd(self.conn.fd, b"0\r\n\r\n");
+        let sent = write_all_fd(self.fd, b"0\r\n\r\n");
         // SAFETY: the connection's own open socket (see write_and_close).
-        unsafe { libc::shutdown(self.conn.fd, libc::SHUT_WR) };
+        unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
         sent
     }
 
     fn abort(&mut self) {
-        self.conn.closed = true;
+        *self.closed = true;
         // SAFETY: the connection's own open socket.
-        unsafe { libc::shutdown(self.conn.fd, libc::SHUT_RDWR) };
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
     }
 }
 
