@@ -153,9 +153,12 @@ async fn get_by_id(user: &mut GooseUser) -> TransactionResult {
     finish(user, r).await
 }
 
+/// The order body, parsed once.
+static ORDER: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| serde_json::from_str(ORDER_BODY).expect("a valid body"));
+
 async fn post_order(user: &mut GooseUser) -> TransactionResult {
-    let body: serde_json::Value = serde_json::from_str(ORDER_BODY).expect("a valid body");
-    let r = user.post_json("/orders", &body).await?;
+    let r = user.post_json("/orders", &*ORDER).await?;
     finish(user, r).await
 }
 
