@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "../../tests/support/netns.rs"]
+mod netns;
+
 fn server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ORDERS_SERVER_BIN") {
         return p.into();
@@ -112,13 +115,8 @@ fn failures_are_counted_with_the_user_count_at_the_first_one() {
 
 #[test]
 fn reloads_under_the_goose_load_fail_no_request() {
-    // Needs net.ipv4.tcp_migrate_req=1, set here in a private network
-    // namespace for this thread and the processes it starts (root).
-    std::thread::spawn(|| {
-        // SAFETY: unshare affects only this thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "needs root: {}", std::io::Error::last_os_error());
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1").unwrap();
+    // Needs net.ipv4.tcp_migrate_req=1, set in a private network namespace.
+    netns::in_netns(true, || {
         let s = Server::start("2");
         let host = format!("http://{}", s.addr);
         // Orders for by-id to read.
@@ -139,9 +137,7 @@ fn reloads_under_the_goose_load_fail_no_request() {
         assert_eq!(out.status.code(), Some(0), "failed requests:\n{text}\n{}", s.log.lock().unwrap());
         assert!(text.contains("failures:                0 "), "{text}");
         assert!(s.log.lock().unwrap().contains("reloaded: generation 3"), "{}", s.log.lock().unwrap());
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod mongo_wire;
+pub mod netns;
+
+pub use netns::in_netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -403,45 +406,6 @@ impl Client {
             Ok(_) => false,
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
         }
-    }
-}
-
-/// Runs `f` on a thread of its own in a new network namespace (loopback up,
-/// `net.ipv4.tcp_migrate_req` set as asked); the processes it starts (server,
-/// wrk) and the sockets it opens live there too. Needs root (CAP_SYS_ADMIN),
-/// as on the development and CI machines. Isolates the sysctl from the host.
-pub fn in_netns<T: Send + 'static>(migrate_req: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare affects only this thread (CLONE_NEWNET alone).
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            panic!(
-                "unshare(CLONE_NEWNET) failed ({}): these tests need root, as on the dev and CI machines",
-                std::io::Error::last_os_error()
-            );
-        }
-        loopback_up();
-        std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", if migrate_req { "1" } else { "0" })
-            .expect("set net.ipv4.tcp_migrate_req in the namespace");
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
-/// `ip link set lo up`, with ioctls.
-fn loopback_up() {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo".
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        assert!(fd >= 0);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr), 0);
-        libc::close(fd);
     }
 }
 
