@@ -7,6 +7,7 @@
 pub mod mongo_wire;
 pub mod netns;
 
+#[allow(unused_imports)] // not every test binary loads under a namespace
 pub use netns::in_netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
