@@ -6,9 +6,13 @@
 # pinned to CPU 1: GET /orders/<id>, POST /orders (bench/post.lua) and
 # GET /orders (the 100 orders, also in MB/s); then the same GET against
 # examples/ceiling.rs (a bare may_minihttp server answering a fixed order).
-# Each run RUNS times; prints the median and the ratio to the ceiling, and
-# the group commit's mean batch size. Ratios are what to compare: absolute
-# numbers drift between runs and machines.
+# Each run RUNS times; prints the median req/s, the ratio to the ceiling,
+# and the server's CPU time per request: utime+stime of the server's whole
+# process tree (master and workers, all threads) read from /proc before and
+# after each wrk run, divided by the requests wrk completed. That figure
+# does not depend on how fast the load generator is. Also prints the group
+# commit's mean batch size. Ratios are what to compare: absolute numbers
+# drift between runs and machines.
 #
 # Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100)
 set -euo pipefail
@@ -36,30 +40,48 @@ wait_port() { # log file -> port
   echo "server did not start:" >&2; cat "$1" >&2; exit 1
 }
 
-# wrk_run URL [script] -> prints "req_per_s mb_per_s errors"
+CLK_TCK=$(getconf CLK_TCK)
+# tree_ticks PID -> utime+stime (clock ticks) of PID and its children, all threads.
+tree_ticks() {
+  local pids=("$1") total=0 p t
+  pids+=($(cat "/proc/$1/task/$1/children" 2>/dev/null))
+  for p in "${pids[@]}"; do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the command name's ")".
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
+# wrk_run URL [script] -> prints "req_per_s mb_per_s errors cpu_us_per_request"
 wrk_run() {
-  local out
+  local out before after
+  before=$(tree_ticks "$TARGET_PID")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${2:+-s "$2"} "$1")
-  local rps mbs errs non2xx
+  after=$(tree_ticks "$TARGET_PID")
+  local rps mbs errs non2xx reqs cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')
   mbs=$(awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /KB/) {sub("KB","",v); v/=1024} else {sub("MB","",v)}; print v}' <<<"$out")
   errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "$rps ${mbs:-0} $(( ${errs:-0} + ${non2xx:-0} ))"
+  echo "$rps ${mbs:-0} $(( ${errs:-0} + ${non2xx:-0} )) $cpu"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # bench NAME URL [script]: RUNS runs, prints the median line, stores it in RESULT_NAME
-declare -A RPS MBS ERRS
+declare -A RPS MBS ERRS CPU
 bench() {
-  local name=$1 url=$2 script=${3:-} rps_list="" mbs_list="" errs=0
+  local name=$1 url=$2 script=${3:-} rps_list="" mbs_list="" cpu_list="" errs=0
   for _ in $(seq "$RUNS"); do
-    read -r rps mbs e < <(wrk_run "$url" "$script")
-    rps_list+="$rps"$'\n'; mbs_list+="$mbs"$'\n'; errs=$((errs + e))
+    read -r rps mbs e cpu < <(wrk_run "$url" "$script")
+    rps_list+="$rps"$'\n'; mbs_list+="$mbs"$'\n'; cpu_list+="$cpu"$'\n'; errs=$((errs + e))
   done
   RPS[$name]=$(printf '%s' "$rps_list" | median)
   MBS[$name]=$(printf '%s' "$mbs_list" | median)
+  CPU[$name]=$(printf '%s' "$cpu_list" | median)
   ERRS[$name]=$errs
 }
 
@@ -67,6 +89,7 @@ bench() {
 taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
 PIDS+=($!)
 SERVER_PID=$!
+TARGET_PID=$SERVER_PID
 PORT=$(wait_port "$TMP/server.log")
 BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
 for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
@@ -83,14 +106,15 @@ BATCH=$(grep -o 'mean batch [0-9.]*' "$TMP/server.log" | awk '{print $3}' | tail
 CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
 PIDS+=($!)
+TARGET_PID=$!
 wait_port "$TMP/ceiling.log" >/dev/null
 bench ceiling "http://127.0.0.1:$CPORT/orders/$ID"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo
 echo "orders-server bench: wrk -t1 -c$CONNS -d$DURATION, median of $RUNS, server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU ($(nproc) CPUs)"
-printf '%-34s %12s %10s %10s %8s\n' "case" "req/s" "MB/s" "vs ceiling" "errors"
-row() { printf '%-34s %12.0f %10.1f %10s %8s\n' "$1" "${RPS[$2]}" "${MBS[$2]}" "$(ratio "${RPS[$2]}" "${RPS[ceiling]}")" "${ERRS[$2]}"; }
+printf '%-34s %12s %10s %10s %14s %8s\n' "case" "req/s" "MB/s" "vs ceiling" "CPU us/req" "errors"
+row() { printf '%-34s %12.0f %10.1f %10s %14s %8s\n' "$1" "${RPS[$2]}" "${MBS[$2]}" "$(ratio "${RPS[$2]}" "${RPS[ceiling]}")" "${CPU[$2]}" "${ERRS[$2]}"; }
 row "ceiling (bare may_minihttp)" ceiling
 row "GET /orders/<id>" get_id
 row "GET /orders (100 orders)" list100

@@ -22,9 +22,12 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 /// Default cap on `limit` in `GET /orders?limit=N`.
 pub const DEFAULT_MAX_PAGE_SIZE: u64 = 1000;
-/// Default response size above which a list is streamed and the connection
-/// closed after it (256 KiB: ~2,000 orders).
-pub const DEFAULT_CLOSE_AFTER_RESPONSE_BYTES: u64 = 256 * 1024;
+/// Default largest response built in memory; a longer list is streamed in
+/// chunks of about this size (256 KiB: ~2,000 orders).
+pub const DEFAULT_RESPONSE_BUFFER_SIZE: u64 = 256 * 1024;
+/// Default bytes of request bodies one worker holds at once (64 MiB: 64
+/// bodies of the default largest size).
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Default LMDB map size: the most the store file may grow to (4 GiB).
 pub const DEFAULT_MAP_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 /// Default deadline for one store operation.
@@ -51,8 +54,10 @@ pub const DEFAULT_KEEPALIVE_S: u64 = 75;
 pub const DEFAULT_CLIENT_TIMEOUT_S: u64 = 30;
 /// Default longest request line (gunicorn's).
 pub const DEFAULT_LIMIT_REQUEST_LINE: u64 = 4094;
-/// may_minihttp's hard cap on request headers.
-pub const MAX_REQUEST_FIELDS: u64 = 16;
+/// Default most request headers (gunicorn's).
+pub const DEFAULT_LIMIT_REQUEST_FIELDS: u64 = 100;
+/// Largest limit_request_fields accepted (gunicorn's).
+pub const MAX_REQUEST_FIELDS: u64 = 32768;
 /// Default longest header line (gunicorn's).
 pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: u64 = 8190;
 /// Default accept backlog per worker.
@@ -103,9 +108,14 @@ pub struct Cli {
     /// Apply max_page_size to a bare GET /orders too [default: false].
     #[arg(long, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL")]
     pub cap_unpaged_list: Option<bool>,
-    /// Close a connection after a response larger than this [default: 262144].
-    #[arg(long, env = "ORDERS_CLOSE_AFTER_RESPONSE_BYTES", value_name = "BYTES")]
-    pub close_after_response_bytes: Option<u64>,
+    /// Largest response built in memory; a longer list is streamed in
+    /// chunks of about this size [default: 262144].
+    #[arg(long, env = "ORDERS_RESPONSE_BUFFER_SIZE", value_name = "BYTES", alias = "close-after-response-bytes")]
+    pub response_buffer_size: Option<u64>,
+    /// Bytes of request bodies one worker holds at once; more bodies wait,
+    /// then get 503 [default: 67108864, at least max_body_size].
+    #[arg(long, env = "ORDERS_MAX_BUFFERED_BODY_BYTES", value_name = "BYTES")]
+    pub max_buffered_body_bytes: Option<u64>,
     /// Largest size the embedded store may grow to, in bytes [default: 4 GiB].
     #[arg(long, env = "ORDERS_MAP_SIZE", value_name = "BYTES")]
     pub map_size: Option<u64>,
@@ -140,7 +150,7 @@ pub struct Cli {
     /// Longest request line in bytes [default: 4094].
     #[arg(long, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES")]
     pub limit_request_line: Option<u64>,
-    /// Most request headers, at most 16 [default: 16].
+    /// Most request headers [default: 100].
     #[arg(long, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N")]
     pub limit_request_fields: Option<u64>,
     /// Longest request header line in bytes [default: 8190].
@@ -208,8 +218,12 @@ pub struct FileConfig {
     pub max_page_size: Option<u64>,
     /// See [`Cli::cap_unpaged_list`].
     pub cap_unpaged_list: Option<bool>,
-    /// See [`Cli::close_after_response_bytes`].
-    pub close_after_response_bytes: Option<u64>,
+    /// See [`Cli::response_buffer_size`] (`close_after_response_bytes`
+    /// is its former name).
+    #[serde(alias = "close_after_response_bytes")]
+    pub response_buffer_size: Option<u64>,
+    /// See [`Cli::max_buffered_body_bytes`].
+    pub max_buffered_body_bytes: Option<u64>,
     /// See [`Cli::map_size`].
     pub map_size: Option<u64>,
     /// See [`Cli::store_timeout_ms`].
@@ -343,8 +357,10 @@ pub struct Config {
     pub max_page_size: usize,
     /// Whether the cap applies to a bare `GET /orders`.
     pub cap_unpaged_list: bool,
-    /// Close the connection after a response body larger than this.
-    pub close_after_response_bytes: usize,
+    /// Largest response body built in memory (longer lists stream).
+    pub response_buffer_size: usize,
+    /// Bytes of request bodies one worker holds at once.
+    pub max_buffered_body_bytes: usize,
     /// LMDB map size in bytes.
     pub map_size: usize,
     /// Deadline of one store operation.
@@ -417,10 +433,12 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     let stack = cli.coroutine_stack_size.or(file.coroutine_stack_size).unwrap_or(DEFAULT_STACK_SIZE);
     let max_page_size = cli.max_page_size.or(file.max_page_size).unwrap_or(DEFAULT_MAX_PAGE_SIZE);
     let max_body_size = cli.max_body_size.or(file.max_body_size).unwrap_or(DEFAULT_MAX_BODY_SIZE);
-    let close_after = cli
-        .close_after_response_bytes
-        .or(file.close_after_response_bytes)
-        .unwrap_or(DEFAULT_CLOSE_AFTER_RESPONSE_BYTES);
+    let response_buffer =
+        cli.response_buffer_size.or(file.response_buffer_size).unwrap_or(DEFAULT_RESPONSE_BUFFER_SIZE);
+    let body_memory = cli
+        .max_buffered_body_bytes
+        .or(file.max_buffered_body_bytes)
+        .unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES.max(max_body_size));
     let map_size = cli.map_size.or(file.map_size).unwrap_or(DEFAULT_MAP_SIZE);
     let store_timeout_ms = cli.store_timeout_ms.or(file.store_timeout_ms).unwrap_or(DEFAULT_STORE_TIMEOUT_MS);
     let graceful = cli.graceful_timeout.or(file.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_S);
@@ -452,8 +470,8 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         max_body_size: in_range("max_body_size", max_body_size, 1, 1 << 30)?,
         max_page_size: in_range("max_page_size", max_page_size, 1, MAX_MAX_PAGE_SIZE)? as usize,
         cap_unpaged_list: cli.cap_unpaged_list.or(file.cap_unpaged_list).unwrap_or(false),
-        close_after_response_bytes: in_range("close_after_response_bytes", close_after, 4096, 1 << 34)?
-            as usize,
+        response_buffer_size: in_range("response_buffer_size", response_buffer, 4096, 1 << 30)? as usize,
+        max_buffered_body_bytes: in_range("max_buffered_body_bytes", body_memory, max_body_size, 1 << 40)? as usize,
         map_size: in_range("map_size", map_size, 1 << 20, 1 << 44)? as usize,
         store_timeout: Duration::from_millis(in_range("store_timeout_ms", store_timeout_ms, 10, 600_000)?),
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
@@ -482,7 +500,7 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         )? as usize,
         limit_request_fields: in_range(
             "limit_request_fields",
-            cli.limit_request_fields.or(file.limit_request_fields).unwrap_or(MAX_REQUEST_FIELDS),
+            cli.limit_request_fields.or(file.limit_request_fields).unwrap_or(DEFAULT_LIMIT_REQUEST_FIELDS),
             1,
             MAX_REQUEST_FIELDS,
         )? as usize,

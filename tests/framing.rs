@@ -1,6 +1,7 @@
-//! Raw-socket tests for the framing traps of may_minihttp (design-notes.md):
-//! bad Content-Length, chunked bodies, a body holding a second request,
-//! oversized bodies, garbage. After each, the worker keeps serving.
+//! Raw-socket tests for request framing: bad Content-Length, chunked bodies
+//! and other transfer codings, a body holding a second request, oversized
+//! bodies, truncated bodies, garbage. After each, the worker keeps serving,
+//! and no byte of a body ever runs as a request.
 
 mod support;
 
@@ -44,16 +45,27 @@ fn bad_content_length_is_400_and_closes() {
 }
 
 #[test]
-fn chunked_bodies_are_501_and_their_bytes_never_run() {
+fn chunked_bodies_are_decoded_and_their_bytes_never_run() {
     let s = Server::start(&[]);
     let id = s.create("keep");
     let mut c = s.connect();
-    // The "chunk" holds a DELETE: it must never run as a request.
+    // The chunk holds a DELETE: it is the POST's body (not JSON: 400), and
+    // never runs as a request; the connection stays usable.
     let smuggled = format!("DELETE /orders/{id} HTTP/1.1\r\nHost: x\r\n\r\n");
     let req = format!(
         "POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
         smuggled.len()
     );
+    c.send_raw(req.as_bytes());
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.message(), "Request body is not valid JSON");
+    assert!(!r.closes());
+    assert_eq!(c.request("GET", &format!("/orders/{id}"), None).status, 200, "the smuggled DELETE ran");
+
+    // A coding other than chunked: 501, closed, its bytes never run.
+    let mut c = s.connect();
+    let req = format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{smuggled}");
     c.send_raw(req.as_bytes());
     let r = c.read_response().unwrap();
     assert_eq!(r.status, 501);
@@ -124,26 +136,27 @@ fn default_body_limit_is_one_mib() {
 fn truncated_body_and_garbage_leave_workers_up() {
     let s = Server::start(&[]);
     let pids = s.worker_pids();
-    // Body shorter than announced, then the client closes its side.
+    // Body shorter than announced, then the client closes its side: 400.
     let mut c = s.connect();
     c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"");
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.read_response().expect("an answer to the truncated body");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.message(), "Request body is shorter than its Content-Length");
+    assert!(r.closes());
     let mut rest = Vec::new();
     let _ = c.stream.read_to_end(&mut rest);
-    // Garbage, a request line without version, 17 headers (may_minihttp's cap
-    // is 16: the connection is dropped), NUL bytes.
-    let seventeen: String = (0..17).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let garbage = [
-        "GARBAGE\r\n\r\n".to_string(),
-        "GET /orders\r\n\r\n".to_string(),
-        format!("GET /orders HTTP/1.1\r\n{seventeen}\r\n"),
-        "\0\0\0\0\r\n\r\n".to_string(),
-    ];
-    for g in garbage {
+    // Garbage, a request line without version, NUL bytes: 400 each.
+    for g in ["GARBAGE\r\n\r\n", "GET /orders\r\n\r\n", "\0\0\0\0\r\n\r\n"] {
         let mut c = s.connect();
         c.send_raw(g.as_bytes());
-        let _ = c.read_response();
+        assert_eq!(c.read_response().expect("an answer").status, 400, "{g:?}");
     }
+    // 17 headers (more than may_minihttp allowed) are served.
+    let seventeen: String = (0..17).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut c = s.connect();
+    c.send_raw(format!("GET /orders HTTP/1.1\r\n{seventeen}\r\n").as_bytes());
+    assert_eq!(c.read_response().expect("an answer").status, 200);
     still_serving(&s);
     assert_eq!(s.worker_pids(), pids, "no worker died");
     assert_eq!(count_orders(&s), 0);

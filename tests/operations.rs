@@ -191,15 +191,19 @@ fn idle_connections_close_after_keepalive_and_busy_ones_stay() {
 #[test]
 fn slow_clients_are_cut_off_but_a_pending_request_is_not_idle() {
     let s = Server::start(&["--client-timeout", "1", "--keepalive", "60"]);
-    // Headers that never finish.
+    // Headers that never finish: 408, then the close.
     let mut slow = s.connect();
     slow.send_raw(b"GET /orders HTTP/1.1\r\nHo");
     let t = Instant::now();
+    let r = slow.read_response().expect("408 for slow headers");
+    assert_eq!(r.status, 408);
+    assert!(r.closes());
     assert!(slow.is_closed_by_server(), "slow headers not cut off");
     assert!(t.elapsed() < Duration::from_secs(4), "cut after {:?}", t.elapsed());
     // A body that never finishes.
     let mut slow_body = s.connect();
     slow_body.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"pro");
+    assert_eq!(slow_body.read_response().expect("408 for a slow body").status, 408);
     assert!(slow_body.is_closed_by_server(), "slow body not cut off");
     assert_eq!(s.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len(), 0);
 

@@ -210,7 +210,11 @@ fn a_panic_costs_one_connection_not_a_worker() {
     let pids = s.worker_pids();
     let mut c = s.connect();
     c.send_raw(b"GET /__test/panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response().expect("a 500 for the panicking request");
+    assert_eq!(r.status, 500);
+    assert!(r.closes());
     assert!(c.read_response().is_none(), "the panicking connection is closed");
+    assert!(wait_until(Duration::from_secs(2), || s.log().contains("panic at")), "the panic is logged: {}", s.log());
     for _ in 0..10 {
         assert_eq!(s.request("GET", "/orders", None).status, 200);
     }

@@ -1,43 +1,94 @@
-//! Framing checks on a request's headers, made before any body byte is
-//! read: may_minihttp parses Content-Length with `unwrap()` (a bad value
-//! would panic), knows nothing of chunked bodies (chunk bytes would be read
-//! as the next request) and has no body limit.
+//! How a request's body is framed, decided from its headers before any body
+//! byte is read (RFC 9112 §6): `Transfer-Encoding: chunked`, or a
+//! `Content-Length` of plain digits given once, or no body. Anything
+//! ambiguous (both headers, a repeated length, a coding other than chunked
+//! last) is refused, so no byte of a body can ever be read as a request.
+//! Also reads `Connection` and `Expect`.
 
 use httparse::Header;
 
 use super::response::ApiError;
 
-/// How the request's body is framed.
+/// How the body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body.
+    None,
+    /// Exactly this many bytes (already checked against the limit).
+    Length(u64),
+    /// Chunked transfer coding; the decoded size is checked as it arrives.
+    Chunked,
+}
+
+/// What the headers say about framing and the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framing {
-    /// Body length from Content-Length (0 when absent).
-    pub body_len: u64,
+    /// The body.
+    pub body: BodyKind,
     /// The client asked for the connection to be closed (`Connection: close`).
     pub close_requested: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
 }
 
 /// Checks Transfer-Encoding, Content-Length (plain ASCII digits, at most
-/// once, at most `max_body`) and the Connection header.
-pub fn check(headers: &[Header<'_>], max_body: u64) -> Result<Framing, ApiError> {
+/// once, at most `max_body`), Connection and Expect. `http10`: chunked is
+/// not HTTP/1.0 and `Expect` is ignored there.
+pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Framing, ApiError> {
     let mut content_length: Option<u64> = None;
+    let mut chunked = false;
     let mut close_requested = false;
+    let mut expect_continue = false;
     for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ApiError::TransferEncoding);
-        } else if h.name.eq_ignore_ascii_case("content-length") {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             if content_length.is_some() {
                 return Err(ApiError::BadContentLength);
             }
             content_length = Some(parse_content_length(h.value)?);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close_requested |= has_token(h.value, "close");
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = transfer_coding_is_chunked(h.value, chunked)?;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close_requested |= has_token(h.value, b"close");
+        } else if name.eq_ignore_ascii_case(b"expect") && !http10 {
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Err(ApiError::UnsupportedExpectation);
+            }
+            expect_continue = true;
         }
     }
-    let body_len = content_length.unwrap_or(0);
-    if body_len > max_body {
-        return Err(ApiError::BodyTooLarge(max_body));
+    let body = match (chunked, content_length) {
+        (true, Some(_)) => return Err(ApiError::Malformed("both Transfer-Encoding and Content-Length")),
+        (true, None) if http10 => return Err(ApiError::Malformed("Transfer-Encoding in an HTTP/1.0 request")),
+        (true, None) => BodyKind::Chunked,
+        (false, Some(n)) if n > max_body => return Err(ApiError::BodyTooLarge(max_body)),
+        (false, Some(0)) | (false, None) => BodyKind::None,
+        (false, Some(n)) => BodyKind::Length(n),
+    };
+    Ok(Framing { body, close_requested, expect_continue: expect_continue && body != BodyKind::None })
+}
+
+/// One Transfer-Encoding header (there may be several, applied in order):
+/// whether chunked is the last coding so far. Only `chunked`, once, last, is
+/// accepted; another known coding is 501, chunked not last is 400.
+fn transfer_coding_is_chunked(value: &[u8], chunked_before: bool) -> Result<bool, ApiError> {
+    let mut chunked = chunked_before;
+    for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if coding.is_empty() {
+            continue;
+        }
+        if chunked {
+            return Err(ApiError::Malformed("chunked must be the last Transfer-Encoding"));
+        }
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return Err(ApiError::UnsupportedTransferEncoding);
+        }
+        chunked = true;
     }
-    Ok(Framing { body_len, close_requested })
+    if !chunked {
+        return Err(ApiError::Malformed("empty Transfer-Encoding"));
+    }
+    Ok(chunked)
 }
 
 /// Plain ASCII digits, nothing else. A value too big for u64 is simply
@@ -54,10 +105,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ApiError> {
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -68,25 +117,46 @@ mod tests {
         Header { name, value: value.as_bytes() }
     }
 
-    #[test]
-    fn content_length_rules() {
-        assert_eq!(check(&[h("Content-Length", "12")], 100).unwrap().body_len, 12);
-        for bad in ["", " 12", "+12", "-1", "1 2", "0x10", "12a"] {
-            assert!(matches!(check(&[h("Content-Length", bad)], 100), Err(ApiError::BadContentLength)), "{bad:?}");
-        }
-        let twice = [h("content-length", "1"), h("Content-Length", "1")];
-        assert!(matches!(check(&twice, 100), Err(ApiError::BadContentLength)));
-        assert!(matches!(check(&[h("Content-Length", "101")], 100), Err(ApiError::BodyTooLarge(100))));
-        assert!(matches!(
-            check(&[h("Content-Length", "99999999999999999999999")], 100),
-            Err(ApiError::BodyTooLarge(_))
-        ));
-        assert!(matches!(check(&[h("Transfer-Encoding", "chunked")], 100), Err(ApiError::TransferEncoding)));
+    fn body(headers: &[Header<'_>]) -> Result<BodyKind, ApiError> {
+        check(headers, 100, false).map(|f| f.body)
     }
 
     #[test]
-    fn connection_close_token() {
-        assert!(check(&[h("Connection", "keep-alive, Close")], 1).unwrap().close_requested);
-        assert!(!check(&[h("Connection", "keep-alive")], 1).unwrap().close_requested);
+    fn content_length_rules() {
+        assert_eq!(body(&[h("Content-Length", "12")]).unwrap(), BodyKind::Length(12));
+        assert_eq!(body(&[h("Content-Length", "0")]).unwrap(), BodyKind::None);
+        for bad in ["", " 12", "+12", "-1", "1 2", "0x10", "12a"] {
+            assert!(matches!(body(&[h("Content-Length", bad)]), Err(ApiError::BadContentLength)), "{bad:?}");
+        }
+        let twice = [h("content-length", "1"), h("Content-Length", "1")];
+        assert!(matches!(body(&twice), Err(ApiError::BadContentLength)));
+        assert!(matches!(body(&[h("Content-Length", "101")]), Err(ApiError::BodyTooLarge(100))));
+        assert!(matches!(body(&[h("Content-Length", "99999999999999999999999")]), Err(ApiError::BodyTooLarge(_))));
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        assert_eq!(body(&[h("Transfer-Encoding", "chunked")]).unwrap(), BodyKind::Chunked);
+        assert_eq!(body(&[h("Transfer-Encoding", " Chunked ")]).unwrap(), BodyKind::Chunked);
+        assert!(matches!(body(&[h("Transfer-Encoding", "gzip, chunked")]), Err(ApiError::UnsupportedTransferEncoding)));
+        assert!(matches!(body(&[h("Transfer-Encoding", "chunked, gzip")]), Err(ApiError::Malformed(_))));
+        let twice = [h("Transfer-Encoding", "chunked"), h("Transfer-Encoding", "chunked")];
+        assert!(matches!(body(&twice), Err(ApiError::Malformed(_))));
+        let both = [h("Transfer-Encoding", "chunked"), h("Content-Length", "3")];
+        assert!(matches!(body(&both), Err(ApiError::Malformed(_))));
+        assert!(matches!(check(&[h("Transfer-Encoding", "chunked")], 100, true), Err(ApiError::Malformed(_))));
+        assert!(matches!(body(&[h("Transfer-Encoding", "")]), Err(ApiError::Malformed(_))));
+    }
+
+    #[test]
+    fn connection_and_expect() {
+        assert!(check(&[h("Connection", "keep-alive, Close")], 1, false).unwrap().close_requested);
+        assert!(!check(&[h("Connection", "keep-alive")], 1, false).unwrap().close_requested);
+        let f = check(&[h("Expect", "100-Continue"), h("Content-Length", "5")], 10, false).unwrap();
+        assert!(f.expect_continue);
+        let f = check(&[h("Expect", "100-continue")], 10, false).unwrap();
+        assert!(!f.expect_continue, "no body: nothing to wait for");
+        assert!(matches!(check(&[h("Expect", "x")], 10, false), Err(ApiError::UnsupportedExpectation)));
+        assert!(check(&[h("Expect", "x")], 10, true).is_ok(), "HTTP/1.0 ignores Expect");
     }
 }

@@ -1,16 +1,18 @@
 //! `GET /orders` with bounded memory.
 //!
 //! The seed's bare `GET /orders` returns every order, so a response grows
-//! with the store (a 40,000-order list is ~5 MB). Building such a body per
-//! request, for hundreds of requests in flight, held gigabytes. Instead the
-//! list is read from the store in chunks of [`CHUNK_DOCS`] (each chunk its
-//! own short read, in `_id` order, resuming after the last id): a list that
-//! fits in `buffer_limit` bytes is answered normally (keep-alive), a larger
-//! one is streamed with chunked transfer encoding and the connection closed
-//! after it. A streamed list is not one snapshot: an order created or
-//! deleted while it streams may or may not appear, as with a MongoDB cursor.
-//! A store failure after the head was sent aborts the connection, so the
-//! client sees a truncated body, never a wrong one.
+//! with the store (a 40,000-order list is ~5 MB), and orders may be large
+//! (up to `max_body_size` each). The list is read from the store in short
+//! reads, each bounded both by [`CHUNK_DOCS`] documents and by the room
+//! left in the current chunk of `buffer_limit` bytes (at least one document
+//! per read), in `_id` order, resuming after the last id. A list that fits
+//! in `buffer_limit` is answered as one response; a longer one is streamed
+//! with chunked transfer encoding, one chunk of about `buffer_limit` bytes
+//! at a time, each written before the next is read, and the connection
+//! stays open after it. A streamed list is not one snapshot: an order
+//! created or deleted while it streams may or may not appear, as with a
+//! MongoDB cursor. A store failure after the head was sent aborts the
+//! connection, so the client sees a truncated body, never a wrong one.
 
 use std::io;
 
@@ -20,19 +22,17 @@ use super::response::{ApiError, Reply};
 use crate::orders::ListQuery;
 use crate::store::Store;
 
-/// Documents read from the store per chunk.
+/// Most documents read from the store at once.
 pub const CHUNK_DOCS: usize = 1000;
 
-/// Where a streamed list goes (the connection's socket).
+/// Where a streamed list goes (the connection).
 pub trait ChunkSink {
-    /// Sends the response head (200, chunked, `Connection: close`).
+    /// Sends the response head (200, chunked).
     fn start(&mut self) -> io::Result<()>;
     /// Sends one chunk.
     fn chunk(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Sends the last chunk and closes the write side.
+    /// Ends the body (the last, empty chunk).
     fn finish(&mut self) -> io::Result<()>;
-    /// Drops the connection (the body stays visibly incomplete).
-    fn abort(&mut self);
 }
 
 /// How the list was answered.
@@ -40,8 +40,11 @@ pub trait ChunkSink {
 pub enum ListReply {
     /// Small enough: a normal response to send.
     Buffered(Reply),
-    /// Already streamed to the sink (the connection is closing).
+    /// Streamed to the sink, complete.
     Streamed,
+    /// The stream broke off after its head (a store or socket failure):
+    /// the connection must be closed, leaving the body visibly incomplete.
+    Aborted,
 }
 
 /// Answers a list query, streaming it once the body passes `buffer_limit`.
@@ -50,12 +53,13 @@ pub fn respond(store: &dyn Store, query: &ListQuery, buffer_limit: usize, sink: 
     let mut body = b"{\"orders\":[".to_vec();
     let (mut count, mut after, mut streaming) = (0usize, query.after, false);
     loop {
-        let page = match store.list(&ListQuery { after, limit: Some(CHUNK_DOCS.min(want - count)) }) {
+        let read = ListQuery { after, limit: Some(CHUNK_DOCS.min(want - count)) };
+        let room = buffer_limit.saturating_sub(body.len()).max(1);
+        let page = match store.list(&read, room) {
             Ok(page) => page,
             Err(e) if streaming => {
                 log::warn!("store error while streaming a list: {e}");
-                sink.abort();
-                return Ok(ListReply::Streamed);
+                return Ok(ListReply::Aborted);
             }
             Err(e) => return Err(e.into()),
         };
@@ -73,24 +77,17 @@ pub fn respond(store: &dyn Store, query: &ListQuery, buffer_limit: usize, sink: 
             if !streaming {
                 return Ok(ListReply::Buffered(Reply::ok(body)));
             }
-            let sent = sink.chunk(&body).and_then(|_| sink.finish());
-            if sent.is_err() {
-                sink.abort();
-            }
-            return Ok(ListReply::Streamed);
+            return Ok(match sink.chunk(&body).and_then(|()| sink.finish()) {
+                Ok(()) => ListReply::Streamed,
+                Err(_) => ListReply::Aborted,
+            });
         }
         after = page.next;
-        if !streaming && body.len() > buffer_limit {
+        if body.len() >= buffer_limit {
+            let sent = if streaming { Ok(()) } else { sink.start() };
             streaming = true;
-            if sink.start().is_err() {
-                sink.abort();
-                return Ok(ListReply::Streamed);
-            }
-        }
-        if streaming {
-            if sink.chunk(&body).is_err() {
-                sink.abort();
-                return Ok(ListReply::Streamed);
+            if sent.and_then(|()| sink.chunk(&body)).is_err() {
+                return Ok(ListReply::Aborted);
             }
             body.clear();
         }
@@ -116,8 +113,8 @@ mod tests {
     use crate::store::{Doc, Page, StoreError};
     use std::sync::Mutex;
 
-    /// A store of `n` small documents with ids 1..=n.
-    struct Numbers(u32, Mutex<usize>);
+    /// A store of `n` documents with ids 1..=n, padded with `pad` bytes.
+    struct Numbers(u32, Mutex<usize>, usize);
 
     fn id(i: u32) -> ObjectId {
         let mut b = [0u8; 12];
@@ -129,12 +126,21 @@ mod tests {
         fn get(&self, _: &ObjectId) -> Result<Option<Doc>, StoreError> {
             unimplemented!()
         }
-        fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        fn list(&self, q: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
             *self.1.lock().unwrap() += 1;
             let start = q.after.map(|a| u32::from_be_bytes(a.bytes()[8..].try_into().unwrap())).unwrap_or(0) + 1;
             let limit = q.limit.unwrap() as u32;
-            let end = (start + limit - 1).min(self.0);
-            let docs = (start..=end).map(|i| Doc(format!("{{\"n\":{i}}}").into_bytes())).collect();
+            let mut end = (start + limit - 1).min(self.0);
+            let (mut docs, mut bytes) = (Vec::new(), 0);
+            for i in start..=end {
+                let doc = Doc(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(self.2)).into_bytes());
+                bytes += doc.0.len();
+                docs.push(doc);
+                if bytes >= max_bytes {
+                    end = i;
+                    break;
+                }
+            }
             Ok(Page { docs, next: (end < self.0).then(|| id(end)) })
         }
         fn create(&self, _: Fields) -> Result<Doc, StoreError> {
@@ -168,7 +174,6 @@ mod tests {
             self.finished = true;
             Ok(())
         }
-        fn abort(&mut self) {}
     }
 
     fn parse(bytes: &[u8]) -> serde_json::Value {
@@ -177,7 +182,7 @@ mod tests {
 
     #[test]
     fn small_lists_are_buffered() {
-        let store = Numbers(10, Mutex::new(0));
+        let store = Numbers(10, Mutex::new(0), 0);
         let mut sink = Sink::default();
         let r = respond(&store, &ListQuery::default(), 1 << 20, &mut sink).unwrap();
         let ListReply::Buffered(reply) = r else { panic!("streamed") };
@@ -187,25 +192,38 @@ mod tests {
 
     #[test]
     fn large_lists_stream_in_chunks_and_stay_valid_json() {
-        let store = Numbers(3500, Mutex::new(0));
+        let store = Numbers(3500, Mutex::new(0), 0);
         let mut sink = Sink::default();
         let r = respond(&store, &ListQuery::default(), 4096, &mut sink).unwrap();
         assert!(matches!(r, ListReply::Streamed));
         assert!(sink.started && sink.finished);
         assert!(sink.chunks.len() >= 4, "{} chunks", sink.chunks.len());
-        assert!(sink.chunks.iter().all(|c| c.len() < CHUNK_DOCS * 20), "bounded chunks");
+        // The room left in a chunk bounds the documents' bytes; commas add one per document.
+        assert!(sink.chunks.iter().all(|c| c.len() < 4096 * 11 / 10), "chunks bounded by bytes");
         let whole: Vec<u8> = sink.chunks.concat();
         let v = parse(&whole);
         let orders = v["orders"].as_array().unwrap();
         assert_eq!(orders.len(), 3500);
         assert_eq!(orders[3499]["n"], 3500);
         assert!(v.get("next").is_none());
-        assert_eq!(*store.1.lock().unwrap(), 4, "one store read per chunk");
+    }
+
+    #[test]
+    fn large_documents_are_read_and_sent_a_few_at_a_time() {
+        // 300 documents of ~100 KB against a 256 KB buffer: no read and no
+        // chunk holds more than about one buffer, whatever the count.
+        let store = Numbers(300, Mutex::new(0), 100_000);
+        let mut sink = Sink::default();
+        let r = respond(&store, &ListQuery::default(), 256 * 1024, &mut sink).unwrap();
+        assert!(matches!(r, ListReply::Streamed));
+        assert!(sink.chunks.iter().all(|c| c.len() <= 256 * 1024 + 100_100), "{:?}", sink.chunks.iter().map(Vec::len).max());
+        assert!(*store.1.lock().unwrap() >= 100, "many small reads");
+        assert_eq!(parse(&sink.chunks.concat())["orders"].as_array().unwrap().len(), 300);
     }
 
     #[test]
     fn a_paged_stream_stops_at_the_limit_with_next() {
-        let store = Numbers(5000, Mutex::new(0));
+        let store = Numbers(5000, Mutex::new(0), 0);
         let mut sink = Sink::default();
         let q = ListQuery { limit: Some(2500), after: None };
         respond(&store, &q, 4096, &mut sink).unwrap();

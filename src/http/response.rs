@@ -1,37 +1,59 @@
 //! Responses: the [`Reply`] a handler produces, the one place where errors
-//! become HTTP statuses ([`ApiError::status`]), and the raw encoding used
-//! when a connection must be closed after the response.
+//! become HTTP statuses ([`ApiError::status`]), and the one encoder that
+//! turns a reply into bytes on the wire ([`encode`], [`encode_chunked_head`]).
+//! Every response carries the same `Server` header and standard reason
+//! phrases.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::orders::OrderError;
 use crate::store::StoreError;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_HEADER: &str = "Retry-After: 1";
+/// The `Server` header of every response.
+const SERVER_HEADER: &str = "Server: orders-server";
 /// The content type of every response.
-pub const CONTENT_TYPE_HEADER: &str = "Content-Type: application/json";
+const CONTENT_TYPE_HEADER: &str = "Content-Type: application/json";
+/// The interim response to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// An HTTP status with its reason phrase.
+/// An HTTP status, with its status line (code and standard reason phrase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
-    pub code: usize,
-    pub reason: &'static str,
+    /// The numeric code.
+    pub code: u16,
+    /// `HTTP/1.1 <code> <reason>\r\n`.
+    line: &'static str,
 }
 
 /// Statuses the server sends.
 pub mod status {
     use super::Status;
-    pub const OK: Status = Status { code: 200, reason: "OK" };
-    pub const BAD_REQUEST: Status = Status { code: 400, reason: "Bad Request" };
-    pub const NOT_FOUND: Status = Status { code: 404, reason: "Not Found" };
-    pub const METHOD_NOT_ALLOWED: Status = Status { code: 405, reason: "Method Not Allowed" };
-    pub const PAYLOAD_TOO_LARGE: Status = Status { code: 413, reason: "Payload Too Large" };
-    pub const URI_TOO_LONG: Status = Status { code: 414, reason: "URI Too Long" };
-    pub const HEADERS_TOO_LARGE: Status = Status { code: 431, reason: "Request Header Fields Too Large" };
-    pub const NOT_IMPLEMENTED: Status = Status { code: 501, reason: "Not Implemented" };
-    pub const SERVICE_UNAVAILABLE: Status = Status { code: 503, reason: "Service Unavailable" };
+
+    macro_rules! statuses {
+        ($($name:ident = $code:literal $reason:literal;)*) => {
+            $(pub const $name: Status = Status { code: $code, line: concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n") };)*
+        };
+    }
+
+    statuses! {
+        OK = 200 "OK";
+        BAD_REQUEST = 400 "Bad Request";
+        NOT_FOUND = 404 "Not Found";
+        METHOD_NOT_ALLOWED = 405 "Method Not Allowed";
+        REQUEST_TIMEOUT = 408 "Request Timeout";
+        PAYLOAD_TOO_LARGE = 413 "Payload Too Large";
+        URI_TOO_LONG = 414 "URI Too Long";
+        EXPECTATION_FAILED = 417 "Expectation Failed";
+        HEADERS_TOO_LARGE = 431 "Request Header Fields Too Large";
+        INTERNAL_SERVER_ERROR = 500 "Internal Server Error";
+        NOT_IMPLEMENTED = 501 "Not Implemented";
+        SERVICE_UNAVAILABLE = 503 "Service Unavailable";
+        VERSION_NOT_SUPPORTED = 505 "HTTP Version Not Supported";
+    }
 }
 
 /// Everything that turns into an error response.
@@ -45,14 +67,22 @@ pub enum ApiError {
     NoRoute,
     /// Known path, other method; carries the `Allow` header line.
     MethodNotAllowed(&'static str),
-    /// Content-Length above `max_body_size`.
+    /// The request is not HTTP/1.x as the RFCs define it; says what is wrong.
+    Malformed(&'static str),
+    /// An HTTP version other than 1.0 and 1.1.
+    VersionNotSupported,
+    /// Content-Length above `max_body_size` (or a chunked body growing past it).
     BodyTooLarge(u64),
     /// Content-Length unusable (not digits, or repeated).
     BadContentLength,
     /// The body ended before Content-Length bytes arrived.
     IncompleteBody,
-    /// A Transfer-Encoding header (chunked bodies are not supported).
-    TransferEncoding,
+    /// A Transfer-Encoding other than `chunked`.
+    UnsupportedTransferEncoding,
+    /// An `Expect` other than `100-continue`.
+    UnsupportedExpectation,
+    /// The client took longer than `client_timeout` to send its request.
+    ClientTimeout,
     /// The store could not answer.
     Store(StoreError),
     /// The request line is longer than `limit_request_line`.
@@ -61,38 +91,52 @@ pub enum ApiError {
     TooManyHeaders(usize),
     /// A header line longer than `limit_request_field_size`.
     HeaderTooLong(usize),
+    /// The whole head is longer than the engine buffers.
+    HeadTooLarge(usize),
     /// The worker holds `worker_connections` connections already.
     TooManyConnections,
+    /// The worker's request-body memory (`max_buffered_body_bytes`) stayed
+    /// full for too long.
+    BodyMemoryFull,
+    /// A handler panicked: a bug, never the client's mistake.
+    Internal,
 }
 
 impl ApiError {
     /// The HTTP status of this error: the single mapping of errors to statuses.
     pub fn status(&self) -> Status {
         match self {
-            ApiError::Order(_) | ApiError::BadContentLength | ApiError::IncompleteBody => status::BAD_REQUEST,
+            ApiError::Order(_) | ApiError::BadContentLength | ApiError::IncompleteBody | ApiError::Malformed(_) => {
+                status::BAD_REQUEST
+            }
             ApiError::OrderNotFound | ApiError::NoRoute => status::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => status::METHOD_NOT_ALLOWED,
+            ApiError::ClientTimeout => status::REQUEST_TIMEOUT,
             ApiError::BodyTooLarge(_) => status::PAYLOAD_TOO_LARGE,
-            ApiError::TransferEncoding => status::NOT_IMPLEMENTED,
-            ApiError::Store(_) | ApiError::TooManyConnections => status::SERVICE_UNAVAILABLE,
             ApiError::RequestLineTooLong(_) => status::URI_TOO_LONG,
-            ApiError::TooManyHeaders(_) | ApiError::HeaderTooLong(_) => status::HEADERS_TOO_LARGE,
+            ApiError::UnsupportedExpectation => status::EXPECTATION_FAILED,
+            ApiError::TooManyHeaders(_) | ApiError::HeaderTooLong(_) | ApiError::HeadTooLarge(_) => {
+                status::HEADERS_TOO_LARGE
+            }
+            ApiError::Internal => status::INTERNAL_SERVER_ERROR,
+            ApiError::UnsupportedTransferEncoding => status::NOT_IMPLEMENTED,
+            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull => {
+                status::SERVICE_UNAVAILABLE
+            }
+            ApiError::VersionNotSupported => status::VERSION_NOT_SUPPORTED,
         }
     }
 
-    /// Whether the connection must be closed after this error (framing
-    /// errors: the rest of the bytes cannot be trusted or are not read).
+    /// Whether the connection must be closed after this error: the rest of
+    /// the bytes cannot be trusted (framing errors), or were not read.
     pub fn closes_connection(&self) -> bool {
-        matches!(
+        !matches!(
             self,
-            ApiError::BodyTooLarge(_)
-                | ApiError::BadContentLength
-                | ApiError::IncompleteBody
-                | ApiError::TransferEncoding
-                | ApiError::RequestLineTooLong(_)
-                | ApiError::TooManyHeaders(_)
-                | ApiError::HeaderTooLong(_)
-                | ApiError::TooManyConnections
+            ApiError::Order(_)
+                | ApiError::OrderNotFound
+                | ApiError::NoRoute
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::Store(_)
         )
     }
 }
@@ -104,16 +148,25 @@ impl fmt::Display for ApiError {
             ApiError::OrderNotFound => f.write_str("Order not found"),
             ApiError::NoRoute => f.write_str("Not found"),
             ApiError::MethodNotAllowed(_) => f.write_str("Method not allowed"),
+            ApiError::Malformed(what) => write!(f, "Malformed request: {what}"),
+            ApiError::VersionNotSupported => f.write_str("Only HTTP/1.0 and HTTP/1.1 are supported"),
             ApiError::BodyTooLarge(limit) => write!(f, "Request body is larger than {limit} bytes"),
             ApiError::BadContentLength => f.write_str("Invalid Content-Length header"),
             ApiError::IncompleteBody => f.write_str("Request body is shorter than its Content-Length"),
-            ApiError::TransferEncoding => f.write_str("Transfer-Encoding is not supported; send a Content-Length"),
+            ApiError::UnsupportedTransferEncoding => {
+                f.write_str("Only the chunked Transfer-Encoding is supported")
+            }
+            ApiError::UnsupportedExpectation => f.write_str("Only Expect: 100-continue is supported"),
+            ApiError::ClientTimeout => f.write_str("Request not received in time"),
             // Never the store's own text: it may hold internals.
             ApiError::Store(_) => f.write_str("Service temporarily unavailable, retry later"),
             ApiError::RequestLineTooLong(n) => write!(f, "Request line is longer than {n} bytes"),
             ApiError::TooManyHeaders(n) => write!(f, "Request has more than {n} headers"),
             ApiError::HeaderTooLong(n) => write!(f, "A request header is longer than {n} bytes"),
+            ApiError::HeadTooLarge(n) => write!(f, "Request head is longer than {n} bytes"),
             ApiError::TooManyConnections => f.write_str("Server busy: too many connections, retry later"),
+            ApiError::BodyMemoryFull => f.write_str("Server busy: too many request bodies in flight, retry later"),
+            ApiError::Internal => f.write_str("Internal server error"),
         }
     }
 }
@@ -140,19 +193,19 @@ pub struct Reply {
     pub headers: Vec<&'static str>,
     /// Close the connection after this response.
     pub close: bool,
-    /// The response was already written to the socket (a streamed list).
-    pub already_sent: bool,
+    /// The response was already written as a chunked stream (a long list).
+    pub streamed: bool,
 }
 
 impl Reply {
     /// A 200 with this JSON body.
     pub fn ok(body: Vec<u8>) -> Reply {
-        Reply { status: status::OK, body, headers: Vec::new(), close: false, already_sent: false }
+        Reply { status: status::OK, body, headers: Vec::new(), close: false, streamed: false }
     }
 
-    /// Marks a response that was streamed to the socket already.
+    /// Marks a response that the handler has already streamed.
     pub fn streamed() -> Reply {
-        Reply { status: status::OK, body: Vec::new(), headers: Vec::new(), close: true, already_sent: true }
+        Reply { streamed: true, ..Reply::ok(Vec::new()) }
     }
 
     /// The error's status, `{"message": ...}` body and headers.
@@ -162,11 +215,13 @@ impl Reply {
             body: message_body(&e.to_string()),
             headers: Vec::new(),
             close: e.closes_connection(),
-            already_sent: false,
+            streamed: false,
         };
         match e {
             ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
-            ApiError::Store(_) | ApiError::TooManyConnections => reply.headers.push(RETRY_AFTER_HEADER),
+            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull => {
+                reply.headers.push(RETRY_AFTER_HEADER)
+            }
             _ => {}
         }
         reply
@@ -178,34 +233,128 @@ pub fn message_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "message": message })).expect("a JSON object always serializes")
 }
 
-/// Status line, Server, Date and Content-Type lines of a response written
-/// by the server itself (not by may_minihttp).
-fn head_start(out: &mut Vec<u8>, status: Status) {
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status.code, status.reason).as_bytes());
-    out.extend_from_slice(format!("Server: orders-server\r\nDate: {date}\r\n").as_bytes());
+/// Appends the whole response (head and body) to `out`.
+pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
+    head_start(out, reply.status, &reply.headers, close);
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, reply.body.len());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&reply.body);
+}
+
+/// Appends the head of a 200 whose body follows in chunks.
+pub fn encode_chunked_head(close: bool, out: &mut Vec<u8>) {
+    head_start(out, status::OK, &[], close);
+    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+}
+
+/// Status line, Server, Date, Content-Type, extra headers and Connection.
+fn head_start(out: &mut Vec<u8>, status: Status, headers: &[&str], close: bool) {
+    out.extend_from_slice(status.line.as_bytes());
+    out.extend_from_slice(SERVER_HEADER.as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    push_date(out);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(CONTENT_TYPE_HEADER.as_bytes());
-}
-
-/// The head of a streamed 200 (chunked, then the connection closes).
-pub fn encode_chunked_head() -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    head_start(&mut out, status::OK);
-    out.extend_from_slice(b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-    out
-}
-
-/// The whole response as bytes, with `Connection: close`, for a connection
-/// that is closed after it (may_minihttp cannot close after a response).
-pub fn encode_closing(reply: &Reply) -> Vec<u8> {
-    let mut out = Vec::with_capacity(reply.body.len() + 256);
-    head_start(&mut out, reply.status);
-    out.extend_from_slice(format!("\r\nContent-Length: {}\r\nConnection: close\r\n", reply.body.len()).as_bytes());
-    for h in &reply.headers {
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&reply.body);
-    out
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Length of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+const DATE_LEN: usize = 29;
+
+thread_local! {
+    /// The Date header value of the current second, per scheduler thread:
+    /// formatting a date costs more than the rest of a small response head.
+    static DATE: RefCell<(u64, [u8; DATE_LEN])> = const { RefCell::new((u64::MAX, [0; DATE_LEN])) };
+}
+
+/// Appends the current time as an HTTP date.
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == DATE_LEN {
+                cached.1.copy_from_slice(text.as_bytes());
+                cached.0 = secs;
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&cached.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_have_one_server_header_and_standard_reasons() {
+        let mut out = Vec::new();
+        encode(&Reply::ok(b"{}".to_vec()), false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: orders-server\r\nDate: "), "{text}");
+        assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"), "{text}");
+        assert!(!text.contains("Connection"));
+
+        let mut out = Vec::new();
+        encode(&Reply::error(&ApiError::TooManyConnections), true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
+        assert!(text.contains("\r\nRetry-After: 1\r\nConnection: close\r\n"), "{text}");
+        assert_eq!(status::VERSION_NOT_SUPPORTED.line, "HTTP/1.1 505 HTTP Version Not Supported\r\n");
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0usize, 7, 10, 12345, usize::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx_and_the_rest_5xx() {
+        let client = [
+            ApiError::Malformed("x"),
+            ApiError::BadContentLength,
+            ApiError::BodyTooLarge(1),
+            ApiError::ClientTimeout,
+            ApiError::HeadTooLarge(1),
+            ApiError::UnsupportedExpectation,
+        ];
+        for e in client {
+            assert!((400..500).contains(&e.status().code), "{e:?}");
+            assert!(e.closes_connection(), "{e:?}");
+        }
+        assert!(!ApiError::OrderNotFound.closes_connection());
+        assert_eq!(ApiError::VersionNotSupported.status().code, 505);
+    }
 }

@@ -23,7 +23,7 @@ pub struct ListLimits {
 }
 
 /// A request, routed and with its arguments parsed (all owned, so the
-/// request can be consumed to read its body afterwards).
+/// connection's buffer can be consumed to read the body afterwards).
 #[derive(Debug)]
 pub enum Route {
     List(ListQuery),
@@ -67,7 +67,8 @@ fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
 
 /// Runs a routed request against the store. A list larger than
 /// `buffer_limit` bytes is streamed to `sink` (see `list`); the reply then
-/// says it was sent already.
+/// says it was sent already (and, if the stream broke off, that the
+/// connection must close).
 pub fn handle(
     store: &dyn Store,
     route: Route,
@@ -79,6 +80,7 @@ pub fn handle(
         Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {
             ListReply::Buffered(reply) => Ok(reply),
             ListReply::Streamed => Ok(Reply::streamed()),
+            ListReply::Aborted => Ok(Reply { close: true, ..Reply::streamed() }),
         },
         Route::Get(id) => {
             let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;

@@ -132,7 +132,7 @@ impl Store for Embedded {
         Ok(doc.map(|bytes| Doc(bytes.to_vec())))
     }
 
-    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+    fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
         let rtxn = self.env.read_txn().map_err(unavailable)?;
         let after = query.after.map(|id| id.bytes());
         let lower = match &after {
@@ -143,14 +143,16 @@ impl Store for Embedded {
         let mut page = Page::default();
         let limit = query.limit.unwrap_or(usize::MAX);
         let mut last_key: Option<[u8; 12]> = None;
+        let mut bytes = 0;
         for item in self.orders.range(&rtxn, &range).map_err(unavailable)? {
             let (key, value) = item.map_err(unavailable)?;
-            if page.docs.len() == limit {
+            if page.docs.len() == limit || bytes >= max_bytes {
                 // One document beyond the page: more follow.
                 page.next = last_key.map(ObjectId::from_bytes);
                 break;
             }
             last_key = key.try_into().ok();
+            bytes += value.len();
             page.docs.push(Doc(value.to_vec()));
         }
         Ok(page)

@@ -23,8 +23,9 @@ pub struct Doc(pub Vec<u8>);
 pub struct Page {
     /// The documents of this page.
     pub docs: Vec<Doc>,
-    /// When the query had a `limit` and more documents follow: the id of
-    /// the last document here, to pass as `after`.
+    /// When more documents follow (the page stopped at the query's `limit`
+    /// or at `max_bytes`): the id of the last document here, to pass as
+    /// `after`.
     pub next: Option<ObjectId>,
 }
 
@@ -58,8 +59,11 @@ impl std::error::Error for StoreError {}
 pub trait Store: Send + Sync {
     /// The document with this id, if any.
     fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError>;
-    /// Documents in `_id` order after `query.after`, at most `query.limit`.
-    fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    /// Documents in `_id` order after `query.after`: at most `query.limit`
+    /// of them, and no more once their bytes reach `max_bytes` (at least
+    /// one is returned when any follows), so one read stays bounded in
+    /// memory whatever the documents' sizes.
+    fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError>;
     /// Stores a new document with the given fields and a new `_id`,
     /// answering only once it is durable.
     fn create(&self, fields: Fields) -> Result<Doc, StoreError>;

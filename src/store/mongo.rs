@@ -109,39 +109,33 @@ impl Store for Mongo {
         Ok(found.map(render))
     }
 
-    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+    fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
         let orders = self.orders.clone();
         let filter = match query.after {
             Some(after) => doc! { "_id": { "$gt": after } },
             None => doc! {},
         };
-        // Look one document ahead to know whether more follow.
-        let fetch = query.limit.map(|n| n as i64 + 1);
-        let docs = self.run(async move {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let (docs, more) = self.run(async move {
             let mut find = orders.find(filter).sort(doc! { "_id": 1 }).batch_size(LIST_BATCH_SIZE);
-            if let Some(n) = fetch {
-                find = find.limit(n);
+            if limit != usize::MAX {
+                // Look one document ahead to know whether more follow.
+                find = find.limit(limit as i64 + 1);
             }
             let mut cursor = find.await?;
-            let mut docs = Vec::new();
+            let (mut docs, mut bytes) = (Vec::new(), 0);
             while cursor.advance().await? {
+                if docs.len() == limit || bytes >= max_bytes {
+                    // One document beyond the page: more follow.
+                    return Ok((docs, true));
+                }
+                bytes += cursor.current().as_bytes().len();
                 docs.push(cursor.deserialize_current()?);
             }
-            Ok(docs)
+            Ok((docs, false))
         })?;
-        let mut page = Page::default();
-        let limit = query.limit.unwrap_or(usize::MAX);
-        let mut last_id = None;
-        for (i, d) in docs.into_iter().enumerate() {
-            if i == limit {
-                // One document beyond the page: more follow.
-                page.next = last_id;
-                break;
-            }
-            last_id = d.get_object_id("_id").ok();
-            page.docs.push(render(d));
-        }
-        Ok(page)
+        let next = if more { docs.last().and_then(|d| d.get_object_id("_id").ok()) } else { None };
+        Ok(Page { docs: docs.into_iter().map(render).collect(), next })
     }
 
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {

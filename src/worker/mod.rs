@@ -1,7 +1,7 @@
 //! A worker process: configures may after fork, binds the shared address
-//! with SO_REUSEPORT (inside may_minihttp's `start`), drops privileges,
-//! opens the store, tells the master it serves, then watches its signals,
-//! its connections (idle, slow) and its request count.
+//! with SO_REUSEPORT, drops privileges, opens the store, starts listening
+//! and accepting (`http::server`), tells the master it serves, then
+//! watches its signals, its connections (idle, slow) and its request count.
 //!
 //! Phases: Starting -> Serving -> Draining -> Exited. TERM drains: the
 //! listener closes (the kernel sends new connections to the other
@@ -16,16 +16,16 @@ use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use may_minihttp::HttpServiceFactory;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{Backend, Config};
 use crate::http::connections::SweepPolicy;
+use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
-use crate::http::{App, Factory, HttpLimits, ServerState, TEST_HOOKS_ENV};
+use crate::http::{server, App, HttpLimits, ServerState, TEST_HOOKS_ENV};
 use crate::master::heartbeat::Beat;
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
@@ -77,39 +77,39 @@ pub fn run(spec: Spec<'_>) -> i32 {
     let mut status = File::from(status);
     enter(Phase::Starting);
     configure_may(config);
-    let app = Arc::new(App {
-        store: OnceLock::new(),
-        limits: limits(config),
-        state: ServerState::default(),
-        test_hooks: test_hooks(),
-    });
-    let server = match Factory::new(app.clone()).start(addr) {
-        Ok(handle) => handle,
+    log_panics();
+    let bound = match server::bind(addr) {
+        Ok(bound) => bound,
+        Err(e) => {
+            log::error!("cannot bind {addr}: {e}");
+            return EXIT_BOOT_FAILURE;
+        }
+    };
+    if let Err(e) = privileges::drop_to(config.user.as_deref(), config.group.as_deref()) {
+        log::error!("{e}");
+        return EXIT_BOOT_FAILURE;
+    }
+    let test_hooks = test_hooks();
+    if test_hooks && config.data_dir.join(FAIL_BOOT_FILE).exists() {
+        log::error!("test hook: {FAIL_BOOT_FILE} exists in data_dir: failing at boot");
+        return EXIT_BOOT_FAILURE;
+    }
+    let store = match open_store(config) {
+        Ok(store) => store,
+        Err(e) => {
+            log::error!("cannot open the store ({}): {e}", describe_backend(config));
+            return EXIT_BOOT_FAILURE;
+        }
+    };
+    let limits = limits(config, test_hooks);
+    let app = Arc::new(App { store, limits, state: ServerState::new(&limits) });
+    let acceptor = match bound.serve(config.backlog, app.clone()) {
+        Ok(acceptor) => acceptor,
         Err(e) => {
             log::error!("cannot listen on {addr}: {e}");
             return EXIT_BOOT_FAILURE;
         }
     };
-    if let Err(e) = privileges::raise_backlog(addr, config.backlog) {
-        log::warn!("cannot raise the accept backlog to {}: {e}", config.backlog);
-    }
-    if let Err(e) = privileges::drop_to(config.user.as_deref(), config.group.as_deref()) {
-        log::error!("{e}");
-        return EXIT_BOOT_FAILURE;
-    }
-    if app.test_hooks && config.data_dir.join(FAIL_BOOT_FILE).exists() {
-        log::error!("test hook: {FAIL_BOOT_FILE} exists in data_dir: failing at boot");
-        return EXIT_BOOT_FAILURE;
-    }
-    match open_store(config) {
-        Ok(store) => {
-            let _ = app.store.set(store);
-        }
-        Err(e) => {
-            log::error!("cannot open the store ({}): {e}", describe_backend(config));
-            return EXIT_BOOT_FAILURE;
-        }
-    }
     start_heartbeat(beat);
     if let Err(e) = status.write_all(&[READY_BYTE]) {
         log::error!("cannot report readiness to the master: {e}");
@@ -121,9 +121,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
     if graceful {
         enter(Phase::Draining);
         log::info!("draining ({} connections open)", app.state.registry.len());
-        // SAFETY: cancelling the accept coroutine only closes the listener;
-        // it holds no lock and the connections are separate coroutines.
-        unsafe { server.coroutine().cancel() };
+        acceptor.stop();
         app.state.start_draining();
         drain(config, &app.state);
     }
@@ -133,7 +131,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
         if graceful { "graceful" } else { "fast" },
         app.state.requests(),
     );
-    if let Some(stats) = app.store.get().and_then(|s| s.stats()) {
+    if let Some(stats) = app.store.stats() {
         log::info!("store: {stats}");
     }
     0
@@ -247,17 +245,36 @@ fn start_heartbeat(beat: Beat) {
     });
 }
 
-fn limits(config: &Config) -> HttpLimits {
+fn limits(config: &Config, test_hooks: bool) -> HttpLimits {
     HttpLimits {
-        max_body_size: config.max_body_size,
-        close_after_response_bytes: config.close_after_response_bytes,
-        list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
-        limit_request_line: config.limit_request_line,
-        limit_request_fields: config.limit_request_fields,
-        limit_request_field_size: config.limit_request_field_size,
+        head: HeadLimits {
+            line: config.limit_request_line,
+            fields: config.limit_request_fields,
+            field_size: config.limit_request_field_size,
+            max_body: config.max_body_size,
+            list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
+            test_hooks,
+        },
+        response_buffer: config.response_buffer_size,
         worker_connections: config.worker_connections,
+        max_buffered_body_bytes: config.max_buffered_body_bytes,
         max_requests: max_requests_with_jitter(config),
     }
+}
+
+/// Panics are bugs: log them as one line through the logger (a panic in
+/// a handler costs its request a 500, never the worker).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        log::error!("panic{place}: {message}");
+    }));
 }
 
 /// max_requests plus a random share of the jitter, so workers started
