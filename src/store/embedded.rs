@@ -11,8 +11,8 @@
 //! closed before any yield. Writes go to one writer thread per worker, which
 //! takes the first queued operation, drains what else is queued, applies all
 //! in one transaction (each in a nested transaction, so one failure is
-//! isolated), commits once with fsync, then wakes each waiting coroutine with
-//! its own result (group commit). Ids are assigned inside the transaction,
+//! isolated), commits once with fsync, then hands every result back in one
+//! batch (`reply`), which wakes each waiting coroutine (group commit). Ids are assigned inside the transaction,
 //! strictly above the high-water mark: key order is commit order across all
 //! workers.
 
@@ -28,6 +28,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn, WithoutTls};
 use serde_json::Value;
 
+use super::reply::{Courier, Replies, ReplyTo};
 use super::{render_new, Doc, Page, Store, StoreError};
 use crate::orders::{Fields, ListQuery};
 
@@ -56,7 +57,7 @@ enum WriteResult {
 
 struct WriteOp {
     kind: WriteKind,
-    reply: may::sync::mpsc::Sender<Result<WriteResult, StoreError>>,
+    reply: ReplyTo<WriteResult>,
 }
 
 /// Counters of the writer, for the log and the benchmarks.
@@ -73,7 +74,7 @@ pub struct Embedded {
     env: &'static Env<WithoutTls>,
     orders: Db,
     writer: std_mpsc::Sender<WriteOp>,
-    timeout: Duration,
+    replies: Replies<WriteResult>,
     stats: Arc<WriterStats>,
 }
 
@@ -104,24 +105,23 @@ impl Embedded {
             .unwrap_commit();
         let (tx, rx) = std_mpsc::channel();
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer { env, orders, meta, stats: stats.clone() };
+        let (replies, courier) = Replies::new(timeout);
+        let writer = Writer { env, orders, meta, stats: stats.clone(), courier };
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
-        Ok(Embedded { env, orders, writer: tx, timeout, stats })
+        Ok(Embedded { env, orders, writer: tx, replies, stats })
     }
 
+    /// Hands a write to the writer thread and waits for its commit (or
+    /// the store's deadline).
     fn write(&self, kind: WriteKind) -> Result<WriteResult, StoreError> {
-        let (reply, result) = may::sync::mpsc::channel();
+        let (reply, answer) = self.replies.call();
         self.writer
             .send(WriteOp { kind, reply })
             .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
-        match result.recv_timeout(self.timeout) {
-            Ok(r) => r,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Timeout),
-            Err(_) => Err(StoreError::Unavailable("writer thread stopped".into())),
-        }
+        answer.wait()
     }
 }
 
@@ -193,6 +193,7 @@ struct Writer {
     orders: Db,
     meta: Db,
     stats: Arc<WriterStats>,
+    courier: Courier<WriteResult>,
 }
 
 impl Writer {
@@ -207,10 +208,7 @@ impl Writer {
                 }
             }
             let results = self.apply(&mut batch);
-            for (op, result) in batch.into_iter().zip(results) {
-                // A coroutine that gave up waiting has dropped its receiver.
-                let _ = op.reply.send(result);
-            }
+            self.courier.deliver(batch.into_iter().map(|op| op.reply).zip(results).collect());
         }
     }
 

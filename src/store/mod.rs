@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod mongo;
+pub mod reply;
 
 use std::fmt;
 
