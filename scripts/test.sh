@@ -37,6 +37,17 @@ fi
 
 # nginx and sysctl live in sbin, which a non-login root shell may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
+# The test-only fault routes (src/faults.rs) are compiled in for the tests
+# and never into a release build.
+FEATURES=orders-server/test-hooks
 # The loadtest crate's tests start the server binary: build it first.
-cargo build --locked --bin orders-server
-cargo test --locked --workspace --all-targets "$@"
+cargo build --locked --features "$FEATURES" --bin orders-server
+cargo test --locked --workspace --all-targets --features "$FEATURES" "$@"
+
+# A release build carries none of the test hooks.
+cargo build --locked --release --bin orders-server
+if grep -q -a '/__test/' target/release/orders-server; then
+  echo "target/release/orders-server contains the test hooks" >&2
+  exit 1
+fi
+echo "release build: no test hooks"

@@ -6,9 +6,11 @@
 //! Modules, one concern each: [`config`] (settings), [`master`] (fork,
 //! supervise, signals), [`worker`] (serving), [`http`] (routing, framing,
 //! responses), [`orders`] (domain, validation), [`store`] (backends),
-//! [`logging`], [`tuning`] (the `check` command).
+//! [`logging`], [`tuning`] (the `check` command), [`faults`] (test-only,
+//! behind the `test-hooks` feature).
 
 pub mod config;
+pub mod faults;
 pub mod http;
 pub mod logging;
 pub mod master;

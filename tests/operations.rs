@@ -122,12 +122,13 @@ fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let args: Vec<String> = ["-w", "2", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string()).collect();
     let args = args.into_iter().chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let s = Server::spawn(args, &[], &data);
     let id = s.create("kept");
     let before = s.worker_pids();
     std::fs::write(data.join(".test-fail-boot"), "").unwrap();
@@ -143,12 +144,13 @@ fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_hung_worker_is_killed_and_replaced_within_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let args = ["-w", "2", "-b", "127.0.0.1:0", "--timeout", "2", "--data-dir"].iter().map(|s| s.to_string());
     let args = args.chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let s = Server::spawn(args, &[], &data);
     let before = s.worker_pids();
     let mut hung = s.connect();
     hung.send_raw(b"GET /__test/hang HTTP/1.1\r\nHost: x\r\n\r\n");

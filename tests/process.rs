@@ -201,12 +201,13 @@ fn fast_stop_exits_zero() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_panic_costs_one_connection_not_a_worker() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string());
     let args: Vec<String> = args.chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[("ORDERS_TEST_HOOKS", "1")], &data);
+    let s = Server::spawn(args, &[], &data);
     let pids = s.worker_pids();
     let mut c = s.connect();
     c.send_raw(b"GET /__test/panic HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -29,7 +29,8 @@ use super::body::Body;
 use super::connections::{ConnState, Phase, Registration};
 use super::framing::{BodyKind, Framing};
 use super::list::ChunkSink;
-use super::request::{self, Head, TestHook};
+use super::request::{self, Head};
+use crate::faults::{self, Fault};
 use super::response::{self, ApiError, Reply, CONTINUE};
 use super::routes::{self, Route};
 use super::App;
@@ -114,7 +115,7 @@ impl<'a> Connection<'a> {
         self.input.consume(head.len);
         self.state().set(Phase::Busy);
         self.app.state.count_request();
-        let Head { http10, framing, route, test_hook, .. } = head;
+        let Head { http10, framing, route, fault, .. } = head;
         let close = http10 || framing.close_requested || self.app.state.is_draining();
         if framing.expect_continue {
             // Refused before the body is sent: it is never read.
@@ -123,7 +124,7 @@ impl<'a> Connection<'a> {
             }
         }
         let body = self.read_body(&framing)?;
-        let reply = self.handle(route, test_hook, body.as_slice(), close);
+        let reply = self.handle(route, fault, body.as_slice(), close);
         drop(body);
         if !reply.streamed {
             response::encode(&reply, close || reply.close, &mut self.output);
@@ -136,7 +137,7 @@ impl<'a> Connection<'a> {
 
     /// Runs the handler; a panic in it becomes a 500 (or, mid-stream, a
     /// closed connection) and costs nothing else.
-    fn handle(&mut self, route: Result<Route, ApiError>, hook: Option<TestHook>, body: &[u8], close: bool) -> Reply {
+    fn handle(&mut self, route: Result<Route, ApiError>, fault: Option<Fault>, body: &[u8], close: bool) -> Reply {
         let app = self.app;
         let mut sink = Sink {
             io: &mut self.io,
@@ -146,8 +147,8 @@ impl<'a> Connection<'a> {
             started: false,
         };
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(hook) = hook {
-                run_test_hook(hook);
+            if let Some(fault) = fault {
+                faults::run(fault);
             }
             route.and_then(|r| routes::handle(app.store.as_ref(), r, body, app.limits.response_buffer, &mut sink))
         }));
@@ -479,15 +480,6 @@ impl ChunkSink for Sink<'_> {
     fn finish(&mut self) -> io::Result<()> {
         self.output.extend_from_slice(b"0\r\n\r\n");
         Ok(())
-    }
-}
-
-/// Test-only faults: a panic must cost one request, never the worker; a
-/// blocked scheduler thread is a hung worker, which the master replaces.
-fn run_test_hook(hook: TestHook) {
-    match hook {
-        TestHook::Panic => panic!("test hook: panic in a handler"),
-        TestHook::Hang => std::thread::sleep(Duration::from_secs(60)),
     }
 }
 

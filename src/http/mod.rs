@@ -94,6 +94,3 @@ pub struct App {
     /// Lifecycle state.
     pub state: ServerState,
 }
-
-/// Env var that enables the test-only routes. Never set it in production.
-pub const TEST_HOOKS_ENV: &str = "ORDERS_TEST_HOOKS";

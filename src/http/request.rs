@@ -13,6 +13,7 @@ use httparse::{Header, ParserConfig, Status};
 use super::framing::{self, Framing};
 use super::response::ApiError;
 use super::routes::{self, ListLimits, Route};
+use crate::faults::{self, Fault};
 
 /// The longest request head (request line and headers) a connection
 /// buffers, whatever the per-line limits allow: 64 KiB (nginx allows 32).
@@ -33,17 +34,6 @@ pub struct HeadLimits {
     pub max_body: u64,
     /// Pagination limits, for routing.
     pub list: ListLimits,
-    /// Recognise the test-only fault routes.
-    pub test_hooks: bool,
-}
-
-/// A test-only fault, requested by path when test hooks are on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestHook {
-    /// `/__test/panic`: the handler panics.
-    Panic,
-    /// `/__test/hang`: the scheduler thread blocks for a minute.
-    Hang,
 }
 
 /// A complete, checked request head.
@@ -57,8 +47,8 @@ pub struct Head {
     pub framing: Framing,
     /// Where the request goes, or why it goes nowhere.
     pub route: Result<Route, ApiError>,
-    /// A test-only fault to run.
-    pub test_hook: Option<TestHook>,
+    /// A test-only fault to run (`faults`).
+    pub fault: Option<Fault>,
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -90,7 +80,7 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
                 http10,
                 framing,
                 route: routes::route(method, path, &limits.list),
-                test_hook: if limits.test_hooks { test_hook(path) } else { None },
+                fault: faults::for_path(path),
             }))
         }
         Ok(Status::Partial) => check_partial(buf, limits).map(|()| None),
@@ -178,14 +168,6 @@ fn origin_form(target: &str) -> &str {
     }
 }
 
-fn test_hook(path: &str) -> Option<TestHook> {
-    match path {
-        "/__test/panic" => Some(TestHook::Panic),
-        "/__test/hang" => Some(TestHook::Hang),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +179,6 @@ mod tests {
         field_size: 40,
         max_body: 1000,
         list: ListLimits { max_page_size: 10, cap_unpaged_list: false },
-        test_hooks: false,
     };
 
     fn parse_str(s: &str) -> Result<Option<Head>, ApiError> {

@@ -25,7 +25,7 @@ use crate::config::{Backend, Config};
 use crate::http::connections::SweepPolicy;
 use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
-use crate::http::{server, App, HttpLimits, ServerState, TEST_HOOKS_ENV};
+use crate::http::{server, App, HttpLimits, ServerState};
 use crate::master::heartbeat::Beat;
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
@@ -44,9 +44,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// While draining, a connection idle this long is closed (a client that
 /// keeps sending is answered with `Connection: close` instead).
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
-/// With test hooks on, a file of this name in data_dir makes workers fail
-/// at boot (to test a reload whose new generation cannot start).
-pub const FAIL_BOOT_FILE: &str = ".test-fail-boot";
 /// How often the heartbeat coroutine beats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -89,9 +86,8 @@ pub fn run(spec: Spec<'_>) -> i32 {
         log::error!("{e}");
         return EXIT_BOOT_FAILURE;
     }
-    let test_hooks = test_hooks();
-    if test_hooks && config.data_dir.join(FAIL_BOOT_FILE).exists() {
-        log::error!("test hook: {FAIL_BOOT_FILE} exists in data_dir: failing at boot");
+    if crate::faults::boot_must_fail(&config.data_dir) {
+        log::error!("test hook: failing at boot");
         return EXIT_BOOT_FAILURE;
     }
     let store = match open_store(config) {
@@ -101,7 +97,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
             return EXIT_BOOT_FAILURE;
         }
     };
-    let limits = limits(config, test_hooks);
+    let limits = limits(config);
     let app = Arc::new(App { store, limits, state: ServerState::new(&limits) });
     let acceptor = match bound.serve(config.backlog, app.clone()) {
         Ok(acceptor) => acceptor,
@@ -245,7 +241,7 @@ fn start_heartbeat(beat: Beat) {
     });
 }
 
-fn limits(config: &Config, test_hooks: bool) -> HttpLimits {
+fn limits(config: &Config) -> HttpLimits {
     HttpLimits {
         head: HeadLimits {
             line: config.limit_request_line,
@@ -253,7 +249,6 @@ fn limits(config: &Config, test_hooks: bool) -> HttpLimits {
             field_size: config.limit_request_field_size,
             max_body: config.max_body_size,
             list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
-            test_hooks,
         },
         response_buffer: config.response_buffer_size,
         worker_connections: config.worker_connections,
@@ -291,14 +286,6 @@ fn max_requests_with_jitter(config: &Config) -> u64 {
         0
     };
     config.max_requests + jitter
-}
-
-fn test_hooks() -> bool {
-    let on = std::env::var(TEST_HOOKS_ENV).is_ok_and(|v| v == "1");
-    if on {
-        log::warn!("test hooks enabled ({TEST_HOOKS_ENV}=1): never in production");
-    }
-    on
 }
 
 fn open_store(config: &Config) -> Result<Box<dyn Store>, StoreError> {

@@ -1,0 +1,61 @@
+//! Test-only faults, compiled in only with the `test-hooks` cargo feature
+//! (the test command enables it; a release build contains none of this:
+//! `strings target/release/orders-server | grep __test` finds nothing).
+//!
+//! - `GET /__test/panic`: the handler panics (a panic must cost one
+//!   request a 500, never the worker);
+//! - `GET /__test/hang`: the scheduler thread blocks for a minute (a hung
+//!   worker, which the master's heartbeat check replaces);
+//! - a file named `.test-fail-boot` in `data_dir`: workers fail at boot (a
+//!   reload whose new generation cannot start).
+
+use std::path::Path;
+use std::time::Duration;
+
+/// A fault a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Panic in the handler.
+    Panic,
+    /// Block the scheduler thread.
+    Hang,
+}
+
+/// How long a hang blocks the scheduler thread.
+const HANG: Duration = Duration::from_secs(60);
+
+/// The fault a request path asks for, if any.
+#[cfg(feature = "test-hooks")]
+pub fn for_path(path: &str) -> Option<Fault> {
+    match path {
+        "/__test/panic" => Some(Fault::Panic),
+        "/__test/hang" => Some(Fault::Hang),
+        _ => None,
+    }
+}
+
+/// Without the `test-hooks` feature no path asks for a fault.
+#[cfg(not(feature = "test-hooks"))]
+pub fn for_path(_path: &str) -> Option<Fault> {
+    None
+}
+
+/// Whether workers must fail at boot.
+#[cfg(feature = "test-hooks")]
+pub fn boot_must_fail(data_dir: &Path) -> bool {
+    data_dir.join(".test-fail-boot").exists()
+}
+
+/// Without the `test-hooks` feature workers never fail on purpose.
+#[cfg(not(feature = "test-hooks"))]
+pub fn boot_must_fail(_data_dir: &Path) -> bool {
+    false
+}
+
+/// Runs the fault.
+pub fn run(fault: Fault) {
+    match fault {
+        Fault::Panic => panic!("test hook: panic in a handler"),
+        Fault::Hang => std::thread::sleep(HANG),
+    }
+}
