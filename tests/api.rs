@@ -1,4 +1,4 @@
-//! The API contract (shared/api-contract.md) over real HTTP against the real
+//! The API contract (docs/api.md) over real HTTP against the real
 //! binary: CRUD, pagination, ordering, errors, connection rules, durability.
 
 mod support;
