@@ -4,7 +4,6 @@
 //!
 //! Every setting is documented once, in `conf/orders-server.toml`.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -271,29 +270,20 @@ pub struct FileConfig {
 }
 
 /// A setting that cannot be used, named for the operator.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    ReadFile(PathBuf, std::io::Error),
-    /// The config file is not valid TOML or has an unknown key.
+    #[error("config file {}", .0.display())]
+    ReadFile(PathBuf, #[source] std::io::Error),
+    /// The config file is not valid TOML or has an unknown key. The TOML
+    /// error's short message is kept (its full form quotes the file over
+    /// several lines; errors are one line).
+    #[error("config file {}: {}", .0.display(), .1.trim().replace('\n', " "))]
     ParseFile(PathBuf, String),
     /// A setting has a value outside its range.
+    #[error("setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::ReadFile(p, e) => write!(f, "config file {}: {e}", p.display()),
-            ConfigError::ParseFile(p, e) => {
-                write!(f, "config file {}: {}", p.display(), e.trim().replace('\n', " "))
-            }
-            ConfigError::Invalid { name, reason } => write!(f, "setting {name}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }

@@ -1,9 +1,10 @@
 //! The `orders-server` binary: parse the configuration, start logging, run
-//! the master (or `check` the kernel's tuning), map errors to exit codes
-//! (2: unusable setting, 3: workers cannot start, 1: anything else).
+//! the master (or `check` the kernel's tuning), and turn an error into its
+//! exit status (`exit`).
 
 use clap::Parser;
 use orders_server::config::{Cli, Command, Config};
+use orders_server::exit::{self, Error};
 use orders_server::{logging, master, tuning};
 
 fn main() {
@@ -11,19 +12,26 @@ fn main() {
     if let Some(Command::Check { proc_sys }) = &cli.command {
         std::process::exit(tuning::run(proc_sys));
     }
-    let config = match Config::load(cli.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("orders-server: {e}");
-            std::process::exit(2);
+    match run(cli) {
+        Ok(()) => {}
+        Err(e @ Error::Master(_)) => {
+            log::error!("{}", exit::chain(&e));
+            std::process::exit(e.status());
         }
-    };
-    if let Err(e) = logging::init(config.log_level, &format!("master {}", std::process::id()), config.log_file.as_deref()) {
-        eprintln!("orders-server: log_file {}: {e}", config.log_file.as_deref().unwrap_or_else(|| std::path::Path::new("")).display());
-        std::process::exit(2);
+        // Logging may not have started: straight to stderr.
+        Err(e) => {
+            eprintln!("orders-server: {}", exit::chain(&e));
+            std::process::exit(e.status());
+        }
     }
-    if let Err(e) = master::run(config, cli) {
-        log::error!("{e}");
-        std::process::exit(e.exit_code());
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let config = Config::load(cli.clone())?;
+    let role = format!("master {}", std::process::id());
+    if let Err(e) = logging::init(config.log_level, &role, config.log_file.as_deref()) {
+        return Err(Error::LogFile(config.log_file.clone().unwrap_or_default(), e));
     }
+    master::run(config, cli)?;
+    Ok(())
 }

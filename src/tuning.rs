@@ -77,13 +77,13 @@ pub fn run(proc_sys: &Path) -> i32 {
     }
     if diffs.is_empty() {
         println!("all {total} kernel settings match tuning/sysctl.d/99-orders-server.conf");
-        0
+        crate::exit::SUCCESS
     } else {
         println!(
             "{} of {total} kernel settings differ; install tuning/sysctl.d/99-orders-server.conf in /etc/sysctl.d/ and run `sysctl --system`",
             diffs.len()
         );
-        1
+        crate::exit::CHECK_FOUND
     }
 }
 

@@ -7,31 +7,21 @@
 //! SO_REUSEPORT socket (never listening) to learn a concrete port, keeps it
 //! open, and hands that port to every worker.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Socket, Type};
 
 /// Why the address cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// Another process holds the address.
+    #[error("bind {0}: address already in use (is another server running?)")]
     InUse(SocketAddr),
     /// Binding failed otherwise (not a local address, no permission...).
-    Bind(SocketAddr, io::Error),
+    #[error("bind {0}")]
+    Bind(SocketAddr, #[source] io::Error),
 }
-
-impl fmt::Display for ListenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenError::InUse(a) => write!(f, "bind {a}: address already in use (is another server running?)"),
-            ListenError::Bind(a, e) => write!(f, "bind {a}: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ListenError {}
 
 /// A reserved address: the concrete port, held for the master's lifetime.
 pub struct Reservation {

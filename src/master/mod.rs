@@ -15,7 +15,6 @@ pub mod supervisor;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -30,47 +29,36 @@ use crate::worker;
 use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
 use signals::{PipeSignals, Signal, SignalSource, HANDLED};
-use supervisor::{Action, Event, Generation, Pid, StopKind, Supervisor};
+use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor};
 
 /// Longest the master sleeps between checks when no timer is due.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
-/// Why the master stopped with an error.
-#[derive(Debug)]
+/// Why the master stopped with an error (`exit` maps each to a status).
+#[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     /// The data directory cannot be created or written.
-    DataDir(PathBuf, io::Error),
+    #[error("data_dir {}", .0.display())]
+    DataDir(PathBuf, #[source] io::Error),
     /// The address cannot be used.
-    Listen(ListenError),
-    /// Start-up failed otherwise (signals, user, pid file, shared memory).
-    Setup(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The serving user or group cannot be used.
+    #[error("user")]
+    User(#[from] worker::privileges::PrivilegeError),
+    /// The shared memory of the heartbeats cannot be mapped.
+    #[error("shared memory for heartbeats")]
+    Heartbeats(#[source] io::Error),
+    /// The signal handlers cannot be installed.
+    #[error("signal handlers")]
+    Signals(#[source] io::Error),
+    /// The pid file cannot be written.
+    #[error("pid file {}", .0.display())]
+    PidFile(PathBuf, #[source] io::Error),
     /// Workers kept dying at start-up.
-    GaveUp(String),
+    #[error("workers failed to start {failures} times in a row; giving up (see the worker errors above)")]
+    GaveUp { failures: u32 },
 }
-
-impl MasterError {
-    /// The process exit status for this error: 2 for an unusable setting
-    /// (before any fork), 3 when workers cannot start, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            MasterError::DataDir(..) | MasterError::Listen(_) | MasterError::Setup(_) => 2,
-            MasterError::GaveUp(_) => worker::EXIT_BOOT_FAILURE,
-        }
-    }
-}
-
-impl fmt::Display for MasterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MasterError::DataDir(p, e) => write!(f, "data_dir {}: {e}", p.display()),
-            MasterError::Listen(e) => e.fmt(f),
-            MasterError::Setup(why) => f.write_str(why),
-            MasterError::GaveUp(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for MasterError {}
 
 /// Runs the server: returns when the master stops. `cli` is kept to
 /// re-resolve the configuration on reload (SIGHUP).
@@ -85,15 +73,15 @@ pub fn run(mut config: Config, cli: Cli) -> Result<(), MasterError> {
     warn_about_cli_password(&config);
     raise_nofile(config.rlimit_nofile);
     let owner = match &config.user {
-        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref()).map_err(|e| MasterError::Setup(e.to_string()))?),
+        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref())?),
         None => None,
     };
     if let Backend::Embedded = config.backend {
         prepare_data_dir(&config.data_dir, owner)?;
     }
-    let reservation = listener::reserve(config.bind, upgrade.is_none()).map_err(MasterError::Listen)?;
-    let heartbeats = Heartbeats::new().map_err(|e| MasterError::Setup(format!("shared memory for heartbeats: {e}")))?;
-    let mut signals = PipeSignals::install().map_err(|e| MasterError::Setup(format!("signal handlers: {e}")))?;
+    let reservation = listener::reserve(config.bind, upgrade.is_none())?;
+    let heartbeats = Heartbeats::new().map_err(MasterError::Heartbeats)?;
+    let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
     if let Some(pid) = &config.pid {
         write_pid_file(pid)?;
     }
@@ -163,13 +151,11 @@ impl Master {
         loop {
             while let Some(action) = queue.pop_front() {
                 match action {
-                    Action::Exit { code: 0, .. } => {
+                    Action::Exit(Outcome::Stopped) => {
                         log::info!("stopped");
                         return Ok(());
                     }
-                    Action::Exit { reason, .. } => {
-                        return Err(MasterError::GaveUp(reason.unwrap_or_else(|| "workers failed".into())))
-                    }
+                    Action::Exit(Outcome::GaveUp { failures }) => return Err(MasterError::GaveUp { failures }),
                     other => queue.extend(self.execute(other, &mut sup, signals)),
                 }
             }
@@ -280,7 +266,7 @@ impl Master {
                 notify::ready();
                 Vec::new()
             }
-            Action::Exit { .. } => unreachable!("handled by the loop"),
+            Action::Exit(_) => unreachable!("handled by the loop"),
         }
     }
 
@@ -440,7 +426,9 @@ impl Master {
                 become_worker(master_pid, &format!("worker {slot} gen {generation}"), &inherited);
                 let config = self.config(generation);
                 let spec = worker::Spec { config, addr: self.reservation.addr, status: status_write, beat };
-                std::process::exit(worker::run(spec));
+                // Never unwind from the child into the master's frames.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
+                std::process::exit(crate::exit::of_worker(outcome));
             }
             Ok(ForkResult::Parent { child }) => {
                 signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
@@ -541,7 +529,7 @@ fn prepare_data_dir(dir: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gi
 
 fn write_pid_file(path: &Path) -> Result<(), MasterError> {
     std::fs::write(path, format!("{}\n", std::process::id()))
-        .map_err(|e| MasterError::Setup(format!("pid file {}: {e}", path.display())))
+        .map_err(|e| MasterError::PidFile(path.to_path_buf(), e))
 }
 
 /// Removes the pid file if it still names this process (after a binary

@@ -74,8 +74,17 @@ pub enum Action {
     /// A new worker died before serving: the new generation is stopped and
     /// the old one keeps serving.
     ReloadFailed { generation: Generation },
-    /// Exit the master with this status.
-    Exit { code: i32, reason: Option<String> },
+    /// Exit the master.
+    Exit(Outcome),
+}
+
+/// How the master ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped by a signal, every worker gone.
+    Stopped,
+    /// Workers failed to start this many times in a row.
+    GaveUp { failures: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +102,7 @@ enum Phase {
     /// A new generation is starting beside `from`.
     Reloading { from: Generation },
     /// Stopping every worker; kill what remains at the deadline.
-    Stopping { deadline: Instant, code: i32 },
+    Stopping { deadline: Instant, outcome: Outcome },
 }
 
 /// The master's state.
@@ -108,7 +117,6 @@ pub struct Supervisor {
     announced: bool,
     phase: Phase,
     graceful_timeout: Duration,
-    give_up_reason: Option<String>,
 }
 
 impl Supervisor {
@@ -123,7 +131,6 @@ impl Supervisor {
             announced: false,
             phase: Phase::Running,
             graceful_timeout,
-            give_up_reason: None,
         };
         let spawns = s.spawn_all();
         (s, spawns)
@@ -184,7 +191,7 @@ impl Supervisor {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::Reload { workers, graceful_timeout } => self.on_reload(workers, graceful_timeout),
-            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.graceful_timeout, 0),
+            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.graceful_timeout, Outcome::Stopped),
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
             Event::WorkerStale(pid) => self.on_stale(pid),
@@ -195,8 +202,8 @@ impl Supervisor {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
         match signal {
-            Signal::GracefulStop => self.stop(StopKind::Graceful, now + self.graceful_timeout, 0),
-            Signal::FastStop => self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, 0),
+            Signal::GracefulStop => self.stop(StopKind::Graceful, now + self.graceful_timeout, Outcome::Stopped),
+            Signal::FastStop => self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, Outcome::Stopped),
             Signal::ScaleUp if self.phase == Phase::Running => {
                 self.target += 1;
                 vec![Action::Spawn { slot: self.target - 1, generation: self.generation }]
@@ -284,7 +291,7 @@ impl Supervisor {
         let Some(worker) = self.workers.remove(&pid) else { return Vec::new() };
         let _ = clean;
         match self.phase {
-            Phase::Stopping { code, .. } => return self.exit_if_done(code),
+            Phase::Stopping { outcome, .. } => return self.exit_if_done(outcome),
             Phase::Reloading { from } if worker.generation == self.generation && !worker.ready => {
                 return self.abandon_reload(from);
             }
@@ -319,11 +326,8 @@ impl Supervisor {
     fn boot_failed(&mut self, slot: usize, now: Instant) -> Vec<Action> {
         self.boot_failures += 1;
         if self.boot_failures >= MAX_BOOT_FAILURES {
-            self.give_up_reason = Some(format!(
-                "workers failed to start {} times in a row; giving up (see the worker errors above)",
-                self.boot_failures
-            ));
-            return self.stop(StopKind::Graceful, now + self.graceful_timeout, 3);
+            let outcome = Outcome::GaveUp { failures: self.boot_failures };
+            return self.stop(StopKind::Graceful, now + self.graceful_timeout, outcome);
         }
         let factor = 1u32 << (self.boot_failures - 1).min(16);
         let delay = BOOT_BACKOFF_BASE.saturating_mul(factor).min(BOOT_BACKOFF_MAX);
@@ -346,22 +350,22 @@ impl Supervisor {
         }
     }
 
-    fn stop(&mut self, how: StopKind, deadline: Instant, code: i32) -> Vec<Action> {
-        let (deadline, code) = match self.phase {
+    fn stop(&mut self, how: StopKind, deadline: Instant, outcome: Outcome) -> Vec<Action> {
+        let (deadline, outcome) = match self.phase {
             // A second stop signal can only hurry the first.
-            Phase::Stopping { deadline: old, code } => (old.min(deadline), code),
-            _ => (deadline, code),
+            Phase::Stopping { deadline: old, outcome } => (old.min(deadline), outcome),
+            _ => (deadline, outcome),
         };
-        self.phase = Phase::Stopping { deadline, code };
+        self.phase = Phase::Stopping { deadline, outcome };
         self.pending.clear();
         let mut actions: Vec<Action> = self.workers.keys().map(|&pid| Action::Stop { pid, how }).collect();
-        actions.extend(self.exit_if_done(code));
+        actions.extend(self.exit_if_done(outcome));
         actions
     }
 
-    fn exit_if_done(&mut self, code: i32) -> Vec<Action> {
+    fn exit_if_done(&mut self, outcome: Outcome) -> Vec<Action> {
         if self.workers.is_empty() {
-            return vec![Action::Exit { code, reason: self.give_up_reason.clone() }];
+            return vec![Action::Exit(outcome)];
         }
         Vec::new()
     }
@@ -429,7 +433,7 @@ mod tests {
             s.spawned(0, 1, pid);
         }
         let a = s.handle(Event::WorkerExited { pid, clean: false }, now);
-        assert!(matches!(a.as_slice(), [Action::Exit { code: 3, reason: Some(_) }]), "{a:?}");
+        assert_eq!(a, vec![Action::Exit(Outcome::GaveUp { failures: MAX_BOOT_FAILURES })]);
     }
 
     #[test]
@@ -440,7 +444,7 @@ mod tests {
         assert!(a.iter().all(|x| matches!(x, Action::Stop { how: StopKind::Graceful, .. })));
         assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty());
         let a = s.handle(Event::WorkerExited { pid: 101, clean: true }, now);
-        assert_eq!(a, vec![Action::Exit { code: 0, reason: None }]);
+        assert_eq!(a, vec![Action::Exit(Outcome::Stopped)]);
     }
 
     #[test]
@@ -528,6 +532,6 @@ mod tests {
     fn upgrade_ready_retires_everything_and_exits_zero() {
         let (mut s, now) = serving(1);
         assert_eq!(s.handle(Event::UpgradeReady, now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
-        assert_eq!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now), vec![Action::Exit { code: 0, reason: None }]);
+        assert_eq!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now), vec![Action::Exit(Outcome::Stopped)]);
     }
 }

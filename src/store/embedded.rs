@@ -110,7 +110,7 @@ impl Embedded {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+            .map_err(StoreError::unavailable)?;
         Ok(Embedded { env, orders, writer: tx, replies, stats })
     }
 
@@ -120,7 +120,7 @@ impl Embedded {
         let (reply, answer) = self.replies.call();
         self.writer
             .send(WriteOp { kind, reply })
-            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+            .map_err(|_| StoreError::unavailable_because("writer thread stopped"))?;
         answer.wait()
     }
 }
@@ -280,7 +280,7 @@ impl Writer {
             Some(bytes) => {
                 let bytes: [u8; 12] = bytes
                     .try_into()
-                    .map_err(|_| StoreError::Unavailable("corrupt id high-water mark".into()))?;
+                    .map_err(|_| StoreError::unavailable_because("corrupt id high-water mark"))?;
                 Ok(ObjectId::from_bytes(bytes))
             }
             None => Ok(ObjectId::from_bytes([0; 12])),
@@ -311,7 +311,7 @@ fn pad16(b: [u8; 12]) -> [u8; 16] {
 /// Sets `fields` on a stored document, keeping every other field as stored.
 fn apply_patch(stored: &[u8], fields: &mut Fields) -> Result<Doc, StoreError> {
     let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(stored)
-        .map_err(|e| StoreError::Unavailable(format!("stored document is not a JSON object: {e}")))?;
+        .map_err(StoreError::unavailable)?;
     for (k, v) in std::mem::take(fields) {
         doc.insert(k, v);
     }
@@ -326,7 +326,7 @@ fn map_err(e: heed::Error) -> StoreError {
 }
 
 fn unavailable(e: heed::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e)
 }
 
 #[cfg(test)]

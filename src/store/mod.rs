@@ -9,7 +9,9 @@ pub mod embedded;
 pub mod mongo;
 pub mod reply;
 
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use bson::oid::ObjectId;
 
@@ -30,29 +32,63 @@ pub struct Page {
     pub next: Option<ObjectId>,
 }
 
-/// Why a store could not answer. Each is a 503 to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a store could not answer. Each is a 503 to the client; the cause
+/// is for the log only.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// The operation did not finish before its deadline (it may still
     /// complete: a create that timed out may have been committed).
+    #[error("store operation timed out")]
     Timeout,
-    /// The store is unreachable or failing; the text is for the log only.
-    Unavailable(String),
+    /// The store is unreachable or failing.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Cause),
     /// The store is full (LMDB map size reached).
+    #[error("store is full (raise map_size)")]
     Full,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Timeout => f.write_str("store operation timed out"),
-            StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
-            StoreError::Full => f.write_str("store is full (raise map_size)"),
-        }
+impl StoreError {
+    /// Unavailable because of `cause`.
+    pub fn unavailable(cause: impl Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Unavailable(Cause(Arc::new(cause)))
+    }
+
+    /// Unavailable, for a reason with no error value of its own.
+    pub fn unavailable_because(why: impl Into<String>) -> StoreError {
+        StoreError::Unavailable(Cause(Arc::new(Reason(why.into()))))
     }
 }
 
-impl std::error::Error for StoreError {}
+/// The error behind an unavailable store, shared by every operation of a
+/// failed batch (hence `Arc`).
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn Error + Send + Sync>);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Error for Cause {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two causes are the same when they say the same (for tests).
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+/// A reason given as text: a state found wrong, or an error whose own
+/// text had to be redacted (a MongoDB error may quote the URI's password).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Reason(String);
 
 /// The operations behind the five endpoints. Implementations are shared by
 /// every coroutine of a worker and must never block a scheduler thread for

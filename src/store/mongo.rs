@@ -61,12 +61,12 @@ impl Mongo {
             .thread_name("mongo-driver")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the tokio runtime: {e}")))?;
+            .map_err(StoreError::unavailable)?;
         let password = mongodb::options::ConnectionString::parse(&target.uri)
             .ok()
             .and_then(|c| c.credential)
             .and_then(|c| c.password);
-        let redact = |e: mongodb::error::Error| StoreError::Unavailable(redact(&e.to_string(), password.as_deref()));
+        let redact = |e: mongodb::error::Error| StoreError::unavailable_because(redact(&e.to_string(), password.as_deref()));
         let client = runtime.block_on(async {
             let mut options = ClientOptions::parse(&target.uri).await.map_err(redact)?;
             options.server_selection_timeout.get_or_insert(timeout);
@@ -95,7 +95,7 @@ impl Mongo {
         });
         match rx.recv_timeout(timeout + REPLY_GRACE) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(Some(e))) => Err(StoreError::Unavailable(redact(&e.to_string(), self.password.as_deref()))),
+            Ok(Err(Some(e))) => Err(StoreError::unavailable_because(redact(&e.to_string(), self.password.as_deref()))),
             Ok(Err(None)) | Err(_) => Err(StoreError::Timeout),
         }
     }

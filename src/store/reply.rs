@@ -97,7 +97,7 @@ impl<T> Awaiting<T> {
     /// The answer, or `Timeout` past the deadline (the work may still be
     /// done later: a create that timed out may yet be committed).
     pub fn wait(self) -> Answer<T> {
-        self.answer.recv().unwrap_or_else(|_| Err(StoreError::Unavailable("store thread stopped".into())))
+        self.answer.recv().unwrap_or_else(|_| Err(StoreError::unavailable_because("store thread stopped")))
     }
 }
 

@@ -31,8 +31,6 @@ use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
 use crate::store::{Store, StoreError};
 
-/// Exit status of a worker that could not start (as gunicorn's).
-pub const EXIT_BOOT_FAILURE: i32 = 3;
 /// Status byte: the worker serves.
 pub const READY_BYTE: u8 = b'R';
 /// Status byte: the worker reached max_requests and asks to be replaced.
@@ -68,49 +66,47 @@ pub struct Spec<'a> {
     pub beat: Beat,
 }
 
-/// Runs a worker; returns its exit status.
-pub fn run(spec: Spec<'_>) -> i32 {
+/// Why a worker could not start (`exit` maps it to the exit status).
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The address cannot be bound.
+    #[error("cannot bind {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// The configured user cannot be served as.
+    #[error("cannot serve as the configured user")]
+    Privileges(#[from] privileges::PrivilegeError),
+    /// A test asked for it (`faults`).
+    #[error("test hook: failing at boot")]
+    TestHook,
+    /// The store cannot be opened.
+    #[error("cannot open the store ({0})")]
+    Store(String, #[source] StoreError),
+    /// The bound socket cannot listen.
+    #[error("cannot listen on {0}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    /// The master cannot be told.
+    #[error("cannot report readiness to the master")]
+    Report(#[source] std::io::Error),
+}
+
+/// Runs a worker until it is stopped.
+pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     let Spec { config, addr, status, beat } = spec;
     let mut status = File::from(status);
     enter(Phase::Starting);
     configure_may(config);
     log_panics();
-    let bound = match server::bind(addr) {
-        Ok(bound) => bound,
-        Err(e) => {
-            log::error!("cannot bind {addr}: {e}");
-            return EXIT_BOOT_FAILURE;
-        }
-    };
-    if let Err(e) = privileges::drop_to(config.user.as_deref(), config.group.as_deref()) {
-        log::error!("{e}");
-        return EXIT_BOOT_FAILURE;
-    }
+    let bound = server::bind(addr).map_err(|e| BootError::Bind(addr, e))?;
+    privileges::drop_to(config.user.as_deref(), config.group.as_deref())?;
     if crate::faults::boot_must_fail(&config.data_dir) {
-        log::error!("test hook: failing at boot");
-        return EXIT_BOOT_FAILURE;
+        return Err(BootError::TestHook);
     }
-    let store = match open_store(config) {
-        Ok(store) => store,
-        Err(e) => {
-            log::error!("cannot open the store ({}): {e}", describe_backend(config));
-            return EXIT_BOOT_FAILURE;
-        }
-    };
+    let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
     let limits = limits(config);
     let app = Arc::new(App { store, limits, state: ServerState::new(&limits) });
-    let acceptor = match bound.serve(config.backlog, app.clone()) {
-        Ok(acceptor) => acceptor,
-        Err(e) => {
-            log::error!("cannot listen on {addr}: {e}");
-            return EXIT_BOOT_FAILURE;
-        }
-    };
+    let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
     start_heartbeat(beat);
-    if let Err(e) = status.write_all(&[READY_BYTE]) {
-        log::error!("cannot report readiness to the master: {e}");
-        return EXIT_BOOT_FAILURE;
-    }
+    status.write_all(&[READY_BYTE]).map_err(BootError::Report)?;
     enter(Phase::Serving);
     log::info!("serving on {addr}");
     let graceful = serve_until_stopped(config, &app.state, app.limits.max_requests, &mut status);
@@ -130,7 +126,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
     if let Some(stats) = app.store.stats() {
         log::info!("store: {stats}");
     }
-    0
+    Ok(())
 }
 
 /// Waits for a stop signal while sweeping connections and watching the

@@ -5,34 +5,30 @@
 //! as the master's user (root, for port 80) and only then becomes the
 //! unprivileged user.
 
-use std::fmt;
+use nix::errno::Errno;
+use nix::unistd::{Gid, Group, Uid, User};
 
-use nix::unistd::{Group, User};
-
-/// Why privileges could not be dropped.
-#[derive(Debug)]
-pub struct PrivilegeError(String);
-
-impl fmt::Display for PrivilegeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a user cannot be served as.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// The user or group database could not be read.
+    #[error("looking up {what} {name}")]
+    Lookup { what: &'static str, name: String, source: Errno },
+    /// No such user or group.
+    #[error("{what} {name}: no such {what}")]
+    Unknown { what: &'static str, name: String },
+    /// setgroups, setgid or setuid failed.
+    #[error("{call}({id})")]
+    Switch { call: &'static str, id: u32, source: Errno },
 }
 
-impl std::error::Error for PrivilegeError {}
-
 /// The uid and gid a user/group pair names (group defaults to the user's).
-pub fn resolve(user: &str, group: Option<&str>) -> Result<(nix::unistd::Uid, nix::unistd::Gid), PrivilegeError> {
-    let u = User::from_name(user)
-        .map_err(|e| PrivilegeError(format!("user {user}: {e}")))?
-        .ok_or_else(|| PrivilegeError(format!("user {user}: no such user")))?;
+pub fn resolve(user: &str, group: Option<&str>) -> Result<(Uid, Gid), PrivilegeError> {
+    let lookup = |what, name: &str, source| PrivilegeError::Lookup { what, name: name.to_string(), source };
+    let unknown = |what, name: &str| PrivilegeError::Unknown { what, name: name.to_string() };
+    let u = User::from_name(user).map_err(|e| lookup("user", user, e))?.ok_or_else(|| unknown("user", user))?;
     let gid = match group {
-        Some(g) => {
-            Group::from_name(g)
-                .map_err(|e| PrivilegeError(format!("group {g}: {e}")))?
-                .ok_or_else(|| PrivilegeError(format!("group {g}: no such group")))?
-                .gid
-        }
+        Some(g) => Group::from_name(g).map_err(|e| lookup("group", g, e))?.ok_or_else(|| unknown("group", g))?.gid,
         None => u.gid,
     };
     Ok((u.uid, gid))
@@ -46,9 +42,10 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), PrivilegeE
     if nix::unistd::geteuid() == uid {
         return Ok(());
     }
-    nix::unistd::setgroups(&[gid]).map_err(|e| PrivilegeError(format!("setgroups({gid}): {e}")))?;
-    nix::unistd::setgid(gid).map_err(|e| PrivilegeError(format!("setgid({gid}): {e}")))?;
-    nix::unistd::setuid(uid).map_err(|e| PrivilegeError(format!("setuid({uid}): {e}")))?;
+    let switch = |call, id: u32| move |source| PrivilegeError::Switch { call, id, source };
+    nix::unistd::setgroups(&[gid]).map_err(switch("setgroups", gid.as_raw()))?;
+    nix::unistd::setgid(gid).map_err(switch("setgid", gid.as_raw()))?;
+    nix::unistd::setuid(uid).map_err(switch("setuid", uid.as_raw()))?;
     log::info!("serving as {user} (uid {uid}, gid {gid})");
     Ok(())
 }
