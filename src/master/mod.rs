@@ -28,7 +28,7 @@ use crate::config::{Backend, Cli, Config, UriSource};
 use crate::worker;
 use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
-use signals::{PipeSignals, Signal, SignalSource, HANDLED};
+use signals::{PipeSignals, Signal, SIGNALS};
 use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor};
 
 /// Longest the master sleeps between checks when no timer is due.
@@ -44,7 +44,7 @@ pub enum MasterError {
     #[error(transparent)]
     Listen(#[from] ListenError),
     /// The serving user or group cannot be used.
-    #[error("user")]
+    #[error(transparent)]
     User(#[from] worker::privileges::PrivilegeError),
     /// The shared memory of the heartbeats cannot be mapped.
     #[error("shared memory for heartbeats")]
@@ -138,7 +138,7 @@ impl Master {
         self.configs.values().next_back().expect("at least one configuration")
     }
 
-    fn run(&mut self, signals: &mut dyn SignalSource) -> Result<(), MasterError> {
+    fn run(&mut self, signals: &mut PipeSignals) -> Result<(), MasterError> {
         let config = self.current();
         log::info!(
             "starting {} workers on {} (store: {})",
@@ -225,7 +225,7 @@ impl Master {
     }
 
     /// Carries out one action; returns follow-up actions.
-    fn execute(&mut self, action: Action, sup: &mut Supervisor, signals: &dyn SignalSource) -> Vec<Action> {
+    fn execute(&mut self, action: Action, sup: &mut Supervisor, signals: &PipeSignals) -> Vec<Action> {
         match action {
             Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
                 Ok(pid) => {
@@ -271,7 +271,7 @@ impl Master {
     }
 
     /// Waits for signals, worker status, exits or the next timer.
-    fn wait(&mut self, sup: &Supervisor, signals: &mut dyn SignalSource) -> Vec<Event> {
+    fn wait(&mut self, sup: &Supervisor, signals: &mut PipeSignals) -> Vec<Event> {
         let timeout = sup
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
@@ -407,7 +407,7 @@ impl Master {
 
     /// Forks a worker for `slot` of `generation`. Signals stay blocked
     /// across fork so the child never runs the master's handlers.
-    fn spawn(&mut self, slot: usize, generation: Generation, signals: &dyn SignalSource) -> io::Result<Pid> {
+    fn spawn(&mut self, slot: usize, generation: Generation, signals: &PipeSignals) -> io::Result<Pid> {
         let (hb_index, beat) = self.heartbeats.allocate().ok_or_else(|| io::Error::other("too many workers"))?;
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut old_mask = SigSet::empty();
@@ -545,8 +545,8 @@ fn remove_pid_file(path: &Path) {
 /// descriptors, die with the master, and block the signals the worker waits
 /// for (threads started later inherit the mask).
 fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
-    for (number, _) in HANDLED {
-        if let Ok(sig) = NixSignal::try_from(number) {
+    for row in SIGNALS {
+        if let Ok(sig) = NixSignal::try_from(row.number) {
             // SAFETY: restoring the default disposition is always sound.
             let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
         }
@@ -560,7 +560,7 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
     if nix::unistd::getppid() != master_pid {
         std::process::exit(0); // the master died before prctl took effect
     }
-    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&worker::signal_set()), None);
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&signals::worker_set()), None);
     crate::logging::set_role(&format!("{role} pid {}", std::process::id()));
 }
 

@@ -1,12 +1,17 @@
-//! Signals as a typed enum, and the master's signal source: signal-hook
-//! flags plus a self-pipe the master loop polls (no thread, no runtime).
-//! The source is a trait so tests can drive the master with scripted
-//! signals.
+//! Signals: one table ([`SIGNALS`]) says, per signal, what the master
+//! does with it and what a worker does, as gunicorn's `SIGNALS` with its
+//! `handle_<name>` methods: the master's meaning is a [`Signal`] (handled
+//! by `Supervisor::on_signal`, or by the master itself for the ones that
+//! need I/O: reload, logs, upgrade), a worker's an [`InWorker`]. The
+//! worker's signal set is derived from the table. The master receives its
+//! signals through signal-hook flags plus a self-pipe its loop polls (no
+//! thread, no runtime).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use nix::sys::signal::{SigSet, Signal as NixSignal};
 use signal_hook::consts::*;
 
 /// A signal, as the master understands it.
@@ -30,27 +35,59 @@ pub enum Signal {
     ChildExited,
 }
 
-/// Every signal the master handles, with its meaning.
-pub const HANDLED: [(i32, Signal); 9] = [
-    (SIGTERM, Signal::GracefulStop),
-    (SIGINT, Signal::FastStop),
-    (SIGQUIT, Signal::FastStop),
-    (SIGHUP, Signal::Reload),
-    (SIGTTIN, Signal::ScaleUp),
-    (SIGTTOU, Signal::ScaleDown),
-    (SIGUSR1, Signal::ReopenLogs),
-    (SIGUSR2, Signal::Upgrade),
-    (SIGCHLD, Signal::ChildExited),
+/// What a worker does with a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InWorker {
+    /// Stop accepting, finish what is in flight, exit.
+    Drain,
+    /// Exit at once (every acknowledged write is committed already).
+    Exit,
+    /// Reopen the log file (the master forwards its USR1).
+    ReopenLogs,
+    /// Nothing: the signal is the master's. Blocked, so a stray one (HUP's
+    /// default action is to terminate) never kills a worker.
+    Ignore,
+}
+
+/// One signal: its number, what the master does, what a worker does
+/// (`None`: a worker leaves it at its default action).
+#[derive(Debug, Clone, Copy)]
+pub struct SignalRow {
+    pub number: i32,
+    pub master: Signal,
+    pub worker: Option<InWorker>,
+}
+
+const fn row(number: i32, master: Signal, worker: Option<InWorker>) -> SignalRow {
+    SignalRow { number, master, worker }
+}
+
+/// Every signal the server handles.
+pub const SIGNALS: [SignalRow; 9] = [
+    row(SIGTERM, Signal::GracefulStop, Some(InWorker::Drain)),
+    row(SIGINT, Signal::FastStop, Some(InWorker::Exit)),
+    row(SIGQUIT, Signal::FastStop, Some(InWorker::Exit)),
+    row(SIGHUP, Signal::Reload, Some(InWorker::Ignore)),
+    row(SIGTTIN, Signal::ScaleUp, Some(InWorker::Ignore)),
+    row(SIGTTOU, Signal::ScaleDown, Some(InWorker::Ignore)),
+    row(SIGUSR1, Signal::ReopenLogs, Some(InWorker::ReopenLogs)),
+    row(SIGUSR2, Signal::Upgrade, Some(InWorker::Ignore)),
+    row(SIGCHLD, Signal::ChildExited, None),
 ];
 
-/// Where the master loop gets its signals from.
-pub trait SignalSource {
-    /// A descriptor that becomes readable when signals are pending.
-    fn wake_fd(&self) -> RawFd;
-    /// Takes the pending signals.
-    fn take(&mut self) -> Vec<Signal>;
-    /// Descriptors a forked worker must close.
-    fn fds(&self) -> Vec<RawFd>;
+/// The signals a worker takes itself. The master blocks them in the child
+/// before any thread starts, so they stay pending for `sigtimedwait`.
+pub fn worker_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for r in SIGNALS.iter().filter(|r| r.worker.is_some()) {
+        set.add(NixSignal::try_from(r.number).expect("a signal of the table"));
+    }
+    set
+}
+
+/// What a worker does with signal `number`.
+pub fn in_worker(number: i32) -> Option<InWorker> {
+    SIGNALS.iter().find(|r| r.number == number).and_then(|r| r.worker)
 }
 
 /// Real signals through signal-hook: one flag per signal plus a wake-up pipe.
@@ -61,26 +98,26 @@ pub struct PipeSignals {
 }
 
 impl PipeSignals {
-    /// Installs the handlers of [`HANDLED`].
+    /// Installs the handlers of [`SIGNALS`].
     pub fn install() -> std::io::Result<PipeSignals> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let mut flags = Vec::new();
-        for (number, signal) in HANDLED {
+        for SignalRow { number, master, .. } in SIGNALS {
             let flag = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(number, flag.clone())?;
             signal_hook::low_level::pipe::register_raw(number, write.as_raw_fd())?;
-            flags.push((flag, signal));
+            flags.push((flag, master));
         }
         Ok(PipeSignals { flags, read, write })
     }
-}
 
-impl SignalSource for PipeSignals {
-    fn wake_fd(&self) -> RawFd {
+    /// A descriptor that becomes readable when signals are pending.
+    pub fn wake_fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
 
-    fn take(&mut self) -> Vec<Signal> {
+    /// Takes the pending signals.
+    pub fn take(&mut self) -> Vec<Signal> {
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(self.read.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
         let mut out = Vec::new();
@@ -92,7 +129,25 @@ impl SignalSource for PipeSignals {
         out
     }
 
-    fn fds(&self) -> Vec<RawFd> {
+    /// Descriptors a forked worker must close.
+    pub fn fds(&self) -> Vec<RawFd> {
         vec![self.read.as_raw_fd(), self.write.as_raw_fd()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_set_follows_the_table() {
+        let set = worker_set();
+        for r in SIGNALS {
+            let signal = NixSignal::try_from(r.number).unwrap();
+            assert_eq!(set.contains(signal), r.worker.is_some(), "{signal}");
+        }
+        assert_eq!(in_worker(SIGTERM), Some(InWorker::Drain));
+        assert_eq!(in_worker(SIGHUP), Some(InWorker::Ignore));
+        assert_eq!(in_worker(SIGCHLD), None);
     }
 }

@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 
 use crate::config::{Backend, Config};
 use crate::http::connections::SweepPolicy;
@@ -27,6 +27,7 @@ use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
 use crate::http::{server, App, HttpLimits, ServerState};
 use crate::master::heartbeat::Beat;
+use crate::master::signals::{in_worker, worker_set, InWorker};
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
 use crate::store::{Store, StoreError};
@@ -133,16 +134,15 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
 /// request count against `max_requests` (0: never). Returns true for a
 /// graceful stop (TERM).
 fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, status: &mut File) -> bool {
-    let set = signal_set();
+    let set = worker_set();
     let policy = SweepPolicy { keepalive: config.keepalive, client_timeout: config.client_timeout };
     let mut asked_to_retire = false;
     loop {
         match wait_signal(&set, SWEEP_INTERVAL) {
-            Some(Signal::SIGTERM) => return true,
-            Some(Signal::SIGINT | Signal::SIGQUIT) => return false,
-            Some(Signal::SIGUSR1) => crate::logging::reopen(),
-            Some(other) => log::debug!("ignoring {other}"),
-            None => {}
+            Some(InWorker::Drain) => return true,
+            Some(InWorker::Exit) => return false,
+            Some(InWorker::ReopenLogs) => crate::logging::reopen(),
+            Some(InWorker::Ignore) | None => {}
         }
         let swept = state.registry.sweep(&policy);
         if swept.idle_closed + swept.slow_cut > 0 {
@@ -163,10 +163,10 @@ fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, 
 fn drain(config: &Config, state: &ServerState) {
     let deadline = Instant::now() + config.graceful_timeout;
     let policy = SweepPolicy { keepalive: DRAIN_IDLE.min(config.keepalive), client_timeout: config.client_timeout };
-    let set = signal_set();
+    let set = worker_set();
     while !state.registry.is_empty() && Instant::now() < deadline {
         state.registry.sweep(&policy);
-        if let Some(Signal::SIGINT | Signal::SIGQUIT) = wait_signal(&set, DRAIN_POLL) {
+        if let Some(InWorker::Exit) = wait_signal(&set, DRAIN_POLL) {
             log::info!("fast stop while draining");
             return;
         }
@@ -181,34 +181,16 @@ fn enter(phase: Phase) {
     log::debug!("phase {phase:?}");
 }
 
-/// The signals a worker handles. The master blocks them in the child before
-/// any thread starts, so they stay pending for [`wait_signal`].
-pub fn signal_set() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-    ] {
-        set.add(s);
-    }
-    set
-}
-
-/// Waits up to `timeout` for one of `set`.
-fn wait_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
+/// Waits up to `timeout` for one of `set`; what the worker does with it.
+fn wait_signal(set: &SigSet, timeout: Duration) -> Option<InWorker> {
     let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-    // SAFETY: `set` is a valid sigset_t, `ts` a valid timespec; no siginfo wanted.
+    // SAFETY: `set` is a valid sigset_t, `ts` a valid timespec; no siginfo
+    // wanted (nix has no wrapper for sigtimedwait).
     let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
     if n <= 0 {
         return None;
     }
-    Signal::try_from(n).ok()
+    in_worker(n)
 }
 
 /// may settings, before may's first use: thread count, stack size, and no
