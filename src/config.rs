@@ -64,6 +64,9 @@ pub const DEFAULT_BACKLOG: u64 = 2048;
 /// Descriptors a worker keeps for itself (store, pipes, logs) out of the
 /// open-file limit when deriving worker_connections.
 pub const RESERVED_FDS: u64 = 64;
+/// Largest max_requests and max_requests_jitter (their sum must not
+/// overflow; a trillion requests is never reached).
+pub const MAX_REQUESTS: u64 = 1_000_000_000_000;
 /// Most workers one master will run.
 pub const MAX_WORKERS: u64 = 1024;
 /// Most scheduler threads per worker.
@@ -474,8 +477,13 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             cli.client_timeout.or(file.client_timeout).unwrap_or(DEFAULT_CLIENT_TIMEOUT_S),
             1,
         )?,
-        max_requests: cli.max_requests.or(file.max_requests).unwrap_or(0),
-        max_requests_jitter: cli.max_requests_jitter.or(file.max_requests_jitter).unwrap_or(0),
+        max_requests: in_range("max_requests", cli.max_requests.or(file.max_requests).unwrap_or(0), 0, MAX_REQUESTS)?,
+        max_requests_jitter: in_range(
+            "max_requests_jitter",
+            cli.max_requests_jitter.or(file.max_requests_jitter).unwrap_or(0),
+            0,
+            MAX_REQUESTS,
+        )?,
         worker_connections: in_range(
             "worker_connections",
             cli.worker_connections.or(file.worker_connections).unwrap_or(fd_budget),

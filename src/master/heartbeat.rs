@@ -1,11 +1,10 @@
 //! Worker heartbeats in shared memory: one slot per worker in an anonymous
 //! shared mapping made by the master before it forks. A worker's heartbeat
-//! coroutine stores the monotonic time into its slot every second; if the
+//! coroutine stores the monotonic time into its slot every 500 ms; if the
 //! worker's scheduler hangs, the coroutine stops running and the slot goes
 //! stale, which the master sees without any message from the worker.
 
 use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,30 +13,23 @@ use crate::http::connections::monotonic_ms;
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;
 
-/// The shared region.
+/// The shared region: never unmapped, so it lives as long as the process
+/// (and, inherited across fork, as long as each worker).
 pub struct Heartbeats {
-    base: NonNull<AtomicU64>,
+    slots: &'static [AtomicU64],
     free: Vec<usize>,
 }
 
-/// One worker's slot; valid for the life of the worker process (the
-/// mapping is inherited across fork and never unmapped there).
+/// One worker's slot.
 #[derive(Clone, Copy)]
 pub struct Beat {
-    slot: *const AtomicU64,
+    slot: &'static AtomicU64,
 }
-
-// SAFETY: `Beat` points into a MAP_SHARED region that lives as long as the
-// process; it is only used through atomic operations.
-unsafe impl Send for Beat {}
-// SAFETY: as above.
-unsafe impl Sync for Beat {}
 
 impl Beat {
     /// Records that the worker is alive now.
     pub fn beat(&self) {
-        // SAFETY: see the type's invariant.
-        unsafe { (*self.slot).store(monotonic_ms(), Ordering::Relaxed) };
+        self.slot.store(monotonic_ms(), Ordering::Relaxed);
     }
 }
 
@@ -45,7 +37,7 @@ impl Heartbeats {
     /// Maps the region. Call in the master before any fork.
     pub fn new() -> io::Result<Heartbeats> {
         let len = SLOTS * std::mem::size_of::<AtomicU64>();
-        // SAFETY: an anonymous shared mapping, no file; checked for failure.
+        // SAFETY: an anonymous shared mapping (no file), checked for failure.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -59,14 +51,17 @@ impl Heartbeats {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Heartbeats { base, free: (0..SLOTS).rev().collect() })
+        // SAFETY: the mapping is `len` bytes of zeroed memory (a valid
+        // AtomicU64 is any 8 bytes), page-aligned, shared only through
+        // atomics, and never unmapped: a `'static` slice of it is sound.
+        let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), SLOTS) };
+        Ok(Heartbeats { slots, free: (0..SLOTS).rev().collect() })
     }
 
     /// Takes a free slot for a new worker, stamped now.
     pub fn allocate(&mut self) -> Option<(usize, Beat)> {
         let index = self.free.pop()?;
-        let beat = self.beat(index);
+        let beat = Beat { slot: &self.slots[index] };
         beat.beat();
         Some((index, beat))
     }
@@ -80,15 +75,8 @@ impl Heartbeats {
 
     /// Time since the worker in `index` last beat.
     pub fn age(&self, index: usize) -> Duration {
-        // SAFETY: index < SLOTS (only indices from `allocate` are used).
-        let last = unsafe { (*self.base.as_ptr().add(index)).load(Ordering::Relaxed) };
+        let last = self.slots[index].load(Ordering::Relaxed);
         Duration::from_millis(monotonic_ms().saturating_sub(last))
-    }
-
-    fn beat(&self, index: usize) -> Beat {
-        assert!(index < SLOTS);
-        // SAFETY: index < SLOTS, within the mapping.
-        Beat { slot: unsafe { self.base.as_ptr().add(index) } }
     }
 }
 

@@ -16,10 +16,11 @@ pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
@@ -277,22 +278,9 @@ impl Master {
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(IDLE_POLL)
             .min(IDLE_POLL);
-        let watched: Vec<(Pid, RawFd)> = self
-            .workers
-            .iter()
-            .filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd.as_raw_fd())))
-            .collect();
-        let upgrade_fd = self.upgrade_child.as_ref().map(|c| c.ready_fd());
-        let mut fds: Vec<libc::pollfd> = std::iter::once(signals.wake_fd())
-            .chain(watched.iter().map(|(_, fd)| *fd))
-            .chain(upgrade_fd)
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis().max(1) as i32) };
-
+        let (ready, watched, upgrade_ready) = self.poll(signals, timeout);
         let mut events = Vec::new();
-        if fds[0].revents != 0 {
+        if ready {
             for s in signals.take() {
                 if s != Signal::ChildExited {
                     log::info!("signal: {s:?}");
@@ -300,19 +288,17 @@ impl Master {
                 }
             }
         }
-        for ((pid, _), pfd) in watched.iter().zip(&fds[1..]) {
-            if pfd.revents != 0 {
-                events.extend(self.read_status(*pid));
-            }
+        for pid in watched {
+            events.extend(self.read_status(pid));
         }
-        if upgrade_fd.is_some() && fds.last().is_some_and(|p| p.revents != 0) {
+        if upgrade_ready {
             events.extend(self.check_upgrade());
         }
-        for (pid, clean) in reap_children() {
+        for pid in reap_children() {
             if let Some(meta) = self.workers.remove(&pid) {
                 self.heartbeats.release(meta.heartbeat);
                 self.stale.remove(&pid);
-                events.push(Event::WorkerExited { pid, clean });
+                events.push(Event::WorkerExited { pid });
             } else if self.upgrade_child.as_ref().is_some_and(|c| c.pid() == pid) {
                 log::error!("binary upgrade failed: the new master (pid {pid}) exited before serving; still serving");
                 self.upgrade_child = None;
@@ -321,6 +307,27 @@ impl Master {
         events.extend(self.stale_workers(sup));
         events.push(Event::Tick);
         events
+    }
+
+    /// Waits up to `timeout` for the signal pipe, the workers' status pipes
+    /// and the upgrade pipe: whether signals are pending, the workers whose
+    /// pipe is readable (or closed), and whether the upgrade pipe is.
+    fn poll(&self, signals: &PipeSignals, timeout: Duration) -> (bool, Vec<Pid>, bool) {
+        let workers: Vec<(Pid, &OwnedFd)> =
+            self.workers.iter().filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd))).collect();
+        let upgrade = self.upgrade_child.as_ref().map(upgrade::Child::ready_fd);
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.wake_fd())
+            .chain(workers.iter().map(|(_, fd)| fd.as_fd()))
+            .chain(upgrade)
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(millis));
+        let readable = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+        let ready = readable(&fds[0]);
+        let watched = workers.iter().zip(&fds[1..]).filter(|(_, p)| readable(p)).map(|((pid, _), _)| *pid).collect();
+        let upgrade_ready = upgrade.is_some() && fds.last().is_some_and(readable);
+        (ready, watched, upgrade_ready)
     }
 
     /// Reads a worker's status pipe: `R` serves, `Q` asks to be replaced; EOF
@@ -421,7 +428,7 @@ impl Master {
                 let mut inherited = signals.fds();
                 inherited.push(self.reservation.fd());
                 inherited.extend(self.workers.values().filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())));
-                inherited.extend(self.upgrade_child.as_ref().map(|c| c.ready_fd()));
+                inherited.extend(self.upgrade_child.as_ref().map(|c| c.ready_fd().as_raw_fd()));
                 inherited.extend(self.upgrade_from.as_ref().map(|u| u.fd()));
                 become_worker(master_pid, &format!("worker {slot} gen {generation}"), &inherited);
                 let config = self.config(generation);
@@ -552,9 +559,8 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
         }
     }
     for &fd in inherited {
-        // SAFETY: these descriptors belong to the master; the child owns
-        // copies it never uses, and nothing else refers to them here.
-        unsafe { libc::close(fd) };
+        // The master's descriptors: the child has copies it never uses.
+        let _ = nix::unistd::close(fd);
     }
     let _ = nix::sys::prctl::set_pdeathsig(NixSignal::SIGTERM);
     if nix::unistd::getppid() != master_pid {
@@ -564,19 +570,19 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
     crate::logging::set_role(&format!("{role} pid {}", std::process::id()));
 }
 
-/// Reaps every exited child without blocking: (pid, exited with 0).
-fn reap_children() -> Vec<(Pid, bool)> {
+/// Reaps every exited child without blocking, logging how each ended.
+fn reap_children() -> Vec<Pid> {
     let mut exited = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 let level = if code == 0 { log::Level::Info } else { log::Level::Warn };
                 log::log!(level, "process {pid} exited with status {code}");
-                exited.push((pid.as_raw(), code == 0));
+                exited.push(pid.as_raw());
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
                 log::warn!("process {pid} killed by {sig}");
-                exited.push((pid.as_raw(), false));
+                exited.push(pid.as_raw());
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return exited,
             Ok(_) => {}

@@ -7,7 +7,7 @@
 //! signals through signal-hook flags plus a self-pipe its loop polls (no
 //! thread, no runtime).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -112,8 +112,8 @@ impl PipeSignals {
     }
 
     /// A descriptor that becomes readable when signals are pending.
-    pub fn wake_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
     }
 
     /// Takes the pending signals.

@@ -43,8 +43,8 @@ pub enum Event {
     WorkerRetiring(Pid),
     /// A worker's heartbeat went stale (hung).
     WorkerStale(Pid),
-    /// A worker exited; `clean` when it exited with status 0.
-    WorkerExited { pid: Pid, clean: bool },
+    /// A worker exited (how is logged where it is reaped).
+    WorkerExited { pid: Pid },
     /// Time passed (timers: backoff, stop deadline).
     Tick,
 }
@@ -195,7 +195,7 @@ impl Supervisor {
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
             Event::WorkerStale(pid) => self.on_stale(pid),
-            Event::WorkerExited { pid, clean } => self.on_exit(pid, clean, now),
+            Event::WorkerExited { pid } => self.on_exit(pid, now),
             Event::Tick => self.on_tick(now),
         }
     }
@@ -287,9 +287,8 @@ impl Supervisor {
         }
     }
 
-    fn on_exit(&mut self, pid: Pid, clean: bool, now: Instant) -> Vec<Action> {
+    fn on_exit(&mut self, pid: Pid, now: Instant) -> Vec<Action> {
         let Some(worker) = self.workers.remove(&pid) else { return Vec::new() };
-        let _ = clean;
         match self.phase {
             Phase::Stopping { outcome, .. } => return self.exit_if_done(outcome),
             Phase::Reloading { from } if worker.generation == self.generation && !worker.ready => {
@@ -414,7 +413,7 @@ mod tests {
     #[test]
     fn a_dead_worker_is_replaced() {
         let (mut s, now) = serving(2);
-        let a = s.handle(Event::WorkerExited { pid: 101, clean: false }, now);
+        let a = s.handle(Event::WorkerExited { pid: 101 }, now);
         assert_eq!(a, vec![Action::Spawn { slot: 1, generation: 1 }]);
     }
 
@@ -423,7 +422,7 @@ mod tests {
         let (mut s, mut now) = start(1);
         let mut pid = 100;
         for i in 1..MAX_BOOT_FAILURES {
-            assert!(s.handle(Event::WorkerExited { pid, clean: false }, now).is_empty());
+            assert!(s.handle(Event::WorkerExited { pid }, now).is_empty());
             let due = s.next_deadline().expect("a respawn is scheduled");
             assert!(due > now, "failure {i} respawns later");
             assert!(s.handle(Event::Tick, now).is_empty(), "not before the backoff");
@@ -432,7 +431,7 @@ mod tests {
             pid += 1;
             s.spawned(0, 1, pid);
         }
-        let a = s.handle(Event::WorkerExited { pid, clean: false }, now);
+        let a = s.handle(Event::WorkerExited { pid }, now);
         assert_eq!(a, vec![Action::Exit(Outcome::GaveUp { failures: MAX_BOOT_FAILURES })]);
     }
 
@@ -442,8 +441,8 @@ mod tests {
         let a = s.handle(Event::Signal(Signal::GracefulStop), now);
         assert_eq!(a.len(), 2);
         assert!(a.iter().all(|x| matches!(x, Action::Stop { how: StopKind::Graceful, .. })));
-        assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty());
-        let a = s.handle(Event::WorkerExited { pid: 101, clean: true }, now);
+        assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
+        let a = s.handle(Event::WorkerExited { pid: 101 }, now);
         assert_eq!(a, vec![Action::Exit(Outcome::Stopped)]);
     }
 
@@ -462,7 +461,7 @@ mod tests {
         s.spawned(1, 1, 200);
         let a = s.handle(Event::Signal(Signal::ScaleDown), now);
         assert_eq!(a, vec![Action::Stop { pid: 200, how: StopKind::Graceful }]);
-        assert!(s.handle(Event::WorkerExited { pid: 200, clean: true }, now).is_empty());
+        assert!(s.handle(Event::WorkerExited { pid: 200 }, now).is_empty());
         assert!(s.handle(Event::Signal(Signal::ScaleDown), now).is_empty(), "never below one worker");
     }
 
@@ -481,8 +480,8 @@ mod tests {
         assert!(a.contains(&Action::Stop { pid: 100, how: StopKind::Graceful }));
         assert!(a.contains(&Action::Stop { pid: 101, how: StopKind::Graceful }));
         assert!(a.contains(&Action::ReloadDone { generation: 2 }));
-        assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty(), "not respawned");
-        assert!(s.handle(Event::WorkerExited { pid: 101, clean: true }, now).is_empty());
+        assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty(), "not respawned");
+        assert!(s.handle(Event::WorkerExited { pid: 101 }, now).is_empty());
         assert_eq!(s.live(), 3);
         // The reloaded graceful_timeout (5 s) governs the next stop.
         s.handle(Event::Signal(Signal::GracefulStop), now);
@@ -495,14 +494,14 @@ mod tests {
         s.handle(Event::Reload { workers: 2, graceful_timeout: Duration::from_secs(30) }, now);
         s.spawned(0, 2, 300);
         s.spawned(1, 2, 301);
-        let a = s.handle(Event::WorkerExited { pid: 300, clean: false }, now);
+        let a = s.handle(Event::WorkerExited { pid: 300 }, now);
         assert!(a.contains(&Action::Stop { pid: 301, how: StopKind::Fast }));
         assert!(a.contains(&Action::ReloadFailed { generation: 2 }));
-        assert!(s.handle(Event::WorkerExited { pid: 301, clean: false }, now).is_empty());
+        assert!(s.handle(Event::WorkerExited { pid: 301 }, now).is_empty());
         assert_eq!(s.generation(), 1);
         // The old generation is supervised as before.
         assert_eq!(
-            s.handle(Event::WorkerExited { pid: 100, clean: false }, now),
+            s.handle(Event::WorkerExited { pid: 100 }, now),
             vec![Action::Spawn { slot: 0, generation: 1 }]
         );
     }
@@ -514,7 +513,7 @@ mod tests {
         assert!(s.handle(Event::WorkerRetiring(100), now).is_empty(), "asked once");
         s.spawned(0, 1, 400);
         assert_eq!(s.handle(Event::WorkerReady(400), now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
-        assert!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now).is_empty());
+        assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
         assert_eq!(s.live(), 1);
     }
 
@@ -523,7 +522,7 @@ mod tests {
         let (mut s, now) = serving(1);
         assert_eq!(s.handle(Event::WorkerStale(100), now), vec![Action::Stop { pid: 100, how: StopKind::Kill }]);
         assert_eq!(
-            s.handle(Event::WorkerExited { pid: 100, clean: false }, now),
+            s.handle(Event::WorkerExited { pid: 100 }, now),
             vec![Action::Spawn { slot: 0, generation: 1 }]
         );
     }
@@ -532,6 +531,6 @@ mod tests {
     fn upgrade_ready_retires_everything_and_exits_zero() {
         let (mut s, now) = serving(1);
         assert_eq!(s.handle(Event::UpgradeReady, now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
-        assert_eq!(s.handle(Event::WorkerExited { pid: 100, clean: true }, now), vec![Action::Exit(Outcome::Stopped)]);
+        assert_eq!(s.handle(Event::WorkerExited { pid: 100 }, now), vec![Action::Exit(Outcome::Stopped)]);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,12 +43,21 @@ pub struct Inherited {
 
 impl Inherited {
     /// Reads (and removes, so workers don't see them) the upgrade variables.
+    /// A descriptor that is not an open pipe is not the old master's: the
+    /// variables are then ignored (logged), and this starts as a new server.
     pub fn from_env() -> Option<Inherited> {
-        let fd: RawFd = std::env::var(UPGRADE_FD_ENV).ok()?.parse().ok()?;
-        let addr: SocketAddr = std::env::var(UPGRADE_ADDR_ENV).ok()?.parse().ok()?;
+        let fd = std::env::var(UPGRADE_FD_ENV).ok();
+        let addr = std::env::var(UPGRADE_ADDR_ENV).ok();
         std::env::remove_var(UPGRADE_FD_ENV);
         std::env::remove_var(UPGRADE_ADDR_ENV);
-        // SAFETY: the old master passed us this open pipe end; nothing else owns it.
+        let fd: RawFd = fd?.parse().ok()?;
+        let addr: SocketAddr = addr?.parse().ok()?;
+        if !is_pipe(fd) {
+            log::warn!("{UPGRADE_FD_ENV}={fd} is not an open pipe: ignoring the binary upgrade variables");
+            return None;
+        }
+        // SAFETY: `fd` is an open pipe that the old master passed us for
+        // this purpose; nothing else in this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Some(Inherited { fd, addr })
     }
@@ -62,6 +71,11 @@ impl Inherited {
     pub fn report_ready(self) {
         let _ = nix::unistd::write(&self.fd, &[READY]);
     }
+}
+
+/// Whether `fd` is an open descriptor of a pipe (the upgrade's).
+fn is_pipe(fd: RawFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// In the old master: the new master it started.
@@ -101,8 +115,8 @@ impl Child {
     }
 
     /// The descriptor to poll.
-    pub fn ready_fd(&self) -> RawFd {
-        self.ready.as_raw_fd()
+    pub fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.ready.as_fd()
     }
 
     /// Some(true): it serves; Some(false): it exited first; None: not yet.
@@ -114,5 +128,19 @@ impl Child {
             Err(nix::errno::Errno::EAGAIN) => None,
             Err(_) => Some(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn only_a_pipe_is_taken_for_the_upgrade_pipe() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        assert!(super::is_pipe(read.as_raw_fd()));
+        assert!(!super::is_pipe(0x7fff_fff0), "not open");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(!super::is_pipe(file.as_raw_fd()), "not a pipe");
     }
 }
