@@ -22,8 +22,8 @@ struct Logger;
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // may_minihttp logs every closed connection as an error; those are
-        // the normal end of a connection, not an operator's concern.
+        // The coroutine library logs its own internals under `may`: not an
+        // operator's concern.
         metadata.level() <= log::max_level() && !metadata.target().starts_with("may")
     }
 

@@ -395,3 +395,106 @@ fn clients_that_do_not_read_a_large_list_cost_a_chunk_each() {
     assert_eq!(reader.request("GET", "/orders?limit=1", None).status, 200, "kept alive after a streamed list");
     no_worker_was_killed(&s);
 }
+
+/// Review findings on the engine, each a regression test.
+mod review {
+    use super::*;
+
+    /// A chunk size that would overflow the running total is refused, not
+    /// wrapped past max_body_size.
+    #[test]
+    fn a_huge_chunk_size_is_413_not_an_overflow() {
+        let s = Server::start(&["-w", "1"]);
+        let mut c = s.connect();
+        c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n");
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 413);
+        assert!(r.closes());
+        let body = order_json("after", 1);
+        assert_eq!(s.request("POST", "/orders", Some(&body)).status, 200, "the body budget is intact");
+    }
+
+    /// Bare LF in a chunk extension or a trailer is refused (a proxy could
+    /// end the line there and frame the body differently).
+    #[test]
+    fn bare_line_feeds_in_chunked_framing_are_400() {
+        let s = Server::start(&[]);
+        for framing in ["5;e\nGET /x\r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\nX-T: a\n\r\n"] {
+            let mut c = s.connect();
+            c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{framing}").as_bytes());
+            let r = c.read_response().expect("an answer");
+            assert_eq!(r.status, 400, "{framing:?}");
+            assert!(r.closes());
+        }
+    }
+
+    /// An HTTP/1.0 client never gets chunked encoding: a long list comes as
+    /// the raw body, ended by the close.
+    #[test]
+    fn http_1_0_lists_are_not_chunked() {
+        let s = Server::start(&["--response-buffer-size", "4096"]);
+        for i in 0..100 {
+            s.create(&format!("P{i}"));
+        }
+        let mut raw = TcpStream::connect(s.addr).unwrap();
+        raw.write_all(b"GET /orders HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        raw.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+        assert!(head.contains("Connection: close"), "{head}");
+        let list: serde_json::Value = serde_json::from_str(body).expect("the raw body is the JSON list");
+        assert_eq!(list["orders"].as_array().unwrap().len(), 100);
+    }
+
+    /// After a closing response, a client that keeps trickling bytes is
+    /// not held beyond the linger time.
+    #[test]
+    fn lingering_after_a_close_is_bounded() {
+        let s = Server::start(&["-w", "1"]);
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let started = Instant::now();
+        let mut closed = false;
+        while started.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(300));
+            if c.write_all(b"x").is_err() {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the server still reads after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5), "held for {:?}", started.elapsed());
+    }
+
+    /// A client that sends but never reads its response is cut at
+    /// client_timeout: its bytes do not restart the clock.
+    #[test]
+    fn a_client_that_sends_but_never_reads_is_cut() {
+        let s = Server::start(&["-w", "1", "--client-timeout", "2", "--response-buffer-size", "4096"]);
+        let big = "x".repeat(100_000);
+        for i in 0..60 {
+            let body = serde_json::json!({"product": big, "quantity": i + 1, "customer_name": "N", "customer_address": "A"});
+            assert_eq!(s.request("POST", "/orders", Some(&body.to_string())).status, 200);
+        }
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let started = Instant::now();
+        let mut cut = false;
+        while started.elapsed() < Duration::from_secs(12) {
+            std::thread::sleep(Duration::from_millis(500));
+            // Keep sending (the start of a next request), never reading.
+            if c.write_all(b"G").is_err() {
+                cut = true;
+                break;
+            }
+            if established_on(s.addr.port()) == 0 {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "still connected after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(7), "cut after {:?}", started.elapsed());
+    }
+}

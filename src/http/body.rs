@@ -109,9 +109,12 @@ impl<'a> Body<'a> {
     /// at most doubles (never past `max_len`), so it stays within twice
     /// what arrived.
     fn make_room(&mut self, extra: usize) -> Result<(), ApiError> {
-        let needed = self.bytes.len() + extra;
+        let needed = self.bytes.len().saturating_add(extra);
+        if needed > self.max_len {
+            return Err(ApiError::BodyTooLarge(self.max_len as u64));
+        }
         if needed > self.counted {
-            let grow_to = needed.max(self.counted * 2).max(MIN_BODY_CAPACITY).min(self.max_len).max(needed);
+            let grow_to = needed.max(self.counted * 2).max(MIN_BODY_CAPACITY).min(self.max_len);
             self.memory.take(grow_to - self.counted)?;
             self.counted = grow_to;
             self.bytes.reserve_exact(grow_to - self.bytes.len());
@@ -163,6 +166,15 @@ mod tests {
         assert_eq!(&a.as_slice()[1100..], b"abc");
         drop(a);
         assert_eq!(memory.used(), 0);
+    }
+
+    #[test]
+    fn a_body_never_passes_its_length() {
+        let memory = BodyMemory::new(4096);
+        let mut a = Body::new(&memory, 10);
+        a.extend(&[1; 10]).unwrap();
+        assert!(matches!(a.extend(&[1]), Err(ApiError::BodyTooLarge(10))));
+        assert!(matches!(a.spare(usize::MAX), Err(ApiError::BodyTooLarge(10))));
     }
 
     #[test]

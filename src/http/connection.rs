@@ -19,19 +19,19 @@
 
 use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use httparse::Status;
 use may::io::WaitIo;
 use may::net::TcpStream;
 
 use super::body::Body;
-use super::connections::{ConnState, Phase, Registration};
+use super::sweep::{ConnState, Phase, Registration};
 use super::framing::{BodyKind, Framing};
 use super::list::ChunkSink;
 use super::request::{self, Head};
 use crate::faults::{self, Fault};
-use super::response::{self, ApiError, Reply, CONTINUE};
+use super::response::{self, ApiError, Reply, CONTINUE, LAST_CHUNK};
 use super::routes::{self, Route};
 use super::App;
 
@@ -55,6 +55,8 @@ const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 1024 * 1024;
+/// Scratch space for bytes read only to be discarded.
+const SCRATCH: usize = 4096;
 
 /// Serves one accepted connection until it closes.
 pub fn serve(app: &App, stream: TcpStream, registration: Registration) {
@@ -116,7 +118,9 @@ impl<'a> Connection<'a> {
         self.state().set(Phase::Busy);
         self.app.state.count_request();
         let Head { http10, framing, route, fault, .. } = head;
-        let close = http10 || framing.close_requested || self.app.state.is_draining();
+        // A request that raced an idle close (or a drain) is still answered,
+        // and the connection closed after it.
+        let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
         if framing.expect_continue {
             // Refused before the body is sent: it is never read.
             if let Err(e) = route {
@@ -124,7 +128,8 @@ impl<'a> Connection<'a> {
             }
         }
         let body = self.read_body(&framing)?;
-        let reply = self.handle(route, fault, body.as_slice(), close);
+        self.state().set(Phase::Busy);
+        let reply = self.handle(route, fault, body.as_slice(), http10, close);
         drop(body);
         if !reply.streamed {
             response::encode(&reply, close || reply.close, &mut self.output);
@@ -137,12 +142,13 @@ impl<'a> Connection<'a> {
 
     /// Runs the handler; a panic in it becomes a 500 (or, mid-stream, a
     /// closed connection) and costs nothing else.
-    fn handle(&mut self, route: Result<Route, ApiError>, fault: Option<Fault>, body: &[u8], close: bool) -> Reply {
+    fn handle(&mut self, route: Result<Route, ApiError>, fault: Option<Fault>, body: &[u8], http10: bool, close: bool) -> Reply {
         let app = self.app;
         let mut sink = Sink {
             io: &mut self.io,
             output: &mut self.output,
             state: self.registration.state(),
+            chunked: !http10,
             close,
             started: false,
         };
@@ -161,7 +167,7 @@ impl<'a> Connection<'a> {
                 Reply::error(&e)
             }
             // The panic hook has logged it.
-            Err(_) if sink.started => Reply { close: true, ..Reply::streamed() },
+            Err(_) if sink.started => Reply::aborted(),
             Err(_) => Reply::error(&ApiError::Internal),
         }
     }
@@ -184,8 +190,8 @@ impl<'a> Connection<'a> {
             if self.input.is_empty() {
                 self.input.shrink();
                 self.state().enter(Phase::Idle);
-            } else if self.state().phase() != Phase::Receiving {
-                self.state().enter(Phase::Receiving);
+            } else {
+                self.state().receiving();
             }
             if self.io.read(&mut self.input, MIN_READ)? == 0 {
                 // The client closed, or the sweep did (idle, or too slow).
@@ -254,7 +260,7 @@ impl<'a> Connection<'a> {
             if size == 0 {
                 return self.skip_trailers();
             }
-            if body.len() as u64 + size > max {
+            if size > max.saturating_sub(body.len() as u64) {
                 return Err(Stop::Reply(ApiError::BodyTooLarge(max)));
             }
             self.read_exact_into(body, size as usize)?;
@@ -274,8 +280,11 @@ impl<'a> Connection<'a> {
         loop {
             match httparse::parse_chunk_size(self.input.data()) {
                 Ok(Status::Complete((used, size))) => {
-                    // httparse takes an empty line for 0.
-                    if !self.input.data()[0].is_ascii_hexdigit() {
+                    // httparse takes an empty line for 0, and any byte in an
+                    // extension, a bare LF included: a proxy in front might
+                    // end the line there and frame the body differently.
+                    let line = &self.input.data()[..used - 2];
+                    if !line.first().is_some_and(u8::is_ascii_hexdigit) || line.iter().any(|b| is_ctl(*b)) {
                         return Err(invalid());
                     }
                     self.input.consume(used);
@@ -296,7 +305,11 @@ impl<'a> Connection<'a> {
             let data = self.input.data();
             match data.iter().position(|b| *b == b'\n') {
                 Some(end) => {
-                    let blank = end == 0 || (end == 1 && data[0] == b'\r');
+                    // CRLF only, as for chunk-size lines.
+                    if end == 0 || data[end - 1] != b'\r' || data[..end - 1].iter().any(|b| is_ctl(*b)) {
+                        return Err(Stop::Reply(ApiError::Malformed("invalid trailer line")));
+                    }
+                    let blank = end == 1;
                     self.input.consume(end + 1);
                     if blank {
                         return Ok(());
@@ -330,9 +343,7 @@ impl<'a> Connection<'a> {
     /// and the sweep starts timing the client.
     fn await_request(&mut self) -> Result<(), Stop> {
         self.flush()?;
-        if self.state().phase() != Phase::Receiving {
-            self.state().enter(Phase::Receiving);
-        }
+        self.state().receiving();
         Ok(())
     }
 
@@ -347,7 +358,10 @@ impl<'a> Connection<'a> {
         if self.output.is_empty() {
             return Ok(());
         }
-        self.io.write_all(&self.output, self.registration.state()).map_err(|_| Stop::Drop)?;
+        if let Err(e) = self.io.write_all(&self.output, self.registration.state()) {
+            log::debug!("connection write failed: {e}");
+            return Err(Stop::Drop);
+        }
         self.output.clear();
         if self.output.capacity() > KEEP_WRITE_BUFFER {
             self.output = Vec::new();
@@ -403,13 +417,22 @@ impl Io {
     /// Writes all of `bytes`, parking while the client does not read (the
     /// sweep cuts it off after `client_timeout` without progress).
     fn write_all(&mut self, mut bytes: &[u8], state: &ConnState) -> io::Result<()> {
-        let mut blocked = false;
+        let (mut blocked, mut progressed) = (false, true);
         while !bytes.is_empty() {
             match self.stream.inner_mut().write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    progressed = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    state.enter(Phase::Sending);
+                    // The time counts from the last progress: a wake-up
+                    // for anything else (the client sending) restarts
+                    // nothing.
+                    if progressed {
+                        state.enter(Phase::Sending);
+                        progressed = false;
+                    }
                     blocked = true;
                     self.stream.wait_io();
                     // The wait consumed any read event as well.
@@ -432,12 +455,14 @@ impl Io {
         if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
             return;
         }
-        if self.stream.set_read_timeout(Some(LINGER)).is_err() {
-            return;
-        }
-        let mut scratch = [0u8; 4096];
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; SCRATCH];
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
             match self.stream.read(&mut scratch) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => discarded += n,
@@ -446,13 +471,16 @@ impl Io {
     }
 }
 
-/// Streams a long list on the connection: head and chunk-size lines go
+/// Streams a long list on the connection: the head and chunk-size lines go
 /// through the output buffer (after any earlier pipelined responses), the
-/// chunks themselves straight to the socket.
+/// chunks themselves straight to the socket. An HTTP/1.0 client, which
+/// knows no chunked encoding, gets the raw body ended by the close.
 struct Sink<'s> {
     io: &'s mut Io,
     output: &'s mut Vec<u8>,
     state: &'s ConnState,
+    /// Chunked encoding (HTTP/1.1).
+    chunked: bool,
     close: bool,
     /// The head was queued: a failure now can only cut the connection.
     started: bool,
@@ -461,7 +489,7 @@ struct Sink<'s> {
 impl ChunkSink for Sink<'_> {
     fn start(&mut self) -> io::Result<()> {
         self.started = true;
-        response::encode_chunked_head(self.close, self.output);
+        response::encode_streamed_head(self.chunked, self.close, self.output);
         Ok(())
     }
 
@@ -469,18 +497,29 @@ impl ChunkSink for Sink<'_> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.output.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+        if self.chunked {
+            response::encode_chunk_size(bytes.len(), self.output);
+        }
         self.io.write_all(self.output, self.state)?;
         self.output.clear();
         self.io.write_all(bytes, self.state)?;
-        self.output.extend_from_slice(b"\r\n");
+        if self.chunked {
+            self.output.extend_from_slice(b"\r\n");
+        }
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        self.output.extend_from_slice(b"0\r\n\r\n");
+        if self.chunked {
+            self.output.extend_from_slice(LAST_CHUNK);
+        }
         Ok(())
     }
+}
+
+/// A control character other than horizontal tab.
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 /// The connection's input: bytes received and not yet consumed.

@@ -4,11 +4,11 @@
 //! `framing`), bodies in bounded memory (`body`), routing and handlers
 //! (`routes`, `list`), responses and the one mapping of errors to statuses
 //! (`response`), and the connection sweep that enforces timeouts
-//! (`connections`).
+//! (`sweep`).
 
 pub mod body;
 pub mod connection;
-pub mod connections;
+pub mod sweep;
 pub mod framing;
 pub mod list;
 pub mod request;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::store::Store;
 use body::BodyMemory;
-use connections::Registry;
+use sweep::Registry;
 use request::HeadLimits;
 
 /// Request limits and response policy.

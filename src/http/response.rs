@@ -12,7 +12,9 @@ use crate::orders::OrderError;
 use crate::store::StoreError;
 
 /// Seconds a client is told to wait after a 503.
-pub const RETRY_AFTER_HEADER: &str = "Retry-After: 1";
+const RETRY_AFTER_HEADER: &str = "Retry-After: 1";
+/// The last chunk of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// The `Server` header of every response.
 const SERVER_HEADER: &str = "Server: orders-server";
 /// The content type of every response.
@@ -186,6 +188,7 @@ impl From<StoreError> for ApiError {
 /// A response ready to be sent.
 #[derive(Debug)]
 pub struct Reply {
+    /// Its status.
     pub status: Status,
     /// The JSON body.
     pub body: Vec<u8>,
@@ -208,6 +211,12 @@ impl Reply {
         Reply { streamed: true, ..Reply::ok(Vec::new()) }
     }
 
+    /// Marks a stream that broke off after its head: the connection must
+    /// close, leaving the body visibly incomplete.
+    pub fn aborted() -> Reply {
+        Reply { close: true, ..Reply::streamed() }
+    }
+
     /// The error's status, `{"message": ...}` body and headers.
     pub fn error(e: &ApiError) -> Reply {
         let mut reply = Reply {
@@ -217,12 +226,11 @@ impl Reply {
             close: e.closes_connection(),
             streamed: false,
         };
-        match e {
-            ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
-            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull => {
-                reply.headers.push(RETRY_AFTER_HEADER)
-            }
-            _ => {}
+        if let ApiError::MethodNotAllowed(allow) = e {
+            reply.headers.push(allow);
+        }
+        if reply.status == status::SERVICE_UNAVAILABLE {
+            reply.headers.push(RETRY_AFTER_HEADER);
         }
         reply
     }
@@ -242,10 +250,19 @@ pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(&reply.body);
 }
 
-/// Appends the head of a 200 whose body follows in chunks.
-pub fn encode_chunked_head(close: bool, out: &mut Vec<u8>) {
-    head_start(out, status::OK, &[], close);
-    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+/// Appends the head of a 200 whose body is streamed: in chunks, or for an
+/// HTTP/1.0 client (which knows no chunks) as raw bytes ended by the close.
+pub fn encode_streamed_head(chunked: bool, close: bool, out: &mut Vec<u8>) {
+    head_start(out, status::OK, &[], close || !chunked);
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the size line of a chunk of `len` bytes.
+pub fn encode_chunk_size(len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
 /// Status line, Server, Date, Content-Type, extra headers and Connection.

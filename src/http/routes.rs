@@ -80,7 +80,7 @@ pub fn handle(
         Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {
             ListReply::Buffered(reply) => Ok(reply),
             ListReply::Streamed => Ok(Reply::streamed()),
-            ListReply::Aborted => Ok(Reply { close: true, ..Reply::streamed() }),
+            ListReply::Aborted => Ok(Reply::aborted()),
         },
         Route::Get(id) => {
             let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;

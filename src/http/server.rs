@@ -16,16 +16,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::coroutine::JoinHandle;
 use may::net::{TcpListener, TcpStream};
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 
 use super::connection;
+use super::sweep::Registration;
 use super::response::{self, ApiError, Reply};
 use super::App;
 
@@ -35,6 +36,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Least time between two log lines about the same trouble.
 const LOG_EVERY: Duration = Duration::from_secs(1);
+/// Reads of what a refused client already sent, before the close.
+const REFUSE_DRAIN_READS: usize = 16;
 
 /// A bound socket, not yet listening.
 pub struct Bound(Socket);
@@ -54,22 +57,24 @@ impl Bound {
     /// `net.core.somaxconn`) and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
         self.0.listen(backlog)?;
-        let fd = self.0.into_raw_fd();
-        // SAFETY: `fd` is the listening socket just released by socket2;
-        // the may listener takes sole ownership of it.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        // SAFETY: the descriptor is the listening socket just released by
+        // socket2; the may listener takes sole ownership of it.
+        let listener = Arc::new(unsafe { TcpListener::from_raw_fd(self.0.into_raw_fd()) });
         let stopping = Arc::new(AtomicBool::new(false));
-        let stop = stopping.clone();
+        let (accepting, stop) = (listener.clone(), stopping.clone());
+        // may's spawn is unsafe because a coroutine must not keep a
+        // thread-local across a yield (it may resume on another thread);
+        // the engine's coroutines keep none.
         let handle = may::go!(may::coroutine::Builder::new().name("accept".into()), move || {
-            accept_loop(&listener, &app, &stop)
+            accept_loop(&accepting, &app, &stop)
         })?;
-        Ok(Acceptor { fd, stopping, handle })
+        Ok(Acceptor { listener, stopping, handle })
     }
 }
 
 /// The running accept loop.
 pub struct Acceptor {
-    fd: RawFd,
+    listener: Arc<TcpListener>,
     stopping: Arc<AtomicBool>,
     handle: JoinHandle<()>,
 }
@@ -81,9 +86,9 @@ impl Acceptor {
     pub fn stop(self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Shutting a listening socket down wakes the parked accept with an
-        // error; the loop then ends and drops (closes) the listener. The
-        // loop only ends after `stopping` is set, so `fd` is still open.
-        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Read);
+        // error; the loop then ends. The socket closes when the last
+        // reference to it goes, at the end of this function.
+        let _ = SockRef::from(self.listener.inner()).shutdown(Shutdown::Read);
         let _ = self.handle.join();
     }
 }
@@ -113,17 +118,30 @@ fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let registration = app.state.registry.register(stream.as_raw_fd());
+    let accepted = Accepted { registration: app.state.registry.register(stream.as_raw_fd()), stream };
     let app = app.clone();
-    let spawned = may::go!(may::coroutine::Builder::new(), move || connection::serve(&app, stream, registration));
+    // See Bound::serve on may's spawn.
+    let spawned = may::go!(may::coroutine::Builder::new(), move || {
+        let Accepted { registration, stream } = accepted;
+        connection::serve(&app, stream, registration)
+    });
     if let Err(e) = spawned {
         log::warn!("cannot start a connection's coroutine: {e}");
     }
 }
 
+/// An accepted connection on its way to its coroutine. The fields drop in
+/// order (if the coroutine cannot start): unregistered, then closed.
+struct Accepted {
+    registration: Registration,
+    stream: TcpStream,
+}
+
 /// Answers 503 and closes at once: the write side first (the client reads
-/// the answer, then end of file), after discarding what the client already
-/// sent, so the close does not reset the connection.
+/// the answer, then end of file). What the client already sent is read
+/// first so the close does not reset the connection; that is best effort
+/// (a request arriving after the close still gets a reset, which may
+/// destroy the answer), since a refused connection must not be held.
 fn refuse(stream: TcpStream) {
     let mut answer = Vec::with_capacity(256);
     response::encode(&Reply::error(&ApiError::TooManyConnections), true, &mut answer);
@@ -132,7 +150,7 @@ fn refuse(stream: TcpStream) {
     let _ = socket.write(&answer);
     let _ = socket.shutdown(Shutdown::Write);
     let mut scratch = [0u8; 4096];
-    for _ in 0..16 {
+    for _ in 0..REFUSE_DRAIN_READS {
         match socket.read(&mut scratch) {
             Ok(n) if n > 0 => {}
             _ => break,

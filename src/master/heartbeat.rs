@@ -8,7 +8,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::http::connections::monotonic_ms;
+use crate::clock::monotonic_ms;
 
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;

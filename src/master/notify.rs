@@ -32,7 +32,7 @@ pub fn ready() {
 
 /// `RELOADING=1` with the monotonic timestamp systemd requires for `Type=notify-reload`.
 pub fn reloading() {
-    let usec = crate::http::connections::monotonic_ms() * 1000;
+    let usec = crate::clock::monotonic_ms() * 1000;
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"));
 }
 

@@ -67,18 +67,27 @@ impl<T: Send + 'static> Replies<T> {
     /// coroutines.
     pub fn new(timeout: Duration) -> (Replies<T>, Courier<T>) {
         let table = Arc::new(Deadlines { calls: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0) });
-        let watched = table.clone();
+        // Both coroutines end once the store is gone (they hold no strong
+        // reference to the table).
+        let watched = Arc::downgrade(&table);
         may::go!(move || loop {
             may::coroutine::sleep(DEADLINE_TICK);
-            expire(&watched, Instant::now());
+            let Some(table) = watched.upgrade() else { return };
+            answer_where(&table, |deadline| deadline <= Instant::now(), || StoreError::Timeout);
         });
         let (batches, inbox) = channel::<Vec<(ReplyTo<T>, Answer<T>)>>();
+        let delivered = Arc::downgrade(&table);
         may::go!(move || {
             for batch in inbox {
                 for (to, answer) in batch {
                     // A call that timed out has stopped listening.
                     let _ = to.0.send(answer);
                 }
+            }
+            // The other thread is gone (it dropped its courier): nothing
+            // it was asked will be answered.
+            if let Some(table) = delivered.upgrade() {
+                answer_where(&table, |_| true, || StoreError::unavailable_because("store thread stopped"));
             }
         });
         (Replies { table, timeout }, Courier(batches))
@@ -114,14 +123,13 @@ impl<T> Courier<T> {
     }
 }
 
-/// Answers `Timeout` to every call past its deadline.
-fn expire<T>(table: &Deadlines<T>, now: Instant) {
-    let mut calls = table.lock();
-    calls.retain(|_, (deadline, to)| {
-        if *deadline > now {
+/// Answers `error()` to every call whose deadline matches, and forgets it.
+fn answer_where<T>(table: &Deadlines<T>, matches: impl Fn(Instant) -> bool, error: impl Fn() -> StoreError) {
+    table.lock().retain(|_, (deadline, to)| {
+        if !matches(*deadline) {
             return true;
         }
-        let _ = to.send(Err(StoreError::Timeout));
+        let _ = to.send(Err(error()));
         false
     });
 }
@@ -136,12 +144,29 @@ mod tests {
         let (to_a, a) = replies.call();
         let (to_b, b) = replies.call();
         let (_never, c) = replies.call();
-        std::thread::spawn(move || courier.deliver(vec![(to_a, Ok(1)), (to_b, Err(StoreError::Full))]));
+        // Delivered from another thread, which keeps the courier (its end
+        // would fail the remaining calls at once).
+        let _courier = std::thread::spawn(move || {
+            courier.deliver(vec![(to_a, Ok(1)), (to_b, Err(StoreError::Full))]);
+            courier
+        })
+        .join()
+        .unwrap();
         assert_eq!(a.wait(), Ok(1));
         assert_eq!(b.wait(), Err(StoreError::Full));
         let started = Instant::now();
         assert_eq!(c.wait(), Err(StoreError::Timeout));
         assert!(started.elapsed() < Duration::from_millis(200) + DEADLINE_TICK * 4);
         assert!(replies.table.lock().is_empty(), "finished calls leave the table");
+    }
+
+    #[test]
+    fn calls_fail_at_once_when_the_other_thread_is_gone() {
+        let (replies, courier) = Replies::<u32>::new(Duration::from_secs(60));
+        let (_to, waiting) = replies.call();
+        drop(courier);
+        let started = Instant::now();
+        assert!(matches!(waiting.wait(), Err(StoreError::Unavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(1), "not at the deadline");
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::SigSet;
 
 use crate::config::{Backend, Config};
-use crate::http::connections::SweepPolicy;
+use crate::http::sweep::SweepPolicy;
 use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
 use crate::http::{server, App, HttpLimits, ServerState};
@@ -258,7 +258,7 @@ fn max_requests_with_jitter(config: &Config) -> u64 {
     }
     let jitter = if config.max_requests_jitter > 0 {
         // The pid and the clock are random enough to spread workers apart.
-        let seed = u64::from(std::process::id()) ^ crate::http::connections::monotonic_ms().rotate_left(17);
+        let seed = u64::from(std::process::id()) ^ crate::clock::monotonic_ms().rotate_left(17);
         seed % (config.max_requests_jitter + 1)
     } else {
         0

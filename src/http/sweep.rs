@@ -21,27 +21,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::sys::socket::{shutdown, Shutdown};
-use nix::time::{clock_gettime, ClockId};
 
-/// Milliseconds on the system-wide monotonic clock (same in every process).
-pub fn monotonic_ms() -> u64 {
-    clock_ms(ClockId::CLOCK_MONOTONIC)
-}
-
-/// The monotonic clock at its coarse (few-millisecond) resolution: cheaper,
-/// and precise enough for timeouts counted in seconds.
-fn coarse_ms() -> u64 {
-    clock_ms(ClockId::CLOCK_MONOTONIC_COARSE)
-}
-
-fn clock_ms(clock: ClockId) -> u64 {
-    clock_gettime(clock).map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000).unwrap_or(0)
-}
+use crate::clock::coarse_ms;
 
 /// What a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,44 +43,74 @@ pub enum Phase {
     Sending = 3,
 }
 
+/// Bits of the packed state that hold the phase; the rest hold the time.
+const PHASE_BITS: u32 = 2;
+
+/// What the sweep has shut down.
+const SHUT_NONE: u8 = 0;
+const SHUT_READ: u8 = 1;
+const SHUT_BOTH: u8 = 2;
+
 /// What a connection's coroutine and the sweep share.
 #[derive(Debug)]
 pub struct ConnState {
     fd: RawFd,
-    phase: AtomicU8,
-    /// When the current phase began (coarse monotonic ms).
-    since_ms: AtomicU64,
-    /// The sweep shut this connection down for a timeout.
-    expired: AtomicBool,
+    /// The phase and when it began (coarse monotonic ms), packed in one
+    /// word so the sweep never reads a new phase with an old time.
+    phase_since: AtomicU64,
+    /// What the sweep shut down for a timeout.
+    shut: AtomicU8,
 }
 
 impl ConnState {
-    /// Enters `phase` now.
-    pub fn enter(&self, phase: Phase) {
-        self.since_ms.store(coarse_ms(), Ordering::Relaxed);
-        self.phase.store(phase as u8, Ordering::Relaxed);
+    fn new(fd: RawFd) -> ConnState {
+        ConnState { fd, phase_since: AtomicU64::new(pack(Phase::Idle, coarse_ms())), shut: AtomicU8::new(SHUT_NONE) }
     }
 
-    /// Enters `phase` keeping the time of the previous one (a handler
-    /// runs: no timeout applies, the time is not read).
+    /// Enters `phase` now.
+    pub fn enter(&self, phase: Phase) {
+        self.phase_since.store(pack(phase, coarse_ms()), Ordering::Relaxed);
+    }
+
+    /// Enters `phase` keeping the time of the previous one (for Busy: no
+    /// timeout applies, the clock need not be read). Only the connection's
+    /// own coroutine writes the state, so load-then-store loses nothing.
     pub fn set(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::Relaxed);
+        let since = self.phase_since.load(Ordering::Relaxed) >> PHASE_BITS;
+        self.phase_since.store(pack(phase, since), Ordering::Relaxed);
+    }
+
+    /// Enters Receiving, unless a request is being received already (its
+    /// time counts from its first wait).
+    pub fn receiving(&self) {
+        if self.phase() != Phase::Receiving {
+            self.enter(Phase::Receiving);
+        }
     }
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        match self.phase.load(Ordering::Relaxed) {
-            0 => Phase::Idle,
-            1 => Phase::Receiving,
-            2 => Phase::Busy,
-            _ => Phase::Sending,
-        }
+        unpack(self.phase_since.load(Ordering::Relaxed)).0
     }
 
     /// Whether the sweep shut this connection down for a timeout.
     pub fn expired(&self) -> bool {
-        self.expired.load(Ordering::Relaxed)
+        self.shut.load(Ordering::Relaxed) != SHUT_NONE
     }
+}
+
+fn pack(phase: Phase, since_ms: u64) -> u64 {
+    since_ms << PHASE_BITS | phase as u64
+}
+
+fn unpack(word: u64) -> (Phase, u64) {
+    let phase = match word & ((1 << PHASE_BITS) - 1) {
+        0 => Phase::Idle,
+        1 => Phase::Receiving,
+        2 => Phase::Busy,
+        _ => Phase::Sending,
+    };
+    (phase, word >> PHASE_BITS)
 }
 
 /// How a sweep treats connections.
@@ -114,14 +130,14 @@ pub struct SweepStats {
     pub idle_closed: usize,
     /// Slow clients cut off.
     pub slow_cut: usize,
-    /// Connections open.
-    pub open: usize,
 }
 
 /// The open connections of a worker.
 #[derive(Debug, Default)]
 pub struct Registry {
     conns: Mutex<HashMap<RawFd, Arc<ConnState>>>,
+    /// How many: read on every accept, without the lock.
+    count: AtomicUsize,
 }
 
 /// A connection's entry in the registry; unregisters when dropped. Drop it
@@ -141,25 +157,22 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.state.fd);
+        self.registry.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Registry {
     /// Tracks a new connection (idle from now).
     pub fn register(self: &Arc<Self>, fd: RawFd) -> Registration {
-        let state = Arc::new(ConnState {
-            fd,
-            phase: AtomicU8::new(Phase::Idle as u8),
-            since_ms: AtomicU64::new(coarse_ms()),
-            expired: AtomicBool::new(false),
-        });
+        let state = Arc::new(ConnState::new(fd));
         self.lock().insert(fd, state.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
         Registration { registry: self.clone(), state }
     }
 
     /// Open connections.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Whether no connection is open.
@@ -171,20 +184,20 @@ impl Registry {
     pub fn sweep(&self, policy: &SweepPolicy) -> SweepStats {
         let now = coarse_ms();
         let conns = self.lock();
-        let mut stats = SweepStats { open: conns.len(), ..SweepStats::default() };
+        let mut stats = SweepStats::default();
         for c in conns.values() {
             match verdict(c, policy, now) {
                 Verdict::Keep => {}
                 Verdict::CloseIdle => {
-                    expire(c, Shutdown::Read);
+                    expire(c, SHUT_READ);
                     stats.idle_closed += 1;
                 }
                 Verdict::CutReceiving => {
-                    expire(c, Shutdown::Read);
+                    expire(c, SHUT_READ);
                     stats.slow_cut += 1;
                 }
                 Verdict::CutSending => {
-                    expire(c, Shutdown::Both);
+                    expire(c, SHUT_BOTH);
                     stats.slow_cut += 1;
                 }
             }
@@ -205,25 +218,28 @@ enum Verdict {
     CutSending,
 }
 
-/// Decides for one connection.
+/// Decides for one connection. One whose read side was shut already is
+/// only cut further if it then blocks on a client that does not read (its
+/// last answer, a 408 or a response, must not hold the connection forever).
 fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
-    if c.expired() {
-        return Verdict::Keep;
-    }
-    let for_ms = now.saturating_sub(c.since_ms.load(Ordering::Relaxed));
-    let over = |limit: Duration| u128::from(for_ms) > limit.as_millis();
-    match c.phase() {
-        Phase::Idle if over(policy.keepalive) => Verdict::CloseIdle,
-        Phase::Receiving if over(policy.client_timeout) => Verdict::CutReceiving,
-        Phase::Sending if over(policy.client_timeout) => Verdict::CutSending,
+    let shut = c.shut.load(Ordering::Relaxed);
+    let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
+    let over = |limit: Duration| u128::from(now.saturating_sub(since)) > limit.as_millis();
+    match (phase, shut) {
+        (_, SHUT_BOTH) => Verdict::Keep,
+        (Phase::Sending, _) if over(policy.client_timeout) => Verdict::CutSending,
+        (_, SHUT_READ) => Verdict::Keep,
+        (Phase::Idle, _) if over(policy.keepalive) => Verdict::CloseIdle,
+        (Phase::Receiving, _) if over(policy.client_timeout) => Verdict::CutReceiving,
         _ => Verdict::Keep,
     }
 }
 
-/// Marks the connection expired, then shuts `how`: its coroutine wakes up
-/// (end of file on read, an error on write) and closes it.
-fn expire(c: &ConnState, how: Shutdown) {
-    c.expired.store(true, Ordering::Relaxed);
+/// Marks what is shut, then shuts it: the connection's coroutine wakes up
+/// (end of file on read, an error on write) and closes the connection.
+fn expire(c: &ConnState, level: u8) {
+    c.shut.store(level, Ordering::Relaxed);
+    let how = if level == SHUT_BOTH { Shutdown::Both } else { Shutdown::Read };
     // The registry lock is held, so `fd` is this connection's open socket.
     let _ = shutdown(c.fd, how);
 }
@@ -233,12 +249,7 @@ mod tests {
     use super::*;
 
     fn conn(phase: Phase, since_ms: u64) -> ConnState {
-        ConnState {
-            fd: -1,
-            phase: AtomicU8::new(phase as u8),
-            since_ms: AtomicU64::new(since_ms),
-            expired: AtomicBool::new(false),
-        }
+        ConnState { fd: -1, phase_since: AtomicU64::new(pack(phase, since_ms)), shut: AtomicU8::new(SHUT_NONE) }
     }
 
     #[test]
@@ -251,8 +262,33 @@ mod tests {
         assert_eq!(verdict(&conn(Phase::Receiving, now - 3_000), &policy, now), Verdict::CutReceiving);
         assert_eq!(verdict(&conn(Phase::Sending, now - 3_000), &policy, now), Verdict::CutSending);
         assert_eq!(verdict(&conn(Phase::Busy, now - 60_000), &policy, now), Verdict::Keep, "handlers have the store's deadline");
-        let done = conn(Phase::Idle, 0);
-        done.expired.store(true, Ordering::Relaxed);
-        assert_eq!(verdict(&done, &policy, now), Verdict::Keep, "acted on once");
+    }
+
+    #[test]
+    fn a_connection_is_acted_on_once_unless_it_then_blocks_sending() {
+        let policy = SweepPolicy { keepalive: Duration::from_secs(5), client_timeout: Duration::from_secs(2) };
+        let now = 100_000;
+        let idle = conn(Phase::Idle, 0);
+        idle.shut.store(SHUT_READ, Ordering::Relaxed);
+        assert_eq!(verdict(&idle, &policy, now), Verdict::Keep, "acted on once");
+        let answering = conn(Phase::Sending, now - 3_000);
+        answering.shut.store(SHUT_READ, Ordering::Relaxed);
+        assert_eq!(verdict(&answering, &policy, now), Verdict::CutSending, "its 408 is not read either");
+        answering.shut.store(SHUT_BOTH, Ordering::Relaxed);
+        assert_eq!(verdict(&answering, &policy, now), Verdict::Keep);
+    }
+
+    #[test]
+    fn phase_and_time_are_one_word() {
+        let c = conn(Phase::Idle, 1234);
+        c.set(Phase::Busy);
+        assert_eq!(unpack(c.phase_since.load(Ordering::Relaxed)), (Phase::Busy, 1234));
+        c.receiving();
+        let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
+        assert_eq!(phase, Phase::Receiving);
+        assert!(since > 1234);
+        c.set(Phase::Receiving);
+        c.receiving();
+        assert_eq!(unpack(c.phase_since.load(Ordering::Relaxed)).1, since, "kept while receiving");
     }
 }
