@@ -1,7 +1,7 @@
 //! The API contract (docs/api.md) over real HTTP against the real
 //! binary: CRUD, pagination, ordering, errors, connection rules, durability.
 
-mod support;
+use orders_harness as support;
 
 use serde_json::Value;
 use support::{order_json, Backend, Server};

@@ -4,7 +4,7 @@
 //! body matches the schema the file gives for it. Methods the file does not
 //! list on its paths are answered 405.
 
-mod support;
+use orders_harness as support;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! sharing one store (real nginx), the systemd unit (systemd-analyze
 //! verify), and `orders-server check` against the shipped sysctl file.
 
-mod support;
+use orders_harness as support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -148,7 +148,7 @@ fn nginx_in_front_of_two_instances_sharing_one_store() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    for pid in a.worker_pids().into_iter().chain([a.child.id() as i32]) {
+    for pid in a.worker_pids().into_iter().chain([a.pid() as i32]) {
         // SAFETY: kill(2) on processes of instance A.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }

@@ -4,7 +4,7 @@
 //! absolute-form targets, many headers, chunked bodies), and memory per
 //! client (trickled bodies, clients that do not read a large list).
 
-mod support;
+use orders_harness as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -419,7 +419,15 @@ mod review {
     #[test]
     fn bare_line_feeds_in_chunked_framing_are_400() {
         let s = Server::start(&[]);
-        for framing in ["5;e\nGET /x\r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\nX-T: a\n\r\n"] {
+        let cases = [
+            "5;e\nGET /x\r\nhello\r\n0\r\n\r\n",
+            "5;a\0\r\nhello\r\n0\r\n\r\n",
+            "5\r\nhello\r\n0\r\nX-T: a\n\r\n",
+            "5\r\nhello\r\n0\r\nnocolon\r\n\r\n",
+            "5\r\nhello\r\n0\r\nX-T: a\r\n folded\r\n\r\n",
+            "5\r\nhello\r\n0\r\nX-T: a\0b\r\n\r\n",
+        ];
+        for framing in cases {
             let mut c = s.connect();
             c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{framing}").as_bytes());
             let r = c.read_response().expect("an answer");
@@ -496,5 +504,52 @@ mod review {
         }
         assert!(cut, "still connected after {:?}", started.elapsed());
         assert!(started.elapsed() < Duration::from_secs(7), "cut after {:?}", started.elapsed());
+    }
+
+    /// A graceful stop that begins while a body arrives: that request is
+    /// answered with `Connection: close` (it said nothing, and the next
+    /// request on the connection went unanswered).
+    #[test]
+    fn a_drain_during_a_body_closes_after_its_response() {
+        let s = Server::start(&["-w", "1"]);
+        let body = order_json("draining", 1);
+        let (first, rest) = body.split_at(10);
+        let mut c = s.connect();
+        c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{first}", body.len()).as_bytes());
+        std::thread::sleep(Duration::from_millis(300));
+        s.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(300));
+        c.send_raw(rest.as_bytes());
+        let r = c.read_response().expect("the request is answered");
+        assert_eq!(r.status, 200);
+        assert!(r.closes(), "the last response of a draining worker says so");
+    }
+
+    /// RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request.
+    #[test]
+    fn host_is_required_once() {
+        let s = Server::start(&[]);
+        for raw in ["GET /orders HTTP/1.1\r\n\r\n", "GET /orders HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
+            let mut c = s.connect();
+            c.send_raw(raw.as_bytes());
+            let r = c.read_response().expect("an answer");
+            assert_eq!(r.status, 400, "{raw:?}");
+            assert!(r.message().contains("Host"), "{}", r.message());
+        }
+        let mut c = s.connect();
+        c.send_raw(b"GET /orders HTTP/1.0\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 200, "HTTP/1.0 needs none");
+    }
+
+    /// A chunked body cut short is "ended early", not a Content-Length error.
+    #[test]
+    fn a_truncated_chunked_body_says_so() {
+        let s = Server::start(&[]);
+        let mut c = s.connect();
+        c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 400);
+        assert_eq!(r.message(), "Request body ended before it was complete");
     }
 }

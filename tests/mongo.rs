@@ -3,7 +3,7 @@
 //! configuration and secrets. Runs against the in-memory wire-protocol
 //! server of tests/support/mongo_wire.rs.
 
-mod support;
+use orders_harness as support;
 
 use std::time::{Duration, Instant};
 
@@ -152,14 +152,10 @@ fn starting_with_the_database_down_serves_503_until_it_is_up() {
 #[test]
 fn the_seeds_mongo_uri_variable_is_accepted() {
     let mock = MockMongo::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let args: Vec<String> = ["-w", "1", "-b", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
-    let uri = mock.uri("orders_db");
-    let s = Server::spawn(args, &[("MONGO_URI", &uri)], &data);
+    let s = Server::builder().workers(1).env("MONGO_URI", &mock.uri("orders_db")).start();
     s.create("via MONGO_URI");
     assert_eq!(mock.count(), 1);
-    assert!(!data.join("data.mdb").exists(), "the embedded store was not used");
+    assert!(!s.data_dir.join("data.mdb").exists(), "the embedded store was not used");
 }
 
 #[test]

@@ -6,10 +6,9 @@
 //! Load tests run in a network namespace of their own (root), where they
 //! set `net.ipv4.tcp_migrate_req` without touching the host.
 
-mod support;
+use orders_harness as support;
 
 use std::io::Read;
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use support::{finish_wrk, in_netns, order_json, start_wrk, wait_until, Client, Server};
@@ -50,8 +49,9 @@ fn reload_twice_and_scaling_under_load_fail_no_request() {
 }
 
 /// The same reloads without `tcp_migrate_req`: connections waiting in a
-/// retiring listener's accept queue are reset. Reported, not asserted
-/// (how many depends on timing); the reloads themselves must complete.
+/// retiring listener's accept queue may be reset (how many depends on
+/// timing: reported, and bounded). What must hold: the load ran, the
+/// reloads completed, no answer was an error and no request hung.
 #[test]
 fn reload_without_tcp_migrate_req_is_reported() {
     in_netns(false, || {
@@ -66,7 +66,10 @@ fn reload_without_tcp_migrate_req_is_reported() {
             "without tcp_migrate_req: {} requests, {} socket errors, {} non-2xx",
             r.requests, r.socket_errors, r.non_2xx
         );
+        assert!(r.requests > 1000, "the load ran: {}", r.output);
         assert_eq!(r.non_2xx, 0, "{}", r.output);
+        assert_eq!(r.timeouts, 0, "no request hung: {}", r.output);
+        assert!(r.socket_errors < 200, "resets only from the retiring queues: {}", r.output);
         assert!(s.log().contains("reloaded: generation 3 serves"), "{}", s.log());
         assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
     });
@@ -89,13 +92,8 @@ fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("orders.toml");
     std::fs::write(&conf, "workers = 2\n").unwrap();
-    let data = tmp.path().join("data");
     // No -w on the command line: the file decides (the command line would win).
-    let args = ["-c", &conf.display().to_string(), "-b", "127.0.0.1:0", "--data-dir", &data.display().to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let s = Server::spawn(args, &[], &data);
+    let s = Server::builder().workers_from_config().args(&["-c", &conf.display().to_string()]).start();
     let before = s.worker_pids();
     assert_eq!(before.len(), 2);
 
@@ -124,11 +122,8 @@ fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let args: Vec<String> = ["-w", "2", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string()).collect();
-    let args = args.into_iter().chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[], &data);
+    let s = Server::builder().workers(2).start();
+    let data = s.data_dir.clone();
     let id = s.create("kept");
     let before = s.worker_pids();
     std::fs::write(data.join(".test-fail-boot"), "").unwrap();
@@ -146,11 +141,7 @@ fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_hung_worker_is_killed_and_replaced_within_timeout() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let args = ["-w", "2", "-b", "127.0.0.1:0", "--timeout", "2", "--data-dir"].iter().map(|s| s.to_string());
-    let args = args.chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[], &data);
+    let s = Server::builder().workers(2).args(&["--timeout", "2"]).start();
     let before = s.worker_pids();
     let mut hung = s.connect();
     hung.send_raw(b"GET /__test/hang HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -274,22 +265,17 @@ fn pid_file_and_log_file_reopen() {
     let pid = tmp.path().join("orders.pid");
     let log = tmp.path().join("orders.log");
     let (pid_s, log_s) = (pid.display().to_string(), log.display().to_string());
-    let data = tmp.path().join("data");
-    let args = ["-w", "2", "-b", "127.0.0.1:0", "--pid", &pid_s, "--log-file", &log_s, "--data-dir"];
-    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    args.push(data.display().to_string());
-    // The log goes to a file: find the port there.
-    let mut child = support::command().args(&args).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log).unwrap_or_default().contains("listening on")));
-    assert_eq!(std::fs::read_to_string(&pid).unwrap().trim(), child.id().to_string());
+    // The log goes to a file; readiness and the address still come from
+    // the notification.
+    let mut s = Server::builder().workers(2).args(&["--pid", &pid_s, "--log-file", &log_s]).start();
+    assert_eq!(std::fs::read_to_string(&pid).unwrap().trim(), s.pid().to_string());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("listening on"));
 
     let rotated = tmp.path().join("orders.log.1");
     std::fs::rename(&log, &rotated).unwrap();
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    s.signal(libc::SIGUSR1);
     assert!(wait_until(Duration::from_secs(5), || log.exists()), "log file not reopened");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(s.stop().success());
     let fresh = std::fs::read_to_string(&log).unwrap();
     assert!(fresh.contains("exiting (graceful)"), "workers write to the new file:\n{fresh}");
     assert!(fresh.contains("[master"), "the master writes to the new file:\n{fresh}");
@@ -318,27 +304,20 @@ fn workers_serve_as_the_unprivileged_user() {
 
 #[test]
 fn systemd_notifications() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sock_path = tmp.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let data = tmp.path().join("data");
-    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string());
-    let args = args.chain([data.display().to_string()]).collect();
-    let sock_env = sock_path.display().to_string();
-    let mut s = Server::spawn(args, &[("NOTIFY_SOCKET", &sock_env)], &data);
-    let recv = || {
-        let mut buf = [0u8; 512];
-        let n = sock.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+    let mut s = Server::builder().workers(1).start();
+    let nth = |s: &Server, n: usize| {
+        assert!(wait_until(Duration::from_secs(10), || s.notifications().len() > n), "{:?}", s.notifications());
+        s.notifications()[n].clone()
     };
-    let ready = recv();
-    assert!(ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", s.child.id())), "{ready}");
+    let ready = nth(&s, 0);
+    assert!(ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", s.pid())), "{ready}");
+    assert!(ready.contains(&format!("STATUS=serving on {}", s.addr)), "{ready}");
+    assert!(ready.contains(&format!("X_ORDERS_ADDRESS={}", s.addr)), "{ready}");
     s.signal(libc::SIGHUP);
-    assert!(recv().contains("RELOADING=1"));
-    assert!(recv().contains("READY=1"));
+    assert!(nth(&s, 1).contains("RELOADING=1"));
+    assert!(nth(&s, 2).contains("READY=1"));
     s.signal(libc::SIGTERM);
-    assert!(recv().contains("STOPPING=1"));
+    assert!(nth(&s, 3).contains("STOPPING=1"));
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
 
@@ -399,7 +378,6 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
     // The "new build" is broken.
     std::fs::remove_file(&exe).unwrap();
     std::fs::write(&exe, "#!/bin/sh\necho broken build >&2\nexit 1\n").unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&exe).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR2) };

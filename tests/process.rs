@@ -2,7 +2,7 @@
 //! configuration precedence, supervision (a dead worker is replaced, boot
 //! failures give up), stop signals, and panics costing one connection.
 
-mod support;
+use orders_harness as support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,18 +86,21 @@ fn cli_beats_env_beats_file() {
     std::fs::write(&conf, "workers = 3\nbind = \"127.0.0.1:0\"\n").unwrap();
     let conf = conf.display().to_string();
     let data = tmp.path().join("data");
-    let d = data.display().to_string();
     let count = |args: Vec<&str>, env: &[(&str, &str)]| {
-        let s = Server::spawn(args.iter().map(|a| a.to_string()).collect(), env, &data);
+        let mut builder = Server::builder().workers_from_config().data_dir(&data).args(&args);
+        for (k, v) in env {
+            builder = builder.env(k, v);
+        }
+        let s = builder.start();
         let n = s.worker_pids().len();
         assert_eq!(s.request("GET", "/orders", None).status, 200);
         n
     };
-    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d], &[]), 3);
-    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d], &[("ORDERS_WORKERS", "2")]), 2);
-    assert_eq!(count(vec!["-c", &conf, "--data-dir", &d, "-w", "1"], &[("ORDERS_WORKERS", "2")]), 1);
+    assert_eq!(count(vec!["-c", &conf], &[]), 3);
+    assert_eq!(count(vec!["-c", &conf], &[("ORDERS_WORKERS", "2")]), 2);
+    assert_eq!(count(vec!["-c", &conf, "-w", "1"], &[("ORDERS_WORKERS", "2")]), 1);
     // The config file may come from the environment too.
-    assert_eq!(count(vec!["--data-dir", &d], &[("ORDERS_CONFIG", &conf)]), 3);
+    assert_eq!(count(vec![], &[("ORDERS_CONFIG", &conf)]), 3);
 }
 
 #[test]
@@ -203,11 +206,7 @@ fn fast_stop_exits_zero() {
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
 fn a_panic_costs_one_connection_not_a_worker() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir"].iter().map(|s| s.to_string());
-    let args: Vec<String> = args.chain([data.display().to_string()]).collect();
-    let s = Server::spawn(args, &[], &data);
+    let s = Server::builder().workers(1).start();
     let pids = s.worker_pids();
     let mut c = s.connect();
     c.send_raw(b"GET /__test/panic HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -2,72 +2,20 @@
 //! a short run, zero failures through reloads (the issue's "load generator
 //! of the load-testing issue"), and the CI smoke run of real Locust.
 //!
-//! The server binary is the workspace's `target/<profile>/orders-server`
-//! (scripts/test.sh builds it first), or `ORDERS_SERVER_BIN`.
+//! The server is started by the workspace's test harness (`harness/`):
+//! the workspace's `target/<profile>/orders-server` (scripts/test.sh builds
+//! it first), or `ORDERS_SERVER_BIN`.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[path = "../../tests/support/netns.rs"]
-mod netns;
+use orders_harness::{in_netns, Server};
 
-fn server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("ORDERS_SERVER_BIN") {
-        return p.into();
-    }
-    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_orders-loadtest"));
-    let bin = loadtest.with_file_name("orders-server");
-    assert!(bin.exists(), "{} missing: build the server first (scripts/test.sh does)", bin.display());
-    bin
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(workers: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(server_bin())
-            .args(["-w", workers, "-b", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let log2 = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(a) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(a.trim().to_string());
-                }
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server started").parse().unwrap();
-        Server { child, addr, log, _dir: dir }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let _ = self.child.wait();
-    }
+/// A server with `workers` workers (the harness finds the workspace's
+/// binary, or `ORDERS_SERVER_BIN`).
+fn server(workers: usize) -> Server {
+    Server::builder().workers(workers).start()
 }
 
 fn loadtest(args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -86,7 +34,7 @@ fn loadtest(args: &[&str]) -> (i32, serde_json::Value, String) {
 
 #[test]
 fn a_short_seed_run_summarizes_itself() {
-    let s = Server::start("1");
+    let s = server(1);
     let host = format!("http://{}", s.addr);
     let (code, sum, text) = loadtest(&["-H", &host, "-u", "40", "-r", "20", "-t", "5s", "-s", "seed"]);
     assert_eq!(code, 0, "{text}");
@@ -116,8 +64,8 @@ fn failures_are_counted_with_the_user_count_at_the_first_one() {
 #[test]
 fn reloads_under_the_goose_load_fail_no_request() {
     // Needs net.ipv4.tcp_migrate_req=1, set in a private network namespace.
-    netns::in_netns(true, || {
-        let s = Server::start("2");
+    in_netns(true, || {
+        let s = server(2);
         let host = format!("http://{}", s.addr);
         // Orders for by-id to read.
         let (code, _, text) = loadtest(&["-H", &host, "-u", "10", "-r", "10", "-t", "2s", "-s", "seed"]);
@@ -134,9 +82,9 @@ fn reloads_under_the_goose_load_fail_no_request() {
         s.signal(libc::SIGHUP);
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(out.status.code(), Some(0), "failed requests:\n{text}\n{}", s.log.lock().unwrap());
+        assert_eq!(out.status.code(), Some(0), "failed requests:\n{text}\n{}", s.log());
         assert!(text.contains("failures:                0 "), "{text}");
-        assert!(s.log.lock().unwrap().contains("reloaded: generation 3"), "{}", s.log.lock().unwrap());
+        assert!(s.log().contains("reloaded: generation 3"), "{}", s.log());
     });
 }
 
@@ -146,7 +94,7 @@ fn locust_smoke_run_has_no_failure() {
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/locust");
         venv.display().to_string()
     });
-    let s = Server::start("2");
+    let s = server(2);
     let locustfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locustfile.py");
     let out = Command::new(&locust)
         .args(["--headless", "-u", "50", "-r", "50", "-t", "10s", "--only-summary", "--exit-code-on-error", "1"])

@@ -129,6 +129,8 @@ impl<'a> Connection<'a> {
         }
         let body = self.read_body(&framing)?;
         self.state().set(Phase::Busy);
+        // A drain that began while the body arrived closes this one too.
+        let close = close || self.app.state.is_draining();
         let reply = self.handle(route, fault, body.as_slice(), http10, close);
         drop(body);
         if !reply.streamed {
@@ -305,11 +307,10 @@ impl<'a> Connection<'a> {
             let data = self.input.data();
             match data.iter().position(|b| *b == b'\n') {
                 Some(end) => {
-                    // CRLF only, as for chunk-size lines.
-                    if end == 0 || data[end - 1] != b'\r' || data[..end - 1].iter().any(|b| is_ctl(*b)) {
+                    let blank = end == 1 && data[0] == b'\r';
+                    if !blank && !is_field_line(&data[..end]) {
                         return Err(Stop::Reply(ApiError::Malformed("invalid trailer line")));
                     }
-                    let blank = end == 1;
                     self.input.consume(end + 1);
                     if blank {
                         return Ok(());
@@ -520,6 +521,18 @@ impl ChunkSink for Sink<'_> {
 /// A control character other than horizontal tab.
 fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A header field line as the head's parser accepts one (the trailer
+/// section gets the same rules): `name: value` ending in CRLF, the name a
+/// token, no control byte, no folded continuation.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(line) = line.strip_suffix(b"\r") else { return false };
+    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
+    let name = &line[..colon];
+    !name.is_empty()
+        && name.iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        && !line.iter().any(|b| is_ctl(*b))
 }
 
 /// The connection's input: bytes received and not yet consumed.

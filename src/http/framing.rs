@@ -3,7 +3,8 @@
 //! `Content-Length` of plain digits given once, or no body. Anything
 //! ambiguous (both headers, a repeated length, a coding other than chunked
 //! last) is refused, so no byte of a body can ever be read as a request.
-//! Also reads `Connection` and `Expect`.
+//! Also reads `Connection` and `Expect`, and checks `Host` (RFC 9112 §3.2:
+//! exactly one in an HTTP/1.1 request, at most one in HTTP/1.0).
 
 use httparse::Header;
 
@@ -39,6 +40,7 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
     let mut chunked = false;
     let mut close_requested = false;
     let mut expect_continue = false;
+    let mut hosts = 0;
     for h in headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -48,6 +50,8 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
             content_length = Some(parse_content_length(h.value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = transfer_coding_is_chunked(h.value, chunked)?;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case(b"connection") {
             close_requested |= has_token(h.value, b"close");
         } else if name.eq_ignore_ascii_case(b"expect") && !http10 {
@@ -56,6 +60,11 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
             }
             expect_continue = true;
         }
+    }
+    match hosts {
+        0 if !http10 => return Err(ApiError::Malformed("an HTTP/1.1 request needs a Host header")),
+        0 | 1 => {}
+        _ => return Err(ApiError::Malformed("more than one Host header")),
     }
     let body = match (chunked, content_length) {
         (true, Some(_)) => return Err(ApiError::Malformed("both Transfer-Encoding and Content-Length")),
@@ -117,8 +126,23 @@ mod tests {
         Header { name, value: value.as_bytes() }
     }
 
+    const HOST: Header<'static> = Header { name: "Host", value: b"x" };
+
+    /// `check` of an HTTP/1.1 request with a Host header and these.
+    fn check11(headers: &[Header<'_>], max_body: u64) -> Result<Framing, ApiError> {
+        let all: Vec<Header<'_>> = std::iter::once(HOST).chain(headers.iter().copied()).collect();
+        check(&all, max_body, false)
+    }
+
     fn body(headers: &[Header<'_>]) -> Result<BodyKind, ApiError> {
-        check(headers, 100, false).map(|f| f.body)
+        check11(headers, 100).map(|f| f.body)
+    }
+
+    #[test]
+    fn host_rules() {
+        assert!(matches!(check(&[], 10, false), Err(ApiError::Malformed(_))), "HTTP/1.1 without Host");
+        assert!(check(&[], 10, true).is_ok(), "HTTP/1.0 without Host");
+        assert!(matches!(check(&[HOST, HOST], 10, true), Err(ApiError::Malformed(_))), "two Hosts");
     }
 
     #[test]
@@ -144,19 +168,19 @@ mod tests {
         assert!(matches!(body(&twice), Err(ApiError::Malformed(_))));
         let both = [h("Transfer-Encoding", "chunked"), h("Content-Length", "3")];
         assert!(matches!(body(&both), Err(ApiError::Malformed(_))));
-        assert!(matches!(check(&[h("Transfer-Encoding", "chunked")], 100, true), Err(ApiError::Malformed(_))));
+        assert!(matches!(check(&[HOST, h("Transfer-Encoding", "chunked")], 100, true), Err(ApiError::Malformed(_))));
         assert!(matches!(body(&[h("Transfer-Encoding", "")]), Err(ApiError::Malformed(_))));
     }
 
     #[test]
     fn connection_and_expect() {
-        assert!(check(&[h("Connection", "keep-alive, Close")], 1, false).unwrap().close_requested);
-        assert!(!check(&[h("Connection", "keep-alive")], 1, false).unwrap().close_requested);
-        let f = check(&[h("Expect", "100-Continue"), h("Content-Length", "5")], 10, false).unwrap();
+        assert!(check11(&[h("Connection", "keep-alive, Close")], 1).unwrap().close_requested);
+        assert!(!check11(&[h("Connection", "keep-alive")], 1).unwrap().close_requested);
+        let f = check11(&[h("Expect", "100-Continue"), h("Content-Length", "5")], 10).unwrap();
         assert!(f.expect_continue);
-        let f = check(&[h("Expect", "100-continue")], 10, false).unwrap();
+        let f = check11(&[h("Expect", "100-continue")], 10).unwrap();
         assert!(!f.expect_continue, "no body: nothing to wait for");
-        assert!(matches!(check(&[h("Expect", "x")], 10, false), Err(ApiError::UnsupportedExpectation)));
+        assert!(matches!(check11(&[h("Expect", "x")], 10), Err(ApiError::UnsupportedExpectation)));
         assert!(check(&[h("Expect", "x")], 10, true).is_ok(), "HTTP/1.0 ignores Expect");
     }
 }

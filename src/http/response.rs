@@ -77,7 +77,8 @@ pub enum ApiError {
     BodyTooLarge(u64),
     /// Content-Length unusable (not digits, or repeated).
     BadContentLength,
-    /// The body ended before Content-Length bytes arrived.
+    /// The body ended before it was complete (Content-Length bytes, or the
+    /// last chunk).
     IncompleteBody,
     /// A Transfer-Encoding other than `chunked`.
     UnsupportedTransferEncoding,
@@ -154,7 +155,7 @@ impl fmt::Display for ApiError {
             ApiError::VersionNotSupported => f.write_str("Only HTTP/1.0 and HTTP/1.1 are supported"),
             ApiError::BodyTooLarge(limit) => write!(f, "Request body is larger than {limit} bytes"),
             ApiError::BadContentLength => f.write_str("Invalid Content-Length header"),
-            ApiError::IncompleteBody => f.write_str("Request body is shorter than its Content-Length"),
+            ApiError::IncompleteBody => f.write_str("Request body ended before it was complete"),
             ApiError::UnsupportedTransferEncoding => {
                 f.write_str("Only the chunked Transfer-Encoding is supported")
             }

@@ -205,7 +205,7 @@ impl Master {
             Ok(c) => c,
             Err(e) => {
                 log::error!("reload refused, old workers keep serving: {e}");
-                notify::ready();
+                notify::ready(self.reservation.addr);
                 return None;
             }
         };
@@ -215,7 +215,7 @@ impl Master {
                 "reload refused, old workers keep serving: {} cannot change without a restart",
                 changed.join(", ")
             );
-            notify::ready();
+            notify::ready(self.reservation.addr);
             return None;
         }
         crate::logging::set_level(fresh.log_level);
@@ -250,7 +250,7 @@ impl Master {
             }
             Action::AnnounceListening => {
                 log::info!("listening on {}", self.reservation.addr);
-                notify::ready();
+                notify::ready(self.reservation.addr);
                 if let Some(from) = self.upgrade_from.take() {
                     from.report_ready();
                 }
@@ -258,13 +258,13 @@ impl Master {
             }
             Action::ReloadDone { generation } => {
                 log::info!("reloaded: generation {generation} serves; retiring the previous one");
-                notify::ready();
+                notify::ready(self.reservation.addr);
                 Vec::new()
             }
             Action::ReloadFailed { generation } => {
                 log::error!("reload failed: a worker of generation {generation} died before serving; the previous generation keeps serving");
                 self.configs.remove(&generation);
-                notify::ready();
+                notify::ready(self.reservation.addr);
                 Vec::new()
             }
             Action::Exit(_) => unreachable!("handled by the loop"),

@@ -1,7 +1,13 @@
 //! systemd's notification protocol (`Type=notify`), implemented directly:
 //! one datagram to the socket named by `NOTIFY_SOCKET`. Without that
 //! variable (not under systemd) every call does nothing.
+//!
+//! `READY=1` also carries the address every worker serves, as
+//! `X_ORDERS_ADDRESS=HOST:PORT` (sd_notify's convention for a variable of
+//! the application's own; systemd ignores it): the machine-readable way to
+//! learn the port of a server started on port 0 (the test harness uses it).
 
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 
 /// Env var systemd sets for a `Type=notify` service.
@@ -24,10 +30,13 @@ pub fn notify(state: &str) -> bool {
     sent.is_ok()
 }
 
+/// The variable of `READY=1` that carries the address.
+pub const ADDRESS_VAR: &str = "X_ORDERS_ADDRESS";
+
 /// `READY=1` with this process as the main pid (after an upgrade, systemd
-/// must follow the new master; needs `NotifyAccess=all`).
-pub fn ready() {
-    notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
+/// must follow the new master; needs `NotifyAccess=all`) and the address.
+pub fn ready(addr: SocketAddr) {
+    notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving on {addr}\n{ADDRESS_VAR}={addr}", std::process::id()));
 }
 
 /// `RELOADING=1` with the monotonic timestamp systemd requires for `Type=notify-reload`.

@@ -1,17 +1,21 @@
-//! Test support: start the real `orders-server` binary on an ephemeral port
-//! with a temp data dir, and a small HTTP/1.1 client over raw TCP (so tests
-//! control keep-alive, framing and every byte sent).
-
-#![allow(dead_code)]
+//! The test harness of orders-server, shared by every test crate of the
+//! workspace: a builder that starts the real `orders-server` binary on an
+//! ephemeral port with a temp data dir and learns its address from its
+//! readiness notification (systemd's protocol: the harness listens on the
+//! `NOTIFY_SOCKET` it gives the server and waits for `READY=1` with
+//! `X_ORDERS_ADDRESS`), never from log wording; a small HTTP/1.1 client over
+//! raw TCP (so tests control keep-alive, framing and every byte sent); the
+//! in-memory MongoDB wire-protocol server (`mongo_wire`); private network
+//! namespaces (`netns`); wrk.
 
 pub mod mongo_wire;
 pub mod netns;
 
-#[allow(unused_imports)] // not every test binary loads under a namespace
 pub use netns::in_netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -34,105 +38,237 @@ pub enum Backend {
 
 /// Env var naming a real MongoDB for the mongo variant of the tests.
 pub const REAL_MONGO_ENV: &str = "ORDERS_TEST_MONGO_URI";
+/// Env var naming the server binary (default: `orders-server` beside the
+/// test executable's directory, where cargo builds it).
+pub const SERVER_BIN_ENV: &str = "ORDERS_SERVER_BIN";
+/// The readiness variable carrying the address (src/master/notify.rs).
+const ADDRESS_VAR: &str = "X_ORDERS_ADDRESS=";
 
-/// How long a server may take to start listening.
+/// How long a server may take to report ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read timeout of the test client.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two looks of a polling wait.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The server binary: `ORDERS_SERVER_BIN`, or the workspace's
+/// `target/<profile>/orders-server` (test executables live in
+/// `target/<profile>/deps/`).
+pub fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var(SERVER_BIN_ENV) {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable");
+    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("orders-server");
+    assert!(bin.exists(), "{} missing: build the server first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    bin: PathBuf,
+    workers: Option<usize>,
+    backend: Backend,
+    data_dir: Option<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Builder {
+    /// Two workers on 127.0.0.1:0, a fresh data dir, the embedded store.
+    pub fn new() -> Builder {
+        Builder { bin: server_bin(), workers: Some(2), backend: Backend::Embedded, data_dir: None, args: Vec::new(), env: Vec::new() }
+    }
+
+    /// The binary to start.
+    pub fn binary(mut self, bin: impl Into<PathBuf>) -> Builder {
+        self.bin = bin.into();
+        self
+    }
+
+    /// Worker processes (`-w`).
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = Some(n);
+        self
+    }
+
+    /// No `-w`: the configuration file or the environment decides.
+    pub fn workers_from_config(mut self) -> Builder {
+        self.workers = None;
+        self
+    }
+
+    /// The store.
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.backend = backend;
+        self
+    }
+
+    /// An existing data dir (a restart on the same data).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// More arguments (after the builder's own).
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Builder {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// An environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Builder {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the server and waits until every worker serves.
+    pub fn start(self) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let (mongo_args, mongo) = match self.backend {
+            Backend::Embedded => (Vec::new(), None),
+            Backend::Mongo => mongo_args(),
+        };
+        let mut args: Vec<String> = vec!["-b".into(), "127.0.0.1:0".into()];
+        if let Some(n) = self.workers.filter(|_| !self.args.iter().any(|a| a == "-w" || a == "--workers")) {
+            args.extend(["-w".into(), n.to_string()]);
+        }
+        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+        args.extend(mongo_args);
+        args.extend(self.args.iter().cloned());
+        let mut server = Server {
+            child: None,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            data_dir,
+            mongo,
+            log: Arc::default(),
+            notifications: Arc::default(),
+            command: (self.bin.clone(), args, self.env.clone()),
+            spawns: 0,
+            _tmp: tmp,
+        };
+        server.spawn();
+        server
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::new()
+    }
+}
 
 /// A running server; stopped (TERM, then KILL) when dropped.
 pub struct Server {
-    pub child: Child,
+    child: Option<Child>,
+    /// The address every worker serves.
     pub addr: SocketAddr,
+    /// The data dir of the embedded store.
     pub data_dir: PathBuf,
     /// The wire-protocol test server behind a mongo-backed server.
     pub mongo: Option<MockMongo>,
     log: Arc<Mutex<String>>,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    _tmp: Option<tempfile::TempDir>,
+    notifications: Arc<Mutex<Vec<String>>>,
+    /// Binary, arguments and environment, for restarts.
+    command: (PathBuf, Vec<String>, Vec<(String, String)>),
+    spawns: usize,
+    _tmp: tempfile::TempDir,
 }
 
 impl Server {
-    /// Starts with 2 workers on 127.0.0.1:0 and a fresh data dir.
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Starts with 2 workers (unless `extra` says) and a fresh data dir.
     pub fn start(extra: &[&str]) -> Server {
-        Server::start_with(Backend::Embedded, extra)
+        Builder::new().args(extra).start()
     }
 
     /// Starts on the given backend (for mongo: a fresh collection).
     pub fn start_with(backend: Backend, extra: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let (mut args, mock) = match backend {
-            Backend::Embedded => (Vec::new(), None),
-            Backend::Mongo => mongo_args(),
-        };
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut s = Server::start_in(&data, &args);
-        s._tmp = Some(tmp);
-        s.mongo = mock;
-        s
+        Builder::new().backend(backend).args(extra).start()
+    }
+
+    /// Starts on an existing data dir (restarts).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        Builder::new().data_dir(data_dir).args(extra).start()
+    }
+
+    /// Starts the process and waits for its readiness notification.
+    fn spawn(&mut self) {
+        let (bin, args, env) = &self.command;
+        self.spawns += 1;
+        let socket_path = self._tmp.path().join(format!("notify-{}.sock", self.spawns));
+        let socket = UnixDatagram::bind(&socket_path).expect("the notification socket");
+        let mut child = command(bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orders-server");
+        self.log = Arc::default();
+        collect_lines(child.stderr.take().unwrap(), self.log.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let notifications = self.notifications.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message.lines().any(|l| l == "READY=1") {
+                    if let Some(addr) = message.lines().find_map(|l| l.strip_prefix(ADDRESS_VAR)) {
+                        let _ = tx.send(addr.to_string());
+                    }
+                }
+                notifications.lock().unwrap().push(message);
+            }
+        });
+        let mut addr = None;
+        let exited_early = !wait_until(START_TIMEOUT, || {
+            addr = rx.try_recv().ok();
+            addr.is_some() || child.try_wait().ok().flatten().is_some()
+        }) || addr.is_none();
+        if exited_early {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(POLL * 5); // the rest of its stderr
+            panic!("server did not report ready; log:\n{}", self.log.lock().unwrap());
+        }
+        self.addr = addr.unwrap().parse().expect("the address in the readiness notification");
+        self.child = Some(child);
+    }
+
+    /// The master process.
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("started")
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("started").id()
     }
 
     /// Stops the server (TERM, exit 0 expected) and starts it again with the
     /// same arguments, environment, data dir and database.
     pub fn restart(&mut self) {
         assert!(self.stop().success(), "exit status after TERM");
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut next = Server::spawn(self.args.clone(), &env, &self.data_dir);
-        std::mem::swap(&mut self.child, &mut next.child);
-        std::mem::swap(&mut self.log, &mut next.log);
-        self.addr = next.addr;
+        self.spawn();
     }
 
-    /// Starts on an existing data dir (restarts), 2 workers unless `extra` says.
-    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut args: Vec<String> = vec!["-b".into(), "127.0.0.1:0".into()];
-        if !extra.iter().any(|a| *a == "-w" || *a == "--workers") {
-            args.extend(["-w".into(), "2".into()]);
-        }
-        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Server::spawn(args, &[], data_dir)
-    }
-
-    /// Starts with exactly these arguments and extra environment.
-    pub fn spawn(args: Vec<String>, env: &[(&str, &str)], data_dir: &Path) -> Server {
-        let mut child = command()
-            .args(&args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start orders-server");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(a) => a.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap());
-            }
-        };
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Server { child, addr, data_dir: data_dir.to_path_buf(), mongo: None, log, args, env, _tmp: None }
-    }
-
-    /// Everything the server logged so far.
+    /// Everything the server logged so far (since its last start).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Every notification (sd_notify datagram) the server sent so far.
+    pub fn notifications(&self) -> Vec<String> {
+        self.notifications.lock().unwrap().clone()
     }
 
     /// A new keep-alive connection.
@@ -148,7 +284,7 @@ impl Server {
     /// Sends a signal to the master.
     pub fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        unsafe { libc::kill(self.pid() as i32, sig) };
     }
 
     /// Sends TERM and waits for the master to exit.
@@ -159,20 +295,19 @@ impl Server {
 
     /// Waits up to `timeout` for the master to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let child = self.child();
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 
     /// Pids of the workers (children of the master).
     pub fn worker_pids(&self) -> Vec<i32> {
-        let path = format!("/proc/{}/task/{}/children", self.child.id(), self.child.id());
-        std::fs::read_to_string(path)
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
@@ -189,14 +324,25 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        let Some(child) = self.child.as_mut() else { return };
+        if child.try_wait().ok().flatten().is_none() {
             self.signal(libc::SIGTERM);
             if self.wait_exit(Duration::from_secs(10)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                let child = self.child();
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }
+}
+
+/// Appends the lines of `stream` to `log` from a thread of its own.
+fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            log.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
 }
 
 /// Arguments selecting MongoDB: the real one of `ORDERS_TEST_MONGO_URI`, or
@@ -220,8 +366,8 @@ pub fn mongo_args() -> (Vec<String>, Option<MockMongo>) {
 }
 
 /// The server binary, with no ORDERS_* variables inherited from the caller.
-pub fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders-server"));
+pub fn command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("ORDERS_") || k == "MONGO_URI" {
             cmd.env_remove(k);
@@ -232,7 +378,7 @@ pub fn command() -> Command {
 
 /// Runs the binary to completion (for start-up errors): status and stderr.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
-    let mut child = command()
+    let mut child = command(&server_bin())
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -240,18 +386,13 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (O
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-            return (out.status.code(), text);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
     }
-    let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    (None, String::from_utf8_lossy(&out.stderr).into_owned())
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().filter(|_| exited), text)
 }
 
 /// Waits until `cond` holds, polling, up to `timeout`.
@@ -261,7 +402,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(POLL);
     }
     cond()
 }
@@ -416,6 +557,8 @@ pub struct WrkResult {
     pub requests: u64,
     /// Connect, read, write and timeout errors.
     pub socket_errors: u64,
+    /// Of those, requests that got no answer within wrk's timeout.
+    pub timeouts: u64,
     pub non_2xx: u64,
     pub output: String,
 }
@@ -461,7 +604,9 @@ pub fn finish_wrk(child: std::process::Child) -> WrkResult {
             .filter_map(|s| s.parse().ok())
             .collect();
         if line.contains("Socket errors") {
+            // "Socket errors: connect 0, read 3, write 0, timeout 0"
             r.socket_errors = nums.iter().sum();
+            r.timeouts = nums.last().copied().unwrap_or(0);
         } else if line.contains("Non-2xx") {
             r.non_2xx = nums.last().copied().unwrap_or(0);
         } else if line.contains("requests in") {
