@@ -2,7 +2,12 @@
 //! TOML file, merged with precedence CLI > env > file > default, then
 //! validated into one resolved [`Config`] that is passed down.
 //!
-//! Every setting is documented once, in `conf/orders-server.toml`.
+//! Every setting is declared once, in the `settings!` table below: its
+//! meaning, type, flag, environment variable, documented default and
+//! whether a reload may change it. Adding a setting is one row there, its
+//! validation in `resolve` (and its field in `Config`), and its paragraph
+//! in conf/orders-server.toml (a test checks that every setting has one,
+//! and another that each documented default is the real one).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -13,54 +18,15 @@ use serde::Deserialize;
 
 pub use crate::store::mongo::MongoTarget;
 
-/// Default address, as gunicorn's.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
-/// Default data directory of the embedded store.
-pub const DEFAULT_DATA_DIR: &str = "data";
-/// Default request body limit (1 MiB).
-pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
-/// Default cap on `limit` in `GET /orders?limit=N`.
-pub const DEFAULT_MAX_PAGE_SIZE: u64 = 1000;
-/// Default largest response built in memory; a longer list is streamed in
-/// chunks of about this size (256 KiB: ~2,000 orders).
-pub const DEFAULT_RESPONSE_BUFFER_SIZE: u64 = 256 * 1024;
-/// Default bytes of request bodies one worker holds at once (64 MiB: 64
-/// bodies of the default largest size).
-pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
-/// Default LMDB map size: the most the store file may grow to (4 GiB).
-pub const DEFAULT_MAP_SIZE: u64 = 4 * 1024 * 1024 * 1024;
-/// Default deadline for one store operation.
-pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 2000;
-/// Default time a graceful stop may take before stragglers are killed.
-pub const DEFAULT_GRACEFUL_TIMEOUT_S: u64 = 30;
-/// Default coroutine stack size in bytes (may's own default is 32 KiB, which
-/// JSON handlers can overflow: an overflow is a segfault, not an error).
-pub const DEFAULT_STACK_SIZE: u64 = 256 * 1024;
-/// Default MongoDB database (the seed's).
-pub const DEFAULT_MONGO_DATABASE: &str = "orders_db";
-/// Default MongoDB collection (the seed's).
-pub const DEFAULT_MONGO_COLLECTION: &str = "orders";
+/// The default of max_buffered_body_bytes, unless max_body_size is larger
+/// (64 MiB: 64 bodies of the default largest size).
+pub const BODY_BUDGET_FLOOR: u64 = 64 * 1024 * 1024;
 /// Env var for the MongoDB URI.
 pub const MONGO_URI_ENV: &str = "ORDERS_MONGO_URI";
 /// The seed's env var for the MongoDB URI, read below ORDERS_MONGO_URI.
 pub const SEED_MONGO_URI_ENV: &str = "MONGO_URI";
-/// Default worker heartbeat timeout (gunicorn's `timeout`).
-pub const DEFAULT_TIMEOUT_S: u64 = 30;
-/// Default idle keep-alive time: well above common client idle gaps (nginx
-/// uses 75 s; gunicorn's 2 s resets clients that are about to reuse a connection).
-pub const DEFAULT_KEEPALIVE_S: u64 = 75;
-/// Default time a client may take to send one request (headers and body).
-pub const DEFAULT_CLIENT_TIMEOUT_S: u64 = 30;
-/// Default longest request line (gunicorn's).
-pub const DEFAULT_LIMIT_REQUEST_LINE: u64 = 4094;
-/// Default most request headers (gunicorn's).
-pub const DEFAULT_LIMIT_REQUEST_FIELDS: u64 = 100;
 /// Largest limit_request_fields accepted (gunicorn's).
 pub const MAX_REQUEST_FIELDS: u64 = 32768;
-/// Default longest header line (gunicorn's).
-pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: u64 = 8190;
-/// Default accept backlog per worker.
-pub const DEFAULT_BACKLOG: u64 = 2048;
 /// Descriptors a worker keeps for itself (store, pipes, logs) out of the
 /// open-file limit when deriving worker_connections.
 pub const RESERVED_FDS: u64 = 64;
@@ -76,117 +42,166 @@ pub const MIN_STACK_SIZE: u64 = 64 * 1024;
 /// Largest page size accepted as the operator's cap.
 pub const MAX_MAX_PAGE_SIZE: u64 = 1_000_000;
 
-/// Command line. Each option also reads `ORDERS_<NAME>` from the environment.
-#[derive(Debug, Clone, Parser, Default)]
-#[command(name = "orders-server", version, about = "A prefork HTTP API server for orders", long_about = None)]
-pub struct Cli {
-    /// A command instead of serving.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Configuration file (TOML); see conf/orders-server.toml.
-    #[arg(short = 'c', long = "config", env = "ORDERS_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Number of worker processes [default: number of CPUs].
-    #[arg(short = 'w', long, env = "ORDERS_WORKERS")]
-    pub workers: Option<u64>,
-    /// Address to listen on, HOST:PORT (port 0 picks a free port) [default: 127.0.0.1:8000].
-    #[arg(short = 'b', long, env = "ORDERS_BIND", value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Directory of the embedded store [default: data].
-    #[arg(long, env = "ORDERS_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Coroutine scheduler threads per worker [default: 1].
-    #[arg(long, env = "ORDERS_THREADS")]
-    pub threads: Option<u64>,
-    /// Coroutine stack size in bytes [default: 262144].
-    #[arg(long, env = "ORDERS_COROUTINE_STACK_SIZE", value_name = "BYTES")]
-    pub coroutine_stack_size: Option<u64>,
-    /// Largest request body in bytes [default: 1048576].
-    #[arg(long, env = "ORDERS_MAX_BODY_SIZE", value_name = "BYTES")]
-    pub max_body_size: Option<u64>,
-    /// Largest `limit` a client may ask for [default: 1000].
-    #[arg(long, env = "ORDERS_MAX_PAGE_SIZE", value_name = "N")]
-    pub max_page_size: Option<u64>,
-    /// Apply max_page_size to a bare GET /orders too [default: false].
-    #[arg(long, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL")]
-    pub cap_unpaged_list: Option<bool>,
-    /// Largest response built in memory; a longer list is streamed in
-    /// chunks of about this size [default: 262144].
-    #[arg(long, env = "ORDERS_RESPONSE_BUFFER_SIZE", value_name = "BYTES", alias = "close-after-response-bytes")]
-    pub response_buffer_size: Option<u64>,
-    /// Bytes of request bodies one worker holds at once; more bodies wait,
-    /// then get 503 [default: 67108864, at least max_body_size].
-    #[arg(long, env = "ORDERS_MAX_BUFFERED_BODY_BYTES", value_name = "BYTES")]
-    pub max_buffered_body_bytes: Option<u64>,
-    /// Largest size the embedded store may grow to, in bytes [default: 4 GiB].
-    #[arg(long, env = "ORDERS_MAP_SIZE", value_name = "BYTES")]
-    pub map_size: Option<u64>,
-    /// Deadline of one store operation in milliseconds [default: 2000].
-    #[arg(long, env = "ORDERS_STORE_TIMEOUT_MS", value_name = "MS")]
-    pub store_timeout_ms: Option<u64>,
-    /// Seconds a graceful stop may take [default: 30].
-    #[arg(long, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS")]
-    pub graceful_timeout: Option<u64>,
-    /// Log level: error, warn, info, debug [default: info].
-    #[arg(long, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Seconds without a heartbeat before a worker is killed and replaced [default: 30].
-    #[arg(short = 't', long, env = "ORDERS_TIMEOUT", value_name = "SECONDS")]
-    pub timeout: Option<u64>,
-    /// Seconds an idle keep-alive connection is kept open [default: 75].
-    #[arg(long, env = "ORDERS_KEEPALIVE", value_name = "SECONDS")]
-    pub keepalive: Option<u64>,
-    /// Seconds a client may take to send one request [default: 30].
-    #[arg(long, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS")]
-    pub client_timeout: Option<u64>,
-    /// Recycle a worker after this many requests; 0 = never [default: 0].
-    #[arg(long, env = "ORDERS_MAX_REQUESTS", value_name = "N")]
-    pub max_requests: Option<u64>,
-    /// Add up to this many requests at random to max_requests, per worker [default: 0].
-    #[arg(long, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N")]
-    pub max_requests_jitter: Option<u64>,
-    /// Most connections per worker; over it, new ones are closed at once
-    /// [default: the open-file limit less a reserve].
-    #[arg(long, env = "ORDERS_WORKER_CONNECTIONS", value_name = "N")]
-    pub worker_connections: Option<u64>,
-    /// Longest request line in bytes [default: 4094].
-    #[arg(long, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES")]
-    pub limit_request_line: Option<u64>,
-    /// Most request headers [default: 100].
-    #[arg(long, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N")]
-    pub limit_request_fields: Option<u64>,
-    /// Longest request header line in bytes [default: 8190].
-    #[arg(long, env = "ORDERS_LIMIT_REQUEST_FIELD_SIZE", value_name = "BYTES")]
-    pub limit_request_field_size: Option<u64>,
-    /// Accept backlog of each worker's listener [default: 2048].
-    #[arg(long, env = "ORDERS_BACKLOG", value_name = "N")]
-    pub backlog: Option<u64>,
+/// Declares every setting once: its meaning (the doc comment), type, flag,
+/// environment variable, default (as documented) and whether a reload may
+/// change it. From this follow the command line and `--help` (clap), the
+/// file format (serde, unknown keys refused), the precedence (`or`), the
+/// reload check (`fixed_changes`) and the list of settings (`SETTINGS`,
+/// which the test of conf/orders-server.toml walks).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty,
+        $(short = $short:literal,)?
+        $(env = $env:literal,)?
+        $(value_name = $value_name:literal,)?
+        $(formerly = $old_flag:literal / $old_key:literal,)?
+        default = $default:literal,
+        reload = $reload:literal;
+    )*) => {
+        /// The settings as given on the command line (and its environment
+        /// variables) or in the configuration file: every one optional.
+        #[derive(Debug, Clone, Default, Parser, Deserialize)]
+        #[command(name = "orders-server", version, about = "A prefork HTTP API server for orders", long_about = None)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            /// A command instead of serving.
+            #[command(subcommand)]
+            #[serde(skip)]
+            pub command: Option<Command>,
+            /// Configuration file (TOML); see conf/orders-server.toml.
+            #[arg(short = 'c', long = "config", env = "ORDERS_CONFIG", value_name = "FILE")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, $(short = $short,)? $(env = $env,)? $(value_name = $value_name,)?
+                      help = concat!($($doc,)* " [default: ", $default, "]"))]
+                $(#[arg(alias = $old_flag)] #[serde(alias = $old_key)])?
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl Settings {
+            /// Each setting of `self`, or of `lower` where `self` has none
+            /// (command line and environment over the file).
+            pub fn or(self, lower: Settings) -> Settings {
+                Settings { command: self.command, config: self.config, $($name: self.$name.or(lower.$name),)* }
+            }
+
+            /// The settings a reload may not change that differ in `new`.
+            pub fn fixed_changes(&self, new: &Settings) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(
+                    if !$reload && self.$name != new.$name {
+                        changed.push(stringify!($name));
+                    }
+                )*
+                changed
+            }
+        }
+
+        /// Every setting, as declared.
+        pub const SETTINGS: &[SettingInfo] = &[$(SettingInfo { name: stringify!($name), default: $default, reloadable: $reload },)*];
+
+        /// The documented default of each setting, where it is a value
+        /// (None where it is described: "number of CPUs", "not set"): the
+        /// default the server uses is the one `--help` shows.
+        pub struct Defaults;
+
+        impl Defaults {
+            $(
+                #[allow(missing_docs)]
+                pub fn $name() -> Option<$ty> {
+                    $default.parse().ok()
+                }
+            )*
+        }
+    };
+}
+
+/// What `SETTINGS` says of one setting.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingInfo {
+    /// The name in the file (the flag is the same with dashes).
+    pub name: &'static str,
+    /// The default, as documented.
+    pub default: &'static str,
+    /// Whether a reload (SIGHUP) may change it.
+    pub reloadable: bool,
+}
+
+settings! {
+    /// Number of worker processes.
+    workers: u64, short = 'w', env = "ORDERS_WORKERS", default = "number of CPUs", reload = true;
+    /// Address to listen on, HOST:PORT (port 0 picks a free port).
+    bind: String, short = 'b', env = "ORDERS_BIND", value_name = "ADDR", default = "127.0.0.1:8000", reload = false;
+    /// Directory of the embedded store.
+    data_dir: PathBuf, env = "ORDERS_DATA_DIR", value_name = "DIR", default = "data", reload = false;
+    /// Coroutine scheduler threads per worker.
+    threads: u64, env = "ORDERS_THREADS", default = "1", reload = true;
+    /// Coroutine stack size in bytes.
+    coroutine_stack_size: u64, env = "ORDERS_COROUTINE_STACK_SIZE", value_name = "BYTES", default = "262144", reload = true;
+    /// Largest request body in bytes.
+    max_body_size: u64, env = "ORDERS_MAX_BODY_SIZE", value_name = "BYTES", default = "1048576", reload = true;
+    /// Bytes of request bodies one worker holds at once; more bodies wait, then get 503.
+    max_buffered_body_bytes: u64, env = "ORDERS_MAX_BUFFERED_BODY_BYTES", value_name = "BYTES",
+        default = "67108864, or max_body_size if larger", reload = true;
+    /// Largest `limit` a client may ask for.
+    max_page_size: u64, env = "ORDERS_MAX_PAGE_SIZE", value_name = "N", default = "1000", reload = true;
+    /// Apply max_page_size to a bare GET /orders too.
+    cap_unpaged_list: bool, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL", default = "false", reload = true;
+    /// Largest response built in memory; a longer list is streamed in chunks of about this size.
+    response_buffer_size: u64, env = "ORDERS_RESPONSE_BUFFER_SIZE", value_name = "BYTES",
+        formerly = "close-after-response-bytes" / "close_after_response_bytes", default = "262144", reload = true;
+    /// Largest size the embedded store may grow to, in bytes.
+    map_size: u64, env = "ORDERS_MAP_SIZE", value_name = "BYTES", default = "4294967296", reload = false;
+    /// Deadline of one store operation in milliseconds.
+    store_timeout_ms: u64, env = "ORDERS_STORE_TIMEOUT_MS", value_name = "MS", default = "2000", reload = true;
+    /// Seconds a graceful stop may take.
+    graceful_timeout: u64, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    /// Log level: error, warn, info, debug.
+    log_level: String, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL", default = "info", reload = true;
+    /// Seconds without a heartbeat before a worker is killed and replaced.
+    timeout: u64, short = 't', env = "ORDERS_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    /// Seconds an idle keep-alive connection is kept open.
+    keepalive: u64, env = "ORDERS_KEEPALIVE", value_name = "SECONDS", default = "75", reload = true;
+    /// Seconds a client may take to send one request, or stay blocked reading a response.
+    client_timeout: u64, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    /// Recycle a worker after this many requests; 0 = never.
+    max_requests: u64, env = "ORDERS_MAX_REQUESTS", value_name = "N", default = "0", reload = true;
+    /// Add up to this many requests at random to max_requests, per worker.
+    max_requests_jitter: u64, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N", default = "0", reload = true;
+    /// Most connections per worker; over it, new ones get 503 and are closed at once.
+    worker_connections: u64, env = "ORDERS_WORKER_CONNECTIONS", value_name = "N",
+        default = "the open-file limit less 64", reload = true;
+    /// Longest request line in bytes.
+    limit_request_line: u64, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES", default = "4094", reload = true;
+    /// Most request headers.
+    limit_request_fields: u64, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N", default = "100", reload = true;
+    /// Longest request header line in bytes.
+    limit_request_field_size: u64, env = "ORDERS_LIMIT_REQUEST_FIELD_SIZE", value_name = "BYTES", default = "8190", reload = true;
+    /// Accept backlog of each worker's listener.
+    backlog: u64, env = "ORDERS_BACKLOG", value_name = "N", default = "2048", reload = true;
     /// Serve as this user after binding (the master keeps its own).
-    #[arg(short = 'u', long, env = "ORDERS_USER", value_name = "USER")]
-    pub user: Option<String>,
-    /// Serve as this group after binding [default: the user's group].
-    #[arg(short = 'g', long, env = "ORDERS_GROUP", value_name = "GROUP")]
-    pub group: Option<String>,
+    user: String, short = 'u', env = "ORDERS_USER", value_name = "USER", default = "not set", reload = false;
+    /// Serve as this group after binding.
+    group: String, short = 'g', env = "ORDERS_GROUP", value_name = "GROUP", default = "the user's group", reload = false;
     /// Write the master's pid to this file.
-    #[arg(short = 'p', long = "pid", env = "ORDERS_PID", value_name = "FILE")]
-    pub pid: Option<PathBuf>,
-    /// Raise the open-file limit to this at start [default: the hard limit].
-    #[arg(long, env = "ORDERS_RLIMIT_NOFILE", value_name = "N")]
-    pub rlimit_nofile: Option<u64>,
+    pid: PathBuf, short = 'p', env = "ORDERS_PID", value_name = "FILE", default = "not set", reload = false;
+    /// Raise the open-file limit to this at start.
+    rlimit_nofile: u64, env = "ORDERS_RLIMIT_NOFILE", value_name = "N", default = "the hard limit", reload = false;
     /// Write logs to this file instead of stderr (reopened on SIGUSR1).
-    #[arg(long, env = "ORDERS_LOG_FILE", value_name = "FILE")]
-    pub log_file: Option<PathBuf>,
+    log_file: PathBuf, env = "ORDERS_LOG_FILE", value_name = "FILE", default = "standard error", reload = false;
     /// Store orders in MongoDB at this URI instead of the embedded store
-    /// (also read from MONGO_URI). Prefer the environment: a password on the
-    /// command line is visible to every local user.
-    #[arg(long, value_name = "URI")]
-    pub mongo_uri: Option<String>,
-    /// MongoDB database, when the URI names none [default: orders_db].
-    #[arg(long, env = "ORDERS_MONGO_DATABASE", value_name = "NAME")]
-    pub mongo_database: Option<String>,
-    /// MongoDB collection [default: orders].
-    #[arg(long, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME")]
-    pub mongo_collection: Option<String>,
+    /// (also read from ORDERS_MONGO_URI, then MONGO_URI). Prefer the
+    /// environment: a password on the command line is visible to every
+    /// local user.
+    mongo_uri: String, value_name = "URI", default = "unset: the embedded store", reload = false;
+    /// MongoDB database, when the URI names none.
+    mongo_database: String, env = "ORDERS_MONGO_DATABASE", value_name = "NAME", default = "orders_db", reload = false;
+    /// MongoDB collection.
+    mongo_collection: String, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME", default = "orders", reload = false;
 }
 
 /// Commands other than serving.
@@ -198,78 +213,6 @@ pub enum Command {
         #[arg(long, default_value = "/proc/sys", value_name = "DIR")]
         proc_sys: PathBuf,
     },
-}
-
-/// The configuration file: every key optional, unknown keys rejected.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// See [`Cli::workers`].
-    pub workers: Option<u64>,
-    /// See [`Cli::bind`].
-    pub bind: Option<String>,
-    /// See [`Cli::data_dir`].
-    pub data_dir: Option<PathBuf>,
-    /// See [`Cli::threads`].
-    pub threads: Option<u64>,
-    /// See [`Cli::coroutine_stack_size`].
-    pub coroutine_stack_size: Option<u64>,
-    /// See [`Cli::max_body_size`].
-    pub max_body_size: Option<u64>,
-    /// See [`Cli::max_page_size`].
-    pub max_page_size: Option<u64>,
-    /// See [`Cli::cap_unpaged_list`].
-    pub cap_unpaged_list: Option<bool>,
-    /// See [`Cli::response_buffer_size`] (`close_after_response_bytes`
-    /// is its former name).
-    #[serde(alias = "close_after_response_bytes")]
-    pub response_buffer_size: Option<u64>,
-    /// See [`Cli::max_buffered_body_bytes`].
-    pub max_buffered_body_bytes: Option<u64>,
-    /// See [`Cli::map_size`].
-    pub map_size: Option<u64>,
-    /// See [`Cli::store_timeout_ms`].
-    pub store_timeout_ms: Option<u64>,
-    /// See [`Cli::graceful_timeout`].
-    pub graceful_timeout: Option<u64>,
-    /// See [`Cli::log_level`].
-    pub log_level: Option<String>,
-    /// See [`Cli::timeout`].
-    pub timeout: Option<u64>,
-    /// See [`Cli::keepalive`].
-    pub keepalive: Option<u64>,
-    /// See [`Cli::client_timeout`].
-    pub client_timeout: Option<u64>,
-    /// See [`Cli::max_requests`].
-    pub max_requests: Option<u64>,
-    /// See [`Cli::max_requests_jitter`].
-    pub max_requests_jitter: Option<u64>,
-    /// See [`Cli::worker_connections`].
-    pub worker_connections: Option<u64>,
-    /// See [`Cli::limit_request_line`].
-    pub limit_request_line: Option<u64>,
-    /// See [`Cli::limit_request_fields`].
-    pub limit_request_fields: Option<u64>,
-    /// See [`Cli::limit_request_field_size`].
-    pub limit_request_field_size: Option<u64>,
-    /// See [`Cli::backlog`].
-    pub backlog: Option<u64>,
-    /// See [`Cli::user`].
-    pub user: Option<String>,
-    /// See [`Cli::group`].
-    pub group: Option<String>,
-    /// See [`Cli::pid`].
-    pub pid: Option<PathBuf>,
-    /// See [`Cli::rlimit_nofile`].
-    pub rlimit_nofile: Option<u64>,
-    /// See [`Cli::log_file`].
-    pub log_file: Option<PathBuf>,
-    /// See [`Cli::mongo_uri`].
-    pub mongo_uri: Option<String>,
-    /// See [`Cli::mongo_database`].
-    pub mongo_database: Option<String>,
-    /// See [`Cli::mongo_collection`].
-    pub mongo_collection: Option<String>,
 }
 
 /// A setting that cannot be used, named for the operator.
@@ -398,71 +341,67 @@ pub struct Config {
     pub mongo_uri_source: Option<UriSource>,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
+    /// The settings as given (before defaults): what a reload compares.
+    pub settings: Settings,
 }
 
 impl Config {
     /// Reads the file named by `cli.config`, merges, and validates.
-    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+    pub fn load(cli: Settings) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
         resolve(cli, file)
     }
 }
 
 /// Reads and parses a config file.
-pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile(path.into(), e))?;
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile(path.into(), e.message().to_string()))
 }
 
 /// Merges CLI/env values over file values over defaults, then validates.
-pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
-    let workers = cli.workers.or(file.workers).unwrap_or(cpus);
-    let bind = cli.bind.or(file.bind).unwrap_or_else(|| DEFAULT_BIND.to_string());
-    let threads = cli.threads.or(file.threads).unwrap_or(1);
-    let stack = cli.coroutine_stack_size.or(file.coroutine_stack_size).unwrap_or(DEFAULT_STACK_SIZE);
-    let max_page_size = cli.max_page_size.or(file.max_page_size).unwrap_or(DEFAULT_MAX_PAGE_SIZE);
-    let max_body_size = cli.max_body_size.or(file.max_body_size).unwrap_or(DEFAULT_MAX_BODY_SIZE);
-    let response_buffer =
-        cli.response_buffer_size.or(file.response_buffer_size).unwrap_or(DEFAULT_RESPONSE_BUFFER_SIZE);
-    let body_memory = cli
-        .max_buffered_body_bytes
-        .or(file.max_buffered_body_bytes)
-        .unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES.max(max_body_size));
-    let map_size = cli.map_size.or(file.map_size).unwrap_or(DEFAULT_MAP_SIZE);
-    let store_timeout_ms = cli.store_timeout_ms.or(file.store_timeout_ms).unwrap_or(DEFAULT_STORE_TIMEOUT_MS);
-    let graceful = cli.graceful_timeout.or(file.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_S);
-    let log_level = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
-    let nofile = cli.rlimit_nofile.or(file.rlimit_nofile);
-    let fd_budget = nofile.unwrap_or_else(hard_nofile_limit).saturating_sub(RESERVED_FDS).max(1);
+pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
     let env_uri = std::env::var(MONGO_URI_ENV).ok().or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
-    let (mongo_uri, mongo_uri_source) = match (cli.mongo_uri, env_uri, file.mongo_uri) {
+    let (mongo_uri, mongo_uri_source) = match (cli.mongo_uri.clone(), env_uri, file.mongo_uri.clone()) {
         (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
         (None, Some(u), _) => (Some(u), Some(UriSource::Environment)),
         (None, None, Some(u)) => (Some(u), Some(UriSource::File)),
         (None, None, None) => (None, None),
     };
+    let settings = cli.or(file);
+    let s = settings.clone();
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let workers = s.workers.unwrap_or(cpus);
+    let bind = given(s.bind, Defaults::bind);
+    let threads = given(s.threads, Defaults::threads);
+    let stack = given(s.coroutine_stack_size, Defaults::coroutine_stack_size);
+    let max_page_size = given(s.max_page_size, Defaults::max_page_size);
+    let max_body_size = given(s.max_body_size, Defaults::max_body_size);
+    let response_buffer = given(s.response_buffer_size, Defaults::response_buffer_size);
+    let body_memory = s.max_buffered_body_bytes.unwrap_or(BODY_BUDGET_FLOOR.max(max_body_size));
+    let map_size = given(s.map_size, Defaults::map_size);
+    let store_timeout_ms = given(s.store_timeout_ms, Defaults::store_timeout_ms);
+    let graceful = given(s.graceful_timeout, Defaults::graceful_timeout);
+    let log_level = given(s.log_level, Defaults::log_level);
+    let nofile = s.rlimit_nofile;
+    let fd_budget = nofile.unwrap_or_else(hard_nofile_limit).saturating_sub(RESERVED_FDS).max(1);
     let backend = match mongo_uri.filter(|u| !u.is_empty()) {
-        Some(uri) => Backend::Mongo(mongo_target(
-            uri,
-            cli.mongo_database.or(file.mongo_database),
-            cli.mongo_collection.or(file.mongo_collection),
-        )?),
+        Some(uri) => Backend::Mongo(mongo_target(uri, s.mongo_database, s.mongo_collection)?),
         None => Backend::Embedded,
     };
 
     let config = Config {
         workers: in_range("workers", workers, 1, MAX_WORKERS)? as usize,
         bind: parse_bind(&bind)?,
-        data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        data_dir: given(s.data_dir, Defaults::data_dir),
         threads: in_range("threads", threads, 1, MAX_THREADS)? as usize,
         coroutine_stack_size: in_range("coroutine_stack_size", stack, MIN_STACK_SIZE, 64 << 20)? as usize,
         max_body_size: in_range("max_body_size", max_body_size, 1, 1 << 30)?,
         max_page_size: in_range("max_page_size", max_page_size, 1, MAX_MAX_PAGE_SIZE)? as usize,
-        cap_unpaged_list: cli.cap_unpaged_list.or(file.cap_unpaged_list).unwrap_or(false),
+        cap_unpaged_list: given(s.cap_unpaged_list, Defaults::cap_unpaged_list),
         response_buffer_size: in_range("response_buffer_size", response_buffer, 4096, 1 << 30)? as usize,
         max_buffered_body_bytes: in_range("max_buffered_body_bytes", body_memory, max_body_size, 1 << 40)? as usize,
         map_size: in_range("map_size", map_size, 1 << 20, 1 << 44)? as usize,
@@ -470,53 +409,54 @@ pub fn resolve(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
         log_level: LogLevel::parse(&log_level)
             .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
-        timeout: secs("timeout", cli.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT_S), 1)?,
-        keepalive: secs("keepalive", cli.keepalive.or(file.keepalive).unwrap_or(DEFAULT_KEEPALIVE_S), 1)?,
+        timeout: secs("timeout", given(s.timeout, Defaults::timeout), 1)?,
+        keepalive: secs("keepalive", given(s.keepalive, Defaults::keepalive), 1)?,
         client_timeout: secs(
             "client_timeout",
-            cli.client_timeout.or(file.client_timeout).unwrap_or(DEFAULT_CLIENT_TIMEOUT_S),
+            given(s.client_timeout, Defaults::client_timeout),
             1,
         )?,
-        max_requests: in_range("max_requests", cli.max_requests.or(file.max_requests).unwrap_or(0), 0, MAX_REQUESTS)?,
+        max_requests: in_range("max_requests", given(s.max_requests, Defaults::max_requests), 0, MAX_REQUESTS)?,
         max_requests_jitter: in_range(
             "max_requests_jitter",
-            cli.max_requests_jitter.or(file.max_requests_jitter).unwrap_or(0),
+            given(s.max_requests_jitter, Defaults::max_requests_jitter),
             0,
             MAX_REQUESTS,
         )?,
         worker_connections: in_range(
             "worker_connections",
-            cli.worker_connections.or(file.worker_connections).unwrap_or(fd_budget),
+            s.worker_connections.unwrap_or(fd_budget),
             1,
             fd_budget,
         )? as usize,
         limit_request_line: in_range(
             "limit_request_line",
-            cli.limit_request_line.or(file.limit_request_line).unwrap_or(DEFAULT_LIMIT_REQUEST_LINE),
+            given(s.limit_request_line, Defaults::limit_request_line),
             16,
             1 << 20,
         )? as usize,
         limit_request_fields: in_range(
             "limit_request_fields",
-            cli.limit_request_fields.or(file.limit_request_fields).unwrap_or(DEFAULT_LIMIT_REQUEST_FIELDS),
+            given(s.limit_request_fields, Defaults::limit_request_fields),
             1,
             MAX_REQUEST_FIELDS,
         )? as usize,
         limit_request_field_size: in_range(
             "limit_request_field_size",
-            cli.limit_request_field_size.or(file.limit_request_field_size).unwrap_or(DEFAULT_LIMIT_REQUEST_FIELD_SIZE),
+            given(s.limit_request_field_size, Defaults::limit_request_field_size),
             16,
             1 << 20,
         )? as usize,
-        backlog: in_range("backlog", cli.backlog.or(file.backlog).unwrap_or(DEFAULT_BACKLOG), 1, 1 << 20)? as i32,
-        user: cli.user.or(file.user),
-        group: cli.group.or(file.group),
-        pid: cli.pid.or(file.pid),
+        backlog: in_range("backlog", given(s.backlog, Defaults::backlog), 1, 1 << 20)? as i32,
+        user: s.user,
+        group: s.group,
+        pid: s.pid,
         rlimit_nofile: nofile,
-        log_file: cli.log_file.or(file.log_file),
+        log_file: s.log_file,
         backend,
         mongo_uri_source,
-        config_file: cli.config,
+        config_file: s.config,
+        settings,
     };
     if config.group.is_some() && config.user.is_none() {
         return Err(invalid("group", "needs user as well"));
@@ -539,12 +479,12 @@ fn mongo_target(uri: String, database: Option<String>, collection: Option<String
         }
         (Some(a), _) => a,
         (None, Some(b)) => b,
-        (None, None) => DEFAULT_MONGO_DATABASE.to_string(),
+        (None, None) => given(None, Defaults::mongo_database),
     };
     if database.is_empty() || database.contains(['/', '.', ' ', '"', '$', '\\']) {
         return Err(invalid("mongo_database", format!("{database:?} is not a valid database name")));
     }
-    let collection = collection.unwrap_or_else(|| DEFAULT_MONGO_COLLECTION.to_string());
+    let collection = given(collection, Defaults::mongo_collection);
     if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
         return Err(invalid("mongo_collection", format!("{collection:?} is not a valid collection name")));
     }
@@ -557,6 +497,11 @@ pub fn uri_has_password(uri: &str) -> bool {
         .ok()
         .and_then(|c| c.credential)
         .is_some_and(|c| c.password.is_some())
+}
+
+/// The value given, or the setting's documented default.
+fn given<T>(value: Option<T>, documented: fn() -> Option<T>) -> T {
+    value.or_else(documented).expect("every setting given here documents a value as its default")
 }
 
 fn secs(name: &'static str, value: u64, min: u64) -> Result<Duration, ConfigError> {
@@ -590,21 +535,21 @@ mod tests {
 
     #[test]
     fn cli_beats_file_beats_default() {
-        let cli = Cli { workers: Some(3), ..Cli::default() };
-        let file = FileConfig { workers: Some(5), threads: Some(2), ..FileConfig::default() };
+        let cli = Settings { workers: Some(3), ..Settings::default() };
+        let file = Settings { workers: Some(5), threads: Some(2), ..Settings::default() };
         let c = resolve(cli, file).unwrap();
         assert_eq!(c.workers, 3);
         assert_eq!(c.threads, 2);
-        assert_eq!(c.max_page_size, DEFAULT_MAX_PAGE_SIZE as usize);
+        assert_eq!(c.max_page_size as u64, Defaults::max_page_size().unwrap());
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cli = Cli { workers: Some(0), ..Cli::default() };
-        let e = resolve(cli, FileConfig::default()).unwrap_err().to_string();
+        let cli = Settings { workers: Some(0), ..Settings::default() };
+        let e = resolve(cli, Settings::default()).unwrap_err().to_string();
         assert!(e.contains("workers"), "{e}");
-        let cli = Cli { bind: Some("nonsense".into()), ..Cli::default() };
-        let e = resolve(cli, FileConfig::default()).unwrap_err().to_string();
+        let cli = Settings { bind: Some("nonsense".into()), ..Settings::default() };
+        let e = resolve(cli, Settings::default()).unwrap_err().to_string();
         assert!(e.contains("bind"), "{e}");
     }
 
@@ -624,7 +569,7 @@ mod tests {
 
     /// Every setting is documented in conf/orders-server.toml: uncommenting
     /// each `# key = value` line there gives a file the server accepts, and
-    /// every key of the file format appears.
+    /// every declared setting appears.
     #[test]
     fn the_shipped_config_documents_every_setting() {
         let shipped = include_str!("../conf/orders-server.toml");
@@ -637,26 +582,86 @@ mod tests {
             }
         }
         let file: String = seen.values().map(|l| format!("{l}\n")).collect();
-        let parsed: FileConfig = toml::from_str(&file).unwrap_or_else(|e| panic!("{e}\n{file}"));
-        let as_json = serde_json::to_value(format!("{parsed:?}")).unwrap().to_string();
-        // Every field of the file format, from its Debug form.
-        let all = format!("{:?}", FileConfig::default());
-        let keys: Vec<&str> = all
-            .trim_start_matches("FileConfig { ")
-            .trim_end_matches(" }")
-            .split(", ")
-            .filter_map(|kv| kv.split_once(": ").map(|(k, _)| k))
-            .collect();
-        assert!(keys.len() > 25, "{all}");
-        for key in keys {
-            assert!(seen.contains_key(key), "{key} is not documented in conf/orders-server.toml");
-            assert!(as_json.contains(&format!("{key}: Some(")), "{key} did not parse: {as_json}");
+        let parsed: Settings = toml::from_str(&file).unwrap_or_else(|e| panic!("{e}\n{file}"));
+        let parsed = format!("{parsed:?}");
+        assert!(SETTINGS.len() > 25);
+        for setting in SETTINGS {
+            assert!(seen.contains_key(setting.name), "{} is not documented in conf/orders-server.toml", setting.name);
+            assert!(parsed.contains(&format!("{}: Some(", setting.name)), "{} did not parse: {parsed}", setting.name);
         }
     }
 
     #[test]
+    fn help_shows_every_default_and_the_reload_check_knows_the_fixed_ones() {
+        use clap::CommandFactory;
+        let help = Settings::command().term_width(0).render_long_help().to_string();
+        for setting in SETTINGS {
+            let flag = format!("--{}", setting.name.replace('_', "-"));
+            assert!(help.contains(&flag), "{flag} missing from --help");
+            assert!(help.contains(&format!("[default: {}]", setting.default)), "{} default missing from --help", setting.name);
+        }
+        let old = Settings { workers: Some(2), bind: Some("127.0.0.1:1".into()), ..Settings::default() };
+        let new = Settings { workers: Some(4), bind: Some("127.0.0.1:2".into()), ..Settings::default() };
+        assert_eq!(old.fixed_changes(&new), vec!["bind"], "workers may change on reload, bind not");
+        let fixed: Vec<&str> = SETTINGS.iter().filter(|s| !s.reloadable).map(|s| s.name).collect();
+        assert!(fixed.contains(&"data_dir") && fixed.contains(&"user") && fixed.contains(&"map_size"), "{fixed:?}");
+    }
+
+    /// The default a setting documents (in `--help` and SETTINGS) is the
+    /// one it gets: setting it to that value changes nothing.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let resolved = |file: Settings| {
+            let mut c = resolve(Settings::default(), file).unwrap();
+            c.settings = Settings::default();
+            format!("{c:?}")
+        };
+        let base = resolved(Settings::default());
+        let mut checked = 0;
+        for setting in SETTINGS {
+            let d = setting.default;
+            let value = if d.parse::<u64>().is_ok() || d == "true" || d == "false" {
+                d.to_string()
+            } else if !d.contains(' ') {
+                format!("{d:?}")
+            } else {
+                continue; // described, not a value: "number of CPUs", "not set"
+            };
+            let file: Settings = toml::from_str(&format!("{} = {value}", setting.name)).unwrap();
+            assert_eq!(resolved(file), base, "{} documents {d} as its default", setting.name);
+            checked += 1;
+        }
+        assert!(checked > 20, "{checked}");
+    }
+
+    /// The README's configuration table names every flag and variable.
+    #[test]
+    fn the_readme_lists_every_flag_and_variable() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        for arg in Settings::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            assert!(readme.contains(&format!("`--{long}`")), "README.md does not list --{long}");
+            if let Some(env) = arg.get_env() {
+                assert!(readme.contains(&format!("`{}`", env.to_string_lossy())), "README.md does not list {env:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_former_name_of_response_buffer_size_still_works() {
+        let file: Settings = toml::from_str("close_after_response_bytes = 8192").unwrap();
+        assert_eq!(file.response_buffer_size, Some(8192));
+        let cli = <Settings as clap::Parser>::try_parse_from(["orders-server", "--close-after-response-bytes", "8192"]).unwrap();
+        assert_eq!(cli.response_buffer_size, Some(8192));
+    }
+
+    #[test]
     fn unknown_file_key_is_rejected() {
-        let e = toml::from_str::<FileConfig>("wrokers = 2").unwrap_err();
+        let e = toml::from_str::<Settings>("wrokers = 2").unwrap_err();
         assert!(e.to_string().contains("wrokers"));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::config::LogLevel;
 
@@ -92,11 +92,6 @@ pub fn set_role(role: &str) {
     if let Ok(mut r) = ROLE.lock() {
         *r = role.to_string();
     }
-}
-
-/// Whether debug lines are printed.
-pub fn debug_enabled() -> bool {
-    log::max_level() >= Level::Debug
 }
 
 /// RFC 3339 UTC time with seconds, without a date crate.

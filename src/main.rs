@@ -3,12 +3,12 @@
 //! exit status (`exit`).
 
 use clap::Parser;
-use orders_server::config::{Cli, Command, Config};
+use orders_server::config::{Command, Config, Settings};
 use orders_server::exit::{self, Error};
 use orders_server::{logging, master, tuning};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Settings::parse();
     if let Some(Command::Check { proc_sys }) = &cli.command {
         std::process::exit(tuning::run(proc_sys));
     }
@@ -26,7 +26,7 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+fn run(cli: Settings) -> Result<(), Error> {
     let config = Config::load(cli.clone())?;
     let role = format!("master {}", std::process::id());
     if let Err(e) = logging::init(config.log_level, &role, config.log_file.as_deref()) {

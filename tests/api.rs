@@ -310,18 +310,10 @@ fn keep_alive_connection_close_and_http_1_0(b: Backend) {
         assert_eq!(r.status, 200);
         assert!(!r.closes());
     }
-    c.send_raw(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let r = c.read_response().unwrap();
+    let r = c.closing_answer(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert!(r.closes());
-    assert!(c.is_closed_by_server());
-
-    let mut c = s.connect();
-    c.send_raw(b"GET /orders HTTP/1.0\r\n\r\n");
-    let r = c.read_response().unwrap();
+    let r = s.connect().closing_answer(b"GET /orders HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert!(r.closes());
-    assert!(c.is_closed_by_server());
 }
 
 fn a_large_response_streams_and_keeps_its_connection(b: Backend) {

@@ -42,6 +42,16 @@ fn probe_answers(probe: &mut Client) {
     assert!(started.elapsed() < Duration::from_secs(1), "probe took {:?}", started.elapsed());
 }
 
+/// One worker with these settings, its pid, and a keep-alive probe that
+/// has been answered once.
+fn one_worker_and_probe(args: &[&str]) -> (Server, i32, Client) {
+    let s = Server::builder().workers(1).args(args).start();
+    let worker = s.worker_pids()[0];
+    let mut probe = s.connect();
+    probe_answers(&mut probe);
+    (s, worker, probe)
+}
+
 fn no_worker_was_killed(s: &Server) {
     let log = s.log();
     assert!(!log.contains("timeout"), "a worker timed out:\n{log}");
@@ -54,10 +64,7 @@ fn no_worker_was_killed(s: &Server) {
 #[test]
 fn a_descriptor_flood_never_stops_a_worker() {
     raise_nofile();
-    let s = Server::start(&["-w", "1", "--rlimit-nofile", "2000", "--timeout", "5"]);
-    let worker = s.worker_pids()[0];
-    let mut probe = s.connect();
-    probe_answers(&mut probe);
+    let (s, worker, mut probe) = one_worker_and_probe(&["--rlimit-nofile", "2000", "--timeout", "5"]);
     let mut flood = Vec::new();
     for i in 0..2500 {
         flood.push(TcpStream::connect(s.addr).unwrap());
@@ -100,10 +107,7 @@ fn a_descriptor_flood_never_stops_a_worker() {
 /// connections are served, and the waiting ones once descriptors return.
 #[test]
 fn accept_backs_off_when_out_of_descriptors() {
-    let s = Server::start(&["-w", "1", "--timeout", "5"]);
-    let worker = s.worker_pids()[0];
-    let mut probe = s.connect();
-    probe_answers(&mut probe);
+    let (s, worker, mut probe) = one_worker_and_probe(&["--timeout", "5"]);
     let hard = status_limit(worker);
     set_nofile(worker, 16, hard);
     let waiting: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
@@ -151,6 +155,20 @@ fn established_on(port: u16) -> usize {
         .output()
         .expect("ss (iproute2)");
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Writes a byte to `c` every `every` (keeping it busy from the client's
+/// side, never reading) until a write fails or `gone` says the server let
+/// go; how long that took. Fails past `limit`.
+fn time_until_closed(c: &mut TcpStream, every: Duration, limit: Duration, mut gone: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        std::thread::sleep(every);
+        if c.write_all(b"G").is_err() || gone() {
+            return started.elapsed();
+        }
+    }
+    panic!("still connected after {limit:?}");
 }
 
 /// Finding 2: three pipelined POSTs followed by a request that closes the
@@ -213,13 +231,9 @@ fn malformed_requests_get_400_or_505() {
         (b"GET /orders HTTP/1.2\r\nHost: x\r\n\r\n", 505),
     ];
     for (raw, status) in cases {
-        let mut c = s.connect();
-        c.send_raw(raw);
-        let r = c.read_response().unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+        let r = s.connect().closing_answer(raw);
         assert_eq!(r.status, status, "{:?}", String::from_utf8_lossy(raw));
-        assert!(r.closes());
         assert!(!r.message().is_empty());
-        assert!(c.is_closed_by_server());
     }
     // 5,000 of them log nothing at the default level (and nothing raw).
     let before = s.log().lines().count();
@@ -307,10 +321,7 @@ fn http_1_1_features() {
 #[test]
 fn trickled_bodies_stay_within_the_body_budget() {
     raise_nofile();
-    let s = Server::start(&["-w", "1", "--max-buffered-body-bytes", "33554432", "--client-timeout", "20"]);
-    let worker = s.worker_pids()[0];
-    let mut probe = s.connect();
-    probe_answers(&mut probe);
+    let (s, worker, mut probe) = one_worker_and_probe(&["--max-buffered-body-bytes", "33554432", "--client-timeout", "20"]);
     let rss_before = status_kib(worker, "VmRSS");
     let part = vec![b' '; 100 * 1024];
     let mut trickling = Vec::new();
@@ -348,18 +359,7 @@ fn trickled_bodies_stay_within_the_body_budget() {
 fn clients_that_do_not_read_a_large_list_cost_a_chunk_each() {
     let s = Server::start(&["-w", "1", "--client-timeout", "4", "--timeout", "10"]);
     let worker = s.worker_pids()[0];
-    let big = "x".repeat(1_000_000);
-    let mut first = String::new();
-    let mut c = s.connect();
-    for i in 0..300 {
-        let body = serde_json::json!({"product": big, "quantity": i + 1, "customer_name": "N", "customer_address": "A"}).to_string();
-        let r = c.request("POST", "/orders", Some(&body));
-        assert_eq!(r.status, 200);
-        if i == 0 {
-            first = r.json()["order"]["_id"].as_str().unwrap().to_string();
-        }
-    }
-    drop(c);
+    let first = s.create_large(300, 1_000_000);
     let mut probe = s.connect();
     let anon_before = status_kib(worker, "RssAnon");
     let stuck: Vec<TcpStream> = (0..8)
@@ -463,17 +463,8 @@ mod review {
         let s = Server::start(&["-w", "1"]);
         let mut c = TcpStream::connect(s.addr).unwrap();
         c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let started = Instant::now();
-        let mut closed = false;
-        while started.elapsed() < Duration::from_secs(8) {
-            std::thread::sleep(Duration::from_millis(300));
-            if c.write_all(b"x").is_err() {
-                closed = true;
-                break;
-            }
-        }
-        assert!(closed, "the server still reads after {:?}", started.elapsed());
-        assert!(started.elapsed() < Duration::from_secs(5), "held for {:?}", started.elapsed());
+        let held = time_until_closed(&mut c, Duration::from_millis(300), Duration::from_secs(8), || false);
+        assert!(held < Duration::from_secs(5), "held for {held:?}");
     }
 
     /// A client that sends but never reads its response is cut at
@@ -481,29 +472,12 @@ mod review {
     #[test]
     fn a_client_that_sends_but_never_reads_is_cut() {
         let s = Server::start(&["-w", "1", "--client-timeout", "2", "--response-buffer-size", "4096"]);
-        let big = "x".repeat(100_000);
-        for i in 0..60 {
-            let body = serde_json::json!({"product": big, "quantity": i + 1, "customer_name": "N", "customer_address": "A"});
-            assert_eq!(s.request("POST", "/orders", Some(&body.to_string())).status, 200);
-        }
+        s.create_large(60, 100_000);
         let mut c = TcpStream::connect(s.addr).unwrap();
         c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let started = Instant::now();
-        let mut cut = false;
-        while started.elapsed() < Duration::from_secs(12) {
-            std::thread::sleep(Duration::from_millis(500));
-            // Keep sending (the start of a next request), never reading.
-            if c.write_all(b"G").is_err() {
-                cut = true;
-                break;
-            }
-            if established_on(s.addr.port()) == 0 {
-                cut = true;
-                break;
-            }
-        }
-        assert!(cut, "still connected after {:?}", started.elapsed());
-        assert!(started.elapsed() < Duration::from_secs(7), "cut after {:?}", started.elapsed());
+        let port = s.addr.port();
+        let held = time_until_closed(&mut c, Duration::from_millis(500), Duration::from_secs(12), || established_on(port) == 0);
+        assert!(held < Duration::from_secs(7), "cut after {held:?}");
     }
 
     /// A graceful stop that begins while a body arrives: that request is
@@ -545,10 +519,7 @@ mod review {
     #[test]
     fn a_truncated_chunked_body_says_so() {
         let s = Server::start(&[]);
-        let mut c = s.connect();
-        c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
-        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let r = c.read_response().expect("an answer");
+        let r = s.send_truncated(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab").expect("an answer");
         assert_eq!(r.status, 400);
         assert_eq!(r.message(), "Request body ended before it was complete");
     }

@@ -5,7 +5,6 @@
 
 use orders_harness as support;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use support::{order_json, Client, Server};
@@ -26,20 +25,13 @@ fn bad_content_length_is_400_and_closes() {
     let s = Server::start(&[]);
     let pids = s.worker_pids();
     for cl in ["abc", "-1", "+5", "1 2", "0x10", "5a", ""] {
-        let mut c = s.connect();
         let req = format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {cl}\r\n\r\n{{}}");
-        c.send_raw(req.as_bytes());
-        let r = c.read_response().unwrap_or_else(|| panic!("no response for Content-Length {cl:?}"));
+        let r = s.connect().closing_answer(req.as_bytes());
         assert_eq!(r.status, 400, "Content-Length {cl:?}");
-        assert!(r.closes());
         assert!(!r.message().is_empty());
-        assert!(c.is_closed_by_server());
     }
-    let mut c = s.connect();
-    c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}");
-    let r = c.read_response().unwrap();
-    assert_eq!(r.status, 400);
-    assert!(c.is_closed_by_server());
+    let twice = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(s.connect().closing_answer(twice).status, 400);
     still_serving(&s);
     assert_eq!(s.worker_pids(), pids, "no worker died");
 }
@@ -137,15 +129,12 @@ fn truncated_body_and_garbage_leave_workers_up() {
     let s = Server::start(&[]);
     let pids = s.worker_pids();
     // Body shorter than announced, then the client closes its side: 400.
-    let mut c = s.connect();
-    c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"");
-    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let r = c.read_response().expect("an answer to the truncated body");
+    let r = s
+        .send_truncated(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"")
+        .expect("an answer to the truncated body");
     assert_eq!(r.status, 400);
     assert_eq!(r.message(), "Request body ended before it was complete");
     assert!(r.closes());
-    let mut rest = Vec::new();
-    let _ = c.stream.read_to_end(&mut rest);
     // Garbage, a request line without version, NUL bytes: 400 each.
     for g in ["GARBAGE\r\n\r\n", "GET /orders\r\n\r\n", "\0\0\0\0\r\n\r\n"] {
         let mut c = s.connect();

@@ -314,6 +314,30 @@ impl Server {
             .collect()
     }
 
+    /// Sends `raw` on a new connection, closes the sending side (a client
+    /// that stops mid-request), and reads the answer.
+    pub fn send_truncated(&self, raw: &[u8]) -> Option<Resp> {
+        let mut c = self.connect();
+        c.send_raw(raw);
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        c.read_response()
+    }
+
+    /// Creates `n` orders whose product is `size` bytes long; returns the
+    /// first one's `_id`.
+    pub fn create_large(&self, n: usize, size: usize) -> String {
+        let product = "x".repeat(size);
+        let mut c = self.connect();
+        let mut first = None;
+        for i in 0..n {
+            let body = serde_json::json!({"product": product, "quantity": i + 1, "customer_name": "N", "customer_address": "A"});
+            let r = c.request("POST", "/orders", Some(&body.to_string()));
+            assert_eq!(r.status, 200, "{}", r.text());
+            first.get_or_insert_with(|| r.json()["order"]["_id"].as_str().unwrap().to_string());
+        }
+        first.expect("at least one order")
+    }
+
     /// Creates an order; returns its `_id`.
     pub fn create(&self, product: &str) -> String {
         let r = self.request("POST", "/orders", Some(&order_json(product, 1)));
@@ -482,6 +506,16 @@ impl Client {
         req.push_str(body.unwrap_or(""));
         self.send_raw(req.as_bytes());
         self.read_response().expect("a response")
+    }
+
+    /// Sends `raw` and reads its answer, which must close the connection:
+    /// it says `Connection: close`, and the server then closes.
+    pub fn closing_answer(&mut self, raw: &[u8]) -> Resp {
+        self.send_raw(raw);
+        let r = self.read_response().unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+        assert!(r.closes(), "{:?}: no Connection: close", String::from_utf8_lossy(raw));
+        assert!(self.is_closed_by_server(), "{:?}: the connection stayed open", String::from_utf8_lossy(raw));
+        r
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {

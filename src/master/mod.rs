@@ -25,7 +25,7 @@ use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal as NixSignal
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
-use crate::config::{Backend, Cli, Config, UriSource};
+use crate::config::{Backend, Config, Settings, UriSource};
 use crate::worker;
 use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
@@ -63,7 +63,7 @@ pub enum MasterError {
 
 /// Runs the server: returns when the master stops. `cli` is kept to
 /// re-resolve the configuration on reload (SIGHUP).
-pub fn run(mut config: Config, cli: Cli) -> Result<(), MasterError> {
+pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
     upgrade::remember_executable();
     let upgrade = upgrade::Inherited::from_env();
     if let Some(inherited) = &upgrade {
@@ -115,7 +115,7 @@ struct WorkerMeta {
 struct Master {
     /// The configuration of each live generation.
     configs: BTreeMap<Generation, Config>,
-    cli: Cli,
+    cli: Settings,
     reservation: Reservation,
     heartbeats: Heartbeats,
     workers: HashMap<Pid, WorkerMeta>,
@@ -209,7 +209,7 @@ impl Master {
                 return None;
             }
         };
-        let changed = fixed_settings_changed(self.current(), &fresh);
+        let changed = self.current().settings.fixed_changes(&fresh.settings);
         if !changed.is_empty() {
             log::error!(
                 "reload refused, old workers keep serving: {} cannot change without a restart",
@@ -452,42 +452,6 @@ impl Master {
     }
 }
 
-/// Settings whose change would need downtime, so a reload refuses them.
-fn fixed_settings_changed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if old.bind != new.bind {
-        changed.push("bind");
-    }
-    if old.data_dir != new.data_dir {
-        changed.push("data_dir");
-    }
-    if describe(&old.backend) != describe(&new.backend) {
-        changed.push("mongo_uri/mongo_database/mongo_collection");
-    }
-    if old.user != new.user || old.group != new.group {
-        changed.push("user/group");
-    }
-    if old.pid != new.pid {
-        changed.push("pid");
-    }
-    if old.log_file != new.log_file {
-        changed.push("log_file");
-    }
-    if old.rlimit_nofile != new.rlimit_nofile {
-        changed.push("rlimit_nofile");
-    }
-    if old.map_size != new.map_size {
-        changed.push("map_size");
-    }
-    changed
-}
-
-fn describe(b: &Backend) -> String {
-    match b {
-        Backend::Embedded => "embedded".into(),
-        Backend::Mongo(t) => format!("{}|{}|{}", t.uri, t.database, t.collection),
-    }
-}
 
 fn warn_about_cli_password(config: &Config) {
     if let Backend::Mongo(target) = &config.backend {
