@@ -6,7 +6,8 @@
 # pinned to CPU 1: GET /orders/<id>, POST /orders (bench/post.lua) and
 # GET /orders (the 100 orders, also in MB/s); then the same GET against
 # examples/ceiling.rs (a bare may_minihttp server answering a fixed order).
-# Each run RUNS times; prints the median req/s, the ratio to the ceiling,
+# Each case RUNS times (the ceiling and GET by id in alternation, both servers
+# up on the same CPU); prints the median req/s, the ratio to the ceiling,
 # and the server's CPU time per request: utime+stime of the server's whole
 # process tree (master and workers, all threads) read from /proc before and
 # after each wrk run, divided by the requests wrk completed. That figure
@@ -53,12 +54,13 @@ tree_ticks() {
   echo "$total"
 }
 
-# wrk_run URL [script] -> prints "req_per_s mb_per_s errors cpu_us_per_request"
+# wrk_run PID URL [script] -> prints "req_per_s mb_per_s errors cpu_us_per_request"
+# (PID: the server whose process tree's CPU time is counted)
 wrk_run() {
   local out before after
-  before=$(tree_ticks "$TARGET_PID")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${2:+-s "$2"} "$1")
-  after=$(tree_ticks "$TARGET_PID")
+  before=$(tree_ticks "$1")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${3:+-s "$3"} "$2")
+  after=$(tree_ticks "$1")
   local rps mbs errs non2xx reqs cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -71,44 +73,48 @@ wrk_run() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# bench NAME URL [script]: RUNS runs, prints the median line, stores it in RESULT_NAME
-declare -A RPS MBS ERRS CPU
+# bench "NAME PID URL [script]"...: RUNS rounds; in each round, one run of
+# every case in turn (the ceiling and GET by id alternate, so drift between
+# runs hits both alike); stores the medians in RPS/MBS/CPU[NAME].
+declare -A RPS MBS ERRS CPU RPS_L MBS_L CPU_L
 bench() {
-  local name=$1 url=$2 script=${3:-} rps_list="" mbs_list="" cpu_list="" errs=0
+  local case name pid url script
   for _ in $(seq "$RUNS"); do
-    read -r rps mbs e cpu < <(wrk_run "$url" "$script")
-    rps_list+="$rps"$'\n'; mbs_list+="$mbs"$'\n'; cpu_list+="$cpu"$'\n'; errs=$((errs + e))
+    for case in "$@"; do
+      read -r name pid url script <<<"$case"
+      read -r rps mbs e cpu < <(wrk_run "$pid" "$url" "$script")
+      RPS_L[$name]+="$rps"$'\n'; MBS_L[$name]+="$mbs"$'\n'; CPU_L[$name]+="$cpu"$'\n'
+      ERRS[$name]=$(( ${ERRS[$name]:-0} + e ))
+    done
   done
-  RPS[$name]=$(printf '%s' "$rps_list" | median)
-  MBS[$name]=$(printf '%s' "$mbs_list" | median)
-  CPU[$name]=$(printf '%s' "$cpu_list" | median)
-  ERRS[$name]=$errs
+  for case in "$@"; do
+    read -r name _ <<<"$case"
+    RPS[$name]=$(printf '%s' "${RPS_L[$name]}" | median)
+    MBS[$name]=$(printf '%s' "${MBS_L[$name]}" | median)
+    CPU[$name]=$(printf '%s' "${CPU_L[$name]}" | median)
+  done
 }
 
-# --- orders-server ---
+# --- both servers, on the same CPU ---
+CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
+PIDS+=($!)
+CEILING_PID=$!
+wait_port "$TMP/ceiling.log" >/dev/null
 taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
 PIDS+=($!)
 SERVER_PID=$!
-TARGET_PID=$SERVER_PID
 PORT=$(wait_port "$TMP/server.log")
 BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
 for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
 ID=$(curl -sf "http://127.0.0.1:$PORT/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])')
 
-bench get_id "http://127.0.0.1:$PORT/orders/$ID"
-bench list100 "http://127.0.0.1:$PORT/orders"
+bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID"
+bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
 # POST last: it grows the store.
-bench post "http://127.0.0.1:$PORT/orders" bench/post.lua
+bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 BATCH=$(grep -o 'mean batch [0-9.]*' "$TMP/server.log" | awk '{print $3}' | tail -1)
-
-# --- ceiling ---
-CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
-PIDS+=($!)
-TARGET_PID=$!
-wait_port "$TMP/ceiling.log" >/dev/null
-bench ceiling "http://127.0.0.1:$CPORT/orders/$ID"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo

@@ -70,12 +70,27 @@ impl fmt::Display for OrderError {
 
 impl std::error::Error for OrderError {}
 
-/// Parses an order id: exactly 24 hex characters.
+/// Parses an order id: exactly 24 hex characters. Decoded in place (it is
+/// on the path of every request for one order: no allocation).
 pub fn parse_id(s: &str) -> Result<ObjectId, OrderError> {
-    if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let hex = s.as_bytes();
+    if hex.len() != 24 {
         return Err(OrderError::InvalidId);
     }
-    ObjectId::parse_str(s).map_err(|_| OrderError::InvalidId)
+    let mut bytes = [0u8; 12];
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
+    }
+    Ok(ObjectId::from_bytes(bytes))
+}
+
+fn hex_value(digit: u8) -> Result<u8, OrderError> {
+    match digit {
+        b'0'..=b'9' => Ok(digit - b'0'),
+        b'a'..=b'f' => Ok(digit - b'a' + 10),
+        b'A'..=b'F' => Ok(digit - b'A' + 10),
+        _ => Err(OrderError::InvalidId),
+    }
 }
 
 /// Validates the body of `POST /orders`: all four fields, each valid.

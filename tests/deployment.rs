@@ -52,8 +52,15 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// TERM (nginx's fast shutdown: the master stops its workers, then
+    /// exits); SIGKILL would leave the workers running without a master.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let exited = wait_until(Duration::from_secs(10), || self.child.try_wait().ok().flatten().is_some());
+        if !exited {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }

@@ -6,7 +6,9 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use nix::time::{clock_gettime, ClockId};
 
 use crate::orders::OrderError;
 use crate::store::StoreError;
@@ -191,8 +193,13 @@ impl From<StoreError> for ApiError {
 pub struct Reply {
     /// Its status.
     pub status: Status,
-    /// The JSON body.
+    /// The JSON body: `prefix`, `body`, `suffix` (a stored document is
+    /// wrapped as it is written, not copied into a new buffer first).
     pub body: Vec<u8>,
+    /// Bytes before `body`.
+    pub prefix: &'static [u8],
+    /// Bytes after `body`.
+    pub suffix: &'static [u8],
     /// Extra header lines (`Allow`, `Retry-After`).
     pub headers: Vec<&'static str>,
     /// Close the connection after this response.
@@ -204,7 +211,12 @@ pub struct Reply {
 impl Reply {
     /// A 200 with this JSON body.
     pub fn ok(body: Vec<u8>) -> Reply {
-        Reply { status: status::OK, body, headers: Vec::new(), close: false, streamed: false }
+        Reply::wrapped(b"", body, b"")
+    }
+
+    /// A 200 whose JSON body is `prefix`, `body`, `suffix`.
+    pub fn wrapped(prefix: &'static [u8], body: Vec<u8>, suffix: &'static [u8]) -> Reply {
+        Reply { status: status::OK, body, prefix, suffix, headers: Vec::new(), close: false, streamed: false }
     }
 
     /// Marks a response that the handler has already streamed.
@@ -222,10 +234,8 @@ impl Reply {
     pub fn error(e: &ApiError) -> Reply {
         let mut reply = Reply {
             status: e.status(),
-            body: message_body(&e.to_string()),
-            headers: Vec::new(),
             close: e.closes_connection(),
-            streamed: false,
+            ..Reply::ok(message_body(&e.to_string()))
         };
         if let ApiError::MethodNotAllowed(allow) = e {
             reply.headers.push(allow);
@@ -246,9 +256,11 @@ pub fn message_body(message: &str) -> Vec<u8> {
 pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
     head_start(out, reply.status, &reply.headers, close);
     out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, reply.body.len());
+    push_decimal(out, reply.prefix.len() + reply.body.len() + reply.suffix.len());
     out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(reply.prefix);
     out.extend_from_slice(&reply.body);
+    out.extend_from_slice(reply.suffix);
 }
 
 /// Appends the head of a 200 whose body is streamed: in chunks, or for an
@@ -308,14 +320,15 @@ thread_local! {
     static DATE: RefCell<(u64, [u8; DATE_LEN])> = const { RefCell::new((u64::MAX, [0; DATE_LEN])) };
 }
 
-/// Appends the current time as an HTTP date.
+/// Appends the current time as an HTTP date. The second is read from the
+/// coarse real-time clock (a memory read, no timestamp counter): the date
+/// only changes once a second.
 fn push_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map(|t| t.tv_sec() as u64).unwrap_or(0);
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
             if text.len() == DATE_LEN {
                 cached.1.copy_from_slice(text.as_bytes());
                 cached.0 = secs;

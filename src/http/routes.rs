@@ -6,7 +6,7 @@ use bson::oid::ObjectId;
 use super::list::{self, ChunkSink, ListReply};
 use super::response::{ApiError, Reply};
 use crate::orders::{self, ListQuery};
-use crate::store::{Doc, Store};
+use crate::store::Store;
 
 /// `Allow` of `/orders`.
 const ALLOW_COLLECTION: &str = "Allow: GET, POST";
@@ -84,32 +84,23 @@ pub fn handle(
         },
         Route::Get(id) => {
             let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
-            Ok(Reply::ok(wrap(b"{\"order\":", &doc)))
+            Ok(Reply::wrapped(b"{\"order\":", doc.0, b"}"))
         }
         Route::Create => {
             let fields = orders::parse_new(body)?;
             let doc = store.create(fields)?;
-            Ok(Reply::ok(wrap(b"{\"message\":\"Order created successfully\",\"order\":", &doc)))
+            Ok(Reply::wrapped(b"{\"message\":\"Order created successfully\",\"order\":", doc.0, b"}"))
         }
         Route::Update(id) => {
             let fields = orders::parse_patch(body)?;
             let doc = store.update(&id, fields)?.ok_or(ApiError::OrderNotFound)?;
-            Ok(Reply::ok(wrap(b"{\"message\":\"Order updated successfully\",\"order\":", &doc)))
+            Ok(Reply::wrapped(b"{\"message\":\"Order updated successfully\",\"order\":", doc.0, b"}"))
         }
         Route::Delete(id) => match store.delete(&id)? {
             true => Ok(Reply::ok(b"{\"message\":\"Order deleted successfully\"}".to_vec())),
             false => Err(ApiError::OrderNotFound),
         },
     }
-}
-
-/// `prefix` + document + `}`.
-fn wrap(prefix: &[u8], doc: &Doc) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + doc.0.len() + 1);
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&doc.0);
-    out.push(b'}');
-    out
 }
 
 #[cfg(test)]
