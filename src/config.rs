@@ -162,6 +162,9 @@ settings! {
     graceful_timeout: u64, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
     /// Log level: error, warn, info, debug.
     log_level: String, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL", default = "info", reload = true;
+    /// Seconds a new worker may take to report ready before it is killed (a
+    /// boot failure).
+    boot_timeout: u64, env = "ORDERS_BOOT_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
     /// Seconds without a heartbeat before a worker is killed and replaced.
     timeout: u64, short = 't', env = "ORDERS_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
     /// Seconds an idle keep-alive connection is kept open.
@@ -307,6 +310,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Heartbeat timeout of a worker.
     pub timeout: Duration,
+    /// Time a new worker may take to report ready.
+    pub boot_timeout: Duration,
     /// Idle keep-alive time.
     pub keepalive: Duration,
     /// Time a client may take to send one request.
@@ -410,6 +415,7 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         log_level: LogLevel::parse(&log_level)
             .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
         timeout: secs("timeout", given(s.timeout, Defaults::timeout), 1)?,
+        boot_timeout: secs("boot_timeout", given(s.boot_timeout, Defaults::boot_timeout), 1)?,
         keepalive: secs("keepalive", given(s.keepalive, Defaults::keepalive), 1)?,
         client_timeout: secs(
             "client_timeout",

@@ -21,6 +21,9 @@ pub const UNUSABLE: i32 = 2;
 pub const BOOT_FAILURE: i32 = 3;
 /// A worker's main thread panicked (a bug), as an uncaught Rust panic exits.
 pub const PANIC: i32 = 101;
+/// A worker touched a page of the store's data file that is not there
+/// (SIGBUS: the file was truncated or damaged while it served).
+pub const STORE_FAULT: i32 = 4;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,9 @@
 //! - `GET /__test/hang`: the scheduler thread blocks for a minute (a hung
 //!   worker, which the master's heartbeat check replaces);
 //! - a file named `.test-fail-boot` in `data_dir`: workers fail at boot (a
-//!   reload whose new generation cannot start).
+//!   reload whose new generation cannot start);
+//! - a file named `.test-hang-boot` in `data_dir`: workers never report
+//!   ready (the master's `boot_timeout`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -44,6 +46,18 @@ pub fn for_path(_path: &str) -> Option<Fault> {
 #[cfg(feature = "test-hooks")]
 pub fn boot_must_fail(data_dir: &Path) -> bool {
     data_dir.join(".test-fail-boot").exists()
+}
+
+/// Whether workers must hang at boot.
+#[cfg(feature = "test-hooks")]
+pub fn boot_must_hang(data_dir: &Path) -> bool {
+    data_dir.join(".test-hang-boot").exists()
+}
+
+/// Without the `test-hooks` feature workers never hang on purpose.
+#[cfg(not(feature = "test-hooks"))]
+pub fn boot_must_hang(_data_dir: &Path) -> bool {
+    false
 }
 
 /// Without the `test-hooks` feature workers never fail on purpose.

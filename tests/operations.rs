@@ -347,6 +347,7 @@ fn binary_upgrade_under_load_fails_no_request() {
         assert!(wait_until(Duration::from_secs(15), || unsafe { libc::kill(new_pid, 0) } != 0));
         assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "{}\n{log}", r.output);
         assert!(r.requests > 1000, "{}", r.output);
+        assert!(!log.contains("binary upgrade failed"), "a successful upgrade logged a failure:\n{log}");
     });
 }
 
@@ -421,4 +422,21 @@ fn a_worker_killed_under_load_is_replaced_within_a_second() {
         assert!(r.socket_errors <= 20, "more failures than the killed worker's connections: {}", r.output);
         eprintln!("replaced in {replaced_in:?}; {} socket errors (connections of the killed worker)", r.socket_errors);
     });
+}
+
+/// A worker that never reports ready is killed at `boot_timeout`; that is a
+/// boot failure like any other: after 5 in a row the master gives up.
+#[test]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
+fn a_worker_that_never_reports_ready_is_killed_at_boot_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join(".test-hang-boot"), "").unwrap();
+    let d = data.display().to_string();
+    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir", &d, "--boot-timeout", "1"];
+    let (code, out) = support::run_to_exit(&args, &[], Duration::from_secs(40));
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(out.matches("did not report ready within boot_timeout (1 s)").count(), 5, "{out}");
+    assert!(out.contains("giving up"), "{out}");
 }

@@ -130,8 +130,9 @@ fn a_killed_worker_is_replaced_and_others_keep_serving() {
 fn workers_that_cannot_start_make_the_master_give_up() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // LMDB cannot open an environment whose data file is a directory.
-    std::fs::create_dir_all(data.join("data.mdb")).unwrap();
+    // LMDB cannot open an environment whose lock file is a directory (the
+    // master checks the data file itself before forking; not the lock file).
+    std::fs::create_dir_all(data.join("lock.mdb")).unwrap();
     let d = data.display().to_string();
     let (code, out) = run_to_exit(&["-w", "2", "-b", "127.0.0.1:0", "--data-dir", &d], &[], Duration::from_secs(30));
     assert_eq!(code, Some(3), "{out}");
@@ -231,4 +232,56 @@ impl WriteOk for std::net::TcpStream {
         use std::io::Write;
         self.write_all(buf).is_ok()
     }
+}
+
+#[test]
+fn ttou_at_one_worker_is_refused_and_said_so() {
+    let s = Server::builder().workers(1).start();
+    s.signal(libc::SIGTTOU);
+    assert!(wait_until(Duration::from_secs(5), || s.log().contains("ScaleDown ignored: already at one worker")), "{}", s.log());
+    assert_eq!(s.worker_pids().len(), 1);
+}
+
+/// A damaged data file is refused before any fork, naming the file and the
+/// way back: an empty one (LMDB would take it for a new, empty store) and a
+/// truncated one (LMDB would crash on the missing pages).
+#[test]
+fn a_truncated_or_empty_data_file_is_refused_at_start() {
+    let mut s = Server::builder().workers(1).start();
+    for i in 0..300 {
+        s.create(&format!("order {i}"));
+    }
+    assert!(s.stop().success());
+    let data = s.data_dir.display().to_string();
+    let file = std::fs::OpenOptions::new().write(true).open(s.data_dir.join("data.mdb")).unwrap();
+    for (len, words) in [(8192, "is truncated"), (0, "exists but is empty")] {
+        file.set_len(len).unwrap();
+        let (code, out) = run_to_exit(&["-w", "1", "-b", "127.0.0.1:0", "--data-dir", &data], &[], EXIT_TIMEOUT);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains(words) && out.contains("data.mdb") && out.contains("mdb_copy"), "{out}");
+        assert!(!out.contains("started"), "nothing forked: {out}");
+    }
+}
+
+/// A data file truncated while the server runs: the worker that reads a
+/// missing page ends (SIGBUS, status 4) instead of hanging, its
+/// replacements refuse the damaged file, and the master gives up (status 3).
+#[test]
+fn a_data_file_truncated_while_serving_ends_the_worker_not_hangs() {
+    let mut s = Server::builder().workers(1).start();
+    for i in 0..300 {
+        s.create(&format!("order {i}"));
+    }
+    std::fs::OpenOptions::new().write(true).open(s.data_dir.join("data.mdb")).unwrap().set_len(8192).unwrap();
+    let mut c = s.connect();
+    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    c.send_raw(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.read_response().is_none(), "the list cannot be answered from a truncated file");
+    assert!(started.elapsed() < Duration::from_secs(4), "waited {:?}", started.elapsed());
+    let status = s.wait_exit(Duration::from_secs(30)).expect("the master gives up");
+    assert_eq!(status.code(), Some(3), "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("exited with status 4"), "{log}");
+    assert!(log.contains("is truncated"), "{log}");
 }

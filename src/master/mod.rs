@@ -30,7 +30,7 @@ use crate::worker;
 use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
 use signals::{PipeSignals, Signal, SIGNALS};
-use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor};
+use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor, Timeouts};
 
 /// Longest the master sleeps between checks when no timer is due.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -41,6 +41,9 @@ pub enum MasterError {
     /// The data directory cannot be created or written.
     #[error("data_dir {}", .0.display())]
     DataDir(PathBuf, #[source] io::Error),
+    /// The embedded store's data file is damaged.
+    #[error(transparent)]
+    DamagedStore(#[from] crate::store::datafile::DamagedStore),
     /// The address cannot be used.
     #[error(transparent)]
     Listen(#[from] ListenError),
@@ -79,6 +82,7 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
     };
     if let Backend::Embedded = config.backend {
         prepare_data_dir(&config.data_dir, owner)?;
+        crate::store::datafile::check(&config.data_dir)?;
     }
     let reservation = listener::reserve(config.bind, upgrade.is_none())?;
     let heartbeats = Heartbeats::new().map_err(MasterError::Heartbeats)?;
@@ -147,7 +151,7 @@ impl Master {
             self.reservation.addr,
             worker::describe_backend(config)
         );
-        let (mut sup, initial) = Supervisor::new(config.workers, config.graceful_timeout);
+        let (mut sup, initial) = Supervisor::new(config.workers, timeouts(config));
         let mut queue: VecDeque<Action> = initial.into();
         loop {
             while let Some(action) = queue.pop_front() {
@@ -219,10 +223,10 @@ impl Master {
             return None;
         }
         crate::logging::set_level(fresh.log_level);
-        let (workers, graceful_timeout) = (fresh.workers, fresh.graceful_timeout);
+        let (workers, timeouts) = (fresh.workers, timeouts(&fresh));
         self.configs.insert(sup.generation() + 1, fresh);
         log::info!("reloading: starting generation {} ({workers} workers)", sup.generation() + 1);
-        Some(Event::Reload { workers, graceful_timeout })
+        Some(Event::Reload { workers, timeouts })
     }
 
     /// Carries out one action; returns follow-up actions.
@@ -231,7 +235,7 @@ impl Master {
             Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
                 Ok(pid) => {
                     log::info!("worker {slot} gen {generation} started (pid {pid})");
-                    sup.spawned(slot, generation, pid);
+                    sup.spawned(slot, generation, pid, Instant::now());
                     Vec::new()
                 }
                 Err(e) => {
@@ -268,6 +272,16 @@ impl Master {
                 Vec::new()
             }
             Action::Exit(_) => unreachable!("handled by the loop"),
+            Action::BootTimedOut { pid } => {
+                let boot = self.config(sup.generation()).boot_timeout;
+                log::error!("worker pid {pid} did not report ready within boot_timeout ({} s): killing it", boot.as_secs());
+                let _ = signal::kill(NixPid::from_raw(pid), NixSignal::SIGKILL);
+                Vec::new()
+            }
+            Action::Ignored { signal, why } => {
+                log::warn!("{signal:?} ignored: {why}");
+                Vec::new()
+            }
         }
     }
 
@@ -388,6 +402,8 @@ impl Master {
         match child.read_ready() {
             Some(true) => {
                 log::info!("binary upgrade: the new master (pid {}) serves; retiring this one", child.pid());
+                // Done with it: its pipe closing now (or its exit) is no failure.
+                self.upgrade_child = None;
                 vec![Event::UpgradeReady]
             }
             Some(false) => {
@@ -532,6 +548,11 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
     }
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&signals::worker_set()), None);
     crate::logging::set_role(&format!("{role} pid {}", std::process::id()));
+}
+
+/// The supervisor's deadlines from a generation's settings.
+fn timeouts(config: &Config) -> Timeouts {
+    Timeouts { graceful: config.graceful_timeout, boot: config.boot_timeout }
 }
 
 /// Reaps every exited child without blocking, logging how each ended.

@@ -33,8 +33,8 @@ pub enum Event {
     /// A signal the supervisor acts on (stop, scale).
     Signal(Signal),
     /// A validated reload: start a new generation of this many workers,
-    /// with this graceful stop time from then on.
-    Reload { workers: usize, graceful_timeout: Duration },
+    /// with these deadlines from then on.
+    Reload { workers: usize, timeouts: Timeouts },
     /// A new master (binary upgrade) serves: retire everything and exit.
     UpgradeReady,
     /// A worker reported that it serves.
@@ -47,6 +47,15 @@ pub enum Event {
     WorkerExited { pid: Pid },
     /// Time passed (timers: backoff, stop deadline).
     Tick,
+}
+
+/// The supervisor's deadlines, from the settings of the current generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a graceful stop may take (`graceful_timeout`).
+    pub graceful: Duration,
+    /// How long a new worker may take to report ready (`boot_timeout`).
+    pub boot: Duration,
 }
 
 /// How to stop a worker.
@@ -76,6 +85,11 @@ pub enum Action {
     ReloadFailed { generation: Generation },
     /// Exit the master.
     Exit(Outcome),
+    /// A signal was refused (logged, so an operator knows).
+    Ignored { signal: Signal, why: &'static str },
+    /// A worker did not report ready within `boot_timeout`: kill it (its
+    /// exit then counts as a boot failure).
+    BootTimedOut { pid: Pid },
 }
 
 /// How the master ends.
@@ -94,6 +108,10 @@ struct Worker {
     ready: bool,
     /// Replaced (max_requests or stale): exits without being respawned.
     retiring: bool,
+    /// When it was forked.
+    started: Instant,
+    /// Killed for not reporting ready in time.
+    boot_timed_out: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +134,12 @@ pub struct Supervisor {
     boot_failures: u32,
     announced: bool,
     phase: Phase,
-    graceful_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Supervisor {
     /// A supervisor for `workers` workers; returns the initial spawns.
-    pub fn new(workers: usize, graceful_timeout: Duration) -> (Supervisor, Vec<Action>) {
+    pub fn new(workers: usize, timeouts: Timeouts) -> (Supervisor, Vec<Action>) {
         let s = Supervisor {
             target: workers,
             generation: 1,
@@ -130,15 +148,16 @@ impl Supervisor {
             boot_failures: 0,
             announced: false,
             phase: Phase::Running,
-            graceful_timeout,
+            timeouts,
         };
         let spawns = s.spawn_all();
         (s, spawns)
     }
 
     /// Records a forked worker.
-    pub fn spawned(&mut self, slot: usize, generation: Generation, pid: Pid) {
-        self.workers.insert(pid, Worker { slot, generation, ready: false, retiring: false });
+    pub fn spawned(&mut self, slot: usize, generation: Generation, pid: Pid, now: Instant) {
+        let worker = Worker { slot, generation, ready: false, retiring: false, started: now, boot_timed_out: false };
+        self.workers.insert(pid, worker);
     }
 
     /// Records a fork that failed: counted like a worker dying at boot.
@@ -190,8 +209,8 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
-            Event::Reload { workers, graceful_timeout } => self.on_reload(workers, graceful_timeout),
-            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.graceful_timeout, Outcome::Stopped),
+            Event::Reload { workers, timeouts } => self.on_reload(workers, timeouts),
+            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.timeouts.graceful, Outcome::Stopped),
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
             Event::WorkerStale(pid) => self.on_stale(pid),
@@ -202,7 +221,7 @@ impl Supervisor {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
         match signal {
-            Signal::GracefulStop => self.stop(StopKind::Graceful, now + self.graceful_timeout, Outcome::Stopped),
+            Signal::GracefulStop => self.stop(StopKind::Graceful, now + self.timeouts.graceful, Outcome::Stopped),
             Signal::FastStop => self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, Outcome::Stopped),
             Signal::ScaleUp if self.phase == Phase::Running => {
                 self.target += 1;
@@ -215,18 +234,24 @@ impl Supervisor {
                 let pids: Vec<Pid> = self.current().filter(|(_, w)| w.slot == slot).map(|(p, _)| p).collect();
                 pids.into_iter().map(|pid| Action::Stop { pid, how: StopKind::Graceful }).collect()
             }
+            Signal::ScaleDown if self.phase == Phase::Running => {
+                vec![Action::Ignored { signal, why: "already at one worker" }]
+            }
+            Signal::ScaleUp | Signal::ScaleDown => {
+                vec![Action::Ignored { signal, why: "a reload, upgrade or stop is in progress" }]
+            }
             _ => Vec::new(),
         }
     }
 
-    fn on_reload(&mut self, workers: usize, graceful_timeout: Duration) -> Vec<Action> {
+    fn on_reload(&mut self, workers: usize, timeouts: Timeouts) -> Vec<Action> {
         if self.phase != Phase::Running {
             return Vec::new();
         }
         self.phase = Phase::Reloading { from: self.generation };
         self.generation += 1;
         self.target = workers;
-        self.graceful_timeout = graceful_timeout;
+        self.timeouts = timeouts;
         self.pending.clear();
         self.spawn_all()
     }
@@ -326,7 +351,7 @@ impl Supervisor {
         self.boot_failures += 1;
         if self.boot_failures >= MAX_BOOT_FAILURES {
             let outcome = Outcome::GaveUp { failures: self.boot_failures };
-            return self.stop(StopKind::Graceful, now + self.graceful_timeout, outcome);
+            return self.stop(StopKind::Graceful, now + self.timeouts.graceful, outcome);
         }
         let factor = 1u32 << (self.boot_failures - 1).min(16);
         let delay = BOOT_BACKOFF_BASE.saturating_mul(factor).min(BOOT_BACKOFF_MAX);
@@ -340,7 +365,15 @@ impl Supervisor {
                 let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(_, at)| *at <= now);
                 self.pending = later;
                 let generation = self.generation;
-                due.into_iter().map(|(slot, _)| Action::Spawn { slot, generation }).collect()
+                let mut actions: Vec<Action> = due.into_iter().map(|(slot, _)| Action::Spawn { slot, generation }).collect();
+                let boot = self.timeouts.boot;
+                for (&pid, w) in self.workers.iter_mut() {
+                    if !w.ready && !w.boot_timed_out && now.saturating_duration_since(w.started) >= boot {
+                        w.boot_timed_out = true;
+                        actions.push(Action::BootTimedOut { pid });
+                    }
+                }
+                actions
             }
             Phase::Stopping { deadline, .. } if now >= deadline => {
                 self.workers.keys().map(|&pid| Action::Stop { pid, how: StopKind::Kill }).collect()
@@ -386,13 +419,27 @@ impl Supervisor {
 mod tests {
     use super::*;
 
+    const TIMEOUTS: Timeouts = Timeouts { graceful: Duration::from_secs(30), boot: Duration::from_secs(30) };
+
+    #[test]
+    fn a_worker_not_ready_within_boot_timeout_is_killed_once_and_counts_as_a_boot_failure() {
+        let (mut s, now) = start(1);
+        assert!(s.handle(Event::Tick, now + Duration::from_secs(29)).is_empty());
+        let late = now + TIMEOUTS.boot;
+        assert_eq!(s.handle(Event::Tick, late), vec![Action::BootTimedOut { pid: 100 }]);
+        assert!(s.handle(Event::Tick, late + Duration::from_secs(1)).is_empty(), "killed once");
+        assert!(s.handle(Event::WorkerExited { pid: 100 }, late).is_empty(), "respawned after a backoff");
+        assert_eq!(s.boot_failures, 1);
+    }
+
     fn start(n: usize) -> (Supervisor, Instant) {
-        let (mut s, actions) = Supervisor::new(n, Duration::from_secs(30));
+        let now = Instant::now();
+        let (mut s, actions) = Supervisor::new(n, TIMEOUTS);
         assert_eq!(actions.len(), n);
         for slot in 0..n {
-            s.spawned(slot, 1, 100 + slot as Pid);
+            s.spawned(slot, 1, 100 + slot as Pid, now);
         }
-        (s, Instant::now())
+        (s, now)
     }
 
     fn serving(n: usize) -> (Supervisor, Instant) {
@@ -429,7 +476,7 @@ mod tests {
             now = due;
             assert_eq!(s.handle(Event::Tick, now), vec![Action::Spawn { slot: 0, generation: 1 }]);
             pid += 1;
-            s.spawned(0, 1, pid);
+            s.spawned(0, 1, pid, now);
         }
         let a = s.handle(Event::WorkerExited { pid }, now);
         assert_eq!(a, vec![Action::Exit(Outcome::GaveUp { failures: MAX_BOOT_FAILURES })]);
@@ -458,21 +505,25 @@ mod tests {
     fn scale_up_and_down() {
         let (mut s, now) = serving(1);
         assert_eq!(s.handle(Event::Signal(Signal::ScaleUp), now), vec![Action::Spawn { slot: 1, generation: 1 }]);
-        s.spawned(1, 1, 200);
+        s.spawned(1, 1, 200, now);
         let a = s.handle(Event::Signal(Signal::ScaleDown), now);
         assert_eq!(a, vec![Action::Stop { pid: 200, how: StopKind::Graceful }]);
         assert!(s.handle(Event::WorkerExited { pid: 200 }, now).is_empty());
-        assert!(s.handle(Event::Signal(Signal::ScaleDown), now).is_empty(), "never below one worker");
+        assert_eq!(
+            s.handle(Event::Signal(Signal::ScaleDown), now),
+            vec![Action::Ignored { signal: Signal::ScaleDown, why: "already at one worker" }],
+            "never below one worker, and said so"
+        );
     }
 
     #[test]
     fn reload_retires_the_old_generation_only_once_the_new_one_serves() {
         let (mut s, now) = serving(2);
-        let a = s.handle(Event::Reload { workers: 3, graceful_timeout: Duration::from_secs(5) }, now);
+        let a = s.handle(Event::Reload { workers: 3, timeouts: Timeouts { graceful: Duration::from_secs(5), ..TIMEOUTS } }, now);
         assert_eq!(a.len(), 3);
         assert!(a.iter().all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
         for (slot, pid) in [(0, 300), (1, 301), (2, 302)] {
-            s.spawned(slot, 2, pid);
+            s.spawned(slot, 2, pid, now);
         }
         assert!(s.handle(Event::WorkerReady(300), now).is_empty());
         assert!(s.handle(Event::WorkerReady(301), now).is_empty(), "old workers serve until all new ones do");
@@ -491,9 +542,9 @@ mod tests {
     #[test]
     fn a_failing_new_generation_leaves_the_old_one_serving() {
         let (mut s, now) = serving(2);
-        s.handle(Event::Reload { workers: 2, graceful_timeout: Duration::from_secs(30) }, now);
-        s.spawned(0, 2, 300);
-        s.spawned(1, 2, 301);
+        s.handle(Event::Reload { workers: 2, timeouts: TIMEOUTS }, now);
+        s.spawned(0, 2, 300, now);
+        s.spawned(1, 2, 301, now);
         let a = s.handle(Event::WorkerExited { pid: 300 }, now);
         assert!(a.contains(&Action::Stop { pid: 301, how: StopKind::Fast }));
         assert!(a.contains(&Action::ReloadFailed { generation: 2 }));
@@ -511,7 +562,7 @@ mod tests {
         let (mut s, now) = serving(1);
         assert_eq!(s.handle(Event::WorkerRetiring(100), now), vec![Action::Spawn { slot: 0, generation: 1 }]);
         assert!(s.handle(Event::WorkerRetiring(100), now).is_empty(), "asked once");
-        s.spawned(0, 1, 400);
+        s.spawned(0, 1, 400, now);
         assert_eq!(s.handle(Event::WorkerReady(400), now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
         assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
         assert_eq!(s.live(), 1);

@@ -5,6 +5,7 @@
 //! backend may meet documents of other shapes (MongoDB data written by the
 //! seed's app.py) and returns them unchanged.
 
+pub mod datafile;
 pub mod embedded;
 pub mod mongo;
 pub mod reply;

@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::SigSet;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal};
 
 use crate::config::{Backend, Config};
 use crate::http::sweep::SweepPolicy;
@@ -82,6 +82,10 @@ pub enum BootError {
     /// The store cannot be opened.
     #[error("cannot open the store ({0})")]
     Store(String, #[source] StoreError),
+    /// The embedded store's data file is damaged (checked again at every
+    /// worker start: it may have been damaged since the master checked).
+    #[error(transparent)]
+    Damaged(#[from] crate::store::datafile::DamagedStore),
     /// The bound socket cannot listen.
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
@@ -102,10 +106,17 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     if crate::faults::boot_must_fail(&config.data_dir) {
         return Err(BootError::TestHook);
     }
+    if crate::faults::boot_must_hang(&config.data_dir) {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    if let Backend::Embedded = config.backend {
+        crate::store::datafile::check(&config.data_dir)?;
+    }
     let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
     let limits = limits(config);
     let app = Arc::new(App { store, limits, state: ServerState::new(&limits) });
     let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
+    exit_on_sigbus();
     start_heartbeat(beat);
     status.write_all(&[READY_BYTE]).map_err(BootError::Report)?;
     enter(Phase::Serving);
@@ -232,6 +243,30 @@ fn limits(config: &Config) -> HttpLimits {
         worker_connections: config.worker_connections,
         max_buffered_body_bytes: config.max_buffered_body_bytes,
         max_requests: max_requests_with_jitter(config),
+    }
+}
+
+/// A SIGBUS (LMDB reading a page of a data file truncated or damaged while
+/// the worker serves) ends the worker at once with `exit::STORE_FAULT`;
+/// the master sees it, and a replacement refuses to start on the damaged
+/// file (`store::datafile`). The coroutine library's own handler would
+/// deadlock instead (docs/design.md). Its handler is installed when the
+/// first coroutine runs, so one runs first and this one replaces it for
+/// SIGBUS (stack overflows are SIGSEGV, which it keeps).
+fn exit_on_sigbus() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MESSAGE: &[u8] = b"orders-server worker: SIGBUS reading the store's data file (truncated or damaged?); exiting\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe.
+        unsafe {
+            libc::write(libc::STDERR_FILENO, MESSAGE.as_ptr().cast(), MESSAGE.len());
+            libc::_exit(crate::exit::STORE_FAULT);
+        }
+    }
+    let _ = may::go!(|| ()).join();
+    let action = SigAction::new(SigHandler::Handler(on_sigbus), SaFlags::SA_ONSTACK, SigSet::empty());
+    // SAFETY: the handler only calls async-signal-safe functions.
+    if let Err(e) = unsafe { sigaction(NixSignal::SIGBUS, &action) } {
+        log::warn!("cannot install the SIGBUS handler: {e}");
     }
 }
 
