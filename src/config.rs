@@ -216,6 +216,14 @@ pub enum Command {
         #[arg(long, default_value = "/proc/sys", value_name = "DIR")]
         proc_sys: PathBuf,
     },
+    /// Copy the embedded store (data_dir) into DIR, compacted and
+    /// consistent, while servers keep running: `orders-server --data-dir
+    /// DIR` serves the copy.
+    Backup {
+        /// Where the copy goes (a new or empty directory).
+        #[arg(value_name = "DIR")]
+        dest: PathBuf,
+    },
 }
 
 /// A setting that cannot be used, named for the operator.

@@ -37,6 +37,9 @@ pub enum Error {
     /// The master.
     #[error(transparent)]
     Master(#[from] MasterError),
+    /// `orders-server backup`.
+    #[error(transparent)]
+    Backup(#[from] crate::store::embedded::BackupError),
 }
 
 impl Error {
@@ -44,7 +47,7 @@ impl Error {
     pub fn status(&self) -> i32 {
         match self {
             Error::Master(MasterError::GaveUp { .. }) => BOOT_FAILURE,
-            Error::Config(_) | Error::LogFile(..) | Error::Master(_) => UNUSABLE,
+            Error::Config(_) | Error::LogFile(..) | Error::Master(_) | Error::Backup(_) => UNUSABLE,
         }
     }
 }

@@ -28,6 +28,11 @@ fn main() {
 
 fn run(cli: Settings) -> Result<(), Error> {
     let config = Config::load(cli.clone())?;
+    if let Some(Command::Backup { dest }) = &cli.command {
+        let bytes = orders_server::store::embedded::backup(&config.data_dir, config.map_size, dest)?;
+        println!("backup: {bytes} bytes written to {}", dest.join("data.mdb").display());
+        return Ok(());
+    }
     let role = format!("master {}", std::process::id());
     if let Err(e) = logging::init(config.log_level, &role, config.log_file.as_deref()) {
         return Err(Error::LogFile(config.log_file.clone().unwrap_or_default(), e));

@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -208,6 +209,9 @@ impl Server {
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NOTIFY_SOCKET", &socket_path)
+            // A process group of its own: `kill_everything` can take the
+            // master and every worker at once.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -285,6 +289,14 @@ impl Server {
     pub fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our child's pid.
         unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// SIGKILL to the master and every worker at once (a crash, a power
+    /// cut as the processes see it); waits for the master to be gone.
+    pub fn kill_everything(&mut self) {
+        // SAFETY: killpg(2) on the process group the server was started in.
+        unsafe { libc::killpg(self.pid() as i32, libc::SIGKILL) };
+        let _ = self.child().wait();
     }
 
     /// Sends TERM and waits for the master to exit.

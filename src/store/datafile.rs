@@ -37,20 +37,20 @@ pub enum DamagedStore {
     /// It exists but holds nothing.
     #[error(
         "data file {} exists but is empty: its orders are gone, and serving from it would hide that. \
-         Restore it from a backup (a copy made with `mdb_copy -c`), or move it away to start a new, empty store",
+         Restore it from a backup (made with `orders-server backup`), or move it away to start a new, empty store",
         .0.display()
     )]
     Empty(PathBuf),
     /// It is not an LMDB data file, or its meta pages are damaged.
     #[error(
-        "data file {} is not an LMDB data file (or its first pages are damaged): restore it from a backup (`mdb_copy -c`)",
+        "data file {} is not an LMDB data file (or its first pages are damaged): restore it from a backup (`orders-server backup`)",
         .0.display()
     )]
     NotLmdb(PathBuf),
     /// It is shorter than its last used page says.
     #[error(
         "data file {} is truncated: {len} bytes, but its pages reach {needed} bytes. \
-         Restore it from a backup (a copy made with `mdb_copy -c`); serving it would crash on the missing pages",
+         Restore it from a backup (made with `orders-server backup`); serving it would crash on the missing pages",
         .path.display()
     )]
     Truncated { path: PathBuf, len: u64, needed: u64 },
@@ -140,7 +140,7 @@ mod tests {
         file.set_len(0).unwrap();
         let e = check(tmp.path()).unwrap_err();
         assert!(matches!(e, DamagedStore::Empty(_)));
-        assert!(e.to_string().contains("mdb_copy"), "{e}");
+        assert!(e.to_string().contains("orders-server backup"), "{e}");
         std::fs::write(tmp.path().join(DATA_FILE), b"not a database at all, just text").unwrap();
         assert!(matches!(check(tmp.path()), Err(DamagedStore::NotLmdb(_))));
     }

@@ -187,6 +187,49 @@ impl Store for Embedded {
     }
 }
 
+/// Why a backup could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The source is damaged.
+    #[error(transparent)]
+    Damaged(#[from] super::datafile::DamagedStore),
+    /// There is no store to copy.
+    #[error("no store in {}", .0.display())]
+    NoStore(std::path::PathBuf),
+    /// The destination already holds a store.
+    #[error("{} already holds a store: choose a new or empty directory", .0.display())]
+    DestinationInUse(std::path::PathBuf),
+    /// Creating the destination, or copying, failed.
+    #[error("backup to {} failed", .0.display())]
+    Copy(std::path::PathBuf, #[source] std::io::Error),
+    /// LMDB refused.
+    #[error("backup of {} failed", .0.display())]
+    Lmdb(std::path::PathBuf, #[source] heed::Error),
+}
+
+/// Copies the store in `dir` into `dest` (compacted, one consistent read
+/// transaction, while servers go on writing); returns the copy's size.
+/// LMDB is multi-process: this opens the environment beside the workers.
+pub fn backup(dir: &Path, map_size: usize, dest: &Path) -> Result<u64, BackupError> {
+    super::datafile::check(dir)?;
+    let source = dir.join(super::datafile::DATA_FILE);
+    if !source.exists() {
+        return Err(BackupError::NoStore(dir.to_path_buf()));
+    }
+    let target = dest.join(super::datafile::DATA_FILE);
+    if target.exists() {
+        return Err(BackupError::DestinationInUse(dest.to_path_buf()));
+    }
+    std::fs::create_dir_all(dest).map_err(|e| BackupError::Copy(dest.to_path_buf(), e))?;
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(map_size).max_dbs(4).max_readers(MAX_READERS);
+    // SAFETY: opened once in this process, which only reads through it.
+    let env = unsafe { options.open(dir) }.map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
+    let file = env.copy_to_path(&target, heed::CompactionOption::Enabled).map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
+    file.sync_all().map_err(|e| BackupError::Copy(target.clone(), e))?;
+    file.metadata().map(|m| m.len()).map_err(|e| BackupError::Copy(target, e))
+}
+
 /// The writer thread's state.
 struct Writer {
     env: &'static Env<WithoutTls>,
