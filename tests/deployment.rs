@@ -66,10 +66,15 @@ impl Drop for Nginx {
 }
 
 fn start_nginx(a: SocketAddr, b: SocketAddr) -> Nginx {
+    start_nginx_with(a, b, |conf| conf)
+}
+
+/// nginx with the shipped configuration, changed by `adapt`.
+fn start_nginx_with(a: SocketAddr, b: SocketAddr, adapt: impl FnOnce(String) -> String) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(port, a, b, dir.path())).unwrap();
+    std::fs::write(&conf, adapt(nginx_conf(port, a, b, dir.path()))).unwrap();
     let child = Command::new("nginx")
         .arg("-p")
         .arg(dir.path())
@@ -172,6 +177,46 @@ fn nginx_in_front_of_two_instances_sharing_one_store() {
         assert_eq!(c.request("POST", "/orders", Some(&order_json("after", 1))).status, 200);
     }
     drop(b);
+}
+
+/// The shipped rate limits, with the real nginx: a burst of writes from
+/// one address past the limit gets 429s from nginx (and those never reach
+/// the server), reads are never limited, and connections past the per-
+/// address limit (lowered here to 20) get 503.
+#[test]
+fn nginx_limits_writes_and_connections_per_address() {
+    let a = Server::start(&["-w", "1"]);
+    let nginx = start_nginx_with(a.addr, a.addr, |conf| conf.replace("limit_conn orders_conns 1000;", "limit_conn orders_conns 20;"));
+    let mut c = Client::connect(nginx.addr);
+    let body = order_json("burst", 1);
+    let (mut created, mut limited) = (0, 0);
+    for _ in 0..400 {
+        match c.request("POST", "/orders", Some(&body)).status {
+            200 => created += 1,
+            429 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(limited > 50, "{created} created, {limited} limited");
+    assert!(created >= 200, "the burst allowance: {created}");
+    let stored = a.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len();
+    assert_eq!(stored, created, "a limited write never reached the server");
+    for _ in 0..400 {
+        assert_eq!(c.request("GET", "/orders?limit=1", None).status, 200, "reads are not limited");
+    }
+    // The limit counts requests in flight per address: keep 20 busy with
+    // half-sent bodies (reads, which the write limit leaves alone), then
+    // one more request is refused.
+    let mut busy: Vec<Client> = (0..20).map(|_| Client::connect(nginx.addr)).collect();
+    for c in busy.iter_mut() {
+        c.send_raw(b"GET /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(Client::connect(nginx.addr).request("GET", "/orders?limit=1", None).status);
+    }
+    assert!(statuses.contains(&503), "connections past the limit: {statuses:?}");
 }
 
 #[test]
