@@ -203,6 +203,11 @@ settings! {
     mongo_uri: String, value_name = "URI", default = "unset: the embedded store", reload = false;
     /// MongoDB database, when the URI names none.
     mongo_database: String, env = "ORDERS_MONGO_DATABASE", value_name = "NAME", default = "orders_db", reload = false;
+    /// File of API tokens (`name:token` per line): writes then need
+    /// `Authorization: Bearer <token>`. Read again on reload.
+    api_tokens_file: PathBuf, env = "ORDERS_API_TOKENS_FILE", value_name = "FILE", default = "not set", reload = true;
+    /// With api_tokens_file: reads need a token too.
+    api_tokens_for_reads: bool, env = "ORDERS_API_TOKENS_FOR_READS", value_name = "BOOL", default = "false", reload = true;
     /// MongoDB collection.
     mongo_collection: String, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME", default = "orders", reload = false;
 }
@@ -240,6 +245,9 @@ pub enum ConfigError {
     /// A setting has a value outside its range.
     #[error("setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// The API tokens file cannot be used.
+    #[error(transparent)]
+    Tokens(#[from] crate::http::auth::TokensError),
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -350,6 +358,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// The store backend.
     pub backend: Backend,
+    /// API tokens, when requests need them.
+    pub tokens: Option<crate::http::auth::Tokens>,
     /// Where mongo_uri came from, when set.
     pub mongo_uri_source: Option<UriSource>,
     /// The config file the settings came from, if any.
@@ -468,6 +478,13 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         rlimit_nofile: nofile,
         log_file: s.log_file,
         backend,
+        tokens: match s.api_tokens_file {
+            Some(path) => Some(crate::http::auth::Tokens::load(&path, given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads))?),
+            None if s.api_tokens_for_reads == Some(true) => {
+                return Err(invalid("api_tokens_for_reads", "needs api_tokens_file"));
+            }
+            None => None,
+        },
         mongo_uri_source,
         config_file: s.config,
         settings,

@@ -117,7 +117,12 @@ impl<'a> Connection<'a> {
         self.input.consume(head.len);
         self.state().set(Phase::Busy);
         self.app.state.count_request();
-        let Head { http10, framing, route, fault, .. } = head;
+        let Head { http10, framing, route, fault, authorization, .. } = head;
+        let route = self.authorize(route, authorization.as_deref());
+        if matches!(route, Err(ApiError::Unauthorized)) && framing.body != BodyKind::None {
+            // Never buffer a body for a client that may not write.
+            return Err(Stop::Reply(ApiError::Unauthorized));
+        }
         // A request that raced an idle close (or a drain) is still answered,
         // and the connection closed after it.
         let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
@@ -140,6 +145,22 @@ impl<'a> Connection<'a> {
             self.flush()?;
         }
         Ok(!(close || reply.close))
+    }
+
+    /// With API tokens on, a request that needs one and presents none of
+    /// ours becomes a 401.
+    fn authorize(&self, route: Result<Route, ApiError>, authorization: Option<&[u8]>) -> Result<Route, ApiError> {
+        let (Some(tokens), Ok(r)) = (&self.app.tokens, &route) else { return route };
+        if !tokens.required_for(r.is_read()) {
+            return route;
+        }
+        match authorization.and_then(|a| tokens.check(a)) {
+            Some(name) => {
+                log::debug!("request authorized by token {name}");
+                route
+            }
+            None => Err(ApiError::Unauthorized),
+        }
     }
 
     /// Runs the handler; a panic in it becomes a 500 (or, mid-stream, a

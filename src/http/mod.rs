@@ -6,6 +6,7 @@
 //! (`response`), and the connection sweep that enforces timeouts
 //! (`sweep`).
 
+pub mod auth;
 pub mod body;
 pub mod connection;
 pub mod sweep;
@@ -93,4 +94,6 @@ pub struct App {
     pub limits: HttpLimits,
     /// Lifecycle state.
     pub state: ServerState,
+    /// API tokens, when requests need them (`auth`).
+    pub tokens: Option<auth::Tokens>,
 }

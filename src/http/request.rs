@@ -49,6 +49,8 @@ pub struct Head {
     pub route: Result<Route, ApiError>,
     /// A test-only fault to run (`faults`).
     pub fault: Option<Fault>,
+    /// The `Authorization` header's value, when there is one.
+    pub authorization: Option<Vec<u8>>,
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -81,6 +83,11 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
                 framing,
                 route: routes::route(method, path, &limits.list),
                 fault: faults::for_path(path),
+                authorization: req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value.to_vec()),
             }))
         }
         Ok(Status::Partial) => check_partial(buf, limits).map(|()| None),

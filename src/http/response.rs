@@ -46,6 +46,7 @@ pub mod status {
     statuses! {
         OK = 200 "OK";
         BAD_REQUEST = 400 "Bad Request";
+        UNAUTHORIZED = 401 "Unauthorized";
         NOT_FOUND = 404 "Not Found";
         METHOD_NOT_ALLOWED = 405 "Method Not Allowed";
         REQUEST_TIMEOUT = 408 "Request Timeout";
@@ -67,6 +68,8 @@ pub enum ApiError {
     Order(OrderError),
     /// No order with that id.
     OrderNotFound,
+    /// The request needs an API token it did not present.
+    Unauthorized,
     /// No such path.
     NoRoute,
     /// Known path, other method; carries the `Allow` header line.
@@ -115,6 +118,7 @@ impl ApiError {
                 status::BAD_REQUEST
             }
             ApiError::OrderNotFound | ApiError::NoRoute => status::NOT_FOUND,
+            ApiError::Unauthorized => status::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => status::METHOD_NOT_ALLOWED,
             ApiError::ClientTimeout => status::REQUEST_TIMEOUT,
             ApiError::BodyTooLarge(_) => status::PAYLOAD_TOO_LARGE,
@@ -139,6 +143,7 @@ impl ApiError {
             self,
             ApiError::Order(_)
                 | ApiError::OrderNotFound
+                | ApiError::Unauthorized
                 | ApiError::NoRoute
                 | ApiError::MethodNotAllowed(_)
                 | ApiError::Store(_)
@@ -151,6 +156,7 @@ impl fmt::Display for ApiError {
         match self {
             ApiError::Order(e) => e.fmt(f),
             ApiError::OrderNotFound => f.write_str("Order not found"),
+            ApiError::Unauthorized => f.write_str("This request needs an API token: Authorization: Bearer <token>"),
             ApiError::NoRoute => f.write_str("Not found"),
             ApiError::MethodNotAllowed(_) => f.write_str("Method not allowed"),
             ApiError::Malformed(what) => write!(f, "Malformed request: {what}"),
@@ -237,8 +243,10 @@ impl Reply {
             close: e.closes_connection(),
             ..Reply::ok(message_body(&e.to_string()))
         };
-        if let ApiError::MethodNotAllowed(allow) = e {
-            reply.headers.push(allow);
+        match e {
+            ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
+            ApiError::Unauthorized => reply.headers.push("WWW-Authenticate: Bearer"),
+            _ => {}
         }
         if reply.status == status::SERVICE_UNAVAILABLE {
             reply.headers.push(RETRY_AFTER_HEADER);

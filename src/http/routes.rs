@@ -33,6 +33,13 @@ pub enum Route {
     Delete(ObjectId),
 }
 
+impl Route {
+    /// Whether it only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Route::List(_) | Route::Get(_))
+    }
+}
+
 /// Maps method and path (with query) to a [`Route`]. Unknown path: 404;
 /// known path, other method: 405; then the id and query are checked (400).
 pub fn route(method: &str, target: &str, limits: &ListLimits) -> Result<Route, ApiError> {

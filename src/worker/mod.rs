@@ -114,7 +114,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     }
     let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
     let limits = limits(config);
-    let app = Arc::new(App { store, limits, state: ServerState::new(&limits) });
+    let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone() });
     let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
     exit_on_sigbus();
     start_heartbeat(beat);
