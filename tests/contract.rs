@@ -161,7 +161,7 @@ fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
 }
 
 /// Keywords that only describe.
-const ANNOTATIONS: [&str; 3] = ["description", "title", "example"];
+const ANNOTATIONS: [&str; 4] = ["description", "title", "example", "format"];
 
 /// A JSON Schema check of the keywords docs/openapi.yaml uses; any other
 /// keyword fails loudly rather than passing unchecked.
@@ -200,6 +200,16 @@ fn validate(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
             "minimum" => {
                 if v.as_f64().is_some_and(|n| n < rule.as_f64().unwrap()) {
                     return Err(format!("{at}: {v} < {rule}"));
+                }
+            }
+            "maximum" => {
+                // Compared as integers where both are (i64::MAX is no f64).
+                let over = match (v.as_i64(), rule.as_u64()) {
+                    (Some(n), Some(max)) => n as i128 > max as i128,
+                    _ => v.as_f64().is_some_and(|n| n > rule.as_f64().unwrap()),
+                };
+                if over {
+                    return Err(format!("{at}: {v} > {rule}"));
                 }
             }
             "minLength" => {
