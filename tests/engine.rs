@@ -524,3 +524,22 @@ mod review {
         assert_eq!(r.message(), "Request body ended before it was complete");
     }
 }
+
+/// A client that sends the start of a request and its end of file at once
+/// (a half-close) gets its answer: a read that took the last bytes and the
+/// FIN together must not be taken for "the socket is drained, wait for an
+/// event" (no event comes after a FIN). Repeated, since it is a race.
+#[test]
+fn a_request_and_its_end_of_file_arriving_together_are_answered() {
+    let s = Server::start(&["-w", "1"]);
+    for i in 0..200 {
+        let mut c = s.connect();
+        c.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // Let the server's coroutine park, waiting for the request.
+        std::thread::sleep(Duration::from_millis(5));
+        c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"");
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = c.read_response().unwrap_or_else(|| panic!("round {i}: no answer"));
+        assert_eq!(r.status, 400, "round {i}");
+    }
+}

@@ -12,7 +12,9 @@
 //! and writes are plain system calls, and the coroutine parks on
 //! `wait_io` only when the socket has nothing for it. A read that did not
 //! fill the buffer has drained the socket, so the next read waits first:
-//! one read and one write per request, no read that returns EAGAIN.
+//! one read and one write per request, no read that returns EAGAIN. Not
+//! once the peer is ending (a wait reported its FIN): the read that takes
+//! the last bytes takes the FIN too, and no event follows it.
 //!
 //! Timeouts come from the worker's sweep (`connections`), which shuts a
 //! socket down to wake its coroutine: this loop has no timers of its own.
@@ -63,7 +65,7 @@ pub fn serve(app: &App, stream: TcpStream, registration: Registration) {
     let mut conn = Connection {
         app,
         registration,
-        io: Io { stream, must_wait: false, peer_closed: false },
+        io: Io { stream, must_wait: false, peer_ending: false, peer_closed: false },
         input: ReadBuf::new(),
         output: Vec::new(),
     };
@@ -392,16 +394,34 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// Events of a wait that mean the peer will send nothing more (or the
+/// socket failed): after them a short read no longer proves the socket
+/// drained, since the read that took the last bytes also took the FIN,
+/// and no event follows a FIN.
+const END_EVENTS: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
+
 /// The socket, and whether it must be waited on before the next read.
 struct Io {
     stream: TcpStream,
     /// The last read drained the socket, and no wait has happened since.
     must_wait: bool,
+    /// A wait reported the peer's end of input (or an error): every read
+    /// from now on goes to the socket.
+    peer_ending: bool,
     /// A read saw the end of input.
     peer_closed: bool,
 }
 
 impl Io {
+    /// Parks until the socket has an event (readable, writable, or the
+    /// peer ending). The wait consumes the event, whichever it was: the
+    /// next read goes to the socket.
+    fn wait(&mut self) {
+        let events = self.stream.wait_io();
+        self.must_wait = false;
+        self.peer_ending |= events & END_EVENTS != 0;
+    }
+
     /// Reads into `input` (with room for at least `want` bytes); 0 at the
     /// end of input.
     fn read(&mut self, input: &mut ReadBuf, want: usize) -> Result<usize, Stop> {
@@ -415,15 +435,14 @@ impl Io {
     fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, Stop> {
         loop {
             if self.must_wait {
-                self.stream.wait_io();
-                self.must_wait = false;
+                self.wait();
             }
             match self.stream.inner_mut().read(buf) {
                 Ok(n) => {
                     self.peer_closed = n == 0;
                     // A short read took everything the socket had: an event
-                    // comes when more arrives.
-                    self.must_wait = n > 0 && n < buf.len();
+                    // comes when more arrives (unless the peer is ending).
+                    self.must_wait = n > 0 && n < buf.len() && !self.peer_ending;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.must_wait = true,
@@ -456,9 +475,7 @@ impl Io {
                         progressed = false;
                     }
                     blocked = true;
-                    self.stream.wait_io();
-                    // The wait consumed any read event as well.
-                    self.must_wait = false;
+                    self.wait();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
