@@ -125,9 +125,6 @@ impl<'a> Connection<'a> {
             // Never buffer a body for a client that may not write.
             return Err(Stop::Reply(ApiError::Unauthorized));
         }
-        // A request that raced an idle close (or a drain) is still answered,
-        // and the connection closed after it.
-        let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
         if framing.expect_continue {
             // Refused before the body is sent: it is never read.
             if let Err(e) = route {
@@ -136,8 +133,11 @@ impl<'a> Connection<'a> {
         }
         let body = self.read_body(&framing)?;
         self.state().set(Phase::Busy);
-        // A drain that began while the body arrived closes this one too.
-        let close = close || self.app.state.is_draining();
+        // The connection closes after this response when the client asked
+        // (or speaks HTTP/1.0), when the worker drains (also if the drain
+        // began while the body arrived), or when the request raced an idle
+        // close: it is still answered.
+        let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
         let reply = self.handle(route, fault, body.as_slice(), http10, close);
         drop(body);
         if !reply.streamed {
