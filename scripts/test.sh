@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 
 # Locust's version, pinned so runs stay comparable.
 LOCUST_VERSION=2.47.0
+# Schemathesis's version, pinned.
+SCHEMATHESIS_VERSION=4.32.5
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -33,6 +35,12 @@ fi
 if ! loadtest/.venv/bin/locust --version 2>/dev/null | grep -q "$LOCUST_VERSION"; then
   python3 -m venv loadtest/.venv
   loadtest/.venv/bin/pip install -q "locust==$LOCUST_VERSION"
+fi
+# Schemathesis (tests/fuzz.rs: docs/openapi.yaml fuzzed against the server),
+# in a venv of its own.
+if ! .venv-contract/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv .venv-contract
+  .venv-contract/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # nginx and sysctl live in sbin, which a non-login root shell may lack.
