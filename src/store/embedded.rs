@@ -368,13 +368,35 @@ fn map_err(e: heed::Error) -> StoreError {
     }
 }
 
+/// Every LMDB error of the embedded store passes here. Corruption ends
+/// the worker at once (`exit::STORE_FAULT`): answering from damaged pages,
+/// or writing over them, could lose or garble acknowledged orders; the
+/// master sees the exit and its replacements check the file before they
+/// open it.
 fn unavailable(e: heed::Error) -> StoreError {
+    if is_corruption(&e) {
+        log::error!("store: {e}: the data file is damaged; this worker stops (restore a backup made with `orders-server backup`)");
+        std::process::exit(crate::exit::STORE_FAULT);
+    }
     StoreError::unavailable(e)
+}
+
+/// LMDB's own verdicts of a damaged file.
+fn is_corruption(e: &heed::Error) -> bool {
+    matches!(e, heed::Error::Mdb(MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corruption_is_told_from_other_failures() {
+        assert!(is_corruption(&heed::Error::Mdb(MdbError::Corrupted)));
+        assert!(is_corruption(&heed::Error::Mdb(MdbError::PageNotFound)));
+        assert!(!is_corruption(&heed::Error::Mdb(MdbError::MapFull)));
+        assert!(!is_corruption(&heed::Error::Mdb(MdbError::ReadersFull)));
+    }
 
     #[test]
     fn next_id_is_strictly_increasing() {
