@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 LOCUST_VERSION=2.47.0
 # Schemathesis's version, pinned.
 SCHEMATHESIS_VERSION=4.32.5
+# SecantusDB's version, pinned: a MongoDB wire-protocol server on WiredTiger
+# (GPL-2.0, beta), run as a separate process by the MongoDB tests, never
+# linked. Its venv also has pymongo (the seed's driver, for the interop tests).
+SECANTUS_VERSION=0.7.0b3
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -41,6 +45,12 @@ fi
 if ! .venv-contract/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   python3 -m venv .venv-contract
   .venv-contract/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# SecantusDB (harness/src/secantus.rs starts .venv-db/bin/secantusd-py).
+if ! .venv-db/bin/pip show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION\$"; then
+  python3 -m venv .venv-db
+  .venv-db/bin/pip install -q "SecantusDB==$SECANTUS_VERSION"
 fi
 
 # nginx and sysctl live in sbin, which a non-login root shell may lack.

@@ -6,8 +6,10 @@ use orders_harness as support;
 use serde_json::Value;
 use support::{order_json, Backend, Server};
 
-/// Each test in the list runs twice: `embedded::NAME` and `mongo::NAME`.
-macro_rules! on_both_backends {
+/// Each test in the list runs on every backend: `embedded::NAME`,
+/// `mongo::NAME` (the strict in-memory wire-protocol server) and
+/// `secantus::NAME` (SecantusDB: WiredTiger storage, a real server).
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod embedded {
             $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )*
@@ -15,10 +17,13 @@ macro_rules! on_both_backends {
         mod mongo {
             $( #[test] fn $name() { super::$name(super::Backend::Mongo) } )*
         }
+        mod secantus {
+            $( #[test] fn $name() { super::$name(super::Backend::Secantus) } )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     crud_flow_matches_app_py,
     extra_fields_are_not_stored,
     reads_see_writes_from_any_worker,

@@ -1,7 +1,11 @@
 //! The MongoDB backend beyond the shared API tests: what the driver sends,
-//! documents of other shapes, the database down, slow or absent at start,
-//! configuration and secrets. Runs against the in-memory wire-protocol
-//! server of tests/support/mongo_wire.rs.
+//! documents of other shapes (the seed's, written by pymongo), the
+//! database down, hung or absent at start, configuration and secrets.
+//! Failure tests run against both test databases: the strict in-memory
+//! wire-protocol server (harness `mongo_wire`: it tells us when the driver
+//! starts sending something new) and SecantusDB (harness `secantus`: a real
+//! server process on WiredTiger, killed with SIGKILL and restarted on the
+//! same port and storage, or frozen with SIGSTOP).
 
 use orders_harness as support;
 
@@ -9,16 +13,59 @@ use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
 use bson::doc;
+use serde_json::{json, Value};
 use support::mongo_wire::MockMongo;
-use support::{order_json, run_to_exit, wait_until, Server};
+use support::secantus::{reserve_port, Secantus};
+use support::{order_json, run_to_exit, wait_until, Server, TestDatabase};
 
 /// store_timeout_ms for these tests.
 const DEADLINE_MS: u64 = 1000;
 /// A 503 must come within the deadline plus this.
 const SLACK: Duration = Duration::from_millis(1500);
+/// How long service may take to resume once the database is back.
+const RESUME: Duration = Duration::from_secs(15);
 
-fn start(mock: &MockMongo, extra: &[&str]) -> Server {
-    let uri = mock.uri("orders_db");
+/// Each test in the list runs against both test databases:
+/// `mock::NAME` and `secantus::NAME`.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod mock {
+            $( #[test] fn $name() { super::$name::<super::MockMongo>() } )*
+        }
+        mod secantus {
+            $( #[test] fn $name() { super::$name::<super::Secantus>() } )*
+        }
+    };
+}
+
+on_both_databases!(
+    database_down_is_a_quick_503_and_service_resumes,
+    a_hung_database_is_a_503_within_the_deadline,
+    starting_with_the_database_down_serves_503_until_it_is_up,
+);
+
+/// A test database started on a given loopback port.
+trait Launch: TestDatabase + Sized {
+    fn launch_on(port: u16) -> Self;
+    fn launch() -> Self {
+        Self::launch_on(reserve_port())
+    }
+}
+
+impl Launch for MockMongo {
+    fn launch_on(port: u16) -> Self {
+        MockMongo::start_on(port)
+    }
+}
+
+impl Launch for Secantus {
+    fn launch_on(port: u16) -> Self {
+        Secantus::start_on(port)
+    }
+}
+
+fn start(db: &impl TestDatabase, extra: &[&str]) -> Server {
+    let uri = db.uri("orders_db");
     let timeout = DEADLINE_MS.to_string();
     let mut args = vec!["--mongo-uri", &uri, "--store-timeout-ms", &timeout];
     args.extend_from_slice(extra);
@@ -33,6 +80,55 @@ fn assert_quick_503(s: &Server, method: &str, path: &str, body: Option<&str>) {
     assert!(!r.message().to_lowercase().contains("mongo"), "no internals: {}", r.message());
     let took = started.elapsed();
     assert!(took < Duration::from_millis(DEADLINE_MS) + SLACK, "503 took {took:?}");
+}
+
+fn database_down_is_a_quick_503_and_service_resumes<D: Launch>() {
+    let mut db = D::launch();
+    let s = start(&db, &[]);
+    let id = s.create("before");
+    db.go_down();
+    assert_quick_503(&s, "GET", &format!("/orders/{id}"), None);
+    assert_quick_503(&s, "POST", "/orders", Some(&order_json("during", 1)));
+    assert_quick_503(&s, "GET", "/orders", None);
+    let pids = s.worker_pids();
+    db.come_back();
+    assert!(
+        wait_until(RESUME, || s.request("GET", &format!("/orders/{id}"), None).status == 200),
+        "service did not resume (or the order written before the outage is gone): {}\n{}",
+        s.request("GET", &format!("/orders/{id}"), None).text(),
+        s.log()
+    );
+    assert_eq!(s.request("POST", "/orders", Some(&order_json("after", 1))).status, 200);
+    assert_eq!(s.worker_pids(), pids, "no worker died during the outage");
+}
+
+fn a_hung_database_is_a_503_within_the_deadline<D: Launch>() {
+    let mut db = D::launch();
+    let s = start(&db, &[]);
+    let id = s.create("x");
+    db.hang();
+    assert_quick_503(&s, "GET", &format!("/orders/{id}"), None);
+    assert_quick_503(&s, "PUT", &format!("/orders/{id}"), Some(r#"{"quantity":2}"#));
+    let pids = s.worker_pids();
+    db.unhang();
+    assert!(wait_until(RESUME, || s.request("GET", &format!("/orders/{id}"), None).status == 200));
+    assert_eq!(s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#)).status, 200);
+    assert_eq!(s.worker_pids(), pids, "no worker died while the database hung");
+}
+
+fn starting_with_the_database_down_serves_503_until_it_is_up<D: Launch>() {
+    let port = reserve_port();
+    let uri = format!("mongodb://127.0.0.1:{port}/orders_db?heartbeatFrequencyMS=500");
+    let timeout = DEADLINE_MS.to_string();
+    let s = Server::start(&["--mongo-uri", &uri, "--store-timeout-ms", &timeout]);
+    assert_quick_503(&s, "GET", "/orders", None);
+    let _db = D::launch_on(port);
+    assert!(
+        wait_until(RESUME, || s.request("GET", "/orders", None).status == 200),
+        "service did not start once the database came up"
+    );
+    let id = s.create("x");
+    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
 }
 
 #[test]
@@ -103,53 +199,6 @@ fn a_long_list_streams_in_batches() {
 }
 
 #[test]
-fn database_down_is_a_quick_503_and_service_resumes() {
-    let mut mock = MockMongo::start();
-    let s = start(&mock, &[]);
-    let id = s.create("before");
-    mock.stop();
-    assert_quick_503(&s, "GET", &format!("/orders/{id}"), None);
-    assert_quick_503(&s, "POST", "/orders", Some(&order_json("during", 1)));
-    assert_quick_503(&s, "GET", "/orders", None);
-    let pids = s.worker_pids();
-    mock.restart();
-    assert!(
-        wait_until(Duration::from_secs(15), || s.request("GET", &format!("/orders/{id}"), None).status == 200),
-        "service did not resume"
-    );
-    assert_eq!(s.request("POST", "/orders", Some(&order_json("after", 1))).status, 200);
-    assert_eq!(s.worker_pids(), pids, "no worker died during the outage");
-}
-
-#[test]
-fn a_slow_database_is_a_503_within_the_deadline() {
-    let mock = MockMongo::start();
-    let s = start(&mock, &[]);
-    let id = s.create("x");
-    mock.set_delay(Duration::from_millis(3 * DEADLINE_MS));
-    assert_quick_503(&s, "GET", &format!("/orders/{id}"), None);
-    assert_quick_503(&s, "PUT", &format!("/orders/{id}"), Some(r#"{"quantity":2}"#));
-    mock.set_delay(Duration::ZERO);
-    assert!(wait_until(Duration::from_secs(15), || s.request("GET", &format!("/orders/{id}"), None).status == 200));
-}
-
-#[test]
-fn starting_with_the_database_down_serves_503_until_it_is_up() {
-    let port = MockMongo::reserve_port();
-    let uri = format!("mongodb://127.0.0.1:{port}/orders_db?heartbeatFrequencyMS=500");
-    let timeout = DEADLINE_MS.to_string();
-    let s = Server::start(&["--mongo-uri", &uri, "--store-timeout-ms", &timeout]);
-    assert_quick_503(&s, "GET", "/orders", None);
-    let mock = MockMongo::start_on(port);
-    assert!(
-        wait_until(Duration::from_secs(15), || s.request("GET", "/orders", None).status == 200),
-        "service did not start once the database came up"
-    );
-    assert_eq!(s.request("POST", "/orders", Some(&order_json("x", 1))).status, 200);
-    assert_eq!(mock.count(), 1);
-}
-
-#[test]
 fn the_seeds_mongo_uri_variable_is_accepted() {
     let mock = MockMongo::start();
     let s = Server::builder().workers(1).env("MONGO_URI", &mock.uri("orders_db")).start();
@@ -192,4 +241,137 @@ fn a_password_is_warned_about_and_never_logged() {
     assert!(log.contains("visible to every local user"), "{log}");
     assert!(log.contains("app:****@127.0.0.1"), "{log}");
     assert!(!log.contains("hunter2"), "password in the log:\n{log}");
+}
+
+/// The shapes app.py's code left in `orders_db.orders`, written with pymongo
+/// the way app.py wrote them; prints their ids. app.py's PUT set every
+/// field from `request.json.get(...)`, so the fields a client did not send
+/// became nulls.
+const SEED_SHAPES_PY: &str = r#"
+import datetime, json
+from pymongo import MongoClient
+col = MongoClient(URI).orders_db.orders
+shapes = [
+    {"product": "ProductY", "quantity": 2, "customer_name": "Bob", "customer_address": "101 Pine St"},
+    {"product": None, "quantity": 5, "customer_name": None, "customer_address": None},
+    {"product": "only a product"},
+    {"product": "P", "quantity": "3"},
+    {"product": "P", "quantity": 2.5},
+    {"product": "P", "quantity": 2.0},
+    {"product": "P", "quantity": 2**40},
+    {"product": "P", "quantity": 1, "note": {"by": "app.py"}, "tags": ["a", 1], "paid": True},
+    {"product": "P", "created": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)},
+]
+print(json.dumps([str(col.insert_one(d).inserted_id) for d in shapes]))
+"#;
+
+/// What orders-server must serve for each of SEED_SHAPES_PY's documents.
+fn seed_shapes_as_served() -> Vec<Value> {
+    vec![
+        json!({"product": "ProductY", "quantity": 2, "customer_name": "Bob", "customer_address": "101 Pine St"}),
+        json!({"product": null, "quantity": 5, "customer_name": null, "customer_address": null}),
+        json!({"product": "only a product"}),
+        json!({"product": "P", "quantity": "3"}),
+        json!({"product": "P", "quantity": 2.5}),
+        json!({"product": "P", "quantity": 2.0}),
+        json!({"product": "P", "quantity": 1_099_511_627_776_i64}),
+        json!({"product": "P", "quantity": 1, "note": {"by": "app.py"}, "tags": ["a", 1], "paid": true}),
+        json!({"product": "P", "created": {"$date": "2024-01-02T03:04:05Z"}}),
+    ]
+}
+
+#[test]
+fn documents_written_by_pymongo_in_app_py_shapes_are_served_as_stored() {
+    let db = Secantus::start();
+    let ids: Vec<String> = serde_json::from_str(db.pymongo(SEED_SHAPES_PY).trim()).unwrap();
+    let s = start(&db, &[]);
+    let mut expected = Vec::new();
+    for (id, mut want) in ids.iter().zip(seed_shapes_as_served()) {
+        want["_id"] = json!(id);
+        let r = s.request("GET", &format!("/orders/{id}"), None);
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        assert_eq!(r.json()["order"], want);
+        expected.push(want);
+    }
+    assert_eq!(s.request("GET", "/orders", None).json()["orders"], json!(expected), "the whole list, in _id order");
+    let mut walked = Vec::new();
+    let mut page = s.request("GET", "/orders?limit=4", None).json();
+    loop {
+        walked.extend(page["orders"].as_array().unwrap().iter().cloned());
+        let Some(next) = page["next"].as_str() else { break };
+        page = s.request("GET", &format!("/orders?limit=4&after={next}"), None).json();
+    }
+    assert_eq!(json!(walked), json!(expected), "paged walk");
+    // A PUT on app.py's nulls changes only the field sent.
+    let r = s.request("PUT", &format!("/orders/{}", ids[1]), Some(r#"{"product":"fixed"}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut want = expected[1].clone();
+    want["product"] = json!("fixed");
+    assert_eq!(r.json()["order"], want);
+    assert_eq!(s.request("DELETE", &format!("/orders/{}", ids[3]), None).status, 200);
+}
+
+#[test]
+fn orders_written_here_have_the_bson_types_pymongo_writes() {
+    let db = Secantus::start();
+    let s = start(&db, &[]);
+    let small = s.request("POST", "/orders", Some(&order_json("small", 3))).json()["order"]["_id"].as_str().unwrap().to_string();
+    let large = s.request("POST", "/orders", Some(&order_json("large", 5_000_000_000))).json()["order"]["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.request("PUT", &format!("/orders/{small}"), Some(r#"{"quantity":7}"#)).status, 200);
+    // Type names as pymongo decodes them: int32 -> int, int64 -> Int64.
+    let script = format!(
+        r#"
+import json
+from bson import ObjectId
+from pymongo import MongoClient
+col = MongoClient(URI).orders_db.orders
+types = lambda d: {{k: type(v).__name__ for k, v in d.items()}}
+theirs = col.insert_one({{"quantity": 3, "big": 5000000000}}).inserted_id
+print(json.dumps({{
+    "small": types(col.find_one({{"_id": ObjectId("{small}")}})),
+    "large": types(col.find_one({{"_id": ObjectId("{large}")}})),
+    "pymongo": types(col.find_one({{"_id": theirs}})),
+    "quantity": col.find_one({{"_id": ObjectId("{small}")}})["quantity"],
+}}))
+"#
+    );
+    let seen: Value = serde_json::from_str(db.pymongo(&script).trim()).unwrap();
+    let str_fields = json!({"_id": "ObjectId", "product": "str", "customer_name": "str", "customer_address": "str"});
+    for (order, quantity_like) in [("small", &seen["pymongo"]["quantity"]), ("large", &seen["pymongo"]["big"])] {
+        for (field, t) in str_fields.as_object().unwrap() {
+            assert_eq!(&seen[order][field], t, "{order}.{field}: {seen}");
+        }
+        assert_eq!(&seen[order]["quantity"], quantity_like, "{order}.quantity as pymongo writes it: {seen}");
+    }
+    assert_eq!(seen["pymongo"]["quantity"], "int", "pymongo writes a small int as int32");
+    assert_eq!(seen["quantity"], 7, "the update");
+}
+
+#[test]
+fn with_authentication_the_right_password_works_and_no_password_is_logged() {
+    let mut db = Secantus::start();
+    db.pymongo(
+        r#"
+from pymongo import MongoClient
+MongoClient(URI).admin.command("createUser", "app", pwd="hunter2", roles=[{"role": "readWrite", "db": "orders_db"}])
+"#,
+    );
+    db.restart_with(&["--auth"]);
+    let timeout = DEADLINE_MS.to_string();
+    let good = db.uri_as("app", "hunter2", "orders_db");
+    let s = Server::start(&["--mongo-uri", &good, "--store-timeout-ms", &timeout, "--log-level", "debug"]);
+    let id = s.create("authenticated");
+    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    let bad = db.uri_as("app", "wrong-pass-77", "orders_db");
+    let t = Server::start(&["--mongo-uri", &bad, "--store-timeout-ms", &timeout, "--log-level", "debug"]);
+    assert_quick_503(&t, "GET", "/orders", None);
+    assert_quick_503(&t, "POST", "/orders", Some(&order_json("refused", 1)));
+    for (log, secret) in [(s.log(), "hunter2"), (t.log(), "wrong-pass-77")] {
+        assert!(log.contains("app:****@127.0.0.1"), "{log}");
+        assert!(!log.contains(secret), "password in the log:\n{log}");
+    }
+    assert!(!db.log().contains("hunter2"));
 }

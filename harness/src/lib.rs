@@ -5,11 +5,13 @@
 //! `NOTIFY_SOCKET` it gives the server and waits for `READY=1` with
 //! `X_ORDERS_ADDRESS`), never from log wording; a small HTTP/1.1 client over
 //! raw TCP (so tests control keep-alive, framing and every byte sent); the
-//! in-memory MongoDB wire-protocol server (`mongo_wire`); private network
-//! namespaces (`netns`); wrk.
+//! in-memory MongoDB wire-protocol server (`mongo_wire`); SecantusDB, a
+//! real MongoDB-compatible server (`secantus`); private network namespaces
+//! (`netns`); wrk.
 
 pub mod mongo_wire;
 pub mod netns;
+pub mod secantus;
 
 pub use netns::in_netns;
 
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use mongo_wire::MockMongo;
+use secantus::Secantus;
 
 /// Which store a test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,61 @@ pub enum Backend {
     /// real server at `ORDERS_TEST_MONGO_URI` when that is set (each test
     /// then uses its own collection, `orders_test_<random>`).
     Mongo,
+    /// MongoDB: a SecantusDB process of the test's own (WiredTiger storage).
+    Secantus,
+}
+
+/// A MongoDB the tests can take down, hang and bring back: the in-memory
+/// wire-protocol server or SecantusDB.
+pub trait TestDatabase {
+    /// A connection string for database `db`.
+    fn uri(&self, db: &str) -> String;
+    /// Goes down: the listener and every connection gone, data kept.
+    fn go_down(&mut self);
+    /// Comes back on the same port with the same data.
+    fn come_back(&mut self);
+    /// Stops answering, connections left open.
+    fn hang(&mut self);
+    /// Answers again after `hang`.
+    fn unhang(&mut self);
+}
+
+impl TestDatabase for MockMongo {
+    fn uri(&self, db: &str) -> String {
+        MockMongo::uri(self, db)
+    }
+    fn go_down(&mut self) {
+        self.stop()
+    }
+    fn come_back(&mut self) {
+        self.restart()
+    }
+    fn hang(&mut self) {
+        self.set_delay(Duration::from_secs(3600))
+    }
+    fn unhang(&mut self) {
+        self.set_delay(Duration::ZERO)
+    }
+}
+
+impl TestDatabase for Secantus {
+    fn uri(&self, db: &str) -> String {
+        Secantus::uri(self, db)
+    }
+    /// SIGKILL: the kernel resets every connection.
+    fn go_down(&mut self) {
+        self.kill()
+    }
+    fn come_back(&mut self) {
+        self.restart()
+    }
+    /// SIGSTOP.
+    fn hang(&mut self) {
+        self.pause()
+    }
+    fn unhang(&mut self) {
+        self.resume()
+    }
 }
 
 /// Env var naming a real MongoDB for the mongo variant of the tests.
@@ -128,9 +186,16 @@ impl Builder {
     pub fn start(self) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
-        let (mongo_args, mongo) = match self.backend {
-            Backend::Embedded => (Vec::new(), None),
-            Backend::Mongo => mongo_args(),
+        let (mongo_args, mongo, secantus) = match self.backend {
+            Backend::Embedded => (Vec::new(), None, None),
+            Backend::Mongo => {
+                let (args, mock) = mongo_args();
+                (args, mock, None)
+            }
+            Backend::Secantus => {
+                let db = Secantus::start();
+                (collection_args(db.uri("orders_db")), None, Some(db))
+            }
         };
         let mut args: Vec<String> = vec!["-b".into(), "127.0.0.1:0".into()];
         if let Some(n) = self.workers.filter(|_| !self.args.iter().any(|a| a == "-w" || a == "--workers")) {
@@ -144,6 +209,7 @@ impl Builder {
             addr: "0.0.0.0:0".parse().unwrap(),
             data_dir,
             mongo,
+            secantus,
             log: Arc::default(),
             notifications: Arc::default(),
             command: (self.bin.clone(), args, self.env.clone()),
@@ -170,6 +236,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// The wire-protocol test server behind a mongo-backed server.
     pub mongo: Option<MockMongo>,
+    /// The SecantusDB behind a secantus-backed server.
+    pub secantus: Option<Secantus>,
     log: Arc<Mutex<String>>,
     notifications: Arc<Mutex<Vec<String>>>,
     /// Binary, arguments and environment, for restarts.
@@ -384,21 +452,24 @@ fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
 /// Arguments selecting MongoDB: the real one of `ORDERS_TEST_MONGO_URI`, or
 /// a fresh wire-protocol test server. Each call gets its own collection.
 pub fn mongo_args() -> (Vec<String>, Option<MockMongo>) {
+    match std::env::var(REAL_MONGO_ENV) {
+        Ok(uri) => (collection_args(uri), None),
+        Err(_) => {
+            let m = MockMongo::start();
+            (collection_args(m.uri("orders_db")), Some(m))
+        }
+    }
+}
+
+/// `--mongo-uri URI` and a collection of this call's own.
+fn collection_args(uri: String) -> Vec<String> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let unique = format!(
         "orders_test_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    let (uri, mock) = match std::env::var(REAL_MONGO_ENV) {
-        Ok(uri) => (uri, None),
-        Err(_) => {
-            let m = MockMongo::start();
-            (m.uri("orders_db"), Some(m))
-        }
-    };
-    let args = vec!["--mongo-uri".into(), uri, "--mongo-collection".into(), unique];
-    (args, mock)
+    vec!["--mongo-uri".into(), uri, "--mongo-collection".into(), unique]
 }
 
 /// The server binary, with no ORDERS_* variables inherited from the caller.

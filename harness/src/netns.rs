@@ -1,5 +1,6 @@
 //! Private network namespaces for load tests: they set
-//! `net.ipv4.tcp_migrate_req` without touching the host. Shared by the
+//! `net.ipv4.tcp_migrate_req` without touching the host; named namespaces
+//! (`ip netns`) of a test topology, entered per thread. Shared by the
 //! server's tests and orders-loadtest's (included there by path).
 
 /// Runs `f` on a thread of its own in a new network namespace (loopback up,
@@ -39,4 +40,25 @@ fn loopback_up() {
         assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr), 0);
         libc::close(fd);
     }
+}
+
+/// Runs `f` in the named network namespace (`ip netns add NAME`, found at
+/// /run/netns/NAME) on a thread of its own, or here when `netns` is `None`.
+pub fn run_in<T: Send + 'static>(netns: Option<String>, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let Some(name) = netns else { return f() };
+    std::thread::spawn(move || {
+        enter(&name);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Moves the calling thread into the named network namespace.
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns(2) on a namespace file we hold open; affects this thread only.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
 }

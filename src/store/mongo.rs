@@ -9,6 +9,12 @@
 //! `store_timeout_ms`. The driver's own server selection (30 s by default)
 //! is capped to the same deadline unless the URI sets it.
 //!
+//! Writes are acknowledged only once the database has them in its journal
+//! (`j: true`), unless the URI chooses its own write concern (`w=` or
+//! `journal=`): with MongoDB's default (`j: false`) a database that crashes
+//! loses the writes of its last moments although it acknowledged them, and
+//! orders-server never tells a client an order is stored when it may not be.
+//!
 //! Documents keep app.py's shape; a stored document of another shape is
 //! rendered as stored (ObjectIds as 24 hex characters, other BSON types as
 //! their relaxed extended-JSON form), never a 500.
@@ -18,7 +24,7 @@ use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
-use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection};
 use serde_json::{Map, Value};
 
@@ -72,6 +78,8 @@ impl Mongo {
             options.server_selection_timeout.get_or_insert(timeout);
             options.connect_timeout.get_or_insert(timeout);
             options.app_name.get_or_insert_with(|| "orders-server".to_string());
+            // Acknowledged means journaled (see the module comment).
+            options.write_concern.get_or_insert_with(|| WriteConcern::builder().journal(true).build());
             Client::with_options(options).map_err(redact)
         })?;
         let orders = client.database(&target.database).collection::<Document>(&target.collection);
