@@ -4,89 +4,28 @@
 
 use orders_harness as support;
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{order_json, run_to_exit, wait_until, Client, Server};
+use support::nginx::Nginx;
+use support::{order_json, run_to_exit, Client, Server};
 
-const SHIPPED_NGINX: &str = include_str!("../conf/nginx.conf");
 const SHIPPED_UNIT: &str = include_str!("../systemd/orders-server.service");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The shipped server configuration (between the markers), pointed at the
-/// test instances, inside a minimal nginx main configuration.
-fn nginx_conf(port: u16, a: SocketAddr, b: SocketAddr, dir: &Path) -> String {
-    let begin = SHIPPED_NGINX.find("# --- orders-server begin ---").expect("begin marker");
-    let end = SHIPPED_NGINX.find("# --- orders-server end ---").expect("end marker");
-    let part = SHIPPED_NGINX[begin..end]
-        .replace("10.0.0.11:8000", &a.to_string())
-        .replace("10.0.0.12:8000", &b.to_string())
-        .replace("listen 80 backlog=16384 reuseport;", &format!("listen 127.0.0.1:{port};"));
-    assert!(part.contains(&a.to_string()) && part.contains(&format!("127.0.0.1:{port}")), "markers moved");
-    let d = dir.display();
-    let user = if nix::unistd::geteuid().is_root() { "user root;" } else { "" };
-    format!(
-        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; {user}
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; default_type application/json;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  {part}
-}}
-"
-    )
-}
-
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    /// TERM (nginx's fast shutdown: the master stops its workers, then
-    /// exits); SIGKILL would leave the workers running without a master.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let exited = wait_until(Duration::from_secs(10), || self.child.try_wait().ok().flatten().is_some());
-        if !exited {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
 fn start_nginx(a: SocketAddr, b: SocketAddr) -> Nginx {
     start_nginx_with(a, b, |conf| conf)
 }
 
-/// nginx with the shipped configuration, changed by `adapt`.
+/// nginx on loopback with the shipped configuration, changed by `adapt`.
 fn start_nginx_with(a: SocketAddr, b: SocketAddr, adapt: impl FnOnce(String) -> String) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, adapt(nginx_conf(port, a, b, dir.path()))).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("nginx is installed (scripts/test.sh installs it)");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()), "nginx did not start");
-    Nginx { child, addr, _dir: dir }
+    Nginx::start(([127, 0, 0, 1], free_port()).into(), a, b, None, adapt)
 }
 
 #[test]

@@ -11,7 +11,9 @@
 
 pub mod mongo_wire;
 pub mod netns;
+pub mod nginx;
 pub mod secantus;
+pub mod topology;
 
 pub use netns::in_netns;
 
@@ -132,12 +134,23 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    bind: String,
+    netns: Option<String>,
 }
 
 impl Builder {
     /// Two workers on 127.0.0.1:0, a fresh data dir, the embedded store.
     pub fn new() -> Builder {
-        Builder { bin: server_bin(), workers: Some(2), backend: Backend::Embedded, data_dir: None, args: Vec::new(), env: Vec::new() }
+        Builder {
+            bin: server_bin(),
+            workers: Some(2),
+            backend: Backend::Embedded,
+            data_dir: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            bind: "127.0.0.1:0".into(),
+            netns: None,
+        }
     }
 
     /// The binary to start.
@@ -155,6 +168,19 @@ impl Builder {
     /// No `-w`: the configuration file or the environment decides.
     pub fn workers_from_config(mut self) -> Builder {
         self.workers = None;
+        self
+    }
+
+    /// The address to bind (default `127.0.0.1:0`).
+    pub fn bind(mut self, addr: SocketAddr) -> Builder {
+        self.bind = addr.to_string();
+        self
+    }
+
+    /// Runs the server in a named network namespace (`ip netns exec`): a
+    /// host of a test topology.
+    pub fn netns(mut self, name: &str) -> Builder {
+        self.netns = Some(name.to_string());
         self
     }
 
@@ -197,7 +223,7 @@ impl Builder {
                 (collection_args(db.uri("orders_db")), None, Some(db))
             }
         };
-        let mut args: Vec<String> = vec!["-b".into(), "127.0.0.1:0".into()];
+        let mut args: Vec<String> = vec!["-b".into(), self.bind.clone()];
         if let Some(n) = self.workers.filter(|_| !self.args.iter().any(|a| a == "-w" || a == "--workers")) {
             args.extend(["-w".into(), n.to_string()]);
         }
@@ -213,6 +239,7 @@ impl Builder {
             log: Arc::default(),
             notifications: Arc::default(),
             command: (self.bin.clone(), args, self.env.clone()),
+            netns: self.netns.clone(),
             spawns: 0,
             _tmp: tmp,
         };
@@ -242,6 +269,8 @@ pub struct Server {
     notifications: Arc<Mutex<Vec<String>>>,
     /// Binary, arguments and environment, for restarts.
     command: (PathBuf, Vec<String>, Vec<(String, String)>),
+    /// The network namespace it runs in.
+    netns: Option<String>,
     spawns: usize,
     _tmp: tempfile::TempDir,
 }
@@ -273,7 +302,7 @@ impl Server {
         self.spawns += 1;
         let socket_path = self._tmp.path().join(format!("notify-{}.sock", self.spawns));
         let socket = UnixDatagram::bind(&socket_path).expect("the notification socket");
-        let mut child = command(bin)
+        let mut child = command_in(self.netns.as_deref(), bin)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NOTIFY_SOCKET", &socket_path)
@@ -365,6 +394,13 @@ impl Server {
         // SAFETY: killpg(2) on the process group the server was started in.
         unsafe { libc::killpg(self.pid() as i32, libc::SIGKILL) };
         let _ = self.child().wait();
+    }
+
+    /// Starts the server again after it died (`kill_everything`), with the
+    /// same arguments, environment, data dir and database.
+    pub fn start_again(&mut self) {
+        assert!(self.child().try_wait().unwrap().is_some(), "the server is still running");
+        self.spawn();
     }
 
     /// Sends TERM and waits for the master to exit.
@@ -474,7 +510,13 @@ fn collection_args(uri: String) -> Vec<String> {
 
 /// The server binary, with no ORDERS_* variables inherited from the caller.
 pub fn command(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
+    command_in(None, bin)
+}
+
+/// Same, run in network namespace `netns` when given (`ip netns exec`
+/// execs the binary: the child's pid is the server's).
+pub fn command_in(netns: Option<&str>, bin: &Path) -> Command {
+    let mut cmd = netns::command(netns, bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("ORDERS_") || k == "MONGO_URI" {
             cmd.env_remove(k);
@@ -575,21 +617,18 @@ impl Client {
         self.request_with(method, path, &[], body)
     }
 
+    /// As `request`; None when the connection fails instead of an answer.
+    pub fn try_request(&mut self, method: &str, path: &str, body: Option<&str>) -> Option<Resp> {
+        self.stream.write_all(&request_bytes(method, path, &[], body)).ok()?;
+        self.read_response()
+    }
+
     /// As `request`, with extra header lines ("Name: value").
     pub fn request_with(&mut self, method: &str, path: &str, extra: &[&str], body: Option<&str>) -> Resp {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-        for h in extra {
-            req.push_str(h);
-            req.push_str("\r\n");
-        }
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
-        }
-        req.push_str("\r\n");
-        req.push_str(body.unwrap_or(""));
-        self.send_raw(req.as_bytes());
+        self.send_raw(&request_bytes(method, path, extra, body));
         self.read_response().expect("a response")
     }
+
 
     /// Sends `raw` and reads its answer, which must close the connection:
     /// it says `Connection: close`, and the server then closes.
@@ -666,6 +705,21 @@ impl Client {
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
         }
     }
+}
+
+/// A request's bytes: Host, and Content-Length when there is a body.
+fn request_bytes(method: &str, path: &str, extra: &[&str], body: Option<&str>) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    req.into_bytes()
 }
 
 /// What wrk reported.

@@ -62,3 +62,16 @@ pub fn enter(name: &str) {
     let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
 }
+
+/// A command for `program`, run in the named network namespace when given
+/// (`ip netns exec` execs it: the child's pid is the program's).
+pub fn command(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}

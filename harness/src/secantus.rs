@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,14 +83,7 @@ impl Secantus {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(secantusd());
-                c
-            }
-            None => Command::new(secantusd()),
-        };
+        let mut cmd = netns::command(self.netns.as_deref(), secantusd());
         cmd.args(["--host", &self.addr.ip().to_string(), "--port", &self.addr.port().to_string()])
             .arg("--storage-path")
             .arg(self.storage.path())
@@ -142,7 +135,16 @@ impl Secantus {
         }
     }
 
-    /// Starts again on the same port and storage.
+    /// SIGTERM (`systemctl stop`): a clean shutdown; waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and storage (killing it first if it runs).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -171,15 +173,7 @@ impl Secantus {
     /// panics with its stderr when it fails.
     pub fn pymongo(&self, script: &str) -> String {
         let prelude = format!("URI = {:?}\n", self.uri("orders_db"));
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(python());
-                c
-            }
-            None => Command::new(python()),
-        };
-        let out = cmd.arg("-c").arg(prelude + script).output().expect("run the venv's python");
+        let out = netns::command(self.netns.as_deref(), python()).arg("-c").arg(prelude + script).output().expect("run the venv's python");
         assert!(out.status.success(), "pymongo script failed:\n{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
