@@ -375,3 +375,53 @@ MongoClient(URI).admin.command("createUser", "app", pwd="hunter2", roles=[{"role
     }
     assert!(!db.log().contains("hunter2"));
 }
+
+/// Established TCP connections from this machine to `port`, now.
+fn connections_to(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("( dport = :{port} )")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[test]
+fn the_connection_pool_is_bounded_per_worker() {
+    // (what the URI adds, the pool it allows)
+    for (extra, pool) in [("", 10), ("&maxPoolSize=2", 2)] {
+        let db = Secantus::start();
+        // Lists of a few thousand orders keep SecantusDB busy, so
+        // concurrent requests need more connections than are allowed.
+        db.pymongo(
+            r#"
+from pymongo import MongoClient
+MongoClient(URI).orders_db.orders.insert_many([{"product": "p", "quantity": 1, "customer_name": "n", "customer_address": "a"} for _ in range(3000)])
+"#,
+        );
+        let uri = db.uri("orders_db") + extra;
+        let s = Server::builder().workers(1).args(&["--mongo-uri", &uri, "--store-timeout-ms", "20000"]).start();
+        let addr = s.addr;
+        let clients: Vec<_> = (0..30)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = support::Client::connect(addr);
+                    (0..3).map(|_| c.request("GET", "/orders?limit=500", None).status).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut most = 0;
+        while !clients.iter().all(|c| c.is_finished()) {
+            most = most.max(connections_to(db.addr.port()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in clients {
+            assert!(c.join().unwrap().iter().all(|s| *s == 200), "every request served");
+        }
+        eprintln!("maxPoolSize {pool}: at most {most} connections");
+        // The pool, plus the driver's monitoring connections (one or two).
+        assert!(most <= pool + 2, "maxPoolSize {pool}: {most} connections");
+        if pool == 10 {
+            assert!(most > 4, "the load needed more than a few connections: {most}");
+        }
+    }
+}

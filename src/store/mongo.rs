@@ -34,6 +34,10 @@ use crate::orders::{Fields, ListQuery};
 /// Extra time the coroutine waits beyond the tokio-side deadline, so the
 /// runtime's own timeout (which cancels the operation) normally fires first.
 const REPLY_GRACE: Duration = Duration::from_millis(200);
+/// Connections per worker unless the URI sets `maxPoolSize`: the driver's
+/// own default, stated here so that a driver upgrade cannot change it
+/// silently (README, "Connection pool", has the arithmetic).
+const POOL_SIZE: u32 = 10;
 /// Documents per round trip when streaming a list.
 const LIST_BATCH_SIZE: u32 = 1000;
 
@@ -78,6 +82,7 @@ impl Mongo {
             options.server_selection_timeout.get_or_insert(timeout);
             options.connect_timeout.get_or_insert(timeout);
             options.app_name.get_or_insert_with(|| "orders-server".to_string());
+            options.max_pool_size.get_or_insert(POOL_SIZE);
             // Acknowledged means journaled (see the module comment).
             options.write_concern.get_or_insert_with(|| WriteConcern::builder().journal(true).build());
             Client::with_options(options).map_err(redact)
