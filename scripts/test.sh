@@ -23,6 +23,8 @@ SECANTUS_VERSION=0.7.0b3
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+# promtool and a Prometheus server (tests/observability.rs).
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
 command -v ss >/dev/null && command -v ip >/dev/null || need+=(iproute2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v systemd-analyze >/dev/null || need+=(systemd)

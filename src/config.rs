@@ -210,6 +210,9 @@ settings! {
     api_tokens_for_reads: bool, env = "ORDERS_API_TOKENS_FOR_READS", value_name = "BOOL", default = "false", reload = true;
     /// MongoDB collection.
     mongo_collection: String, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME", default = "orders", reload = false;
+    /// Serve Prometheus metrics (`GET /metrics`) of the whole server on
+    /// this address; never the API's own address.
+    metrics_bind: String, env = "ORDERS_METRICS_BIND", value_name = "ADDR", default = "not set: no metrics endpoint", reload = false;
 }
 
 /// Commands other than serving.
@@ -356,6 +359,8 @@ pub struct Config {
     pub rlimit_nofile: Option<u64>,
     /// Log file (None: stderr).
     pub log_file: Option<PathBuf>,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
     /// The store backend.
     pub backend: Backend,
     /// API tokens, when requests need them.
@@ -477,6 +482,10 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         pid: s.pid,
         rlimit_nofile: nofile,
         log_file: s.log_file,
+        metrics_bind: match s.metrics_bind.as_deref() {
+            Some(m) => Some(parse_bind(m).map_err(|_| invalid("metrics_bind", format!("{m:?} is not an IP address with a port")))?),
+            None => None,
+        },
         backend,
         tokens: match s.api_tokens_file {
             Some(path) => Some(crate::http::auth::Tokens::load(&path, given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads))?),
@@ -489,6 +498,9 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         config_file: s.config,
         settings,
     };
+    if config.metrics_bind.is_some_and(|m| m == config.bind && m.port() != 0) {
+        return Err(invalid("metrics_bind", "must not be the API's address (bind): metrics are internals"));
+    }
     if config.group.is_some() && config.user.is_none() {
         return Err(invalid("group", "needs user as well"));
     }

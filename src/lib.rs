@@ -17,6 +17,7 @@ pub mod exit;
 pub mod faults;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod master;
 pub mod orders;
 pub mod store;

@@ -104,6 +104,8 @@ pub const REAL_MONGO_ENV: &str = "ORDERS_TEST_MONGO_URI";
 pub const SERVER_BIN_ENV: &str = "ORDERS_SERVER_BIN";
 /// The readiness variable carrying the address (src/master/notify.rs).
 const ADDRESS_VAR: &str = "X_ORDERS_ADDRESS=";
+/// The readiness variable carrying the metrics address.
+const METRICS_ADDRESS_VAR: &str = "X_ORDERS_METRICS_ADDRESS=";
 
 /// How long a server may take to report ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -233,6 +235,7 @@ impl Builder {
         let mut server = Server {
             child: None,
             addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
             data_dir,
             mongo,
             secantus,
@@ -259,6 +262,8 @@ pub struct Server {
     child: Option<Child>,
     /// The address every worker serves.
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (with `--metrics-bind`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The data dir of the embedded store.
     pub data_dir: PathBuf,
     /// The wire-protocol test server behind a mongo-backed server.
@@ -324,7 +329,8 @@ impl Server {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
                 if message.lines().any(|l| l == "READY=1") {
                     if let Some(addr) = message.lines().find_map(|l| l.strip_prefix(ADDRESS_VAR)) {
-                        let _ = tx.send(addr.to_string());
+                        let metrics = message.lines().find_map(|l| l.strip_prefix(METRICS_ADDRESS_VAR));
+                        let _ = tx.send((addr.to_string(), metrics.map(str::to_string)));
                     }
                 }
                 notifications.lock().unwrap().push(message);
@@ -341,7 +347,9 @@ impl Server {
             std::thread::sleep(POLL * 5); // the rest of its stderr
             panic!("server did not report ready; log:\n{}", self.log.lock().unwrap());
         }
-        self.addr = addr.unwrap().parse().expect("the address in the readiness notification");
+        let (addr, metrics) = addr.unwrap();
+        self.addr = addr.parse().expect("the address in the readiness notification");
+        self.metrics_addr = metrics.map(|m| m.parse().expect("the metrics address in the readiness notification"));
         self.child = Some(child);
     }
 
@@ -418,6 +426,25 @@ impl Server {
             status.is_some()
         });
         status
+    }
+
+    /// The metrics (`GET /metrics` on the metrics address) as
+    /// `(series, value)` pairs, e.g. `("orders_generation", 1.0)`.
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let addr = self.metrics_addr.expect("started with --metrics-bind");
+        let r = Client::connect(addr).request("GET", "/metrics", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().expect("a number"))))
+            .collect()
+    }
+
+    /// One metric series' value (0 when absent), e.g.
+    /// `orders_http_requests_total{method="GET",route="/orders",status="200"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics().into_iter().find(|(k, _)| k == series).map_or(0.0, |(_, v)| v)
     }
 
     /// Pids of the workers (children of the master).

@@ -2,7 +2,7 @@
 //! only, answering the driver's legacy-hello handshake (without `helloOk`
 //! and `topologyVersion`, so the driver keeps polling with isMaster) and the
 //! commands orders-server's operations send: insert, find, getMore,
-//! findAndModify, delete, killCursors, endSessions. Anything else — another
+//! findAndModify, delete, killCursors, endSessions, ping. Anything else — another
 //! command, or a filter/update shape these operations never send — is an
 //! error reply and is recorded, so a change in what the driver sends shows
 //! up as a failing test. It can be stopped, restarted on the same port and
@@ -274,6 +274,7 @@ fn handle(inner: &Inner, command: Document) -> Document {
         "findAndModify" => find_and_modify(inner, &command),
         "delete" => delete(inner, &command),
         "endSessions" => doc! { "ok": 1.0 },
+        "ping" => doc! { "ok": 1.0 },
         other => error(inner, format!("unknown command {other}")),
     }
 }

@@ -33,6 +33,8 @@ use super::framing::{BodyKind, Framing};
 use super::list::ChunkSink;
 use super::request::{self, Head};
 use crate::faults::{self, Fault};
+use crate::metrics::{self, RequestLabels};
+use crate::store::Counted;
 use super::response::{self, ApiError, Reply, CONTINUE, LAST_CHUNK};
 use super::routes::{self, Route};
 use super::App;
@@ -62,14 +64,20 @@ const SCRATCH: usize = 4096;
 
 /// Serves one accepted connection until it closes.
 pub fn serve(app: &App, stream: TcpStream, registration: Registration) {
+    metrics::connections(1);
     let mut conn = Connection {
         app,
         registration,
         io: Io { stream, must_wait: false, peer_ending: false, peer_closed: false },
         input: ReadBuf::new(),
         output: Vec::new(),
+        pending: None,
     };
     conn.run();
+    if conn.pending.take().is_some() {
+        metrics::in_flight(-1);
+    }
+    metrics::connections(-1);
 }
 
 /// Why a connection stops.
@@ -88,6 +96,9 @@ struct Connection<'a> {
     io: Io,
     input: ReadBuf,
     output: Vec<u8>,
+    /// The request being handled: its metrics labels and when its head
+    /// was complete.
+    pending: Option<(RequestLabels, Instant)>,
 }
 
 impl<'a> Connection<'a> {
@@ -97,7 +108,9 @@ impl<'a> Connection<'a> {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(Stop::Reply(e)) => {
-                    response::encode(&Reply::error(&e), true, &mut self.output);
+                    let reply = Reply::error(&e);
+                    response::encode(&reply, true, &mut self.output);
+                    self.request_done(reply.status.code);
                     break;
                 }
                 Err(Stop::Drop) => return,
@@ -119,6 +132,8 @@ impl<'a> Connection<'a> {
         self.input.consume(head.len);
         self.state().set(Phase::Busy);
         self.app.state.count_request();
+        self.pending = Some((head.labels, Instant::now()));
+        metrics::in_flight(1);
         let Head { http10, framing, route, fault, authorization, .. } = head;
         let route = self.authorize(route, authorization.as_deref());
         if matches!(route, Err(ApiError::Unauthorized)) && framing.body != BodyKind::None {
@@ -143,17 +158,30 @@ impl<'a> Connection<'a> {
         if !reply.streamed {
             response::encode(&reply, close || reply.close, &mut self.output);
         }
+        self.request_done(reply.status.code);
         if self.output.len() >= WRITE_BATCH {
             self.flush()?;
         }
         Ok(!(close || reply.close))
     }
 
+    /// Counts the request being handled (or, when none is, one refused
+    /// before its head could be read) in the metrics.
+    fn request_done(&mut self, status: u16) {
+        match self.pending.take() {
+            Some((labels, started)) => {
+                metrics::request_done(labels, status, started.elapsed());
+                metrics::in_flight(-1);
+            }
+            None => metrics::request_done(RequestLabels::unrouted(), status, Duration::ZERO),
+        }
+    }
+
     /// With API tokens on, a request that needs one and presents none of
     /// ours becomes a 401.
     fn authorize(&self, route: Result<Route, ApiError>, authorization: Option<&[u8]>) -> Result<Route, ApiError> {
         let (Some(tokens), Ok(r)) = (&self.app.tokens, &route) else { return route };
-        if !tokens.required_for(r.is_read()) {
+        if r.is_health_check() || !tokens.required_for(r.is_read()) {
             return route;
         }
         match authorization.and_then(|a| tokens.check(a)) {
@@ -181,7 +209,9 @@ impl<'a> Connection<'a> {
             if let Some(fault) = fault {
                 faults::run(fault);
             }
-            route.and_then(|r| routes::handle(app.store.as_ref(), r, body, app.limits.response_buffer, &mut sink))
+            let store = Counted(app.store.as_ref());
+            let draining = app.state.is_draining();
+            route.and_then(|r| routes::handle(&store, r, body, app.limits.response_buffer, draining, &mut sink))
         }));
         match handled {
             Ok(Ok(reply)) => reply,

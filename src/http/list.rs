@@ -152,6 +152,9 @@ mod tests {
         fn delete(&self, _: &ObjectId) -> Result<bool, StoreError> {
             unimplemented!()
         }
+        fn ping(&self, _: std::time::Duration) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     #[derive(Default)]

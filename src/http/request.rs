@@ -13,6 +13,7 @@ use httparse::{Header, ParserConfig, Status};
 use super::framing::{self, Framing};
 use super::response::ApiError;
 use super::routes::{self, ListLimits, Route};
+use crate::metrics::RequestLabels;
 use crate::faults::{self, Fault};
 
 /// The longest request head (request line and headers) a connection
@@ -51,6 +52,8 @@ pub struct Head {
     pub fault: Option<Fault>,
     /// The `Authorization` header's value, when there is one.
     pub authorization: Option<Vec<u8>>,
+    /// Method and route labels for the metrics.
+    pub labels: RequestLabels,
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -83,6 +86,7 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
                 framing,
                 route: routes::route(method, path, &limits.list),
                 fault: faults::for_path(path),
+                labels: RequestLabels::new(method, routes::label(path)),
                 authorization: req
                     .headers
                     .iter()

@@ -106,6 +106,8 @@ pub enum ApiError {
     /// The worker's request-body memory (`max_buffered_body_bytes`) stayed
     /// full for too long.
     BodyMemoryFull,
+    /// The worker is stopping (`/readyz` says so: send traffic elsewhere).
+    Draining,
     /// A handler panicked: a bug, never the client's mistake.
     Internal,
 }
@@ -129,7 +131,7 @@ impl ApiError {
             }
             ApiError::Internal => status::INTERNAL_SERVER_ERROR,
             ApiError::UnsupportedTransferEncoding => status::NOT_IMPLEMENTED,
-            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull => {
+            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull | ApiError::Draining => {
                 status::SERVICE_UNAVAILABLE
             }
             ApiError::VersionNotSupported => status::VERSION_NOT_SUPPORTED,
@@ -177,6 +179,7 @@ impl fmt::Display for ApiError {
             ApiError::HeadTooLarge(n) => write!(f, "Request head is longer than {n} bytes"),
             ApiError::TooManyConnections => f.write_str("Server busy: too many connections, retry later"),
             ApiError::BodyMemoryFull => f.write_str("Server busy: too many request bodies in flight, retry later"),
+            ApiError::Draining => f.write_str("This worker is stopping, retry elsewhere"),
             ApiError::Internal => f.write_str("Internal server error"),
         }
     }

@@ -1,5 +1,11 @@
-//! Routing: the two paths of the API, the methods each allows, and the
-//! handlers that turn a request into a store call and a JSON reply.
+//! Routing: the two paths of the API and the two health checks, the
+//! methods each allows, and the handlers that turn a request into a store
+//! call and a JSON reply.
+//!
+//! `GET /healthz`: the worker serves (200, without touching the store).
+//! `GET /readyz`: the store answers a ping within [`READY_TIMEOUT`] and the
+//! worker is not draining (200), else 503: what a load balancer asks before
+//! it sends traffic.
 
 use bson::oid::ObjectId;
 
@@ -12,6 +18,10 @@ use crate::store::Store;
 const ALLOW_COLLECTION: &str = "Allow: GET, POST";
 /// `Allow` of `/orders/<id>`.
 const ALLOW_ITEM: &str = "Allow: GET, PUT, DELETE";
+/// `Allow` of the health checks.
+const ALLOW_HEALTH: &str = "Allow: GET";
+/// How long `/readyz` waits for the store.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Settings the handlers need.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +41,10 @@ pub enum Route {
     Get(ObjectId),
     Update(ObjectId),
     Delete(ObjectId),
+    /// `GET /healthz`.
+    Health,
+    /// `GET /readyz`.
+    Ready,
 }
 
 impl Route {
@@ -38,12 +52,24 @@ impl Route {
     pub fn is_read(&self) -> bool {
         matches!(self, Route::List(_) | Route::Get(_))
     }
+
+    /// `/healthz` or `/readyz`: never needs a token (a load balancer asks).
+    pub fn is_health_check(&self) -> bool {
+        matches!(self, Route::Health | Route::Ready)
+    }
 }
 
 /// Maps method and path (with query) to a [`Route`]. Unknown path: 404;
 /// known path, other method: 405; then the id and query are checked (400).
 pub fn route(method: &str, target: &str, limits: &ListLimits) -> Result<Route, ApiError> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/healthz" || path == "/readyz" {
+        return match method {
+            "GET" if path == "/healthz" => Ok(Route::Health),
+            "GET" => Ok(Route::Ready),
+            _ => Err(ApiError::MethodNotAllowed(ALLOW_HEALTH)),
+        };
+    }
     if path == "/orders" {
         return match method {
             "GET" => Ok(Route::List(list_query(query, limits)?)),
@@ -64,6 +90,19 @@ pub fn route(method: &str, target: &str, limits: &ListLimits) -> Result<Route, A
     Ok(make(orders::parse_id(id)?))
 }
 
+/// The route label of a request target for the metrics: one of the
+/// paths above (with `{id}` for any id), or `other`; never the raw path.
+pub fn label(target: &str) -> &'static str {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    match path {
+        "/orders" => "/orders",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        p if p.starts_with("/orders/") => "/orders/{id}",
+        _ => "other",
+    }
+}
+
 fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
     let mut q = orders::parse_list_query(query, limits.max_page_size)?;
     if limits.cap_unpaged_list && q.limit.is_none() {
@@ -81,9 +120,16 @@ pub fn handle(
     route: Route,
     body: &[u8],
     buffer_limit: usize,
+    draining: bool,
     sink: &mut dyn ChunkSink,
 ) -> Result<Reply, ApiError> {
     match route {
+        Route::Health => Ok(Reply::ok(b"{\"status\":\"ok\"}".to_vec())),
+        Route::Ready if draining => Err(ApiError::Draining),
+        Route::Ready => {
+            store.ping(READY_TIMEOUT)?;
+            Ok(Reply::ok(b"{\"status\":\"ready\"}".to_vec()))
+        }
         Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {
             ListReply::Buffered(reply) => Ok(reply),
             ListReply::Streamed => Ok(Reply::streamed()),
@@ -127,6 +173,18 @@ mod tests {
         assert!(matches!(route("PATCH", "/orders/abc", &L), Err(ApiError::MethodNotAllowed(_))));
         assert!(matches!(route("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718", &L), Ok(Route::Delete(_))));
         assert!(matches!(route("GET", "/orders?limit=0", &L), Err(ApiError::Order(_))));
+        assert!(matches!(route("GET", "/healthz", &L), Ok(Route::Health)));
+        assert!(matches!(route("GET", "/readyz?x", &L), Ok(Route::Ready)));
+        assert!(matches!(route("POST", "/readyz", &L), Err(ApiError::MethodNotAllowed(_))));
+    }
+
+    #[test]
+    fn metrics_labels_never_carry_the_raw_path() {
+        assert_eq!(label("/orders?limit=5"), "/orders");
+        assert_eq!(label("/orders/6566f0c2a1b2c3d4e5f60718"), "/orders/{id}");
+        assert_eq!(label("/orders/anything/else"), "/orders/{id}");
+        assert_eq!(label("/healthz"), "/healthz");
+        assert_eq!(label("/etc/passwd"), "other");
     }
 
     #[test]

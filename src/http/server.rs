@@ -53,6 +53,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<Bound> {
 }
 
 impl Bound {
+    /// The bound socket itself (for a listener served elsewhere: metrics).
+    pub fn into_socket(self) -> Socket {
+        self.0
+    }
+
     /// Starts listening with `backlog` (the kernel caps it at
     /// `net.core.somaxconn`) and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
@@ -114,6 +119,7 @@ fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
     let limit = app.limits.worker_connections;
     if app.state.registry.len() >= limit {
         refusals.note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
+        crate::metrics::connection_refused();
         refuse(stream);
         return;
     }

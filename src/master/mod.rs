@@ -7,11 +7,13 @@
 //! status pipes. Decisions are made by the pure [`supervisor::Supervisor`];
 //! this module carries them out (fork, kill, reload, upgrade, notify).
 
+pub mod census;
 pub mod heartbeat;
 pub mod listener;
 pub mod notify;
 pub mod signals;
 pub mod supervisor;
+pub mod title;
 pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -26,7 +28,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
 use crate::config::{Backend, Config, Settings, UriSource};
+use crate::metrics::Region;
 use crate::worker;
+use census::Census;
 use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
 use signals::{PipeSignals, Signal, SIGNALS};
@@ -50,9 +54,9 @@ pub enum MasterError {
     /// The serving user or group cannot be used.
     #[error(transparent)]
     User(#[from] worker::privileges::PrivilegeError),
-    /// The shared memory of the heartbeats cannot be mapped.
-    #[error("shared memory for heartbeats")]
-    Heartbeats(#[source] io::Error),
+    /// The shared memory of the heartbeats or metrics cannot be mapped.
+    #[error("shared memory for {0}")]
+    SharedMemory(&'static str, #[source] io::Error),
     /// The signal handlers cannot be installed.
     #[error("signal handlers")]
     Signals(#[source] io::Error),
@@ -85,7 +89,12 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         crate::store::datafile::check(&config.data_dir)?;
     }
     let reservation = listener::reserve(config.bind, upgrade.is_none())?;
-    let heartbeats = Heartbeats::new().map_err(MasterError::Heartbeats)?;
+    let metrics_reservation = match config.metrics_bind {
+        Some(m) => Some(listener::reserve(m, upgrade.is_none())?),
+        None => None,
+    };
+    let heartbeats = Heartbeats::new().map_err(|e| MasterError::SharedMemory("heartbeats", e))?;
+    let metrics = Region::install().map_err(|e| MasterError::SharedMemory("metrics", e))?;
     let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
     if let Some(pid) = &config.pid {
         write_pid_file(pid)?;
@@ -95,7 +104,11 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         configs: BTreeMap::from([(1, config)]),
         cli,
         reservation,
+        metrics_reservation,
         heartbeats,
+        metrics,
+        census: Census::default(),
+        titled: 0,
         workers: HashMap::new(),
         stale: HashSet::new(),
         upgrade_from: upgrade,
@@ -121,7 +134,14 @@ struct Master {
     configs: BTreeMap<Generation, Config>,
     cli: Settings,
     reservation: Reservation,
+    /// The metrics address, held like the API's (`metrics_bind`).
+    metrics_reservation: Option<Reservation>,
     heartbeats: Heartbeats,
+    /// The shared metrics region, and what the master publishes to it.
+    metrics: Region,
+    census: Census,
+    /// The generation the process title shows.
+    titled: Generation,
     workers: HashMap<Pid, WorkerMeta>,
     /// Workers already reported stale.
     stale: HashSet<Pid>,
@@ -161,17 +181,38 @@ impl Master {
                         return Ok(());
                     }
                     Action::Exit(Outcome::GaveUp { failures }) => return Err(MasterError::GaveUp { failures }),
-                    other => queue.extend(self.execute(other, &mut sup, signals)),
+                    other => {
+                        self.census.action(&other);
+                        queue.extend(self.execute(other, &mut sup, signals))
+                    }
                 }
             }
+            self.publish_metrics(&sup);
             for event in self.wait(&sup, signals) {
                 let events = self.intercept(event, &sup);
                 for e in events {
+                    self.census.event(&e);
                     queue.extend(sup.handle(e, Instant::now()));
                 }
             }
             self.forget_old_configs(&sup);
         }
+    }
+
+    /// Tells systemd (or the test harness) that every worker serves, and where.
+    fn announce_ready(&self) {
+        notify::ready(self.reservation.addr, self.metrics_reservation.as_ref().map(|r| r.addr));
+    }
+
+    /// Writes the master's numbers to the shared metrics region, and its
+    /// generation to its process title.
+    fn publish_metrics(&mut self, sup: &Supervisor) {
+        if self.titled != sup.generation() {
+            self.titled = sup.generation();
+            title::set(&format!("orders-server: master [gen {}] {}", self.titled, self.reservation.addr));
+        }
+        self.metrics.publish(sup.generation(), self.census.by_state(), self.census.restarts());
+        self.metrics.sample_master();
     }
 
     /// Signals that need the master's own work (reading the config, logs,
@@ -209,7 +250,7 @@ impl Master {
             Ok(c) => c,
             Err(e) => {
                 log::error!("reload refused, old workers keep serving: {e}");
-                notify::ready(self.reservation.addr);
+                self.announce_ready();
                 return None;
             }
         };
@@ -219,7 +260,7 @@ impl Master {
                 "reload refused, old workers keep serving: {} cannot change without a restart",
                 changed.join(", ")
             );
-            notify::ready(self.reservation.addr);
+            self.announce_ready();
             return None;
         }
         crate::logging::set_level(fresh.log_level);
@@ -235,6 +276,7 @@ impl Master {
             Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
                 Ok(pid) => {
                     log::info!("worker {slot} gen {generation} started (pid {pid})");
+                    self.census.spawned(pid, generation);
                     sup.spawned(slot, generation, pid, Instant::now());
                     Vec::new()
                 }
@@ -254,7 +296,7 @@ impl Master {
             }
             Action::AnnounceListening => {
                 log::info!("listening on {}", self.reservation.addr);
-                notify::ready(self.reservation.addr);
+                self.announce_ready();
                 if let Some(from) = self.upgrade_from.take() {
                     from.report_ready();
                 }
@@ -262,13 +304,13 @@ impl Master {
             }
             Action::ReloadDone { generation } => {
                 log::info!("reloaded: generation {generation} serves; retiring the previous one");
-                notify::ready(self.reservation.addr);
+                self.announce_ready();
                 Vec::new()
             }
             Action::ReloadFailed { generation } => {
                 log::error!("reload failed: a worker of generation {generation} died before serving; the previous generation keeps serving");
                 self.configs.remove(&generation);
-                notify::ready(self.reservation.addr);
+                self.announce_ready();
                 Vec::new()
             }
             Action::Exit(_) => unreachable!("handled by the loop"),
@@ -311,6 +353,7 @@ impl Master {
         for pid in reap_children() {
             if let Some(meta) = self.workers.remove(&pid) {
                 self.heartbeats.release(meta.heartbeat);
+                self.metrics.slot_released(meta.heartbeat);
                 self.stale.remove(&pid);
                 events.push(Event::WorkerExited { pid });
             } else if self.upgrade_child.as_ref().is_some_and(|c| c.pid() == pid) {
@@ -432,6 +475,8 @@ impl Master {
     /// across fork so the child never runs the master's handlers.
     fn spawn(&mut self, slot: usize, generation: Generation, signals: &PipeSignals) -> io::Result<Pid> {
         let (hb_index, beat) = self.heartbeats.allocate().ok_or_else(|| io::Error::other("too many workers"))?;
+        // The worker's metrics slot is its heartbeat slot.
+        self.metrics.slot_taken(hb_index);
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut old_mask = SigSet::empty();
         signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old_mask))?;
@@ -443,12 +488,21 @@ impl Master {
                 drop(status_read);
                 let mut inherited = signals.fds();
                 inherited.push(self.reservation.fd());
+                inherited.extend(self.metrics_reservation.as_ref().map(|r| r.fd()));
                 inherited.extend(self.workers.values().filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())));
                 inherited.extend(self.upgrade_child.as_ref().map(|c| c.ready_fd().as_raw_fd()));
                 inherited.extend(self.upgrade_from.as_ref().map(|u| u.fd()));
                 become_worker(master_pid, &format!("worker {slot} gen {generation}"), &inherited);
+                title::set(&format!("orders-server: worker {slot} [gen {generation}]"));
+                crate::metrics::use_slot(hb_index);
                 let config = self.config(generation);
-                let spec = worker::Spec { config, addr: self.reservation.addr, status: status_write, beat };
+                let spec = worker::Spec {
+                    config,
+                    addr: self.reservation.addr,
+                    metrics_addr: self.metrics_reservation.as_ref().map(|r| r.addr),
+                    status: status_write,
+                    beat,
+                };
                 // Never unwind from the child into the master's frames.
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
                 std::process::exit(crate::exit::of_worker(outcome));

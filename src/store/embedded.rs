@@ -179,6 +179,11 @@ impl Store for Embedded {
         }
     }
 
+    /// LMDB is in this process: a read transaction that opens is an answer.
+    fn ping(&self, _timeout: std::time::Duration) -> Result<(), StoreError> {
+        self.env.read_txn().map(drop).map_err(unavailable)
+    }
+
     fn stats(&self) -> Option<String> {
         let ops = self.stats.ops.load(Ordering::Relaxed);
         let commits = self.stats.commits.load(Ordering::Relaxed);
@@ -258,6 +263,7 @@ impl Writer {
     /// Applies a batch in one transaction; one result per operation.
     fn apply(&self, batch: &mut [WriteOp]) -> Vec<Result<WriteResult, StoreError>> {
         let n = batch.len();
+        let started = std::time::Instant::now();
         let fail_all = |e: StoreError| (0..n).map(|_| Err(e.clone())).collect();
         let mut wtxn = match self.env.write_txn() {
             Ok(t) => t,
@@ -283,6 +289,7 @@ impl Writer {
         }
         self.stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::commit(n, started.elapsed());
         results
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bson::oid::ObjectId;
 
+use crate::metrics::{self, StoreOp};
 use crate::orders::{Fields, ListQuery};
 
 /// One stored document as a JSON object (UTF-8 bytes).
@@ -110,6 +111,9 @@ pub trait Store: Send + Sync {
     fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError>;
     /// Removes the document; false when no document has this id.
     fn delete(&self, id: &ObjectId) -> Result<bool, StoreError>;
+    /// Whether the store answers within `timeout` (the readiness check),
+    /// without touching the orders.
+    fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError>;
     /// A line of statistics for the worker's exit log, if the backend keeps any.
     fn stats(&self) -> Option<String> {
         None
@@ -128,4 +132,39 @@ pub fn render_new(id: &ObjectId, fields: &Fields) -> Doc {
     }
     out.extend_from_slice(&rest[1..]);
     Doc(out)
+}
+
+/// A store whose every operation is counted in the metrics
+/// (`orders_store_operations_total`, `orders_store_errors_total`).
+pub struct Counted<'a>(pub &'a dyn Store);
+
+impl Counted<'_> {
+    fn count<T>(&self, op: StoreOp, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        metrics::store_op(op, result.as_ref().map(|_| ()));
+        result
+    }
+}
+
+impl Store for Counted<'_> {
+    fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError> {
+        self.count(StoreOp::Get, self.0.get(id))
+    }
+    fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
+        self.count(StoreOp::List, self.0.list(query, max_bytes))
+    }
+    fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
+        self.count(StoreOp::Create, self.0.create(fields))
+    }
+    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
+        self.count(StoreOp::Update, self.0.update(id, fields))
+    }
+    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        self.count(StoreOp::Delete, self.0.delete(id))
+    }
+    fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        self.0.ping(timeout)
+    }
+    fn stats(&self) -> Option<String> {
+        self.0.stats()
+    }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Collection};
+use mongodb::{Client, Collection, Database};
 use serde_json::{Map, Value};
 
 use super::{Doc, Page, Store, StoreError};
@@ -55,6 +55,7 @@ pub struct MongoTarget {
 /// The MongoDB-backed store of one worker process.
 pub struct Mongo {
     runtime: tokio::runtime::Runtime,
+    database: Database,
     orders: Collection<Document>,
     timeout: Duration,
     /// The URI's password, removed from any error text before it is logged.
@@ -87,18 +88,27 @@ impl Mongo {
             options.write_concern.get_or_insert_with(|| WriteConcern::builder().journal(true).build());
             Client::with_options(options).map_err(redact)
         })?;
-        let orders = client.database(&target.database).collection::<Document>(&target.collection);
-        Ok(Mongo { runtime, orders, timeout, password })
+        let database = client.database(&target.database);
+        let orders = database.collection::<Document>(&target.collection);
+        Ok(Mongo { runtime, database, orders, timeout, password })
     }
 
-    /// Runs `op` on the runtime; waits for it from a coroutine with a deadline.
+    /// Runs `op` on the runtime within `store_timeout_ms`.
     fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, mongodb::error::Error>> + Send + 'static,
     {
+        self.run_within(self.timeout, op)
+    }
+
+    /// Runs `op` on the runtime; waits for it from a coroutine with a deadline.
+    fn run_within<T, F>(&self, timeout: Duration, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, mongodb::error::Error>> + Send + 'static,
+    {
         let (tx, rx) = may::sync::mpsc::channel();
-        let timeout = self.timeout;
         self.runtime.spawn(async move {
             let result = match tokio::time::timeout(timeout, op).await {
                 Ok(r) => r.map_err(Some),
@@ -171,6 +181,12 @@ impl Store for Mongo {
             orders.find_one_and_update(filter, update).return_document(ReturnDocument::After).await
         })?;
         Ok(after.map(render))
+    }
+
+    /// The `ping` command, within the shorter of `timeout` and the store's deadline.
+    fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let database = self.database.clone();
+        self.run_within(timeout.min(self.timeout), async move { database.run_command(doc! { "ping": 1 }).await.map(drop) })
     }
 
     fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {

@@ -27,6 +27,7 @@ use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
 use crate::http::{server, App, HttpLimits, ServerState};
 use crate::master::heartbeat::Beat;
+use crate::metrics::{endpoint, Region};
 use crate::master::signals::{in_worker, worker_set, InWorker};
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
@@ -45,6 +46,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 /// How often the heartbeat coroutine beats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// The heartbeat samples the worker's memory and descriptors for the
+/// metrics every this many beats (listing /proc/self/fd costs ~1 ms per
+/// 10,000 connections).
+const SAMPLE_EVERY_BEATS: u32 = 10;
 
 /// Lifecycle phases of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct Spec<'a> {
     pub config: &'a Config,
     /// The concrete address to bind.
     pub addr: SocketAddr,
+    /// The concrete metrics address to bind, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     /// Write end of the status pipe to the master.
     pub status: OwnedFd,
     /// This worker's heartbeat slot.
@@ -96,12 +103,16 @@ pub enum BootError {
 
 /// Runs a worker until it is stopped.
 pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
-    let Spec { config, addr, status, beat } = spec;
+    let Spec { config, addr, metrics_addr, status, beat } = spec;
     let mut status = File::from(status);
     enter(Phase::Starting);
     configure_may(config);
     log_panics();
     let bound = server::bind(addr).map_err(|e| BootError::Bind(addr, e))?;
+    let metrics = match metrics_addr {
+        Some(m) => Some(endpoint::bind(m, config.backlog).map_err(|e| BootError::Bind(m, e))?),
+        None => None,
+    };
     privileges::drop_to(config.user.as_deref(), config.group.as_deref())?;
     if crate::faults::boot_must_fail(&config.data_dir) {
         return Err(BootError::TestHook);
@@ -116,6 +127,9 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     let limits = limits(config);
     let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone() });
     let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
+    if let (Some(listener), Some(region)) = (metrics, Region::get()) {
+        endpoint::serve(listener, region).map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?;
+    }
     exit_on_sigbus();
     start_heartbeat(beat);
     status.write_all(&[READY_BYTE]).map_err(BootError::Report)?;
@@ -223,10 +237,15 @@ fn configure_may(config: &Config) {
 /// thread is stuck.)
 fn start_heartbeat(beat: Beat) {
     beat.beat();
-    may::go!(move || loop {
-        may::coroutine::sleep(HEARTBEAT_INTERVAL);
-        may::coroutine::yield_now();
-        beat.beat();
+    may::go!(move || {
+        for n in 0u32.. {
+            if n % SAMPLE_EVERY_BEATS == 0 {
+                crate::metrics::sample_worker();
+            }
+            may::coroutine::sleep(HEARTBEAT_INTERVAL);
+            may::coroutine::yield_now();
+            beat.beat();
+        }
     });
 }
 

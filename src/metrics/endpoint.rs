@@ -1,0 +1,102 @@
+//! `GET /metrics` on `metrics_bind`, a listener of its own (never the
+//! API's address, so internals are not public by default). Every worker
+//! binds it with SO_REUSEPORT, as it binds the API address, so any worker
+//! answers a scrape, and each renders the whole server from shared memory.
+//!
+//! Scrapes are rare and come from a monitoring system, so the endpoint is
+//! deliberately simple: one request per connection, a head of at most
+//! [`MAX_HEAD`] bytes read within [`READ_TIMEOUT`], then the answer and a
+//! close; at most [`MAX_CONNECTIONS`] at once per worker.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use may::net::{TcpListener, TcpStream};
+
+use super::render::{self, CONTENT_TYPE};
+use super::Region;
+
+/// Largest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+/// Time a scraper has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a scraper has to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Metrics connections per worker at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Binds `addr` with SO_REUSEPORT (before privileges drop) and listens.
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let bound = crate::http::server::bind(addr)?;
+    let socket = bound.into_socket();
+    socket.listen(backlog)?;
+    // SAFETY: the descriptor is the listening socket just released by
+    // socket2; the may listener takes sole ownership of it.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Accepts scrapes on `listener` in a coroutine, for as long as the worker lives.
+pub fn serve(listener: TcpListener, region: Region) -> io::Result<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    // See http::server::Bound::serve on may's spawn.
+    may::go!(may::coroutine::Builder::new().name("metrics".into()), move || {
+        while let Ok((stream, _)) = listener.accept() {
+            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                continue; // dropped: closed
+            }
+            open.fetch_add(1, Ordering::Relaxed);
+            let open = open.clone();
+            may::go!(move || {
+                answer(stream, &region);
+                open.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    })?;
+    Ok(())
+}
+
+/// Reads one request head and answers it.
+fn answer(mut stream: TcpStream, region: &Region) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let Some(head) = read_head(&mut stream) else { return };
+    let (status, content_type, body) = respond(&head, region);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Status line, content type and body for a request head.
+fn respond(head: &[u8], region: &Region) -> (&'static str, &'static str, String) {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    match (method, path) {
+        (b"GET", b"/metrics") => ("200 OK", CONTENT_TYPE, render::render(region)),
+        (_, b"/metrics") => ("405 Method Not Allowed", "application/json", r#"{"message":"Method not allowed"}"#.into()),
+        _ => ("404 Not Found", "application/json", r#"{"message":"Not found: this address serves GET /metrics"}"#.into()),
+    }
+}
+
+/// The request head (through its blank line), or None when the client
+/// sends too much, too slowly, or closes first.
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_HEAD {
+            return None;
+        }
+    }
+    Some(head)
+}

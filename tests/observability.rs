@@ -1,0 +1,261 @@
+//! What operators see: Prometheus metrics of the whole server on
+//! `--metrics-bind` (summed over workers, also over workers that exited),
+//! the health checks `/healthz` and `/readyz`.
+
+use orders_harness as support;
+
+use std::time::Duration;
+
+use support::mongo_wire::MockMongo;
+use support::{order_json, run_to_exit, wait_until, Client, Server};
+
+/// A server with metrics on a port of its own.
+fn with_metrics(workers: usize, extra: &[&str]) -> Server {
+    let mut args = vec!["--metrics-bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Server::builder().workers(workers).args(&args).start()
+}
+
+fn requests(s: &Server, method: &str, route: &str, status: u16) -> f64 {
+    s.metric(&format!("orders_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"))
+}
+
+#[test]
+fn counters_sum_every_worker_and_survive_a_killed_worker() {
+    let s = with_metrics(2, &[]);
+    let id = s.create("first");
+    for _ in 0..40 {
+        // A fresh connection each: the kernel spreads them over both workers.
+        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    }
+    for _ in 0..9 {
+        s.create("more");
+    }
+    for _ in 0..5 {
+        assert_eq!(s.request("GET", "/orders/nothex", None).status, 400);
+    }
+    for _ in 0..3 {
+        assert_eq!(s.request("GET", "/etc/passwd", None).status, 404);
+    }
+    assert_eq!(requests(&s, "GET", "/orders/{id}", 200), 40.0);
+    assert_eq!(requests(&s, "POST", "/orders", 200), 10.0);
+    assert_eq!(requests(&s, "GET", "/orders/{id}", 400), 5.0);
+    assert_eq!(requests(&s, "GET", "other", 404), 3.0, "never the raw path");
+    let by_id = "orders_http_request_duration_seconds_count{route=\"/orders/{id}\"}";
+    assert_eq!(s.metric(by_id), 45.0, "the histogram counts every request of the route");
+    assert_eq!(s.metric("orders_http_request_duration_seconds_bucket{route=\"/orders/{id}\",le=\"+Inf\"}"), 45.0);
+    assert_eq!(s.metric("orders_store_operations_total{op=\"create\",result=\"ok\"}"), 10.0);
+    assert_eq!(s.metric("orders_store_operations_total{op=\"get\",result=\"ok\"}"), 40.0);
+    assert!(s.metric("orders_store_commit_batch_size_count") >= 1.0);
+    assert_eq!(s.metric("orders_workers{state=\"serving\"}"), 2.0);
+    assert_eq!(s.metric("orders_generation"), 1.0);
+    assert_eq!(s.metric(&format!("orders_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(s.metric("process_start_time_seconds") > 1.7e9);
+    assert!(s.metric("process_resident_memory_bytes") > 1e6);
+    assert!(s.metric("process_open_fds") > 3.0);
+
+    // A worker killed: its counts stay, the restart is counted.
+    let victim = s.worker_pids()[0];
+    // SAFETY: kill(2) on a worker of our server.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let pids = s.worker_pids();
+            pids.len() == 2 && !pids.contains(&victim) && s.metric("orders_workers{state=\"serving\"}") == 2.0
+        }),
+        "the worker was replaced"
+    );
+    assert_eq!(s.metric("orders_worker_restarts_total{cause=\"crash\"}"), 1.0);
+    assert_eq!(requests(&s, "GET", "/orders/{id}", 200), 40.0, "no counter went backwards");
+    assert_eq!(requests(&s, "POST", "/orders", 200), 10.0);
+    for _ in 0..10 {
+        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    }
+    assert_eq!(requests(&s, "GET", "/orders/{id}", 200), 50.0);
+    assert_eq!(s.metric("orders_http_requests_in_flight"), 0.0);
+}
+
+#[test]
+fn connections_open_and_refused_are_counted() {
+    let s = with_metrics(1, &["--worker-connections", "3"]);
+    let held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    assert!(wait_until(Duration::from_secs(5), || s.metric("orders_http_connections_open") == 3.0));
+    let r = s.request("GET", "/orders", None);
+    assert_eq!(r.status, 503);
+    assert_eq!(s.metric("orders_http_connections_refused_total"), 1.0);
+    drop(held);
+    assert!(wait_until(Duration::from_secs(5), || s.metric("orders_http_connections_open") == 0.0));
+}
+
+#[test]
+fn the_metrics_address_serves_only_metrics_and_never_the_api_address() {
+    let s = with_metrics(1, &[]);
+    let m = s.metrics_addr.unwrap();
+    assert_ne!(m, s.addr);
+    let r = Client::connect(m).request("GET", "/metrics", None);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert_eq!(Client::connect(m).request("GET", "/orders", None).status, 404, "no API on the metrics address");
+    assert_eq!(Client::connect(m).request("POST", "/metrics", Some("{}")).status, 405);
+    assert_eq!(s.request("GET", "/metrics", None).status, 404, "no metrics on the API address");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, out) = run_to_exit(&["-b", &addr, "--metrics-bind", &addr], &[], Duration::from_secs(15));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("metrics_bind"), "{out}");
+}
+
+#[test]
+fn health_checks_answer_without_touching_the_orders() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "ops:s3cret-token-123\n").unwrap();
+    let path = tokens.path().display().to_string();
+    let s = Server::start(&["--api-tokens-file", &path, "--api-tokens-for-reads", "true"]);
+    assert_eq!(s.request("GET", "/orders", None).status, 401, "the API needs a token");
+    let h = s.request("GET", "/healthz", None);
+    assert_eq!((h.status, h.json()), (200, serde_json::json!({"status": "ok"})), "health needs none");
+    let r = s.request("GET", "/readyz", None);
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({"status": "ready"})));
+    let m = s.request("POST", "/healthz", Some("{}"));
+    assert_eq!((m.status, m.header("allow")), (405, Some("GET")));
+}
+
+#[test]
+fn readyz_follows_the_database_and_the_drain() {
+    let mut mock = MockMongo::start();
+    let uri = mock.uri("orders_db");
+    let mut s = Server::builder()
+        .workers(1)
+        .args(&["--mongo-uri", &uri, "--store-timeout-ms", "1000", "--metrics-bind", "127.0.0.1:0"])
+        .start();
+    assert_eq!(s.request("GET", "/readyz", None).status, 200);
+    mock.stop();
+    let r = s.request("GET", "/readyz", None);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(s.request("GET", "/healthz", None).status, 200, "the worker itself is fine");
+    assert_eq!(s.request("POST", "/orders", Some(&order_json("down", 1))).status, 503);
+    assert!(s.metric("orders_store_operations_total{op=\"create\",result=\"error\"}")
+        + s.metric("orders_store_operations_total{op=\"create\",result=\"timeout\"}")
+        >= 1.0);
+    assert!(s.metric("orders_store_errors_total{kind=\"unavailable\"}") + s.metric("orders_store_errors_total{kind=\"timeout\"}") >= 1.0);
+    mock.restart();
+    assert!(wait_until(Duration::from_secs(15), || s.request("GET", "/readyz", None).status == 200), "ready again");
+
+    // Draining: a request that arrives after TERM on an open connection
+    // is answered, and /readyz says 503.
+    let mut c = s.connect();
+    c.send_raw(b"GET /readyz HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    s.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    c.send_raw(b"\r\n");
+    let r = c.read_response().expect("an answer while draining");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.closes());
+    assert!(s.wait_exit(Duration::from_secs(20)).is_some());
+}
+
+/// Runs `promtool` with `args`, `stdin` on its standard input.
+fn promtool(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn promtool_accepts_the_metrics_the_rules_and_the_scrape_config() {
+    let mock = MockMongo::start();
+    let uri = mock.uri("orders_db");
+    // Every family with samples: requests of each kind, store operations.
+    let s = with_metrics(2, &["--mongo-uri", &uri]);
+    let id = s.create("x");
+    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
+    assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
+    assert_eq!(s.request("GET", "/readyz", None).status, 200);
+    let text = Client::connect(s.metrics_addr.unwrap()).request("GET", "/metrics", None).text();
+    let out = promtool(&["check", "metrics"], &text);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+    let out = promtool(&["check", "rules", "conf/orders-server.rules.yml"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = promtool(&["check", "config", "conf/prometheus.yml"], "");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_counters() {
+    let s = with_metrics(2, &[]);
+    for _ in 0..7 {
+        s.create("scraped");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: orders-server\n    static_configs:\n      - targets: ['{}']\n",
+            s.metrics_addr.unwrap()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (scripts/test.sh installs it)");
+    // sum(orders_http_requests_total{method="POST"}), URL-encoded.
+    let query = "/api/v1/query?query=sum(orders_http_requests_total%7Bmethod%3D%22POST%22%7D)";
+    let mut seen = String::new();
+    let found = wait_until(Duration::from_secs(40), || {
+        let Some(mut c) = Client::try_connect(web) else { return false };
+        let Some(r) = c.try_request("GET", query, None) else { return false };
+        seen = r.text();
+        r.status == 200 && r.json()["data"]["result"][0]["value"][1] == "7"
+    });
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(found, "Prometheus never read 7 POSTs back: {seen}");
+}
+
+/// A process's command line as `ps` shows it.
+fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).trim_end_matches('\0').replace('\0', " ")
+}
+
+#[test]
+fn process_titles_say_what_each_process_is() {
+    // Long arguments: the title takes the room of the original command line.
+    let s = Server::builder().workers(2).args(&["--log-level", "info", "--keepalive", "75"]).start();
+    let master = s.pid() as i32;
+    assert_eq!(cmdline(master), format!("orders-server: master [gen 1] {}", s.addr));
+    let mut titles: Vec<String> = s.worker_pids().into_iter().map(cmdline).collect();
+    titles.sort();
+    assert_eq!(titles, ["orders-server: worker 0 [gen 1]", "orders-server: worker 1 [gen 1]"]);
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let workers: Vec<String> = s.worker_pids().into_iter().map(cmdline).collect();
+            cmdline(master).starts_with("orders-server: master [gen 2]")
+                && workers.len() == 2
+                && workers.iter().all(|t| t.ends_with("[gen 2]"))
+        }),
+        "after a reload: {} / {:?}",
+        cmdline(master),
+        s.worker_pids().into_iter().map(cmdline).collect::<Vec<_>>()
+    );
+}
