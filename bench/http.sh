@@ -12,8 +12,10 @@
 # process tree (master and workers, all threads) read from /proc before and
 # after each wrk run, divided by the requests wrk completed. That figure
 # does not depend on how fast the load generator is. Also prints the group
-# commit's mean batch size. Ratios are what to compare: absolute numbers
-# drift between runs and machines.
+# commit's mean batch size. The cost of the metrics: GET by id also runs
+# against a build with the `metrics-off` feature (every metrics update a
+# no-op), in the same alternation; the ratio is printed. Ratios are what to
+# compare: absolute numbers drift between runs and machines.
 #
 # Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100)
 set -euo pipefail
@@ -26,7 +28,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release --quiet --bin orders-server --example ceiling
+cargo build --release --quiet --bin orders-server --features metrics-off --target-dir target/metrics-off
 BIN=target/release/orders-server
+BIN_OFF=target/metrics-off/release/orders-server
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -105,11 +109,17 @@ taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TM
 PIDS+=($!)
 SERVER_PID=$!
 PORT=$(wait_port "$TMP/server.log")
+taskset -c "$SERVER_CPU" "$BIN_OFF" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server-off.log" 2>&1 &
+PIDS+=($!)
+OFF_PID=$!
+OFF_PORT=$(wait_port "$TMP/server-off.log")
 BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
 for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
 ID=$(curl -sf "http://127.0.0.1:$PORT/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])')
 
-bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID"
+bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" \
+  "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID"
+kill -TERM "$OFF_PID"; wait "$OFF_PID" || true
 bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
 # POST last: it grows the store.
 bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
@@ -123,6 +133,8 @@ printf '%-34s %12s %10s %10s %14s %8s\n' "case" "req/s" "MB/s" "vs ceiling" "CPU
 row() { printf '%-34s %12.0f %10.1f %10s %14s %8s\n' "$1" "${RPS[$2]}" "${MBS[$2]}" "$(ratio "${RPS[$2]}" "${RPS[ceiling]}")" "${CPU[$2]}" "${ERRS[$2]}"; }
 row "ceiling (bare may_minihttp)" ceiling
 row "GET /orders/<id>" get_id
+row "GET /orders/<id>, metrics-off build" get_id_off
 row "GET /orders (100 orders)" list100
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
+echo "metrics cost: GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_off]}") of the metrics-off build's req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_off]}") of its CPU per request"

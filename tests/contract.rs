@@ -41,6 +41,8 @@ fn exchanges() -> Vec<Exchange> {
         out.push(Exchange { path, method, resp });
     };
     ex(&mut c, "/orders", "GET", "/orders", None);
+    ex(&mut c, "/healthz", "GET", "/healthz", None);
+    ex(&mut c, "/readyz", "GET", "/readyz", None);
     ex(&mut c, "/orders", "GET", "/orders?limit=1", None);
     ex(&mut c, "/orders", "GET", &format!("/orders?after={id}"), None);
     ex(&mut c, "/orders", "GET", "/orders?limit=0", None);
@@ -73,6 +75,7 @@ fn exchanges() -> Vec<Exchange> {
     ex(&mut c, "/orders/{id}", "GET", &format!("/orders/{mongo_id}"), None);
     ex(&mut c, "/orders/{id}", "PUT", &format!("/orders/{mongo_id}"), Some(r#"{"quantity":2}"#));
     ex(&mut c, "/orders/{id}", "DELETE", &format!("/orders/{mongo_id}"), None);
+    ex(&mut c, "/readyz", "GET", "/readyz", None);
     out.push(expectation);
     out
 }
@@ -225,6 +228,11 @@ fn validate(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
             "const" => {
                 if v != rule {
                     return Err(format!("{at}: {v} is not {rule}"));
+                }
+            }
+            "enum" => {
+                if !rule.as_array().unwrap().contains(v) {
+                    return Err(format!("{at}: {v} is not one of {rule}"));
                 }
             }
             "pattern" => {

@@ -49,6 +49,8 @@ pub const RESTART_CAUSES: [&str; 4] = ["crash", "timeout", "max_requests", "relo
 pub const WORKER_STATES: [&str; 3] = ["booting", "serving", "retiring"];
 /// Worker slots, as many as heartbeat slots (`master::heartbeat::SLOTS`).
 pub const SLOTS: usize = crate::master::heartbeat::SLOTS;
+/// Whether updates count: off only in the `metrics-off` benchmark baseline.
+const ENABLED: bool = !cfg!(feature = "metrics-off");
 /// Buckets a histogram can hold (the longest table above, plus +Inf).
 const MAX_BUCKETS: usize = 13;
 
@@ -278,6 +280,9 @@ impl RequestLabels {
 
 /// Counts a finished request: its status and how long it took.
 pub fn request_done(labels: RequestLabels, status: u16, took: Duration) {
+    if !ENABLED {
+        return;
+    }
     let s = slot();
     let status = index_of(&STATUSES, &status);
     let i = (labels.method * ROUTES.len() + labels.route) * STATUSES.len() + status;
@@ -287,21 +292,33 @@ pub fn request_done(labels: RequestLabels, status: u16, took: Duration) {
 
 /// A request started (+1) or finished (-1) being handled.
 pub fn in_flight(delta: i64) {
+    if !ENABLED {
+        return;
+    }
     slot().in_flight.fetch_add(delta, Ordering::Relaxed);
 }
 
 /// A connection was accepted (+1) or closed (-1).
 pub fn connections(delta: i64) {
+    if !ENABLED {
+        return;
+    }
     slot().connections_open.fetch_add(delta, Ordering::Relaxed);
 }
 
 /// A connection was refused (over `worker_connections`).
 pub fn connection_refused() {
+    if !ENABLED {
+        return;
+    }
     slot().connections_refused.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A store operation (STORE_OPS index) ended with `result`.
 pub fn store_op(op: StoreOp, result: Result<(), &crate::store::StoreError>) {
+    if !ENABLED {
+        return;
+    }
     use crate::store::StoreError;
     let s = slot();
     let outcome = match result {
@@ -332,6 +349,9 @@ pub enum StoreOp {
 
 /// The embedded store committed `batch` writes in `took`.
 pub fn commit(batch: usize, took: Duration) {
+    if !ENABLED {
+        return;
+    }
     let s = slot();
     s.commit_batch.observe(&BATCH_BUCKETS, batch as f64);
     s.commit_duration.observe(&COMMIT_BUCKETS, took.as_secs_f64());
