@@ -14,7 +14,8 @@
 # does not depend on how fast the load generator is. Also prints the group
 # commit's mean batch size. The cost of the metrics: GET by id also runs
 # against a build with the `metrics-off` feature (every metrics update a
-# no-op), in the same alternation; the ratio is printed. Ratios are what to
+# no-op), and against this build with the access log on (to a file), in
+# the same alternation; the ratios are printed. Ratios are what to
 # compare: absolute numbers drift between runs and machines.
 #
 # Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100)
@@ -113,13 +114,18 @@ taskset -c "$SERVER_CPU" "$BIN_OFF" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >
 PIDS+=($!)
 OFF_PID=$!
 OFF_PORT=$(wait_port "$TMP/server-off.log")
+taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" --access-log "$TMP/access.log" >"$TMP/server-log.log" 2>&1 &
+PIDS+=($!)
+LOG_PID=$!
+LOG_PORT=$(wait_port "$TMP/server-log.log")
 BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
 for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
 ID=$(curl -sf "http://127.0.0.1:$PORT/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])')
 
 bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" \
-  "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID"
-kill -TERM "$OFF_PID"; wait "$OFF_PID" || true
+  "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID" "get_id_log $LOG_PID http://127.0.0.1:$LOG_PORT/orders/$ID"
+kill -TERM "$OFF_PID" "$LOG_PID"; wait "$OFF_PID" "$LOG_PID" || true
+LOG_LINES=$(wc -l <"$TMP/access.log")
 bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
 # POST last: it grows the store.
 bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
@@ -134,7 +140,9 @@ row() { printf '%-34s %12.0f %10.1f %10s %14s %8s\n' "$1" "${RPS[$2]}" "${MBS[$2
 row "ceiling (bare may_minihttp)" ceiling
 row "GET /orders/<id>" get_id
 row "GET /orders/<id>, metrics-off build" get_id_off
+row "GET /orders/<id>, access log on" get_id_log
 row "GET /orders (100 orders)" list100
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
+echo "access log cost: GET by id at $(ratio "${RPS[get_id_log]}" "${RPS[get_id]}") of the req/s with it off, $(ratio "${CPU[get_id_log]}" "${CPU[get_id]}") of the CPU per request ($LOG_LINES lines written)"
 echo "metrics cost: GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_off]}") of the metrics-off build's req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_off]}") of its CPU per request"

@@ -9,6 +9,7 @@
 //! in conf/orders-server.toml (a test checks that every setting has one,
 //! and another that each documented default is the real one).
 
+use crate::http::access_log::Trusted;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -213,6 +214,16 @@ settings! {
     /// Serve Prometheus metrics (`GET /metrics`) of the whole server on
     /// this address; never the API's own address.
     metrics_bind: String, env = "ORDERS_METRICS_BIND", value_name = "ADDR", default = "not set: no metrics endpoint", reload = false;
+    /// Write an access log line per request to this file (`-`: standard
+    /// output); reopened on SIGUSR1.
+    access_log: String, env = "ORDERS_ACCESS_LOG", value_name = "FILE", default = "not set: no access log", reload = true;
+    /// The access log's format: gunicorn's atoms (`%(h)s`, `%(r)s`, ...,
+    /// `%(rid)s` the request id) or `json`.
+    access_log_format: String, env = "ORDERS_ACCESS_LOG_FORMAT", value_name = "FORMAT",
+        default = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#, reload = true;
+    /// Peers trusted to name the client in X-Forwarded-For (comma-separated
+    /// addresses, or `*`).
+    forwarded_allow_ips: String, env = "ORDERS_FORWARDED_ALLOW_IPS", value_name = "IPS", default = "127.0.0.1", reload = true;
 }
 
 /// Commands other than serving.
@@ -361,6 +372,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_bind: Option<SocketAddr>,
+    /// The access log, if one is written.
+    pub access_log: Option<AccessLogConfig>,
     /// The store backend.
     pub backend: Backend,
     /// API tokens, when requests need them.
@@ -401,6 +414,7 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
     };
     let settings = cli.or(file);
     let s = settings.clone();
+    let access_log = access_log(&s)?;
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
     let workers = s.workers.unwrap_or(cpus);
     let bind = given(s.bind, Defaults::bind);
@@ -482,6 +496,7 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         pid: s.pid,
         rlimit_nofile: nofile,
         log_file: s.log_file,
+        access_log,
         metrics_bind: match s.metrics_bind.as_deref() {
             Some(m) => Some(parse_bind(m).map_err(|_| invalid("metrics_bind", format!("{m:?} is not an IP address with a port")))?),
             None => None,
@@ -505,6 +520,29 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         return Err(invalid("group", "needs user as well"));
     }
     Ok(config)
+}
+
+/// The access log's settings, validated (a bad format stops the start).
+fn access_log(s: &Settings) -> Result<Option<AccessLogConfig>, ConfigError> {
+    let Some(target) = s.access_log.as_deref().filter(|t| !t.is_empty()) else { return Ok(None) };
+    let format = given(s.access_log_format.clone(), Defaults::access_log_format);
+    crate::http::access_log::AccessLog::new(&format, Trusted::Any)
+        .map_err(|e| invalid("access_log_format", e.to_string()))?;
+    let allowed = given(s.forwarded_allow_ips.clone(), Defaults::forwarded_allow_ips);
+    let trusted = Trusted::parse(&allowed).map_err(|e| invalid("forwarded_allow_ips", e))?;
+    let path = (target != "-").then(|| PathBuf::from(target));
+    Ok(Some(AccessLogConfig { path, format, trusted }))
+}
+
+/// Where the access log goes and what it says.
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    /// The file; None for standard output.
+    pub path: Option<PathBuf>,
+    /// The format (validated).
+    pub format: String,
+    /// Who may name the client in X-Forwarded-For.
+    pub trusted: Trusted,
 }
 
 /// Validates a MongoDB URI (synchronously, before any fork) and settles the

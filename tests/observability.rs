@@ -259,3 +259,103 @@ fn process_titles_say_what_each_process_is() {
         s.worker_pids().into_iter().map(cmdline).collect::<Vec<_>>()
     );
 }
+
+/// The lines of `path` once it has `n` (the writer flushes every 100 ms).
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let read = || std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(5), || read().len() >= n);
+    read()
+}
+
+#[test]
+fn the_access_log_has_one_line_per_request_in_gunicorns_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let s = Server::builder().workers(2).args(&["--access-log", &log.display().to_string()]).start();
+    let id = s.create("logged");
+    let mut c = s.connect();
+    let r = c.request_with(
+        "GET",
+        &format!("/orders/{id}"),
+        &["User-Agent: curl/8.0", "Referer: http://example.test/x", "X-Request-Id: trace-42", "X-Forwarded-For: 203.0.113.7, 10.0.0.2"],
+        None,
+    );
+    assert_eq!(r.header("x-request-id"), Some("trace-42"), "the client's id is echoed");
+    let bad = c.request_with("GET", "/orders/nothex", &["X-Request-Id: bad id; rm -rf"], None);
+    let generated = bad.header("x-request-id").expect("an id is made when the client's is unusable").to_string();
+    assert!(generated.len() == 16 && generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    let lines = log_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "one line per request: {lines:#?}");
+    // POST, then the GET from a trusted peer (127.0.0.1) naming its client.
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+    assert!(lines[0].contains("] \"POST /orders HTTP/1.1\" 200 "), "{}", lines[0]);
+    let get = &lines[1];
+    assert!(get.starts_with("203.0.113.7 - - ["), "{get}");
+    let tail = format!("\"GET /orders/{id} HTTP/1.1\" 200 {} \"http://example.test/x\" \"curl/8.0\" ", r.body.len());
+    assert!(get.contains(&tail), "{get}\nwanted {tail}");
+    assert!(get.ends_with(" trace-42"), "{get}");
+    let time: f64 = get.rsplit(' ').nth(1).unwrap().parse().expect("%(L)s");
+    assert!(time < 1.0, "{get}");
+    assert!(lines[2].contains("\"GET /orders/nothex HTTP/1.1\" 400 ") && lines[2].ends_with(&generated), "{}", lines[2]);
+}
+
+#[test]
+fn the_access_log_in_json_with_untrusted_forwarding_token_names_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "deploy-bot:t0ken-secret-value-1\n").unwrap();
+    let s = Server::builder()
+        .workers(1)
+        .args(&[
+            "--access-log",
+            &log.display().to_string(),
+            "--access-log-format",
+            "json",
+            "--forwarded-allow-ips",
+            "10.9.9.9",
+            "--api-tokens-file",
+            &tokens.display().to_string(),
+        ])
+        .start();
+    let mut c = s.connect();
+    let body = order_json("json", 2);
+    let r = c.request_with("POST", "/orders?src=test", &["Authorization: Bearer t0ken-secret-value-1", "X-Forwarded-For: 203.0.113.7"], Some(&body));
+    assert_eq!(r.status, 200);
+    let lines = log_lines(&log, 1);
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("one JSON object per line");
+    assert_eq!(line["remote_addr"], "127.0.0.1", "X-Forwarded-For from an untrusted peer is ignored");
+    assert_eq!(line["user"], "deploy-bot", "the token's name, never the token");
+    assert!(!lines[0].contains("t0ken-secret"));
+    assert_eq!((line["method"].as_str(), line["path"].as_str(), line["query"].as_str()), (Some("POST"), Some("/orders"), Some("src=test")));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes"], r.body.len());
+    assert_eq!(line["request_id"], r.header("x-request-id").unwrap());
+    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+
+    // logrotate: move the file away, USR1, and new lines go to a new file.
+    let rotated = dir.path().join("access.json.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.request("GET", "/healthz", None).status, 200);
+    let fresh = log_lines(&log, 1);
+    assert_eq!(fresh.len(), 1, "the reopened file has the new line");
+    assert!(fresh[0].contains("/healthz"));
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 1, "the old file keeps its line");
+}
+
+#[test]
+fn a_bad_access_log_format_stops_the_start() {
+    let (code, out) = run_to_exit(
+        &["-b", "127.0.0.1:0", "--access-log", "-", "--access-log-format", "%(h)s %(nope)s"],
+        &[],
+        Duration::from_secs(15),
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("access_log_format") && out.contains("nope"), "{out}");
+    let (code, out) = run_to_exit(&["-b", "127.0.0.1:0", "--access-log", "-", "--forwarded-allow-ips", "a.b"], &[], Duration::from_secs(15));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("forwarded_allow_ips"), "{out}");
+}

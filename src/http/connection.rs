@@ -20,6 +20,7 @@
 //! socket down to wake its coroutine: this loop has no timers of its own.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use super::body::Body;
 use super::sweep::{ConnState, Phase, Registration};
 use super::framing::{BodyKind, Framing};
 use super::list::ChunkSink;
-use super::request::{self, Head};
+use super::access_log;
+use super::request::{self, Captured, Head};
 use crate::faults::{self, Fault};
 use crate::metrics::{self, RequestLabels};
 use crate::store::Counted;
@@ -65,8 +67,10 @@ const SCRATCH: usize = 4096;
 /// Serves one accepted connection until it closes.
 pub fn serve(app: &App, stream: TcpStream, registration: Registration) {
     metrics::connections(1);
+    let peer = app.access.as_ref().and(stream.peer_addr().ok()).map(|a| a.ip());
     let mut conn = Connection {
         app,
+        peer,
         registration,
         io: Io { stream, must_wait: false, peer_ending: false, peer_closed: false },
         input: ReadBuf::new(),
@@ -96,9 +100,25 @@ struct Connection<'a> {
     io: Io,
     input: ReadBuf,
     output: Vec<u8>,
-    /// The request being handled: its metrics labels and when its head
-    /// was complete.
-    pending: Option<(RequestLabels, Instant)>,
+    /// The request being handled.
+    pending: Option<Pending>,
+    /// The client's address, for the access log (only kept when it is on).
+    peer: Option<IpAddr>,
+}
+
+/// The request being handled, from its complete head to its response.
+struct Pending {
+    /// Its metrics labels.
+    labels: RequestLabels,
+    /// When its head was complete.
+    started: Instant,
+    http10: bool,
+    /// With the access log on: what it logs of the head, the request id
+    /// (the client's `X-Request-Id` or a new one, echoed in the response)
+    /// and the name of the API token that authorized it.
+    captured: Option<Captured>,
+    request_id: Option<String>,
+    user: Option<String>,
 }
 
 impl<'a> Connection<'a> {
@@ -108,9 +128,9 @@ impl<'a> Connection<'a> {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(Stop::Reply(e)) => {
-                    let reply = Reply::error(&e);
+                    let reply = Reply { request_id: self.request_id(), ..Reply::error(&e) };
                     response::encode(&reply, true, &mut self.output);
-                    self.request_done(reply.status.code);
+                    self.request_done(&reply);
                     break;
                 }
                 Err(Stop::Drop) => return,
@@ -132,9 +152,13 @@ impl<'a> Connection<'a> {
         self.input.consume(head.len);
         self.state().set(Phase::Busy);
         self.app.state.count_request();
-        self.pending = Some((head.labels, Instant::now()));
+        let Head { http10, framing, route, fault, authorization, labels, captured, .. } = head;
+        let request_id = captured.as_ref().map(|c| {
+            let theirs = c.headers[access_log::REQUEST_ID].as_deref().and_then(access_log::valid_request_id);
+            theirs.map_or_else(access_log::new_request_id, str::to_string)
+        });
+        self.pending = Some(Pending { labels, started: Instant::now(), http10, captured, request_id, user: None });
         metrics::in_flight(1);
-        let Head { http10, framing, route, fault, authorization, .. } = head;
         let route = self.authorize(route, authorization.as_deref());
         if matches!(route, Err(ApiError::Unauthorized)) && framing.body != BodyKind::None {
             // Never buffer a body for a client that may not write.
@@ -153,33 +177,55 @@ impl<'a> Connection<'a> {
         // began while the body arrived), or when the request raced an idle
         // close: it is still answered.
         let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
-        let reply = self.handle(route, fault, body.as_slice(), http10, close);
+        let mut reply = self.handle(route, fault, body.as_slice(), http10, close);
         drop(body);
         if !reply.streamed {
+            reply.request_id = self.request_id();
             response::encode(&reply, close || reply.close, &mut self.output);
         }
-        self.request_done(reply.status.code);
+        self.request_done(&reply);
         if self.output.len() >= WRITE_BATCH {
             self.flush()?;
         }
         Ok(!(close || reply.close))
     }
 
+    /// The request id of the request being handled (access log on).
+    fn request_id(&self) -> Option<String> {
+        self.pending.as_ref().and_then(|p| p.request_id.clone())
+    }
+
     /// Counts the request being handled (or, when none is, one refused
-    /// before its head could be read) in the metrics.
-    fn request_done(&mut self, status: u16) {
-        match self.pending.take() {
-            Some((labels, started)) => {
-                metrics::request_done(labels, status, started.elapsed());
-                metrics::in_flight(-1);
-            }
-            None => metrics::request_done(RequestLabels::unrouted(), status, Duration::ZERO),
+    /// before its head could be read) in the metrics, and logs it in the
+    /// access log when that is on.
+    fn request_done(&mut self, reply: &Reply) {
+        let status = reply.status.code;
+        let Some(p) = self.pending.take() else {
+            metrics::request_done(RequestLabels::unrouted(), status, Duration::ZERO);
+            return;
+        };
+        let took = p.started.elapsed();
+        metrics::request_done(p.labels, status, took);
+        metrics::in_flight(-1);
+        if let (Some(log), Some(c)) = (&self.app.access, &p.captured) {
+            log.record(&access_log::Entry {
+                peer: self.peer,
+                method: &c.method,
+                target: &c.target,
+                http10: p.http10,
+                status,
+                bytes: (!reply.streamed).then(|| reply.prefix.len() + reply.body.len() + reply.suffix.len()),
+                took,
+                user: p.user.as_deref(),
+                headers: &c.headers,
+                request_id: p.request_id.as_deref().unwrap_or("-"),
+            });
         }
     }
 
     /// With API tokens on, a request that needs one and presents none of
     /// ours becomes a 401.
-    fn authorize(&self, route: Result<Route, ApiError>, authorization: Option<&[u8]>) -> Result<Route, ApiError> {
+    fn authorize(&mut self, route: Result<Route, ApiError>, authorization: Option<&[u8]>) -> Result<Route, ApiError> {
         let (Some(tokens), Ok(r)) = (&self.app.tokens, &route) else { return route };
         if r.is_health_check() || !tokens.required_for(r.is_read()) {
             return route;
@@ -187,6 +233,9 @@ impl<'a> Connection<'a> {
         match authorization.and_then(|a| tokens.check(a)) {
             Some(name) => {
                 log::debug!("request authorized by token {name}");
+                if let Some(p) = self.pending.as_mut().filter(|p| p.captured.is_some()) {
+                    p.user = Some(name.to_string());
+                }
                 route
             }
             None => Err(ApiError::Unauthorized),
@@ -197,7 +246,9 @@ impl<'a> Connection<'a> {
     /// closed connection) and costs nothing else.
     fn handle(&mut self, route: Result<Route, ApiError>, fault: Option<Fault>, body: &[u8], http10: bool, close: bool) -> Reply {
         let app = self.app;
+        let request_id = self.request_id();
         let mut sink = Sink {
+            request_id: request_id.as_deref(),
             io: &mut self.io,
             output: &mut self.output,
             state: self.registration.state(),
@@ -553,12 +604,14 @@ struct Sink<'s> {
     close: bool,
     /// The head was queued: a failure now can only cut the connection.
     started: bool,
+    /// Echoed in the head (access log on).
+    request_id: Option<&'s str>,
 }
 
 impl ChunkSink for Sink<'_> {
     fn start(&mut self) -> io::Result<()> {
         self.started = true;
-        response::encode_streamed_head(self.chunked, self.close, self.output);
+        response::encode_streamed_head(self.chunked, self.close, self.request_id, self.output);
         Ok(())
     }
 

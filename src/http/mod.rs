@@ -4,8 +4,9 @@
 //! `framing`), bodies in bounded memory (`body`), routing and handlers
 //! (`routes`, `list`), responses and the one mapping of errors to statuses
 //! (`response`), and the connection sweep that enforces timeouts
-//! (`sweep`).
+//! (`sweep`), and the access log (`access_log`).
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod connection;
@@ -96,4 +97,6 @@ pub struct App {
     pub state: ServerState,
     /// API tokens, when requests need them (`auth`).
     pub tokens: Option<auth::Tokens>,
+    /// The access log, when one is written.
+    pub access: Option<access_log::AccessLog>,
 }

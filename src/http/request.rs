@@ -35,6 +35,19 @@ pub struct HeadLimits {
     pub max_body: u64,
     /// Pagination limits, for routing.
     pub list: ListLimits,
+    /// With the access log on: the request headers to keep for it.
+    pub capture: Option<&'static [String]>,
+}
+
+/// What the access log needs of a request head (kept only when it is on).
+#[derive(Debug)]
+pub struct Captured {
+    /// The method.
+    pub method: String,
+    /// The request target, as sent.
+    pub target: String,
+    /// Values of `HeadLimits::capture`'s headers, by index.
+    pub headers: Vec<Option<Vec<u8>>>,
 }
 
 /// A complete, checked request head.
@@ -54,6 +67,8 @@ pub struct Head {
     pub authorization: Option<Vec<u8>>,
     /// Method and route labels for the metrics.
     pub labels: RequestLabels,
+    /// For the access log, when it is on.
+    pub captured: Option<Captured>,
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -87,6 +102,14 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
                 route: routes::route(method, path, &limits.list),
                 fault: faults::for_path(path),
                 labels: RequestLabels::new(method, routes::label(path)),
+                captured: limits.capture.map(|names| Captured {
+                    method: method.to_string(),
+                    target: target.to_string(),
+                    headers: names
+                        .iter()
+                        .map(|n| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(n)).map(|h| h.value.to_vec()))
+                        .collect(),
+                }),
                 authorization: req
                     .headers
                     .iter()
@@ -187,6 +210,7 @@ mod tests {
         field_size: 40,
         max_body: 1000,
         list: ListLimits { max_page_size: 10, cap_unpaged_list: false },
+        capture: None,
     };
 
     fn parse_str(s: &str) -> Result<Option<Head>, ApiError> {

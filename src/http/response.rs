@@ -215,6 +215,8 @@ pub struct Reply {
     pub close: bool,
     /// The response was already written as a chunked stream (a long list).
     pub streamed: bool,
+    /// Echoed as `X-Request-Id` (with the access log on).
+    pub request_id: Option<String>,
 }
 
 impl Reply {
@@ -225,7 +227,7 @@ impl Reply {
 
     /// A 200 whose JSON body is `prefix`, `body`, `suffix`.
     pub fn wrapped(prefix: &'static [u8], body: Vec<u8>, suffix: &'static [u8]) -> Reply {
-        Reply { status: status::OK, body, prefix, suffix, headers: Vec::new(), close: false, streamed: false }
+        Reply { status: status::OK, body, prefix, suffix, headers: Vec::new(), close: false, streamed: false, request_id: None }
     }
 
     /// Marks a response that the handler has already streamed.
@@ -265,7 +267,7 @@ pub fn message_body(message: &str) -> Vec<u8> {
 
 /// Appends the whole response (head and body) to `out`.
 pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
-    head_start(out, reply.status, &reply.headers, close);
+    head_start(out, reply.status, &reply.headers, reply.request_id.as_deref(), close);
     out.extend_from_slice(b"Content-Length: ");
     push_decimal(out, reply.prefix.len() + reply.body.len() + reply.suffix.len());
     out.extend_from_slice(b"\r\n\r\n");
@@ -276,8 +278,8 @@ pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
 
 /// Appends the head of a 200 whose body is streamed: in chunks, or for an
 /// HTTP/1.0 client (which knows no chunks) as raw bytes ended by the close.
-pub fn encode_streamed_head(chunked: bool, close: bool, out: &mut Vec<u8>) {
-    head_start(out, status::OK, &[], close || !chunked);
+pub fn encode_streamed_head(chunked: bool, close: bool, request_id: Option<&str>, out: &mut Vec<u8>) {
+    head_start(out, status::OK, &[], request_id, close || !chunked);
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
@@ -289,8 +291,9 @@ pub fn encode_chunk_size(len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
-/// Status line, Server, Date, Content-Type, extra headers and Connection.
-fn head_start(out: &mut Vec<u8>, status: Status, headers: &[&str], close: bool) {
+/// Status line, Server, Date, Content-Type, extra headers, X-Request-Id
+/// and Connection.
+fn head_start(out: &mut Vec<u8>, status: Status, headers: &[&str], request_id: Option<&str>, close: bool) {
     out.extend_from_slice(status.line.as_bytes());
     out.extend_from_slice(SERVER_HEADER.as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
@@ -300,6 +303,11 @@ fn head_start(out: &mut Vec<u8>, status: Status, headers: &[&str], close: bool) 
     out.extend_from_slice(b"\r\n");
     for h in headers {
         out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(id) = request_id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if close {

@@ -25,6 +25,7 @@ use crate::config::{Backend, Config};
 use crate::http::sweep::SweepPolicy;
 use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
+use crate::http::access_log::{self, AccessLog};
 use crate::http::{server, App, HttpLimits, ServerState};
 use crate::master::heartbeat::Beat;
 use crate::metrics::{endpoint, Region};
@@ -93,6 +94,9 @@ pub enum BootError {
     /// worker start: it may have been damaged since the master checked).
     #[error(transparent)]
     Damaged(#[from] crate::store::datafile::DamagedStore),
+    /// The access log cannot be opened.
+    #[error("cannot open the access log {0}")]
+    AccessLog(String, #[source] std::io::Error),
     /// The bound socket cannot listen.
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
@@ -124,8 +128,12 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         crate::store::datafile::check(&config.data_dir)?;
     }
     let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
-    let limits = limits(config);
-    let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone() });
+    let access = start_access_log(config)?;
+    let mut limits = limits(config);
+    // The head parser keeps these headers for the access log; the list
+    // lives as long as the worker.
+    limits.head.capture = access.as_ref().map(|a| &*Box::leak(a.headers.clone().into_boxed_slice()));
+    let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone(), access });
     let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
     if let (Some(listener), Some(region)) = (metrics, Region::get()) {
         endpoint::serve(listener, region).map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?;
@@ -152,7 +160,17 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     if let Some(stats) = app.store.stats() {
         log::info!("store: {stats}");
     }
+    access_log::flush();
     Ok(())
+}
+
+/// Opens the access log and starts its writer thread, when there is one.
+fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
+    let Some(c) = &config.access_log else { return Ok(None) };
+    let what = c.path.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
+    access_log::start(c.path.clone()).map_err(|e| BootError::AccessLog(what, e))?;
+    let log = AccessLog::new(&c.format, c.trusted.clone()).expect("the format was validated with the configuration");
+    Ok(Some(log))
 }
 
 /// Waits for a stop signal while sweeping connections and watching the
@@ -166,7 +184,10 @@ fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, 
         match wait_signal(&set, SWEEP_INTERVAL) {
             Some(InWorker::Drain) => return true,
             Some(InWorker::Exit) => return false,
-            Some(InWorker::ReopenLogs) => crate::logging::reopen(),
+            Some(InWorker::ReopenLogs) => {
+                crate::logging::reopen();
+                access_log::reopen();
+            }
             Some(InWorker::Ignore) | None => {}
         }
         let swept = state.registry.sweep(&policy);
@@ -257,6 +278,7 @@ fn limits(config: &Config) -> HttpLimits {
             field_size: config.limit_request_field_size,
             max_body: config.max_body_size,
             list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
+            capture: None,
         },
         response_buffer: config.response_buffer_size,
         worker_connections: config.worker_connections,

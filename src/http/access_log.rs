@@ -1,0 +1,486 @@
+//! The access log: one line per request, in gunicorn's format language or
+//! as JSON, to a file (`access_log`) or standard output (`-`).
+//!
+//! A request's line is formatted by its coroutine into the worker's buffer
+//! (a mutex held for a copy); a thread of the worker's own writes the
+//! buffer out every [`FLUSH_INTERVAL`], so no scheduler thread ever blocks
+//! on the disk. If the disk stalls and the buffer reaches [`MAX_BUFFER`],
+//! further lines are dropped and counted (a warning says how many), rather
+//! than memory growing without bound. SIGUSR1 reopens the file (after
+//! logrotate moved it), as for the error log. At a graceful exit the
+//! buffer is written out; a fast exit (INT, QUIT) may lose its last
+//! [`FLUSH_INTERVAL`] of lines.
+//!
+//! Formats. gunicorn's atoms, `%(NAME)s`: `h` client address, `l` `-`,
+//! `u` API token name (or `-`), `t` `[27/Nov/2026:17:40:00 +0000]`, `r`
+//! request line, `m` method, `U` path, `q` query, `H` protocol, `s`
+//! status, `b` body bytes (`-` for a streamed list), `B` body bytes (0),
+//! `f` Referer, `a` User-Agent, `T` seconds, `M` milliseconds, `D`
+//! microseconds, `L` seconds with decimals, `p` worker pid, `{name}i` any
+//! request header; and `rid`, the request id. `json`: one object per line
+//! with all of these. The client address is the peer's, or the first
+//! address of `X-Forwarded-For` when the peer is in `forwarded_allow_ips`
+//! (gunicorn's rule: only a proxy you trust may say who the client is).
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How often the buffer is written out.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Most bytes waiting to be written; beyond, lines are dropped.
+pub const MAX_BUFFER: usize = 8 << 20;
+/// Longest request id taken from a client's `X-Request-Id`.
+pub const MAX_REQUEST_ID: usize = 128;
+/// The default format: gunicorn's default, then the request time and id.
+pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#;
+/// Request headers every format may need (captured by index, in this order).
+const BASE_HEADERS: [&str; 4] = ["referer", "user-agent", "x-forwarded-for", "x-request-id"];
+const REFERER: usize = 0;
+const USER_AGENT: usize = 1;
+const FORWARDED_FOR: usize = 2;
+/// Index of `X-Request-Id` among the captured headers.
+pub const REQUEST_ID: usize = 3;
+
+/// A format, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// gunicorn's language.
+    Atoms(Vec<Piece>),
+    /// One JSON object per line.
+    Json,
+}
+
+/// Part of a format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    Atom(String),
+    /// A request header, by index among the captured ones.
+    Header(usize),
+}
+
+/// Why a format cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FormatError {
+    #[error("unknown atom %({0})s")]
+    UnknownAtom(String),
+    #[error("unterminated atom at byte {0} (atoms are written %(name)s)")]
+    Unterminated(usize),
+}
+
+const ATOMS: [&str; 20] = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "b", "B", "f", "a", "T", "M", "D", "L", "p", "rid"];
+
+impl Format {
+    /// Parses `json` or a gunicorn-style format; `headers` receives the
+    /// names of the request headers it needs beyond the base ones.
+    pub fn parse(text: &str, headers: &mut Vec<String>) -> Result<Format, FormatError> {
+        if text == "json" {
+            return Ok(Format::Json);
+        }
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        let mut at = 0;
+        while let Some(i) = rest.find("%(") {
+            if i > 0 {
+                pieces.push(Piece::Text(rest[..i].to_string()));
+            }
+            let end = rest[i..].find(")s").ok_or(FormatError::Unterminated(at + i))? + i;
+            let name = &rest[i + 2..end];
+            if let Some(header) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}i")) {
+                let header = header.to_ascii_lowercase();
+                let index = match BASE_HEADERS.iter().position(|h| *h == header) {
+                    Some(i) => i,
+                    None => {
+                        headers.push(header);
+                        BASE_HEADERS.len() + headers.len() - 1
+                    }
+                };
+                pieces.push(Piece::Header(index));
+            } else if ATOMS.contains(&name) {
+                pieces.push(Piece::Atom(name.to_string()));
+            } else {
+                return Err(FormatError::UnknownAtom(name.to_string()));
+            }
+            at += end + 2;
+            rest = &rest[end + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        Ok(Format::Atoms(pieces))
+    }
+}
+
+/// Which peers may name the client in `X-Forwarded-For`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trusted {
+    /// `*`: every peer.
+    Any,
+    /// These addresses.
+    Only(Vec<IpAddr>),
+}
+
+impl Trusted {
+    /// Parses `forwarded_allow_ips`: `*`, or addresses separated by commas.
+    pub fn parse(text: &str) -> Result<Trusted, String> {
+        if text.trim() == "*" {
+            return Ok(Trusted::Any);
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
+            .collect::<Result<_, _>>()
+            .map(Trusted::Only)
+    }
+
+    fn allows(&self, peer: IpAddr) -> bool {
+        match self {
+            Trusted::Any => true,
+            Trusted::Only(ips) => ips.contains(&peer),
+        }
+    }
+}
+
+/// The access log settings of a worker.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: Format,
+    trusted: Trusted,
+    /// Every header to capture, by index: BASE_HEADERS, then the format's.
+    pub headers: Vec<String>,
+}
+
+/// What one request leaves in the log.
+pub struct Entry<'a> {
+    pub peer: Option<IpAddr>,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub http10: bool,
+    pub status: u16,
+    /// Body bytes; None for a streamed list.
+    pub bytes: Option<usize>,
+    pub took: Duration,
+    pub user: Option<&'a str>,
+    /// Captured header values, by index of `AccessLog::headers`.
+    pub headers: &'a [Option<Vec<u8>>],
+    pub request_id: &'a str,
+}
+
+impl AccessLog {
+    /// Settings from the configuration (already validated by `config`).
+    pub fn new(format: &str, trusted: Trusted) -> Result<AccessLog, FormatError> {
+        let mut extra = Vec::new();
+        let format = Format::parse(format, &mut extra)?;
+        let headers = BASE_HEADERS.iter().map(|h| h.to_string()).chain(extra).collect();
+        Ok(AccessLog { format, trusted, headers })
+    }
+
+    /// Formats `entry` and queues its line.
+    pub fn record(&self, entry: &Entry<'_>) {
+        let mut line = self.line(entry);
+        line.push('\n');
+        sink().push(line.as_bytes());
+    }
+
+    /// The line of `entry`, without its newline.
+    fn line(&self, entry: &Entry<'_>) -> String {
+        let mut line = String::with_capacity(256);
+        match &self.format {
+            Format::Atoms(pieces) => {
+                for piece in pieces {
+                    match piece {
+                        Piece::Text(t) => line.push_str(t),
+                        Piece::Atom(a) => self.atom(&mut line, a, entry),
+                        Piece::Header(i) => line.push_str(&header(entry, *i).unwrap_or_else(|| "-".into())),
+                    }
+                }
+            }
+            Format::Json => self.json(&mut line, entry),
+        }
+        line
+    }
+
+    /// The client's address (see the module comment on X-Forwarded-For).
+    fn client(&self, entry: &Entry<'_>) -> String {
+        let Some(peer) = entry.peer else { return "-".into() };
+        if self.trusted.allows(peer) {
+            if let Some(first) = header(entry, FORWARDED_FOR).and_then(|v| v.split(',').next().map(|s| s.trim().to_string())) {
+                if !first.is_empty() {
+                    return first;
+                }
+            }
+        }
+        peer.to_string()
+    }
+
+    fn atom(&self, out: &mut String, atom: &str, e: &Entry<'_>) {
+        let (path, query) = e.target.split_once('?').unwrap_or((e.target, ""));
+        let protocol = if e.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+        let _ = match atom {
+            "h" => write!(out, "{}", self.client(e)),
+            "l" => write!(out, "-"),
+            "u" => write!(out, "{}", e.user.unwrap_or("-")),
+            "t" => write!(out, "[{}]", clf_time(SystemTime::now())),
+            "r" => write!(out, "{} {} {protocol}", e.method, e.target),
+            "m" => write!(out, "{}", e.method),
+            "U" => write!(out, "{path}"),
+            "q" => write!(out, "{query}"),
+            "H" => write!(out, "{protocol}"),
+            "s" => write!(out, "{}", e.status),
+            "b" => match e.bytes {
+                Some(n) => write!(out, "{n}"),
+                None => write!(out, "-"),
+            },
+            "B" => write!(out, "{}", e.bytes.unwrap_or(0)),
+            "f" => write!(out, "{}", header(e, REFERER).unwrap_or_else(|| "-".into())),
+            "a" => write!(out, "{}", header(e, USER_AGENT).unwrap_or_else(|| "-".into())),
+            "T" => write!(out, "{}", e.took.as_secs()),
+            "M" => write!(out, "{}", e.took.as_millis()),
+            "D" => write!(out, "{}", e.took.as_micros()),
+            "L" => write!(out, "{:.6}", e.took.as_secs_f64()),
+            "p" => write!(out, "<{}>", std::process::id()),
+            "rid" => write!(out, "{}", e.request_id),
+            _ => Ok(()),
+        };
+    }
+
+    fn json(&self, out: &mut String, e: &Entry<'_>) {
+        let (path, query) = e.target.split_once('?').unwrap_or((e.target, ""));
+        let value = serde_json::json!({
+            "time": iso_time(SystemTime::now()),
+            "remote_addr": self.client(e),
+            "user": e.user,
+            "method": e.method,
+            "path": path,
+            "query": query,
+            "protocol": if e.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            "status": e.status,
+            "bytes": e.bytes,
+            "duration_ms": e.took.as_secs_f64() * 1000.0,
+            "referer": header(e, REFERER),
+            "user_agent": header(e, USER_AGENT),
+            "request_id": e.request_id,
+            "pid": std::process::id(),
+        });
+        out.push_str(&value.to_string());
+    }
+}
+
+/// A captured header as text (control characters replaced: a client must
+/// not be able to forge log lines).
+fn header(e: &Entry<'_>, i: usize) -> Option<String> {
+    let v = e.headers.get(i)?.as_ref()?;
+    Some(String::from_utf8_lossy(v).chars().map(|c| if c.is_control() { '?' } else { c }).collect())
+}
+
+/// A client's `X-Request-Id`, if usable: 1 to MAX_REQUEST_ID characters of
+/// letters, digits, `-`, `_`, `.`, `:` (anything else could forge log
+/// lines or headers).
+pub fn valid_request_id(value: &[u8]) -> Option<&str> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID
+        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| std::str::from_utf8(value).expect("ASCII"))
+}
+
+/// A new request id: 16 hex digits, unique per worker process (a random
+/// prefix drawn at start, then a counter).
+pub fn new_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        let random = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+        if random.is_err() {
+            bytes = std::process::id().to_le_bytes();
+        }
+        u32::from_le_bytes(bytes)
+    });
+    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32)
+}
+
+/// Days since the epoch to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+fn split(t: SystemTime) -> ((i64, u32, u32), u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    (civil((secs / 86_400) as i64), secs % 86_400, d.subsec_millis())
+}
+
+/// `27/Nov/2026:17:40:00 +0000` (the Common Log Format's time, in UTC).
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let ((y, m, d), s, _) = split(t);
+    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[m as usize - 1], s / 3600, s / 60 % 60, s % 60)
+}
+
+/// `2026-11-27T17:40:00.123Z`.
+fn iso_time(t: SystemTime) -> String {
+    let ((y, m, d), s, ms) = split(t);
+    format!("{y}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Where lines go: a file or standard output, through a buffer.
+struct Sink {
+    path: Option<PathBuf>,
+    buffer: Mutex<Vec<u8>>,
+    reopen: AtomicBool,
+    dropped: AtomicU64,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+fn sink() -> &'static Sink {
+    SINK.get().expect("access_log::start before any request")
+}
+
+impl Sink {
+    fn push(&self, line: &[u8]) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() + line.len() > MAX_BUFFER {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        buffer.extend_from_slice(line);
+    }
+
+    fn open(&self) -> std::io::Result<Box<dyn Write + Send>> {
+        Ok(match &self.path {
+            Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
+            None => Box::new(std::io::stdout()),
+        })
+    }
+
+    /// Writes what is buffered to `out`.
+    fn flush_into(&self, out: &mut dyn Write) {
+        let pending = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        if !pending.is_empty() {
+            if let Err(e) = out.write_all(&pending).and_then(|()| out.flush()) {
+                log::warn!("access log: cannot write: {e}");
+            }
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            log::warn!("access log: {dropped} lines dropped (the log could not be written fast enough)");
+        }
+    }
+}
+
+/// Opens the log (`None`: standard output) and starts the worker's writer
+/// thread. Call once per worker, after fork (threads do not survive fork).
+pub fn start(path: Option<PathBuf>) -> std::io::Result<()> {
+    let sink = SINK.get_or_init(|| Sink { path, buffer: Mutex::new(Vec::new()), reopen: AtomicBool::new(false), dropped: AtomicU64::new(0) });
+    let mut out = sink.open()?;
+    std::thread::Builder::new().name("access-log".into()).spawn(move || loop {
+        std::thread::sleep(FLUSH_INTERVAL);
+        if sink.reopen.swap(false, Ordering::Relaxed) {
+            match sink.open() {
+                Ok(f) => out = f,
+                Err(e) => log::warn!("access log: cannot reopen: {e}"),
+            }
+        }
+        sink.flush_into(&mut out);
+    })?;
+    Ok(())
+}
+
+/// SIGUSR1: the writer reopens the file before its next write.
+pub fn reopen() {
+    if let Some(s) = SINK.get() {
+        s.reopen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes out what is buffered now (a graceful exit).
+pub fn flush() {
+    if let Some(s) = SINK.get() {
+        match s.open() {
+            Ok(mut out) => s.flush_into(&mut out),
+            Err(e) => log::warn!("access log: cannot open at exit: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(headers: &'a [Option<Vec<u8>>]) -> Entry<'a> {
+        Entry {
+            peer: Some("127.0.0.1".parse().unwrap()),
+            method: "GET",
+            target: "/orders?limit=2",
+            http10: false,
+            status: 200,
+            bytes: Some(42),
+            took: Duration::from_micros(1500),
+            user: None,
+            headers,
+            request_id: "abc",
+        }
+    }
+
+    fn line(log: &AccessLog, e: &Entry<'_>) -> String {
+        log.line(e)
+    }
+
+    #[test]
+    fn gunicorn_atoms_and_headers() {
+        let log = AccessLog::new(r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)s %(U)s?%(q)s %({X-Custom}i)s %(rid)s"#, Trusted::Only(vec![])).unwrap();
+        assert_eq!(log.headers.last().unwrap(), "x-custom");
+        let headers = vec![None, Some(b"curl/8\x1b[31m".to_vec()), Some(b"10.1.1.1".to_vec()), None, Some(b"yes".to_vec())];
+        assert_eq!(line(&log, &entry(&headers)), r#"127.0.0.1 "GET /orders?limit=2 HTTP/1.1" 200 42 "curl/8?[31m" 1 /orders?limit=2 yes abc"#);
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_peers() {
+        let headers = vec![None, None, Some(b"203.0.113.9, 10.0.0.2".to_vec()), None];
+        let trusting = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1").unwrap()).unwrap();
+        assert_eq!(line(&trusting, &entry(&headers)), "203.0.113.9");
+        let wary = AccessLog::new("%(h)s", Trusted::parse("10.0.0.1, 10.0.0.2").unwrap()).unwrap();
+        assert_eq!(line(&wary, &entry(&headers)), "127.0.0.1");
+        assert_eq!(Trusted::parse("*").unwrap(), Trusted::Any);
+        assert!(Trusted::parse("nope").is_err());
+    }
+
+    #[test]
+    fn bad_formats_are_refused() {
+        assert_eq!(Format::parse("%(zz)s", &mut Vec::new()), Err(FormatError::UnknownAtom("zz".into())));
+        assert_eq!(Format::parse("x %(h", &mut Vec::new()), Err(FormatError::Unterminated(2)));
+    }
+
+    #[test]
+    fn times_and_request_ids() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_801_200_123); // 2026-11-27T17:40:00.123Z
+        assert_eq!(clf_time(t), "27/Nov/2026:17:40:00 +0000");
+        assert_eq!(iso_time(t), "2026-11-27T17:40:00.123Z");
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(-1), (1969, 12, 31));
+        assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(valid_request_id(b"req-1.2_3:x"), Some("req-1.2_3:x"));
+        assert_eq!(valid_request_id(b"a b"), None);
+        assert_eq!(valid_request_id(b""), None);
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+    }
+}
