@@ -151,11 +151,12 @@ for arch in 1 2; do
     if [ ! -s "$j" ]; then
       ROWS[$arch-$rate]="| $rate | (no result) | | |"; FAILURES=$((FAILURES + 1)); continue
     fi
-    failures=$(field "$j" failures); FAILURES=$((FAILURES + failures))
+    failures=$(field "$j" failures); FAILURES=$((FAILURES + ${failures:-0}))
     reached=$(field "$j" users_reached); first=$(field "$j" users_at_first_failure)
     ok_users=$reached; note=""
     if [ -n "$first" ]; then ok_users=$((first - 1)); note=" (failures from $first users on)"; fi
-    ROWS[$arch-$rate]="| $rate | $ok_users$note | $(printf '%.0f' "$(field "$j" requests_per_second)") | $(field "$j" p99_ms) |"
+    rps=$(field "$j" requests_per_second)
+    ROWS[$arch-$rate]="| $rate | ${ok_users:-?}$note | $(printf '%.0f' "${rps:-0}") | $(field "$j" p99_ms) |"
   done
 done
 

@@ -23,8 +23,8 @@ SECANTUS_VERSION=0.7.0b3
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
-# promtool and a Prometheus server (tests/observability.rs).
-command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+# sysctl (scripts/topology.sh).
+command -v sysctl >/dev/null || [ -x /usr/sbin/sysctl ] || [ -x /sbin/sysctl ] || need+=(procps)
 command -v ss >/dev/null && command -v ip >/dev/null || need+=(iproute2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v systemd-analyze >/dev/null || need+=(systemd)
@@ -34,6 +34,17 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   else
     echo "missing: ${need[*]} (install them, or run as root on Debian)" >&2
+    exit 1
+  fi
+fi
+
+# promtool and a Prometheus server (tests/observability.rs), without the
+# packages Debian recommends beside it (exporters that would start services).
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  else
+    echo "missing: prometheus (promtool) (install it, or run as root on Debian)" >&2
     exit 1
   fi
 fi

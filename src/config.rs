@@ -513,13 +513,19 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         config_file: s.config,
         settings,
     };
-    if config.metrics_bind.is_some_and(|m| m == config.bind && m.port() != 0) {
+    if config.metrics_bind.is_some_and(|m| clashes(m, config.bind)) {
         return Err(invalid("metrics_bind", "must not be the API's address (bind): metrics are internals"));
     }
     if config.group.is_some() && config.user.is_none() {
         return Err(invalid("group", "needs user as well"));
     }
     Ok(config)
+}
+
+/// Whether two listening addresses would take the same connections: the
+/// same port (not 0) on the same IP, or with either IP unspecified.
+fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// The access log's settings, validated (a bad format stops the start).

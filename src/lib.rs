@@ -7,7 +7,8 @@
 //! Modules, one concern each: [`config`] (settings), [`master`] (fork,
 //! supervise, signals), [`worker`] (serving), [`http`] (the HTTP engine,
 //! routing, responses), [`orders`] (domain, validation), [`store`]
-//! (backends), [`exit`] (exit statuses), [`logging`], [`clock`],
+//! (backends), [`metrics`] (Prometheus, in shared memory), [`exit`] (exit
+//! statuses), [`logging`], [`clock`],
 //! [`tuning`] (the `check` command), [`faults`] (test-only, behind the
 //! `test-hooks` feature).
 

@@ -173,7 +173,7 @@ fn the_systemd_unit_verifies() {
     // Only the unit's own lines count (the host's other units may warn).
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("orders-server")).collect();
     assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {stderr}");
-    for needed in ["Type=notify", "NotifyAccess=all", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "LimitNOFILE=", "EnvironmentFile=", "ReadWritePaths=/var/lib/orders-server", "AmbientCapabilities=CAP_NET_BIND_SERVICE"] {
+    for needed in ["Type=notify", "NotifyAccess=all", "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "LimitNOFILE=", "EnvironmentFile=", "ReadWritePaths=/var/lib/orders-server", "AmbientCapabilities=CAP_NET_BIND_SERVICE"] {
         assert!(SHIPPED_UNIT.contains(needed), "{needed} missing from the unit");
     }
 }
@@ -206,4 +206,53 @@ fn check_reports_kernel_settings_that_differ() {
     assert!(out.contains("net.ipv4.tcp_migrate_req: running 0, recommended 1"), "{out}");
     assert!(out.contains("net.core.somaxconn: running 4096, recommended 65535"), "{out}");
     assert!(out.contains("2 of"), "{out}");
+}
+
+#[test]
+fn the_debian_package_has_what_operators_need() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh"))
+        .arg("--no-build")
+        .env("ORDERS_SERVER_BIN", env!("CARGO_BIN_EXE_orders-server"))
+        .env("PACKAGE_DIR", out_dir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let deb = String::from_utf8(built.stdout).unwrap().trim().to_string();
+    assert!(deb.ends_with(&format!("orders-server_{}_amd64.deb", env!("CARGO_PKG_VERSION"))), "{deb}");
+    let dpkg_deb = |args: &[&str]| {
+        let o = Command::new("dpkg-deb").args(args).arg(&deb).output().unwrap();
+        assert!(o.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let contents = dpkg_deb(&["--contents"]);
+    for (mode, path) in [
+        ("-rwxr-xr-x root/root", "./usr/bin/orders-server"),
+        ("-rw-r--r-- root/root", "./lib/systemd/system/orders-server.service"),
+        ("-rw-r--r-- root/root", "./etc/orders-server/orders-server.toml"),
+        ("-rw-r--r-- root/root", "./usr/share/orders-server/orders-server.env.example"),
+        ("-rw-r--r-- root/root", "./usr/share/orders-server/tuning/sysctl.d/99-orders-server.conf"),
+        ("-rw-r--r-- root/root", "./usr/share/doc/orders-server/README.md"),
+    ] {
+        assert!(contents.lines().any(|l| l.starts_with(mode) && l.ends_with(path)), "{mode} {path} missing:\n{contents}");
+    }
+    assert!(!contents.contains("orders-server.env\n"), "the env file is made by postinst, never shipped");
+    assert!(dpkg_deb(&["--field"]).contains("Package: orders-server"));
+    let extracted = tempfile::tempdir().unwrap();
+    let x = Command::new("dpkg-deb").arg("--raw-extract").arg(&deb).arg(extracted.path()).status().unwrap();
+    assert!(x.success());
+    let file = |p: &str| std::fs::read_to_string(extracted.path().join(p)).unwrap();
+    assert_eq!(file("DEBIAN/conffiles").trim(), "/etc/orders-server/orders-server.toml");
+    let unit = file("lib/systemd/system/orders-server.service");
+    assert!(unit.contains("ExecStart=/usr/bin/orders-server ") && !unit.contains("/usr/local/bin"), "{unit}");
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = extracted.path().join("DEBIAN").join(script);
+        assert!(Command::new("sh").arg("-n").arg(&path).status().unwrap().success(), "{script} parses");
+    }
+    let postinst = file("DEBIAN/postinst");
+    assert!(postinst.contains("useradd --system") && postinst.contains("install -m 0600 -o root -g root"));
+    assert!(postinst.contains("if [ ! -e /etc/orders-server/orders-server.env ]"), "the env file is never overwritten");
+    let postrm = file("DEBIAN/postrm");
+    assert!(postrm.contains("ORDERS_SERVER_PURGE_DATA:-}\" = yes"), "orders are purged only when asked");
 }

@@ -14,6 +14,7 @@ const LIMITS: HeadLimits = HeadLimits {
     field_size: 8190,
     max_body: 1 << 20,
     list: ListLimits { max_page_size: 1000, cap_unpaged_list: false },
+    capture: None,
 };
 
 /// Statuses a request head can be refused with.

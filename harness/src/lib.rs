@@ -441,9 +441,21 @@ impl Server {
             .collect()
     }
 
-    /// One metric series' value (0 when absent), e.g.
+    /// One metric series' value, e.g.
     /// `orders_http_requests_total{method="GET",route="/orders",status="200"}`.
+    /// Panics when the series is absent (a renamed metric must fail a
+    /// test); use `metric_or_zero` for a series that may not exist yet.
     pub fn metric(&self, series: &str) -> f64 {
+        let all = self.metrics();
+        match all.iter().find(|(k, _)| k == series) {
+            Some((_, v)) => *v,
+            None => panic!("no series {series} in:\n{all:#?}"),
+        }
+    }
+
+    /// As `metric`, 0 when the series is absent (a request counter
+    /// appears with its first request).
+    pub fn metric_or_zero(&self, series: &str) -> f64 {
         self.metrics().into_iter().find(|(k, _)| k == series).map_or(0.0, |(_, v)| v)
     }
 

@@ -35,10 +35,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Most bytes waiting to be written; beyond, lines are dropped.
 pub const MAX_BUFFER: usize = 8 << 20;
+/// Bytes a pipe write keeps whole (POSIX PIPE_BUF on Linux).
+const PIPE_BUF: usize = 4096;
 /// Longest request id taken from a client's `X-Request-Id`.
 pub const MAX_REQUEST_ID: usize = 128;
 /// The default format: gunicorn's default, then the request time and id.
 pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#;
+/// Headers that carry secrets: a format may not log them.
+const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 /// Request headers every format may need (captured by index, in this order).
 const BASE_HEADERS: [&str; 4] = ["referer", "user-agent", "x-forwarded-for", "x-request-id"];
 const REFERER: usize = 0;
@@ -72,6 +76,8 @@ pub enum FormatError {
     UnknownAtom(String),
     #[error("unterminated atom at byte {0} (atoms are written %(name)s)")]
     Unterminated(usize),
+    #[error("the {0} header carries secrets and is never logged")]
+    Secret(String),
 }
 
 const ATOMS: [&str; 20] = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "b", "B", "f", "a", "T", "M", "D", "L", "p", "rid"];
@@ -94,6 +100,9 @@ impl Format {
             let name = &rest[i + 2..end];
             if let Some(header) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}i")) {
                 let header = header.to_ascii_lowercase();
+                if SECRET_HEADERS.contains(&header.as_str()) {
+                    return Err(FormatError::Secret(header));
+                }
                 let index = match BASE_HEADERS.iter().position(|h| *h == header) {
                     Some(i) => i,
                     None => {
@@ -207,17 +216,27 @@ impl AccessLog {
         line
     }
 
-    /// The client's address (see the module comment on X-Forwarded-For).
+    /// The client's address: the peer, or when the peer is trusted, the
+    /// `X-Forwarded-For` hop just before the trusted ones (walking from the
+    /// right: proxies append, so the entries left of the last untrusted
+    /// hop are whatever the client sent). An entry that is no IP address
+    /// ends the walk.
     fn client(&self, entry: &Entry<'_>) -> String {
-        let Some(peer) = entry.peer else { return "-".into() };
+        let Some(peer) = entry.peer.map(|p| p.to_canonical()) else { return "-".into() };
+        let mut client = peer;
         if self.trusted.allows(peer) {
-            if let Some(first) = header(entry, FORWARDED_FOR).and_then(|v| v.split(',').next().map(|s| s.trim().to_string())) {
-                if !first.is_empty() {
-                    return first;
+            let forwarded = entry.headers.get(FORWARDED_FOR).and_then(|v| v.as_deref()).unwrap_or_default();
+            for hop in String::from_utf8_lossy(forwarded).rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(ip) => client = ip.to_canonical(),
+                    Err(_) => break,
+                }
+                if !self.trusted.allows(client) {
+                    break;
                 }
             }
         }
-        peer.to_string()
+        client.to_string()
     }
 
     fn atom(&self, out: &mut String, atom: &str, e: &Entry<'_>) {
@@ -228,10 +247,10 @@ impl AccessLog {
             "l" => write!(out, "-"),
             "u" => write!(out, "{}", e.user.unwrap_or("-")),
             "t" => write!(out, "[{}]", clf_time(SystemTime::now())),
-            "r" => write!(out, "{} {} {protocol}", e.method, e.target),
-            "m" => write!(out, "{}", e.method),
-            "U" => write!(out, "{path}"),
-            "q" => write!(out, "{query}"),
+            "r" => write!(out, "{} {} {protocol}", safe(e.method), safe(e.target)),
+            "m" => write!(out, "{}", safe(e.method)),
+            "U" => write!(out, "{}", safe(path)),
+            "q" => write!(out, "{}", safe(query)),
             "H" => write!(out, "{protocol}"),
             "s" => write!(out, "{}", e.status),
             "b" => match e.bytes {
@@ -273,11 +292,25 @@ impl AccessLog {
     }
 }
 
-/// A captured header as text (control characters replaced: a client must
-/// not be able to forge log lines).
+/// A captured header as text, made safe to log (`safe`).
 fn header(e: &Entry<'_>, i: usize) -> Option<String> {
-    let v = e.headers.get(i)?.as_ref()?;
-    Some(String::from_utf8_lossy(v).chars().map(|c| if c.is_control() { '?' } else { c }).collect())
+    Some(safe(&String::from_utf8_lossy(e.headers.get(i)?.as_ref()?)))
+}
+
+/// Text a client sent, made safe for a log line: control characters
+/// become `?`, and `"` and `\` are escaped (as Apache does), so a client
+/// can neither start a line of its own nor close a quoted field early.
+fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A client's `X-Request-Id`, if usable: 1 to MAX_REQUEST_ID characters of
@@ -343,6 +376,9 @@ fn iso_time(t: SystemTime) -> String {
 struct Sink {
     path: Option<PathBuf>,
     buffer: Mutex<Vec<u8>>,
+    /// The open file (or stdout), held while a batch is written: a final
+    /// flush waits for a write in progress instead of racing it.
+    out: Mutex<Option<Box<dyn Write + Send>>>,
     reopen: AtomicBool,
     dropped: AtomicU64,
 }
@@ -363,6 +399,28 @@ impl Sink {
         buffer.extend_from_slice(line);
     }
 
+    /// Writes whole lines. To a file (opened O_APPEND) one write each batch;
+    /// to standard output, shared by every worker as a pipe or the
+    /// journal's socket, pieces of at most PIPE_BUF bytes ending at a line
+    /// end, which the kernel never interleaves with another worker's.
+    fn write_lines(&self, out: &mut Box<dyn Write + Send>, lines: &[u8]) -> std::io::Result<()> {
+        if self.path.is_some() {
+            return out.write_all(lines).and_then(|()| out.flush());
+        }
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let window = &rest[..rest.len().min(PIPE_BUF)];
+            // A line longer than PIPE_BUF goes out alone, unsplit.
+            let end = match window.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |i| i + 1),
+            };
+            out.write_all(&rest[..end])?;
+            rest = &rest[end..];
+        }
+        out.flush()
+    }
+
     fn open(&self) -> std::io::Result<Box<dyn Write + Send>> {
         Ok(match &self.path {
             Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
@@ -370,11 +428,18 @@ impl Sink {
         })
     }
 
-    /// Writes what is buffered to `out`.
-    fn flush_into(&self, out: &mut dyn Write) {
+    /// Writes what is buffered out (reopening the file first if asked).
+    fn write_out(&self) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reopen.swap(false, Ordering::Relaxed) || out.is_none() {
+            match self.open() {
+                Ok(f) => *out = Some(f),
+                Err(e) => log::warn!("access log: cannot reopen: {e}"),
+            }
+        }
         let pending = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
-        if !pending.is_empty() {
-            if let Err(e) = out.write_all(&pending).and_then(|()| out.flush()) {
+        if let (false, Some(out)) = (pending.is_empty(), out.as_mut()) {
+            if let Err(e) = self.write_lines(out, &pending) {
                 log::warn!("access log: cannot write: {e}");
             }
         }
@@ -388,17 +453,17 @@ impl Sink {
 /// Opens the log (`None`: standard output) and starts the worker's writer
 /// thread. Call once per worker, after fork (threads do not survive fork).
 pub fn start(path: Option<PathBuf>) -> std::io::Result<()> {
-    let sink = SINK.get_or_init(|| Sink { path, buffer: Mutex::new(Vec::new()), reopen: AtomicBool::new(false), dropped: AtomicU64::new(0) });
-    let mut out = sink.open()?;
+    let sink = SINK.get_or_init(|| Sink {
+        path,
+        buffer: Mutex::new(Vec::new()),
+        out: Mutex::new(None),
+        reopen: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
+    });
+    *sink.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink.open()?);
     std::thread::Builder::new().name("access-log".into()).spawn(move || loop {
         std::thread::sleep(FLUSH_INTERVAL);
-        if sink.reopen.swap(false, Ordering::Relaxed) {
-            match sink.open() {
-                Ok(f) => out = f,
-                Err(e) => log::warn!("access log: cannot reopen: {e}"),
-            }
-        }
-        sink.flush_into(&mut out);
+        sink.write_out();
     })?;
     Ok(())
 }
@@ -410,13 +475,11 @@ pub fn reopen() {
     }
 }
 
-/// Writes out what is buffered now (a graceful exit).
+/// Writes out what is buffered now (a graceful exit), after any write the
+/// writer thread has in progress.
 pub fn flush() {
     if let Some(s) = SINK.get() {
-        match s.open() {
-            Ok(mut out) => s.flush_into(&mut out),
-            Err(e) => log::warn!("access log: cannot open at exit: {e}"),
-        }
+        s.write_out();
     }
 }
 
@@ -447,17 +510,26 @@ mod tests {
     fn gunicorn_atoms_and_headers() {
         let log = AccessLog::new(r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)s %(U)s?%(q)s %({X-Custom}i)s %(rid)s"#, Trusted::Only(vec![])).unwrap();
         assert_eq!(log.headers.last().unwrap(), "x-custom");
-        let headers = vec![None, Some(b"curl/8\x1b[31m".to_vec()), Some(b"10.1.1.1".to_vec()), None, Some(b"yes".to_vec())];
-        assert_eq!(line(&log, &entry(&headers)), r#"127.0.0.1 "GET /orders?limit=2 HTTP/1.1" 200 42 "curl/8?[31m" 1 /orders?limit=2 yes abc"#);
+        let headers = vec![None, Some(b"curl/8\x1b[31m \" 500 \\".to_vec()), Some(b"10.1.1.1".to_vec()), None, Some(b"yes".to_vec())];
+        assert_eq!(
+            line(&log, &entry(&headers)),
+            r#"127.0.0.1 "GET /orders?limit=2 HTTP/1.1" 200 42 "curl/8?[31m \" 500 \\" 1 /orders?limit=2 yes abc"#
+        );
     }
 
     #[test]
     fn forwarded_for_only_from_trusted_peers() {
-        let headers = vec![None, None, Some(b"203.0.113.9, 10.0.0.2".to_vec()), None];
-        let trusting = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1").unwrap()).unwrap();
-        assert_eq!(line(&trusting, &entry(&headers)), "203.0.113.9");
+        // The client sent "6.6.6.6"; the proxy at 10.0.0.2 appended the
+        // address it saw; the trusted peer (127.0.0.1) appended 10.0.0.2.
+        let headers = vec![None, None, Some(b"6.6.6.6, 203.0.113.9, 10.0.0.2".to_vec()), None];
+        let peer_only = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1").unwrap()).unwrap();
+        assert_eq!(line(&peer_only, &entry(&headers)), "10.0.0.2", "the hop the trusted peer saw");
+        let both = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1, 10.0.0.2").unwrap()).unwrap();
+        assert_eq!(line(&both, &entry(&headers)), "203.0.113.9", "never the client's own claim");
         let wary = AccessLog::new("%(h)s", Trusted::parse("10.0.0.1, 10.0.0.2").unwrap()).unwrap();
         assert_eq!(line(&wary, &entry(&headers)), "127.0.0.1");
+        let junk = vec![None, None, Some(b"203.0.113.9, \"x\"".to_vec()), None];
+        assert_eq!(line(&both, &entry(&junk)), "127.0.0.1", "no IP: the walk stops at the peer");
         assert_eq!(Trusted::parse("*").unwrap(), Trusted::Any);
         assert!(Trusted::parse("nope").is_err());
     }
@@ -466,6 +538,7 @@ mod tests {
     fn bad_formats_are_refused() {
         assert_eq!(Format::parse("%(zz)s", &mut Vec::new()), Err(FormatError::UnknownAtom("zz".into())));
         assert_eq!(Format::parse("x %(h", &mut Vec::new()), Err(FormatError::Unterminated(2)));
+        assert_eq!(Format::parse("%({Authorization}i)s", &mut Vec::new()), Err(FormatError::Secret("authorization".into())));
     }
 
     #[test]

@@ -261,8 +261,7 @@ impl<'a> Connection<'a> {
                 faults::run(fault);
             }
             let store = Counted(app.store.as_ref());
-            let draining = app.state.is_draining();
-            route.and_then(|r| routes::handle(&store, r, body, app.limits.response_buffer, draining, &mut sink))
+            route.and_then(|r| routes::handle(&store, r, body, app.limits.response_buffer, &app.state, &mut sink))
         }));
         match handled {
             Ok(Ok(reply)) => reply,

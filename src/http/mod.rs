@@ -53,6 +53,8 @@ pub struct ServerState {
     requests: AtomicU64,
     /// The request bodies held now.
     pub body_memory: BodyMemory,
+    /// The last answer of `/readyz`.
+    pub ready: routes::ReadyCache,
 }
 
 impl ServerState {
@@ -63,6 +65,7 @@ impl ServerState {
             registry: Arc::default(),
             requests: AtomicU64::new(0),
             body_memory: BodyMemory::new(limits.max_buffered_body_bytes),
+            ready: routes::ReadyCache::default(),
         }
     }
 

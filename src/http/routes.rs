@@ -12,7 +12,9 @@ use bson::oid::ObjectId;
 use super::list::{self, ChunkSink, ListReply};
 use super::response::{ApiError, Reply};
 use crate::orders::{self, ListQuery};
-use crate::store::Store;
+use super::ServerState;
+use crate::store::{Store, StoreError};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `Allow` of `/orders`.
 const ALLOW_COLLECTION: &str = "Allow: GET, POST";
@@ -22,6 +24,32 @@ const ALLOW_ITEM: &str = "Allow: GET, PUT, DELETE";
 const ALLOW_HEALTH: &str = "Allow: GET";
 /// How long `/readyz` waits for the store.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How long a readiness answer is reused: a flood of `/readyz` (it needs no
+/// token) asks the store at most once per this, per worker.
+pub const READY_CACHE_MS: u64 = 1000;
+
+/// The worker's last readiness answer and when it was found (coarse
+/// milliseconds, shifted left once, with the low bit set when ready).
+#[derive(Debug, Default)]
+pub struct ReadyCache(AtomicU64);
+
+impl ReadyCache {
+    /// The store's readiness: a fresh ping, or the last answer when it is
+    /// younger than [`READY_CACHE_MS`].
+    pub fn check(&self, store: &dyn Store) -> Result<(), ApiError> {
+        let now = crate::clock::coarse_ms();
+        let last = self.0.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last >> 1) < READY_CACHE_MS {
+            return match last & 1 {
+                1 => Ok(()),
+                _ => Err(ApiError::Store(StoreError::unavailable_because("not ready (the last ping failed)"))),
+            };
+        }
+        let result = store.ping(READY_TIMEOUT);
+        self.0.store((now << 1) | u64::from(result.is_ok()), Ordering::Relaxed);
+        result.map_err(ApiError::Store)
+    }
+}
 
 /// Settings the handlers need.
 #[derive(Debug, Clone, Copy)]
@@ -120,14 +148,14 @@ pub fn handle(
     route: Route,
     body: &[u8],
     buffer_limit: usize,
-    draining: bool,
+    state: &ServerState,
     sink: &mut dyn ChunkSink,
 ) -> Result<Reply, ApiError> {
     match route {
         Route::Health => Ok(Reply::ok(b"{\"status\":\"ok\"}".to_vec())),
-        Route::Ready if draining => Err(ApiError::Draining),
+        Route::Ready if state.is_draining() => Err(ApiError::Draining),
         Route::Ready => {
-            store.ping(READY_TIMEOUT)?;
+            state.ready.check(store)?;
             Ok(Reply::ok(b"{\"status\":\"ready\"}".to_vec()))
         }
         Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {

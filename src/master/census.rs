@@ -23,6 +23,8 @@ struct Entry {
     generation: Generation,
     /// The master ended it (stop, kill): its exit is no crash.
     ended: bool,
+    /// A restart cause was counted for it already.
+    counted: bool,
 }
 
 /// Workers by state and restarts by cause.
@@ -35,17 +37,17 @@ pub struct Census {
 impl Census {
     /// A worker was forked.
     pub fn spawned(&mut self, pid: i32, generation: Generation) {
-        self.workers.insert(pid, Entry { state: State::Booting, generation, ended: false });
+        self.workers.insert(pid, Entry { state: State::Booting, generation, ended: false, counted: false });
     }
 
     /// Follows an event the supervisor is about to handle.
     pub fn event(&mut self, event: &Event) {
         match event {
             Event::WorkerReady(pid) => self.set(*pid, State::Serving),
-            Event::WorkerRetiring(_) => self.count(RestartCause::MaxRequests),
+            Event::WorkerRetiring(pid) => self.count_once(*pid, RestartCause::MaxRequests),
             Event::WorkerStale(pid) => self.end(*pid, RestartCause::Timeout),
             Event::WorkerExited { pid } => {
-                if self.workers.remove(pid).is_some_and(|w| !w.ended) {
+                if self.workers.remove(pid).is_some_and(|w| !w.ended && !w.counted) {
                     self.count(RestartCause::Crash);
                 }
             }
@@ -64,8 +66,12 @@ impl Census {
             }
             Action::BootTimedOut { pid } => self.end(*pid, RestartCause::Timeout),
             Action::ReloadDone { generation } => {
-                let replaced = self.workers.values().filter(|w| w.generation < *generation && !w.ended).count();
-                self.restarts[RestartCause::Reload as usize] += replaced as u64;
+                // The supervisor has already asked these to stop (its Stop
+                // actions come first): what was not counted yet is a reload.
+                let old: Vec<i32> = self.workers.iter().filter(|(_, w)| w.generation < *generation).map(|(p, _)| *p).collect();
+                for pid in old {
+                    self.count_once(pid, RestartCause::Reload);
+                }
             }
             _ => {}
         }
@@ -91,9 +97,18 @@ impl Census {
         }
     }
 
+    /// The master ends the worker for `cause`.
     fn end(&mut self, pid: i32, cause: RestartCause) {
-        if let Some(w) = self.workers.get_mut(&pid).filter(|w| !w.ended) {
+        if let Some(w) = self.workers.get_mut(&pid) {
             w.ended = true;
+        }
+        self.count_once(pid, cause);
+    }
+
+    /// Counts `cause` for the worker, unless a cause was counted for it.
+    fn count_once(&mut self, pid: i32, cause: RestartCause) {
+        if let Some(w) = self.workers.get_mut(&pid).filter(|w| !w.counted) {
+            w.counted = true;
             self.count(cause);
         }
     }
@@ -137,9 +152,19 @@ mod tests {
         c.event(&Event::WorkerRetiring(3)); // max_requests, then stopped
         c.action(&Action::Stop { pid: 3, how: StopKind::Graceful });
         c.event(&Event::WorkerExited { pid: 3 });
+        // A reload, in the supervisor's order: the new generation serves,
+        // the old workers are asked to stop, then ReloadDone.
         c.spawned(7, 2);
+        c.event(&Event::WorkerReady(7));
+        for pid in 4..=6 {
+            c.action(&Action::Stop { pid, how: StopKind::Graceful });
+        }
         c.action(&Action::ReloadDone { generation: 2 }); // 4, 5, 6 replaced
         assert_eq!(c.restarts(), [1, 1, 1, 3]);
+        for pid in 4..=6 {
+            c.event(&Event::WorkerExited { pid });
+        }
+        assert_eq!(c.restarts(), [1, 1, 1, 3], "their exits are no crashes");
         c.spawned(8, 2);
         c.action(&Action::BootTimedOut { pid: 8 });
         c.event(&Event::WorkerExited { pid: 8 });

@@ -25,13 +25,18 @@ pub const UPGRADE_ADDR_ENV: &str = "ORDERS_UPGRADE_ADDR";
 const READY: u8 = b'R';
 
 static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+/// The arguments the master was started with.
+static ARGUMENTS: OnceLock<Vec<std::ffi::OsString>> = OnceLock::new();
 
 /// Records the path of the running executable at start, before a package
-/// upgrade can replace the file (then /proc/self/exe names a deleted file).
+/// upgrade can replace the file (then /proc/self/exe names a deleted file),
+/// and its arguments, before the process title overwrites the memory that
+/// `std::env::args_os` reads them from (`title`).
 pub fn remember_executable() {
     if let Ok(path) = std::env::current_exe() {
         let _ = EXECUTABLE.set(path);
     }
+    let _ = ARGUMENTS.set(std::env::args_os().skip(1).collect());
 }
 
 /// In a new master: what the old one handed over.
@@ -91,7 +96,7 @@ impl Child {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let write_fd = write.as_raw_fd();
         let mut cmd = Command::new(&exe);
-        cmd.args(std::env::args_os().skip(1))
+        cmd.args(ARGUMENTS.get().into_iter().flatten())
             .env(UPGRADE_FD_ENV, write_fd.to_string())
             .env(UPGRADE_ADDR_ENV, addr.to_string());
         // SAFETY: between fork and exec only async-signal-safe fcntl calls:

@@ -6,14 +6,17 @@
 //! Scrapes are rare and come from a monitoring system, so the endpoint is
 //! deliberately simple: one request per connection, a head of at most
 //! [`MAX_HEAD`] bytes read within [`READ_TIMEOUT`], then the answer and a
-//! close; at most [`MAX_CONNECTIONS`] at once per worker.
+//! close; at most [`MAX_CONNECTIONS`] at once per worker. A draining worker
+//! closes its metrics listener with its API listener: during a binary
+//! upgrade, the old and the new master's workers share the address, and
+//! the old ones' numbers (another shared region) must stop answering.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
@@ -22,8 +25,10 @@ use super::Region;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a scraper has to send its request head.
+/// Time a scraper has to send its whole request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Time a scraper has to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Metrics connections per worker at once; more are closed at once.
@@ -39,12 +44,39 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// Accepts scrapes on `listener` in a coroutine, for as long as the worker lives.
-pub fn serve(listener: TcpListener, region: Region) -> io::Result<()> {
+/// The metrics listener of a worker, accepting in a coroutine.
+pub struct Endpoint {
+    listener: Arc<TcpListener>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Endpoint {
+    /// Stops accepting and closes the listener (a draining worker).
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wakes the parked accept with an error; the loop then ends.
+        let _ = socket2::SockRef::from(self.listener.inner()).shutdown(Shutdown::Read);
+    }
+}
+
+/// Accepts scrapes on `listener` in a coroutine until `Endpoint::stop`.
+pub fn serve(listener: TcpListener, region: Region) -> io::Result<Endpoint> {
+    let listener = Arc::new(listener);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (accepting, stop) = (listener.clone(), stopping.clone());
     let open = Arc::new(AtomicUsize::new(0));
     // See http::server::Bound::serve on may's spawn.
     may::go!(may::coroutine::Builder::new().name("metrics".into()), move || {
-        while let Ok((stream, _)) = listener.accept() {
+        while !stop.load(Ordering::SeqCst) {
+            let stream = match accepting.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) if stop.load(Ordering::SeqCst) => break,
+                Err(e) => {
+                    log::debug!("metrics: accept failed: {e}");
+                    may::coroutine::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
             if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                 continue; // dropped: closed
             }
@@ -56,12 +88,11 @@ pub fn serve(listener: TcpListener, region: Region) -> io::Result<()> {
             });
         }
     })?;
-    Ok(())
+    Ok(Endpoint { listener, stopping })
 }
 
 /// Reads one request head and answers it.
 fn answer(mut stream: TcpStream, region: &Region) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let Some(head) = read_head(&mut stream) else { return };
     let (status, content_type, body) = respond(&head, region);
@@ -89,9 +120,12 @@ fn respond(head: &[u8], region: &Region) -> (&'static str, &'static str, String)
 /// The request head (through its blank line), or None when the client
 /// sends too much, too slowly, or closes first.
 fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        let _ = stream.set_read_timeout(Some(left));
         let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {

@@ -72,8 +72,9 @@ impl Histogram {
     }
 }
 
-/// One worker's numbers.
-#[repr(C)]
+/// One worker's numbers, on cache lines of their own (no two workers'
+/// slots share a line).
+#[repr(C, align(64))]
 pub struct Slot {
     requests: [AtomicU64; METHODS.len() * ROUTES.len() * STATUSES.len()],
     durations: [Histogram; ROUTES.len()],
@@ -90,8 +91,8 @@ pub struct Slot {
     open_fds: AtomicU64,
 }
 
-/// What the master writes.
-#[repr(C)]
+/// What the master writes (aligned like a slot, so the slots after it are).
+#[repr(C, align(64))]
 pub struct MasterBlock {
     /// Slots in use so far: render sums `slots[..high_water]`.
     high_water: AtomicU64,
@@ -143,8 +144,9 @@ impl Region {
         // SAFETY: the mapping is `len` zeroed bytes, page-aligned, never
         // unmapped; both types are `repr(C)` arrays of atomics, for which
         // all-zero bytes are valid, shared between processes only through
-        // atomic operations. The slots start right after the master block
-        // (whose size is a multiple of 8, the atomics' alignment).
+        // atomic operations. The slots start right after the master block,
+        // whose size is a multiple of the slots' alignment (both align(64);
+        // the mapping itself is page-aligned).
         let region = unsafe {
             let master = &*ptr.cast::<MasterBlock>();
             let first = ptr.cast::<u8>().add(std::mem::size_of::<MasterBlock>()).cast::<Slot>();
@@ -370,7 +372,8 @@ mod tests {
         assert_eq!(METHODS[METHODS.len() - 1], "other");
         assert_eq!(ROUTES[ROUTES.len() - 1], "other");
         assert_eq!(STATUSES[STATUSES.len() - 1], 0);
-        assert_eq!(std::mem::size_of::<MasterBlock>() % 8, 0);
+        assert_eq!(std::mem::size_of::<MasterBlock>() % std::mem::align_of::<Slot>(), 0);
+        assert_eq!(std::mem::size_of::<Slot>() % 64, 0);
     }
 
     #[test]

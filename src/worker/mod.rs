@@ -135,9 +135,12 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     limits.head.capture = access.as_ref().map(|a| &*Box::leak(a.headers.clone().into_boxed_slice()));
     let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone(), access });
     let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
-    if let (Some(listener), Some(region)) = (metrics, Region::get()) {
-        endpoint::serve(listener, region).map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?;
-    }
+    let metrics = match (metrics, Region::get()) {
+        (Some(listener), Some(region)) => {
+            Some(endpoint::serve(listener, region).map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?)
+        }
+        _ => None,
+    };
     exit_on_sigbus();
     start_heartbeat(beat);
     status.write_all(&[READY_BYTE]).map_err(BootError::Report)?;
@@ -148,6 +151,9 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         enter(Phase::Draining);
         log::info!("draining ({} connections open)", app.state.registry.len());
         acceptor.stop();
+        if let Some(m) = metrics {
+            m.stop();
+        }
         app.state.start_draining();
         drain(config, &app.state);
     }
