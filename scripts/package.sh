@@ -18,11 +18,12 @@
 #
 # Usage: scripts/package.sh [--no-build]   (prints the .deb's path; env:
 #        ORDERS_SERVER_BIN, the binary to package, default the release build;
-#        PACKAGE_DIR, where to build, default target/debian)
+#        PACKAGE_DIR, where to build, default target/debian;
+#        PACKAGE_VERSION_SUFFIX, appended to the version, e.g. +2: an upgrade)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)${PACKAGE_VERSION_SUFFIX:-}
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 [ "${1:-}" = "--no-build" ] || cargo build --locked --release --quiet --bin orders-server
 BIN=${ORDERS_SERVER_BIN:-target/release/orders-server}

@@ -245,7 +245,7 @@ fn the_debian_package_has_what_operators_need() {
     let file = |p: &str| std::fs::read_to_string(extracted.path().join(p)).unwrap();
     assert_eq!(file("DEBIAN/conffiles").trim(), "/etc/orders-server/orders-server.toml");
     let unit = file("lib/systemd/system/orders-server.service");
-    assert!(unit.contains("ExecStart=/usr/bin/orders-server ") && !unit.contains("/usr/local/bin"), "{unit}");
+    assert!(unit.contains("ExecStart=/usr/bin/orders-server ") && !unit.contains("/usr/local/bin/orders-server"), "{unit}");
     for script in ["postinst", "prerm", "postrm"] {
         let path = extracted.path().join("DEBIAN").join(script);
         assert!(Command::new("sh").arg("-n").arg(&path).status().unwrap().success(), "{script} parses");
