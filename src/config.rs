@@ -9,7 +9,7 @@
 //! in conf/orders-server.toml (a test checks that every setting has one,
 //! and another that each documented default is the real one).
 
-use crate::http::access_log::Trusted;
+use crate::http::access_log::{AccessLog, Trusted};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -532,12 +532,11 @@ fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
 fn access_log(s: &Settings) -> Result<Option<AccessLogConfig>, ConfigError> {
     let Some(target) = s.access_log.as_deref().filter(|t| !t.is_empty()) else { return Ok(None) };
     let format = given(s.access_log_format.clone(), Defaults::access_log_format);
-    crate::http::access_log::AccessLog::new(&format, Trusted::Any)
-        .map_err(|e| invalid("access_log_format", e.to_string()))?;
     let allowed = given(s.forwarded_allow_ips.clone(), Defaults::forwarded_allow_ips);
     let trusted = Trusted::parse(&allowed).map_err(|e| invalid("forwarded_allow_ips", e))?;
+    let log = AccessLog::new(&format, trusted).map_err(|e| invalid("access_log_format", e.to_string()))?;
     let path = (target != "-").then(|| PathBuf::from(target));
-    Ok(Some(AccessLogConfig { path, format, trusted }))
+    Ok(Some(AccessLogConfig { path, log }))
 }
 
 /// Where the access log goes and what it says.
@@ -545,10 +544,8 @@ fn access_log(s: &Settings) -> Result<Option<AccessLogConfig>, ConfigError> {
 pub struct AccessLogConfig {
     /// The file; None for standard output.
     pub path: Option<PathBuf>,
-    /// The format (validated).
-    pub format: String,
-    /// Who may name the client in X-Forwarded-For.
-    pub trusted: Trusted,
+    /// The parsed format and the trusted proxies.
+    pub log: AccessLog,
 }
 
 /// Validates a MongoDB URI (synchronously, before any fork) and settles the

@@ -39,8 +39,6 @@ pub const MAX_BUFFER: usize = 8 << 20;
 const PIPE_BUF: usize = 4096;
 /// Longest request id taken from a client's `X-Request-Id`.
 pub const MAX_REQUEST_ID: usize = 128;
-/// The default format: gunicorn's default, then the request time and id.
-pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#;
 /// Headers that carry secrets: a format may not log them.
 const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 /// Request headers every format may need (captured by index, in this order).
@@ -63,7 +61,9 @@ pub enum Format {
 /// Part of a format.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
+    /// Literal text.
     Text(String),
+    /// An atom's name (one of ATOMS).
     Atom(String),
     /// A request header, by index among the captured ones.
     Header(usize),
@@ -72,10 +72,13 @@ pub enum Piece {
 /// Why a format cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FormatError {
+    /// `%(name)s` with a name no atom has.
     #[error("unknown atom %({0})s")]
     UnknownAtom(String),
+    /// `%(` without its `)s`.
     #[error("unterminated atom at byte {0} (atoms are written %(name)s)")]
     Unterminated(usize),
+    /// A header that carries credentials.
     #[error("the {0} header carries secrets and is never logged")]
     Secret(String),
 }
@@ -158,7 +161,7 @@ impl Trusted {
 }
 
 /// The access log settings of a worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccessLog {
     format: Format,
     trusted: Trusted,
@@ -168,17 +171,24 @@ pub struct AccessLog {
 
 /// What one request leaves in the log.
 pub struct Entry<'a> {
+    /// The connection's peer (before X-Forwarded-For).
     pub peer: Option<IpAddr>,
+    /// The request's method and target, as sent.
     pub method: &'a str,
     pub target: &'a str,
+    /// An HTTP/1.0 request.
     pub http10: bool,
+    /// The response's status.
     pub status: u16,
     /// Body bytes; None for a streamed list.
     pub bytes: Option<usize>,
+    /// Complete head to response.
     pub took: Duration,
+    /// The API token's name, when one authorized the request.
     pub user: Option<&'a str>,
     /// Captured header values, by index of `AccessLog::headers`.
     pub headers: &'a [Option<Vec<u8>>],
+    /// The request id (echoed in the response).
     pub request_id: &'a str,
 }
 

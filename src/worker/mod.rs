@@ -175,8 +175,7 @@ fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
     let Some(c) = &config.access_log else { return Ok(None) };
     let what = c.path.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
     access_log::start(c.path.clone()).map_err(|e| BootError::AccessLog(what, e))?;
-    let log = AccessLog::new(&c.format, c.trusted.clone()).expect("the format was validated with the configuration");
-    Ok(Some(log))
+    Ok(Some(c.log.clone()))
 }
 
 /// Waits for a stop signal while sweeping connections and watching the
