@@ -58,14 +58,20 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
     let victim = s.worker_pids()[0];
     // SAFETY: kill(2) on a worker of our server.
     unsafe { libc::kill(victim, libc::SIGKILL) };
+    // The master publishes after it has handled the exit and the respawn:
+    // wait for the crash to be counted, not just for a new pid (the
+    // published states may lag the process list by a loop).
     assert!(
         wait_until(Duration::from_secs(10), || {
             let pids = s.worker_pids();
-            pids.len() == 2 && !pids.contains(&victim) && s.metric("orders_workers{state=\"serving\"}") == 2.0
+            pids.len() == 2
+                && !pids.contains(&victim)
+                && s.metric("orders_worker_restarts_total{cause=\"crash\"}") == 1.0
+                && s.metric("orders_workers{state=\"serving\"}") == 2.0
         }),
-        "the worker was replaced"
+        "the worker was replaced: {:?}",
+        s.metrics().into_iter().filter(|(k, _)| k.starts_with("orders_worker")).collect::<Vec<_>>()
     );
-    assert_eq!(s.metric("orders_worker_restarts_total{cause=\"crash\"}"), 1.0);
     assert_eq!(requests(&s, "GET", "/orders/{id}", 200), 40.0, "no counter went backwards");
     assert_eq!(requests(&s, "POST", "/orders", 200), 10.0);
     for _ in 0..10 {
@@ -266,7 +272,10 @@ fn process_titles_say_what_each_process_is() {
         cmdline(master),
         s.worker_pids().into_iter().map(cmdline).collect::<Vec<_>>()
     );
-    assert_eq!(s.metric("orders_worker_restarts_total{cause=\"reload\"}"), 2.0, "both old workers replaced by the reload");
+    assert!(
+        wait_until(Duration::from_secs(10), || s.metric("orders_worker_restarts_total{cause=\"reload\"}") == 2.0),
+        "both old workers replaced by the reload"
+    );
     assert_eq!(s.metric("orders_worker_restarts_total{cause=\"crash\"}"), 0.0);
     assert_eq!(s.metric("orders_generation"), 2.0);
 }

@@ -95,9 +95,14 @@ impl<T: Send + 'static> Replies<T> {
 
     /// Starts a call: where to answer it, and the wait for the answer.
     pub fn call(&self) -> (ReplyTo<T>, Awaiting<T>) {
+        self.call_within(self.timeout)
+    }
+
+    /// Starts a call with a deadline of its own.
+    pub fn call_within(&self, timeout: Duration) -> (ReplyTo<T>, Awaiting<T>) {
         let (tx, answer) = channel();
         let id = self.table.next_id.fetch_add(1, Ordering::Relaxed);
-        self.table.lock().insert(id, (Instant::now() + self.timeout, tx.clone()));
+        self.table.lock().insert(id, (Instant::now() + timeout, tx.clone()));
         (ReplyTo(tx), Awaiting { id, answer, table: self.table.clone() })
     }
 }
