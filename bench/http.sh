@@ -18,7 +18,16 @@
 # the same alternation; the ratios are printed. Ratios are what to
 # compare: absolute numbers drift between runs and machines.
 #
-# Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100)
+# BACKEND=mongo: the same cases (GET by id, GET /orders?limit=100 on a
+# 100-order collection, POST) on the MongoDB backend instead, against
+# secantusd-rs (SecantusDB's Rust build, at SECANTUSD_RS; build it once:
+# `cargo install secantus-mdb --version 0.5.3-beta.193 --locked
+# --ignore-rust-version --root ~/.cache/secantus-mdb`, needs cmake) on the
+# load generator's CPU, fresh for the run: the server's CPU per request is
+# its own (the database's is not counted). Lists are measured on a small
+# collection because SecantusDB sorts a page with a collection scan.
+#
+# Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100 BACKEND=embedded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -30,7 +39,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 
 cargo build --release --quiet --bin orders-server --example ceiling
 cargo build --release --quiet --bin orders-server --features metrics-off --target-dir target/metrics-off
-BIN=target/release/orders-server
+BIN=${ORDERS_SERVER_BIN:-target/release/orders-server}
 BIN_OFF=target/metrics-off/release/orders-server
 TMP=$(mktemp -d)
 PIDS=()
@@ -100,6 +109,37 @@ bench() {
   done
 }
 
+BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
+seed() { # PORT -> ID of the first of 100 new orders
+  for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$1/orders" -d "$BODY"; done
+  curl -sf "http://127.0.0.1:$1/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+
+if [ "${BACKEND:-embedded}" = mongo ]; then
+  SECANTUSD_RS=${SECANTUSD_RS:-$HOME/.cache/secantus-mdb/bin/secantusd-rs}
+  [ -x "$SECANTUSD_RS" ] || { echo "$SECANTUSD_RS missing (see the header)" >&2; exit 1; }
+  DBPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  taskset -c "$LOAD_CPU" "$SECANTUSD_RS" --port "$DBPORT" --storage-path "$TMP/db" >"$TMP/db.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$DBPORT") 2>/dev/null && break; sleep 0.1; done
+  taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" \
+    --mongo-uri "mongodb://127.0.0.1:$DBPORT/orders_db" >"$TMP/server.log" 2>&1 &
+  PIDS+=($!)
+  SERVER_PID=$!
+  PORT=$(wait_port "$TMP/server.log")
+  ID=$(seed "$PORT")
+  bench "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" "list100 $SERVER_PID http://127.0.0.1:$PORT/orders?limit=100"
+  bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
+  echo
+  echo "orders-server bench, MongoDB backend (secantusd-rs on CPU $LOAD_CPU with wrk): wrk -t1 -c$CONNS -d$DURATION, median of $RUNS, server on CPU $SERVER_CPU"
+  printf '%-34s %12s %10s %14s %8s\n' "case" "req/s" "MB/s" "CPU us/req" "errors"
+  for c in "GET /orders/<id>:get_id" "GET /orders?limit=100 (100):list100" "POST /orders:post"; do
+    printf '%-34s %12.0f %10.1f %14s %8s\n' "${c%%:*}" "${RPS[${c##*:}]}" "${MBS[${c##*:}]}" "${CPU[${c##*:}]}" "${ERRS[${c##*:}]}"
+  done
+  exit 0
+fi
+
 # --- both servers, on the same CPU ---
 CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
@@ -118,9 +158,7 @@ taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" --acc
 PIDS+=($!)
 LOG_PID=$!
 LOG_PORT=$(wait_port "$TMP/server-log.log")
-BODY='{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
-for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$PORT/orders" -d "$BODY"; done
-ID=$(curl -sf "http://127.0.0.1:$PORT/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])')
+ID=$(seed "$PORT")
 
 bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" \
   "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID" "get_id_log $LOG_PID http://127.0.0.1:$LOG_PORT/orders/$ID"
@@ -132,7 +170,6 @@ bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 BATCH=$(grep -o 'mean batch [0-9.]*' "$TMP/server.log" | awk '{print $3}' | tail -1)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo
 echo "orders-server bench: wrk -t1 -c$CONNS -d$DURATION, median of $RUNS, server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU ($(nproc) CPUs)"
 printf '%-34s %12s %10s %10s %14s %8s\n' "case" "req/s" "MB/s" "vs ceiling" "CPU us/req" "errors"
