@@ -197,15 +197,53 @@ fn check_reports_kernel_settings_that_differ() {
     let root_s = root.display().to_string();
     let (code, out) = run_to_exit(&["check", "--proc-sys", &root_s], &[], Duration::from_secs(10));
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("match"), "{out}");
+    assert!(out.contains(&format!("all {} kernel settings are as recommended or better", settings.len())), "{out}");
+    assert!(out.contains("ok           net.core.somaxconn = 65535"), "{out}");
 
-    std::fs::write(root.join("net/ipv4/tcp_migrate_req"), "0\n").unwrap();
+    // Higher buffers are fine; a lower backlog, another tw_reuse mode and a
+    // setting the kernel lacks are not, each with its reason.
+    std::fs::write(root.join("net/ipv4/tcp_rmem"), "4096\t131072\t33554432\n").unwrap();
     std::fs::write(root.join("net/core/somaxconn"), "4096\n").unwrap();
+    std::fs::write(root.join("net/ipv4/tcp_tw_reuse"), "2\n").unwrap();
+    std::fs::remove_file(root.join("net/ipv4/tcp_migrate_req")).unwrap();
     let (code, out) = run_to_exit(&["check", "--proc-sys", &root_s], &[], Duration::from_secs(10));
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("net.ipv4.tcp_migrate_req: running 0, recommended 1"), "{out}");
-    assert!(out.contains("net.core.somaxconn: running 4096, recommended 65535"), "{out}");
-    assert!(out.contains("2 of"), "{out}");
+    assert!(out.contains("ok (better)  net.ipv4.tcp_rmem = 4096 131072 33554432 (recommended 4096 87380 16777216)"), "{out}");
+    assert!(out.contains("LOWER        net.core.somaxconn = 4096, recommended 65535: Largest accept backlog"), "{out}");
+    assert!(out.contains("DIFFERS      net.ipv4.tcp_tw_reuse = 2, recommended 1: Reuse TIME_WAIT"), "{out}");
+    assert!(out.contains("MISSING      net.ipv4.tcp_migrate_req: not on this kernel, recommended 1: Move connections"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "3 of {} kernel settings need attention (net.core.somaxconn, net.ipv4.tcp_tw_reuse, net.ipv4.tcp_migrate_req)",
+            settings.len()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_shipped_network_settings_apply_in_a_private_namespace() {
+    // Only the net.* settings: they are per network namespace, so applying
+    // them there leaves the host alone (fs.file-max is not).
+    let shipped = std::fs::read_to_string("tuning/sysctl.d/99-orders-server.conf").unwrap();
+    let net: String = shipped.lines().filter(|l| l.starts_with("net.ipv4.") || l.starts_with("net.core.somaxconn")).map(|l| format!("{l}\n")).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("99-orders-server-net.conf");
+    std::fs::write(&file, &net).unwrap();
+    let ns = format!("orders-sysctl-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().expect("ip (iproute2)");
+    assert!(ip(&["netns", "add", &ns]).status.success(), "needs root, as on the dev and CI machines");
+    let applied = Command::new("ip").args(["netns", "exec", &ns, "sysctl", "-p"]).arg(&file).output().expect("sysctl (procps)");
+    let reserved = Command::new("ip").args(["netns", "exec", &ns, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).output().unwrap();
+    let range = Command::new("ip").args(["netns", "exec", &ns, "cat", "/proc/sys/net/ipv4/ip_local_port_range"]).output().unwrap();
+    ip(&["netns", "del", &ns]);
+    assert!(applied.status.success(), "sysctl -p: {}", String::from_utf8_lossy(&applied.stderr));
+    assert_eq!(String::from_utf8_lossy(&reserved.stdout).trim(), "80,8000,9180,27017");
+    assert_eq!(normalize_ws(&String::from_utf8_lossy(&range.stdout)), "10240 65000");
+}
+
+fn normalize_ws(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]
