@@ -8,7 +8,7 @@
 //! supervise, signals), [`worker`] (serving), [`http`] (the HTTP engine,
 //! routing, responses), [`orders`] (domain, validation), [`store`]
 //! (backends), [`metrics`] (Prometheus, in shared memory), [`exit`] (exit
-//! statuses), [`logging`], [`clock`],
+//! statuses), [`logging`], [`clock`], [`shared_memory`],
 //! [`tuning`] (the `check` command), [`faults`] (test-only, behind the
 //! `test-hooks` feature).
 
@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod master;
 pub mod orders;
+pub mod shared_memory;
 pub mod store;
 pub mod tuning;
 pub mod worker;

@@ -37,20 +37,7 @@ impl Heartbeats {
     /// Maps the region. Call in the master before any fork.
     pub fn new() -> io::Result<Heartbeats> {
         let len = SLOTS * std::mem::size_of::<AtomicU64>();
-        // SAFETY: an anonymous shared mapping (no file), checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = crate::shared_memory::map(len)?;
         // SAFETY: the mapping is `len` bytes of zeroed memory (a valid
         // AtomicU64 is any 8 bytes), page-aligned, shared only through
         // atomics, and never unmapped: a `'static` slice of it is sound.

@@ -127,20 +127,7 @@ impl Region {
             return Ok(*r);
         }
         let len = std::mem::size_of::<MasterBlock>() + SLOTS * std::mem::size_of::<Slot>();
-        // SAFETY: an anonymous shared mapping (no file), checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = crate::shared_memory::map(len)?;
         // SAFETY: the mapping is `len` zeroed bytes, page-aligned, never
         // unmapped; both types are `repr(C)` arrays of atomics, for which
         // all-zero bytes are valid, shared between processes only through
@@ -149,7 +136,7 @@ impl Region {
         // the mapping itself is page-aligned).
         let region = unsafe {
             let master = &*ptr.cast::<MasterBlock>();
-            let first = ptr.cast::<u8>().add(std::mem::size_of::<MasterBlock>()).cast::<Slot>();
+            let first = ptr.add(std::mem::size_of::<MasterBlock>()).cast::<Slot>();
             Region { master, slots: std::slice::from_raw_parts(first, SLOTS) }
         };
         region.master.master_pid.store(std::process::id().into(), Ordering::Relaxed);
