@@ -86,10 +86,13 @@ run_load() {
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); v=d.get(sys.argv[2]); print('' if v is None else v)" "$1" "$2"; }
 
 declare -A ROWS
+TOTAL_RUNS=$(( $(wc -w <<<"$SCENARIOS") * $(wc -w <<<"$RATES") + 1 ))
+RUN_NO=0
 for scenario in $SCENARIOS; do
   for rate in $RATES; do
     users=$((rate * 60))
-    echo "== $scenario: spawn rate $rate, $users users, $RUN" >&2
+    RUN_NO=$((RUN_NO + 1))
+    echo "== run $RUN_NO of $TOTAL_RUNS: $scenario, spawn rate $rate, $users users, $RUN" >&2
     start_server
     run_load "$scenario-$rate" -s "$scenario" -u "$users" -r "$rate" -t "$RUN" --stop-on-failure
     stop_server
@@ -105,7 +108,7 @@ for scenario in $SCENARIOS; do
 done
 
 # by-id at 15,000 users: memory per connection.
-echo "== by-id: $BYID_USERS users at $BYID_RATE/s, held 60 s" >&2
+echo "== run $TOTAL_RUNS of $TOTAL_RUNS: by-id, $BYID_USERS users at $BYID_RATE/s, held 60 s" >&2
 start_server
 taskset -c "$LOAD_CPU" "$LOADTEST" -H "http://127.0.0.1:$PORT" -s seed -u 20 -r 20 -t 5s >/dev/null 2>&1 || true
 idle_kb=$(server_rss_kb)

@@ -14,6 +14,7 @@
 //! answer, or no answer within `--timeout` seconds. Prints a summary and
 //! writes it as JSON (`--json`).
 
+mod progress;
 mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +75,10 @@ struct Args {
     /// Stop the run at the first failure (the summary says so).
     #[arg(long)]
     stop_on_failure: bool,
+    /// Print a progress line to standard error every this many seconds
+    /// (0: none).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    progress_every: u64,
 }
 
 /// Existing order ids, for by-id and max.
@@ -114,6 +119,7 @@ async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
 /// Records the time of the first failed request (and stops the run there
 /// with --stop-on-failure).
 fn note(request: &goose::metrics::GooseRequestMetric) {
+    progress::record(request.response_time, request.success);
     if !request.success {
         let ms = STARTED.get().map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
         let first = FIRST_FAILURE_MS.compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst).is_ok();
@@ -276,8 +282,15 @@ async fn run(args: Args) -> Result<bool, String> {
         .and_then(|a| a.set_default(GooseDefault::Quiet, 1))
         .map_err(|e| e.to_string())?;
     STOP_ON_FAILURE.store(args.stop_on_failure, Ordering::SeqCst);
-    let _ = STARTED.set(Instant::now());
+    let started = *STARTED.get_or_init(Instant::now);
+    let reporter = (args.progress_every > 0).then(|| {
+        let every = Duration::from_secs(args.progress_every);
+        tokio::spawn(progress::report(started, run_secs, every, || LAUNCHED.load(Ordering::SeqCst)))
+    });
     let metrics = attack.execute().await.map_err(|e| e.to_string())?;
+    if let Some(r) = reporter {
+        r.abort();
+    }
     let stopped_early = FIRST_FAILURE_MS.load(Ordering::SeqCst) != u64::MAX && args.stop_on_failure;
     if stopped_early {
         println!("stopped early at the first failure (--stop-on-failure)");

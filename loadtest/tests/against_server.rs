@@ -51,6 +51,22 @@ fn a_short_seed_run_summarizes_itself() {
 }
 
 #[test]
+fn progress_lines_appear_while_it_runs() {
+    let s = server(1);
+    let host = format!("http://{}", s.addr);
+    let (code, sum, text) = loadtest(&["-H", &host, "-u", "20", "-r", "20", "-t", "5s", "-s", "seed-paged", "--progress-every", "1"]);
+    assert_eq!(code, 0, "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('[') && l.contains("/5 s] users ")).collect();
+    assert!(lines.len() >= 3, "a line a second: {text}");
+    let last = lines.last().unwrap();
+    assert!(last.contains("users 20,") && last.contains("req/s), failures 0, p50 "), "{last}");
+    let requests: u64 = last.split("requests ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(requests > 0 && requests <= sum["requests"].as_u64().unwrap(), "{last} vs {sum}");
+    let (_, _, quiet) = loadtest(&["-H", &host, "-u", "5", "-r", "5", "-t", "2s", "-s", "seed-paged", "--progress-every", "0"]);
+    assert!(!quiet.contains("] users "), "--progress-every 0 prints none: {quiet}");
+}
+
+#[test]
 fn failures_are_counted_with_the_user_count_at_the_first_one() {
     // Nothing listens here: every request fails at once.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
