@@ -156,10 +156,19 @@ impl Secantus {
         self.restart();
     }
 
-    /// SIGSTOP: the process hangs with its connections open.
+    /// SIGSTOP: the process hangs with its connections open. Returns once
+    /// the kernel shows it stopped (a signal is delivered asynchronously: a
+    /// request sent right after kill(2) could still be answered).
     pub fn pause(&self) {
+        let pid = self.pid();
         // SAFETY: kill(2) on our child's pid.
-        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let stopped = wait_until(Duration::from_secs(5), || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state is the field after the command name's ")".
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T")
+        });
+        assert!(stopped, "secantusd-py (pid {pid}) did not stop");
     }
 
     /// SIGCONT after `pause`.
