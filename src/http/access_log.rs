@@ -349,24 +349,10 @@ pub fn new_request_id() -> String {
     format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32)
 }
 
-/// Days since the epoch to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 fn split(t: SystemTime) -> ((i64, u32, u32), u64, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    (civil((secs / 86_400) as i64), secs % 86_400, d.subsec_millis())
+    (crate::clock::civil_from_days((secs / 86_400) as i64), secs % 86_400, d.subsec_millis())
 }
 
 /// `27/Nov/2026:17:40:00 +0000` (the Common Log Format's time, in UTC).
@@ -556,9 +542,9 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_801_200_123); // 2026-11-27T17:40:00.123Z
         assert_eq!(clf_time(t), "27/Nov/2026:17:40:00 +0000");
         assert_eq!(iso_time(t), "2026-11-27T17:40:00.123Z");
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(-1), (1969, 12, 31));
-        assert_eq!(civil(19_782), (2024, 2, 29));
+        assert_eq!(crate::clock::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::clock::civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(crate::clock::civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(valid_request_id(b"req-1.2_3:x"), Some("req-1.2_3:x"));
         assert_eq!(valid_request_id(b"a b"), None);
         assert_eq!(valid_request_id(b""), None);
