@@ -30,7 +30,9 @@ impl HttpServiceFactory for Factory {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8001".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8001".into());
     may::config().set_workers(1).set_worker_pin(false);
     let server = Factory.start(&addr).expect("bind");
     eprintln!("listening on {addr}");

@@ -16,12 +16,16 @@ pub fn coarse_ms() -> u64 {
 }
 
 fn clock_ms(clock: ClockId) -> u64 {
-    clock_gettime(clock).map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000).unwrap_or(0)
+    clock_gettime(clock)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch (wall clock).
 pub fn unix_seconds() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.

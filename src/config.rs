@@ -235,6 +235,10 @@ pub enum Command {
         #[arg(long, default_value = "/proc/sys", value_name = "DIR")]
         proc_sys: PathBuf,
     },
+    /// Read and check the configuration (file, environment, flags) as a
+    /// start would, print `configuration ok`, and exit: 0 when it is valid.
+    /// A binary upgrade runs the new file this way before switching to it.
+    CheckConfig,
     /// Copy the embedded store (data_dir) into DIR, compacted and
     /// consistent, while servers keep running: `orders-server --data-dir
     /// DIR` serves the copy.
@@ -265,7 +269,10 @@ pub enum ConfigError {
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
 }
 
 /// Where orders are stored.
@@ -405,17 +412,22 @@ pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 
 /// Merges CLI/env values over file values over defaults, then validates.
 pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
-    let env_uri = std::env::var(MONGO_URI_ENV).ok().or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
-    let (mongo_uri, mongo_uri_source) = match (cli.mongo_uri.clone(), env_uri, file.mongo_uri.clone()) {
-        (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
-        (None, Some(u), _) => (Some(u), Some(UriSource::Environment)),
-        (None, None, Some(u)) => (Some(u), Some(UriSource::File)),
-        (None, None, None) => (None, None),
-    };
+    let env_uri = std::env::var(MONGO_URI_ENV)
+        .ok()
+        .or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
+    let (mongo_uri, mongo_uri_source) =
+        match (cli.mongo_uri.clone(), env_uri, file.mongo_uri.clone()) {
+            (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
+            (None, Some(u), _) => (Some(u), Some(UriSource::Environment)),
+            (None, None, Some(u)) => (Some(u), Some(UriSource::File)),
+            (None, None, None) => (None, None),
+        };
     let settings = cli.or(file);
     let s = settings.clone();
     let access_log = access_log(&s)?;
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
     let workers = s.workers.unwrap_or(cpus);
     let bind = given(s.bind, Defaults::bind);
     let threads = given(s.threads, Defaults::threads);
@@ -423,13 +435,18 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
     let max_page_size = given(s.max_page_size, Defaults::max_page_size);
     let max_body_size = given(s.max_body_size, Defaults::max_body_size);
     let response_buffer = given(s.response_buffer_size, Defaults::response_buffer_size);
-    let body_memory = s.max_buffered_body_bytes.unwrap_or(BODY_BUDGET_FLOOR.max(max_body_size));
+    let body_memory = s
+        .max_buffered_body_bytes
+        .unwrap_or(BODY_BUDGET_FLOOR.max(max_body_size));
     let map_size = given(s.map_size, Defaults::map_size);
     let store_timeout_ms = given(s.store_timeout_ms, Defaults::store_timeout_ms);
     let graceful = given(s.graceful_timeout, Defaults::graceful_timeout);
     let log_level = given(s.log_level, Defaults::log_level);
     let nofile = s.rlimit_nofile;
-    let fd_budget = nofile.unwrap_or_else(hard_nofile_limit).saturating_sub(RESERVED_FDS).max(1);
+    let fd_budget = nofile
+        .unwrap_or_else(hard_nofile_limit)
+        .saturating_sub(RESERVED_FDS)
+        .max(1);
     let backend = match mongo_uri.filter(|u| !u.is_empty()) {
         Some(uri) => Backend::Mongo(mongo_target(uri, s.mongo_database, s.mongo_collection)?),
         None => Backend::Embedded,
@@ -440,26 +457,51 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         bind: parse_bind(&bind)?,
         data_dir: given(s.data_dir, Defaults::data_dir),
         threads: in_range("threads", threads, 1, MAX_THREADS)? as usize,
-        coroutine_stack_size: in_range("coroutine_stack_size", stack, MIN_STACK_SIZE, 64 << 20)? as usize,
+        coroutine_stack_size: in_range("coroutine_stack_size", stack, MIN_STACK_SIZE, 64 << 20)?
+            as usize,
         max_body_size: in_range("max_body_size", max_body_size, 1, 1 << 30)?,
         max_page_size: in_range("max_page_size", max_page_size, 1, MAX_MAX_PAGE_SIZE)? as usize,
         cap_unpaged_list: given(s.cap_unpaged_list, Defaults::cap_unpaged_list),
-        response_buffer_size: in_range("response_buffer_size", response_buffer, 4096, 1 << 30)? as usize,
-        max_buffered_body_bytes: in_range("max_buffered_body_bytes", body_memory, max_body_size, 1 << 40)? as usize,
+        response_buffer_size: in_range("response_buffer_size", response_buffer, 4096, 1 << 30)?
+            as usize,
+        max_buffered_body_bytes: in_range(
+            "max_buffered_body_bytes",
+            body_memory,
+            max_body_size,
+            1 << 40,
+        )? as usize,
         map_size: in_range("map_size", map_size, 1 << 20, 1 << 44)? as usize,
-        store_timeout: Duration::from_millis(in_range("store_timeout_ms", store_timeout_ms, 10, 600_000)?),
+        store_timeout: Duration::from_millis(in_range(
+            "store_timeout_ms",
+            store_timeout_ms,
+            10,
+            600_000,
+        )?),
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
-        log_level: LogLevel::parse(&log_level)
-            .ok_or_else(|| invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug")))?,
+        log_level: LogLevel::parse(&log_level).ok_or_else(|| {
+            invalid(
+                "log_level",
+                format!("{log_level:?} is not one of error, warn, info, debug"),
+            )
+        })?,
         timeout: secs("timeout", given(s.timeout, Defaults::timeout), 1)?,
-        boot_timeout: secs("boot_timeout", given(s.boot_timeout, Defaults::boot_timeout), 1)?,
+        boot_timeout: secs(
+            "boot_timeout",
+            given(s.boot_timeout, Defaults::boot_timeout),
+            1,
+        )?,
         keepalive: secs("keepalive", given(s.keepalive, Defaults::keepalive), 1)?,
         client_timeout: secs(
             "client_timeout",
             given(s.client_timeout, Defaults::client_timeout),
             1,
         )?,
-        max_requests: in_range("max_requests", given(s.max_requests, Defaults::max_requests), 0, MAX_REQUESTS)?,
+        max_requests: in_range(
+            "max_requests",
+            given(s.max_requests, Defaults::max_requests),
+            0,
+            MAX_REQUESTS,
+        )?,
         max_requests_jitter: in_range(
             "max_requests_jitter",
             given(s.max_requests_jitter, Defaults::max_requests_jitter),
@@ -486,7 +528,10 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         )? as usize,
         limit_request_field_size: in_range(
             "limit_request_field_size",
-            given(s.limit_request_field_size, Defaults::limit_request_field_size),
+            given(
+                s.limit_request_field_size,
+                Defaults::limit_request_field_size,
+            ),
             16,
             1 << 20,
         )? as usize,
@@ -498,12 +543,20 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         log_file: s.log_file,
         access_log,
         metrics_bind: match s.metrics_bind.as_deref() {
-            Some(m) => Some(parse_bind(m).map_err(|_| invalid("metrics_bind", format!("{m:?} is not an IP address with a port")))?),
+            Some(m) => Some(parse_bind(m).map_err(|_| {
+                invalid(
+                    "metrics_bind",
+                    format!("{m:?} is not an IP address with a port"),
+                )
+            })?),
             None => None,
         },
         backend,
         tokens: match s.api_tokens_file {
-            Some(path) => Some(crate::http::auth::Tokens::load(&path, given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads))?),
+            Some(path) => Some(crate::http::auth::Tokens::load(
+                &path,
+                given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads),
+            )?),
             None if s.api_tokens_for_reads == Some(true) => {
                 return Err(invalid("api_tokens_for_reads", "needs api_tokens_file"));
             }
@@ -514,7 +567,10 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
         settings,
     };
     if config.metrics_bind.is_some_and(|m| clashes(m, config.bind)) {
-        return Err(invalid("metrics_bind", "must not be the API's address (bind): metrics are internals"));
+        return Err(invalid(
+            "metrics_bind",
+            "must not be the API's address (bind): metrics are internals",
+        ));
     }
     if config.group.is_some() && config.user.is_none() {
         return Err(invalid("group", "needs user as well"));
@@ -525,16 +581,21 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
 /// Whether two listening addresses would take the same connections: the
 /// same port (not 0) on the same IP, or with either IP unspecified.
 fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// The access log's settings, validated (a bad format stops the start).
 fn access_log(s: &Settings) -> Result<Option<AccessLogConfig>, ConfigError> {
-    let Some(target) = s.access_log.as_deref().filter(|t| !t.is_empty()) else { return Ok(None) };
+    let Some(target) = s.access_log.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
     let format = given(s.access_log_format.clone(), Defaults::access_log_format);
     let allowed = given(s.forwarded_allow_ips.clone(), Defaults::forwarded_allow_ips);
     let trusted = Trusted::parse(&allowed).map_err(|e| invalid("forwarded_allow_ips", e))?;
-    let log = AccessLog::new(&format, trusted).map_err(|e| invalid("access_log_format", e.to_string()))?;
+    let log = AccessLog::new(&format, trusted)
+        .map_err(|e| invalid("access_log_format", e.to_string()))?;
     let path = (target != "-").then(|| PathBuf::from(target));
     Ok(Some(AccessLogConfig { path, log }))
 }
@@ -550,10 +611,22 @@ pub struct AccessLogConfig {
 
 /// Validates a MongoDB URI (synchronously, before any fork) and settles the
 /// database: the URI's path, or `mongo_database`, never two different ones.
-fn mongo_target(uri: String, database: Option<String>, collection: Option<String>) -> Result<MongoTarget, ConfigError> {
+fn mongo_target(
+    uri: String,
+    database: Option<String>,
+    collection: Option<String>,
+) -> Result<MongoTarget, ConfigError> {
     use crate::store::mongo::redact_uri;
-    let parsed = mongodb::options::ConnectionString::parse(&uri)
-        .map_err(|e| invalid("mongo_uri", format!("{} is not a valid MongoDB URI: {}", redact_uri(&uri), redact_uri(&e.to_string()))))?;
+    let parsed = mongodb::options::ConnectionString::parse(&uri).map_err(|e| {
+        invalid(
+            "mongo_uri",
+            format!(
+                "{} is not a valid MongoDB URI: {}",
+                redact_uri(&uri),
+                redact_uri(&e.to_string())
+            ),
+        )
+    })?;
     let database = match (parsed.default_database, database) {
         (Some(a), Some(b)) if a != b => {
             return Err(invalid(
@@ -566,13 +639,23 @@ fn mongo_target(uri: String, database: Option<String>, collection: Option<String
         (None, None) => given(None, Defaults::mongo_database),
     };
     if database.is_empty() || database.contains(['/', '.', ' ', '"', '$', '\\']) {
-        return Err(invalid("mongo_database", format!("{database:?} is not a valid database name")));
+        return Err(invalid(
+            "mongo_database",
+            format!("{database:?} is not a valid database name"),
+        ));
     }
     let collection = given(collection, Defaults::mongo_collection);
     if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
-        return Err(invalid("mongo_collection", format!("{collection:?} is not a valid collection name")));
+        return Err(invalid(
+            "mongo_collection",
+            format!("{collection:?} is not a valid collection name"),
+        ));
     }
-    Ok(MongoTarget { uri, database, collection })
+    Ok(MongoTarget {
+        uri,
+        database,
+        collection,
+    })
 }
 
 /// Whether a MongoDB URI carries a password.
@@ -585,7 +668,9 @@ pub fn uri_has_password(uri: &str) -> bool {
 
 /// The value given, or the setting's documented default.
 fn given<T>(value: Option<T>, documented: fn() -> Option<T>) -> T {
-    value.or_else(documented).expect("every setting given here documents a value as its default")
+    value
+        .or_else(documented)
+        .expect("every setting given here documents a value as its default")
 }
 
 fn secs(name: &'static str, value: u64, min: u64) -> Result<Duration, ConfigError> {
@@ -610,7 +695,9 @@ fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
     let mut addrs = s
         .to_socket_addrs()
         .map_err(|e| invalid("bind", format!("{s:?} is not a HOST:PORT address ({e})")))?;
-    addrs.next().ok_or_else(|| invalid("bind", format!("{s:?} resolves to no address")))
+    addrs
+        .next()
+        .ok_or_else(|| invalid("bind", format!("{s:?} resolves to no address")))
 }
 
 #[cfg(test)]
@@ -619,8 +706,15 @@ mod tests {
 
     #[test]
     fn cli_beats_file_beats_default() {
-        let cli = Settings { workers: Some(3), ..Settings::default() };
-        let file = Settings { workers: Some(5), threads: Some(2), ..Settings::default() };
+        let cli = Settings {
+            workers: Some(3),
+            ..Settings::default()
+        };
+        let file = Settings {
+            workers: Some(5),
+            threads: Some(2),
+            ..Settings::default()
+        };
         let c = resolve(cli, file).unwrap();
         assert_eq!(c.workers, 3);
         assert_eq!(c.threads, 2);
@@ -629,10 +723,16 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cli = Settings { workers: Some(0), ..Settings::default() };
+        let cli = Settings {
+            workers: Some(0),
+            ..Settings::default()
+        };
         let e = resolve(cli, Settings::default()).unwrap_err().to_string();
         assert!(e.contains("workers"), "{e}");
-        let cli = Settings { bind: Some("nonsense".into()), ..Settings::default() };
+        let cli = Settings {
+            bind: Some("nonsense".into()),
+            ..Settings::default()
+        };
         let e = resolve(cli, Settings::default()).unwrap_err().to_string();
         assert!(e.contains("bind"), "{e}");
     }
@@ -640,12 +740,19 @@ mod tests {
     #[test]
     fn mongo_database_comes_from_the_uri_or_the_setting() {
         let t = mongo_target("mongodb://h:27017/orders_db".into(), None, None).unwrap();
-        assert_eq!((t.database.as_str(), t.collection.as_str()), ("orders_db", "orders"));
+        assert_eq!(
+            (t.database.as_str(), t.collection.as_str()),
+            ("orders_db", "orders")
+        );
         let t = mongo_target("mongodb://h".into(), Some("shop".into()), Some("o".into())).unwrap();
         assert_eq!((t.database.as_str(), t.collection.as_str()), ("shop", "o"));
-        let e = mongo_target("mongodb://h/a".into(), Some("b".into()), None).unwrap_err().to_string();
+        let e = mongo_target("mongodb://h/a".into(), Some("b".into()), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mongo_database"), "{e}");
-        let e = mongo_target("mongodb://u:secret@h:notaport/a".into(), None, None).unwrap_err().to_string();
+        let e = mongo_target("mongodb://u:secret@h:notaport/a".into(), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mongo_uri") && !e.contains("secret"), "{e}");
         assert!(uri_has_password("mongodb://u:p@h/db"));
         assert!(!uri_has_password("mongodb://h/db"));
@@ -659,8 +766,12 @@ mod tests {
         let shipped = include_str!("../conf/orders-server.toml");
         let mut seen = std::collections::BTreeMap::new();
         for line in shipped.lines() {
-            let Some(rest) = line.strip_prefix("# ") else { continue };
-            let Some((key, _)) = rest.split_once(" = ") else { continue };
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let Some((key, _)) = rest.split_once(" = ") else {
+                continue;
+            };
             if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                 seen.insert(key.to_string(), rest.to_string());
             }
@@ -670,25 +781,59 @@ mod tests {
         let parsed = format!("{parsed:?}");
         assert!(SETTINGS.len() > 25);
         for setting in SETTINGS {
-            assert!(seen.contains_key(setting.name), "{} is not documented in conf/orders-server.toml", setting.name);
-            assert!(parsed.contains(&format!("{}: Some(", setting.name)), "{} did not parse: {parsed}", setting.name);
+            assert!(
+                seen.contains_key(setting.name),
+                "{} is not documented in conf/orders-server.toml",
+                setting.name
+            );
+            assert!(
+                parsed.contains(&format!("{}: Some(", setting.name)),
+                "{} did not parse: {parsed}",
+                setting.name
+            );
         }
     }
 
     #[test]
     fn help_shows_every_default_and_the_reload_check_knows_the_fixed_ones() {
         use clap::CommandFactory;
-        let help = Settings::command().term_width(0).render_long_help().to_string();
+        let help = Settings::command()
+            .term_width(0)
+            .render_long_help()
+            .to_string();
         for setting in SETTINGS {
             let flag = format!("--{}", setting.name.replace('_', "-"));
             assert!(help.contains(&flag), "{flag} missing from --help");
-            assert!(help.contains(&format!("[default: {}]", setting.default)), "{} default missing from --help", setting.name);
+            assert!(
+                help.contains(&format!("[default: {}]", setting.default)),
+                "{} default missing from --help",
+                setting.name
+            );
         }
-        let old = Settings { workers: Some(2), bind: Some("127.0.0.1:1".into()), ..Settings::default() };
-        let new = Settings { workers: Some(4), bind: Some("127.0.0.1:2".into()), ..Settings::default() };
-        assert_eq!(old.fixed_changes(&new), vec!["bind"], "workers may change on reload, bind not");
-        let fixed: Vec<&str> = SETTINGS.iter().filter(|s| !s.reloadable).map(|s| s.name).collect();
-        assert!(fixed.contains(&"data_dir") && fixed.contains(&"user") && fixed.contains(&"map_size"), "{fixed:?}");
+        let old = Settings {
+            workers: Some(2),
+            bind: Some("127.0.0.1:1".into()),
+            ..Settings::default()
+        };
+        let new = Settings {
+            workers: Some(4),
+            bind: Some("127.0.0.1:2".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            old.fixed_changes(&new),
+            vec!["bind"],
+            "workers may change on reload, bind not"
+        );
+        let fixed: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| !s.reloadable)
+            .map(|s| s.name)
+            .collect();
+        assert!(
+            fixed.contains(&"data_dir") && fixed.contains(&"user") && fixed.contains(&"map_size"),
+            "{fixed:?}"
+        );
     }
 
     /// The default a setting documents (in `--help` and SETTINGS) is the
@@ -712,7 +857,12 @@ mod tests {
                 continue; // described, not a value: "number of CPUs", "not set"
             };
             let file: Settings = toml::from_str(&format!("{} = {value}", setting.name)).unwrap();
-            assert_eq!(resolved(file), base, "{} documents {d} as its default", setting.name);
+            assert_eq!(
+                resolved(file),
+                base,
+                "{} documents {d} as its default",
+                setting.name
+            );
             checked += 1;
         }
         assert!(checked > 20, "{checked}");
@@ -728,9 +878,15 @@ mod tests {
             if long == "help" || long == "version" {
                 continue;
             }
-            assert!(readme.contains(&format!("`--{long}`")), "README.md does not list --{long}");
+            assert!(
+                readme.contains(&format!("`--{long}`")),
+                "README.md does not list --{long}"
+            );
             if let Some(env) = arg.get_env() {
-                assert!(readme.contains(&format!("`{}`", env.to_string_lossy())), "README.md does not list {env:?}");
+                assert!(
+                    readme.contains(&format!("`{}`", env.to_string_lossy())),
+                    "README.md does not list {env:?}"
+                );
             }
         }
     }
@@ -739,7 +895,12 @@ mod tests {
     fn the_former_name_of_response_buffer_size_still_works() {
         let file: Settings = toml::from_str("close_after_response_bytes = 8192").unwrap();
         assert_eq!(file.response_buffer_size, Some(8192));
-        let cli = <Settings as clap::Parser>::try_parse_from(["orders-server", "--close-after-response-bytes", "8192"]).unwrap();
+        let cli = <Settings as clap::Parser>::try_parse_from([
+            "orders-server",
+            "--close-after-response-bytes",
+            "8192",
+        ])
+        .unwrap();
         assert_eq!(cli.response_buffer_size, Some(8192));
     }
 

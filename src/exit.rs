@@ -87,6 +87,9 @@ mod tests {
         let e = Error::LogFile("/x/log".into(), io);
         assert_eq!(chain(&e), "log_file /x/log: No such file");
         assert_eq!(e.status(), UNUSABLE);
-        assert_eq!(Error::Master(MasterError::GaveUp { failures: 5 }).status(), BOOT_FAILURE);
+        assert_eq!(
+            Error::Master(MasterError::GaveUp { failures: 5 }).status(),
+            BOOT_FAILURE
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The `orders-server` binary: parse the configuration, start logging, run
-//! the master (or `check` the kernel's tuning), and turn an error into its
-//! exit status (`exit`).
+//! the master (or `check` the kernel's tuning, `check-config`, `backup`),
+//! and turn an error into its exit status (`exit`).
 
 use clap::Parser;
 use orders_server::config::{Command, Config, Settings};
@@ -28,14 +28,25 @@ fn main() {
 
 fn run(cli: Settings) -> Result<(), Error> {
     let config = Config::load(cli.clone())?;
+    if let Some(Command::CheckConfig) = &cli.command {
+        println!("configuration ok");
+        return Ok(());
+    }
     if let Some(Command::Backup { dest }) = &cli.command {
-        let bytes = orders_server::store::embedded::backup(&config.data_dir, config.map_size, dest)?;
-        println!("backup: {bytes} bytes written to {}", dest.join("data.mdb").display());
+        let bytes =
+            orders_server::store::embedded::backup(&config.data_dir, config.map_size, dest)?;
+        println!(
+            "backup: {bytes} bytes written to {}",
+            dest.join("data.mdb").display()
+        );
         return Ok(());
     }
     let role = format!("master {}", std::process::id());
     if let Err(e) = logging::init(config.log_level, &role, config.log_file.as_deref()) {
-        return Err(Error::LogFile(config.log_file.clone().unwrap_or_default(), e));
+        return Err(Error::LogFile(
+            config.log_file.clone().unwrap_or_default(),
+            e,
+        ));
     }
     master::run(config, cli)?;
     Ok(())

@@ -32,7 +32,10 @@ pub enum OrderError {
     /// A required field is absent (create).
     MissingField(&'static str),
     /// A field has the wrong JSON type.
-    WrongType { field: &'static str, expected: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
     /// A string field is empty.
     EmptyField(&'static str),
     /// quantity is below 1 or too large.
@@ -50,19 +53,29 @@ impl fmt::Display for OrderError {
         match self {
             OrderError::InvalidJson => f.write_str("Request body is not valid JSON"),
             OrderError::NotAnObject => f.write_str("Request body must be a JSON object"),
-            OrderError::TooDeep => write!(f, "Request body nests deeper than {MAX_JSON_DEPTH} levels"),
+            OrderError::TooDeep => {
+                write!(f, "Request body nests deeper than {MAX_JSON_DEPTH} levels")
+            }
             OrderError::MissingField(name) => write!(f, "Missing field: {name}"),
-            OrderError::WrongType { field, expected } => write!(f, "Field {field} must be {expected}"),
+            OrderError::WrongType { field, expected } => {
+                write!(f, "Field {field} must be {expected}")
+            }
             OrderError::EmptyField(name) => write!(f, "Field {name} must not be empty"),
             OrderError::QuantityOutOfRange => {
-                write!(f, "Field quantity must be an integer from 1 to {}", i64::MAX)
+                write!(
+                    f,
+                    "Field quantity must be an integer from 1 to {}",
+                    i64::MAX
+                )
             }
             OrderError::NoKnownField => write!(
                 f,
                 "Request body must contain at least one of: {}",
                 FIELDS.join(", ")
             ),
-            OrderError::InvalidId => f.write_str("Invalid order id: expected 24 hexadecimal characters"),
+            OrderError::InvalidId => {
+                f.write_str("Invalid order id: expected 24 hexadecimal characters")
+            }
             OrderError::InvalidQuery(why) => f.write_str(why),
         }
     }
@@ -167,7 +180,10 @@ fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
     match value {
         Value::String(s) if s.is_empty() => Err(OrderError::EmptyField(name)),
         Value::String(_) => Ok(value.clone()),
-        _ => Err(OrderError::WrongType { field: name, expected: "a string" }),
+        _ => Err(OrderError::WrongType {
+            field: name,
+            expected: "a string",
+        }),
     }
 }
 
@@ -175,10 +191,16 @@ fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
 /// at most i64::MAX so it fits MongoDB's 64-bit integer.
 fn check_quantity(value: &Value) -> Result<Value, OrderError> {
     let Value::Number(n) = value else {
-        return Err(OrderError::WrongType { field: "quantity", expected: "an integer" });
+        return Err(OrderError::WrongType {
+            field: "quantity",
+            expected: "an integer",
+        });
     };
     if n.is_f64() {
-        return Err(OrderError::WrongType { field: "quantity", expected: "an integer" });
+        return Err(OrderError::WrongType {
+            field: "quantity",
+            expected: "an integer",
+        });
     }
     match n.as_i64() {
         Some(q) if q >= 1 => Ok(value.clone()),
@@ -212,18 +234,33 @@ pub fn parse_list_query(query: &str, cap: usize) -> Result<ListQuery, OrderError
             "limit" if q.limit.is_none() => q.limit = Some(parse_limit(value, cap)?),
             "after" if q.after.is_none() => {
                 q.after = Some(parse_id(value).map_err(|_| {
-                    OrderError::InvalidQuery("Parameter after must be an order id (24 hexadecimal characters)".into())
+                    OrderError::InvalidQuery(
+                        "Parameter after must be an order id (24 hexadecimal characters)".into(),
+                    )
                 })?)
             }
-            "limit" | "after" => return Err(OrderError::InvalidQuery(format!("Parameter {key} given twice"))),
-            _ => return Err(OrderError::InvalidQuery(format!("Unknown query parameter: {}", printable(key)))),
+            "limit" | "after" => {
+                return Err(OrderError::InvalidQuery(format!(
+                    "Parameter {key} given twice"
+                )))
+            }
+            _ => {
+                return Err(OrderError::InvalidQuery(format!(
+                    "Unknown query parameter: {}",
+                    printable(key)
+                )))
+            }
         }
     }
     Ok(q)
 }
 
 fn parse_limit(value: &str, cap: usize) -> Result<usize, OrderError> {
-    let bad = || OrderError::InvalidQuery(format!("Parameter limit must be an integer from 1 to {cap}"));
+    let bad = || {
+        OrderError::InvalidQuery(format!(
+            "Parameter limit must be an integer from 1 to {cap}"
+        ))
+    };
     if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -235,7 +272,10 @@ fn parse_limit(value: &str, cap: usize) -> Result<usize, OrderError> {
 
 /// Echoes a client's parameter name in an error, bounded and printable.
 fn printable(s: &str) -> String {
-    s.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -244,7 +284,8 @@ mod tests {
 
     #[test]
     fn new_order_needs_all_fields_of_the_right_type() {
-        let ok = br#"{"product":"P","quantity":2,"customer_name":"B","customer_address":"A","x":1}"#;
+        let ok =
+            br#"{"product":"P","quantity":2,"customer_name":"B","customer_address":"A","x":1}"#;
         let f = parse_new(ok).unwrap();
         assert_eq!(f.len(), 4);
         assert!(!f.contains_key("x"));
@@ -252,9 +293,20 @@ mod tests {
             parse_new(br#"{"product":"P","quantity":2,"customer_name":"B"}"#),
             Err(OrderError::MissingField("customer_address"))
         );
-        let bad_q = [r#""2""#, "2.0", "0", "-1", "1.5", "true", "null", "9223372036854775808"];
+        let bad_q = [
+            r#""2""#,
+            "2.0",
+            "0",
+            "-1",
+            "1.5",
+            "true",
+            "null",
+            "9223372036854775808",
+        ];
         for q in bad_q {
-            let body = format!(r#"{{"product":"P","quantity":{q},"customer_name":"B","customer_address":"A"}}"#);
+            let body = format!(
+                r#"{{"product":"P","quantity":{q},"customer_name":"B","customer_address":"A"}}"#
+            );
             assert!(parse_new(body.as_bytes()).is_err(), "quantity {q} accepted");
         }
         let empty = br#"{"product":"","quantity":1,"customer_name":"B","customer_address":"A"}"#;
@@ -265,7 +317,11 @@ mod tests {
 
     #[test]
     fn depth_is_bounded_outside_strings() {
-        let deep = format!("{}{}", "[".repeat(MAX_JSON_DEPTH + 1), "]".repeat(MAX_JSON_DEPTH + 1));
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
         assert_eq!(parse_new(deep.as_bytes()), Err(OrderError::TooDeep));
         let ok = format!(
             r#"{{"product":"{}\"[","quantity":1,"customer_name":"B","customer_address":"A"}}"#,
@@ -294,7 +350,17 @@ mod tests {
     fn list_query_rules() {
         assert_eq!(parse_list_query("", 10).unwrap(), ListQuery::default());
         assert_eq!(parse_list_query("limit=10", 10).unwrap().limit, Some(10));
-        for bad in ["limit=0", "limit=11", "limit=-1", "limit=+1", "limit=a", "limit=", "after=zz", "x=1", "limit=1&limit=2"] {
+        for bad in [
+            "limit=0",
+            "limit=11",
+            "limit=-1",
+            "limit=+1",
+            "limit=a",
+            "limit=",
+            "after=zz",
+            "x=1",
+            "limit=1&limit=2",
+        ] {
             assert!(parse_list_query(bad, 10).is_err(), "{bad} accepted");
         }
         let q = parse_list_query("after=6566f0c2a1b2c3d4e5f60718", 10).unwrap();

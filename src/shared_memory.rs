@@ -1,18 +1,82 @@
-//! Anonymous shared mappings, made by the master before it forks so that
-//! every worker inherits them: the heartbeats (`master::heartbeat`) and the
-//! metrics (`metrics`). Never unmapped: they live as long as the process.
+//! Shared mappings made by the master before it forks, so that every worker
+//! inherits them: the heartbeats (`master::heartbeat`) and the metrics
+//! (`metrics`). Each is backed by a memfd rather than anonymous memory:
+//! a binary upgrade re-executes the master in place (`master::upgrade`), and
+//! the new image maps the same memory again from the descriptor it
+//! inherits, so the workers it adopts keep their heartbeats and counters.
+//! Never unmapped, and the descriptor never closed: they live as long as
+//! the process.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Maps `len` zeroed bytes shared with every process forked afterwards;
-/// the start is page-aligned.
-pub fn map(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: an anonymous shared mapping (no file), checked for failure.
+/// A shared mapping and the memfd behind it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapping {
+    /// The page-aligned start.
+    pub ptr: *mut u8,
+    /// The memfd (close-on-exec until an upgrade hands it on).
+    pub fd: RawFd,
+}
+
+/// Maps `len` zeroed bytes, backed by a new memfd named `name`, shared
+/// with every process forked afterwards.
+pub fn map(name: &str, len: usize) -> io::Result<Mapping> {
+    let name = std::ffi::CString::new(format!("orders-server {name}")).map_err(io::Error::other)?;
+    let fd = nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+    map_fd(fd, len)
+}
+
+/// Maps the memfd `fd` (inherited across a binary upgrade) again; it must
+/// be a memfd of at least `len` bytes, else the descriptor is left alone.
+pub fn map_inherited(fd: RawFd, len: usize) -> io::Result<Mapping> {
+    let stat = nix::sys::stat::fstat(fd)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG || (stat.st_size as usize) < len {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is not the shared region (size {})",
+            stat.st_size
+        )));
+    }
+    // SAFETY: `fd` is open (fstat succeeded) and was handed to this process
+    // for this region alone; nothing else here owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_close_on_exec(fd.as_raw_fd(), true)?;
+    map_fd(fd, len)
+}
+
+fn map_fd(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
+    // SAFETY: a shared mapping of `len` bytes of a file of at least that
+    // size, checked for failure.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
     };
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok(ptr.cast())
+    // Kept open for the process's lifetime (an upgrade passes it on).
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    Ok(Mapping {
+        ptr: ptr.cast(),
+        fd,
+    })
+}
+
+/// Sets or clears close-on-exec on `fd`.
+pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
 }

@@ -41,8 +41,14 @@ enum Direction {
 /// The direction of each setting that has one (the rest are exact).
 fn direction(key: &str) -> Direction {
     match key {
-        "net.core.somaxconn" | "net.ipv4.tcp_max_syn_backlog" | "net.core.netdev_max_backlog" | "fs.file-max"
-        | "net.core.rmem_max" | "net.core.wmem_max" | "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem" => Direction::AtLeast,
+        "net.core.somaxconn"
+        | "net.ipv4.tcp_max_syn_backlog"
+        | "net.core.netdev_max_backlog"
+        | "fs.file-max"
+        | "net.core.rmem_max"
+        | "net.core.wmem_max"
+        | "net.ipv4.tcp_rmem"
+        | "net.ipv4.tcp_wmem" => Direction::AtLeast,
         "net.ipv4.tcp_fin_timeout" => Direction::AtMost,
         "net.ipv4.ip_local_reserved_ports" => Direction::Contains,
         _ => Direction::Exact,
@@ -85,7 +91,11 @@ pub fn parse(text: &str) -> Vec<Setting> {
             if let Some(c) = comment.take() {
                 reason = c;
             }
-            settings.push(Setting { key: k.trim().to_string(), want: normalize(v), reason: reason.clone() });
+            settings.push(Setting {
+                key: k.trim().to_string(),
+                want: normalize(v),
+                reason: reason.clone(),
+            });
         } else if line.is_empty() {
             comment = None;
         }
@@ -100,11 +110,17 @@ fn normalize(v: &str) -> String {
 
 /// Compares a running value with the recommendation.
 fn judge(key: &str, want: &str, have: Option<&str>) -> Verdict {
-    let Some(have) = have else { return Verdict::Missing };
+    let Some(have) = have else {
+        return Verdict::Missing;
+    };
     if want == have {
         return Verdict::Equal;
     }
-    let numbers = |s: &str| s.split_whitespace().map(|n| n.parse::<u64>().ok()).collect::<Option<Vec<_>>>();
+    let numbers = |s: &str| {
+        s.split_whitespace()
+            .map(|n| n.parse::<u64>().ok())
+            .collect::<Option<Vec<_>>>()
+    };
     match (direction(key), numbers(want), numbers(have)) {
         (Direction::AtLeast, Some(w), Some(h)) if w.len() == h.len() => {
             if h.iter().zip(&w).all(|(h, w)| h >= w) {
@@ -113,9 +129,18 @@ fn judge(key: &str, want: &str, have: Option<&str>) -> Verdict {
                 Verdict::Lower
             }
         }
-        (Direction::AtMost, Some(w), Some(h)) if w.len() == h.len() && h.iter().zip(&w).all(|(h, w)| h <= w) => Verdict::Better,
+        (Direction::AtMost, Some(w), Some(h))
+            if w.len() == h.len() && h.iter().zip(&w).all(|(h, w)| h <= w) =>
+        {
+            Verdict::Better
+        }
         (Direction::Contains, _, _) => match (ports(want), ports(have)) {
-            (Some(w), Some(h)) if w.iter().all(|p| h.iter().any(|(lo, hi)| lo <= &p.0 && p.1 <= *hi)) => Verdict::Better,
+            (Some(w), Some(h))
+                if w.iter()
+                    .all(|p| h.iter().any(|(lo, hi)| lo <= &p.0 && p.1 <= *hi)) =>
+            {
+                Verdict::Better
+            }
             _ => Verdict::Lower,
         },
         _ => Verdict::Differs,
@@ -154,9 +179,18 @@ fn line(s: &Setting, have: Option<&str>, verdict: &Verdict) -> String {
     match verdict {
         Verdict::Equal => format!("ok           {} = {}", s.key, s.want),
         Verdict::Better => format!("ok (better)  {} = {have} (recommended {})", s.key, s.want),
-        Verdict::Lower => format!("LOWER        {} = {have}, recommended {}: {}", s.key, s.want, s.reason),
-        Verdict::Differs => format!("DIFFERS      {} = {have}, recommended {}: {}", s.key, s.want, s.reason),
-        Verdict::Missing => format!("MISSING      {}: not on this kernel, recommended {}: {}", s.key, s.want, s.reason),
+        Verdict::Lower => format!(
+            "LOWER        {} = {have}, recommended {}: {}",
+            s.key, s.want, s.reason
+        ),
+        Verdict::Differs => format!(
+            "DIFFERS      {} = {have}, recommended {}: {}",
+            s.key, s.want, s.reason
+        ),
+        Verdict::Missing => format!(
+            "MISSING      {}: not on this kernel, recommended {}: {}",
+            s.key, s.want, s.reason
+        ),
     }
 }
 
@@ -166,12 +200,21 @@ pub fn run(proc_sys: &Path) -> i32 {
     for (s, have, verdict) in &reviewed {
         println!("{}", line(s, have.as_deref(), verdict));
     }
-    if let Ok((soft, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+    if let Ok((soft, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
         println!("open-file limit of this process: soft {soft}, hard {hard} (the systemd unit sets 1048576)");
     }
-    let findings: Vec<&str> = reviewed.iter().filter(|(_, _, v)| v.is_finding()).map(|(s, _, _)| s.key.as_str()).collect();
+    let findings: Vec<&str> = reviewed
+        .iter()
+        .filter(|(_, _, v)| v.is_finding())
+        .map(|(s, _, _)| s.key.as_str())
+        .collect();
     if findings.is_empty() {
-        println!("all {} kernel settings are as recommended or better: nothing to do", reviewed.len());
+        println!(
+            "all {} kernel settings are as recommended or better: nothing to do",
+            reviewed.len()
+        );
         crate::exit::SUCCESS
     } else {
         println!(
@@ -191,41 +234,121 @@ mod tests {
     #[test]
     fn the_shipped_file_parses_with_reasons() {
         let settings = parse(RECOMMENDED);
-        assert!(settings.iter().any(|s| s.key == "net.ipv4.tcp_migrate_req" && s.want == "1"));
+        assert!(settings
+            .iter()
+            .any(|s| s.key == "net.ipv4.tcp_migrate_req" && s.want == "1"));
         assert!(settings.len() >= 13);
-        assert!(settings.iter().all(|s| !s.reason.is_empty()), "every setting has a reason");
-        let wmem = settings.iter().find(|s| s.key == "net.core.wmem_max").unwrap();
-        assert!(wmem.reason.starts_with("Socket buffer ceilings"), "grouped settings share the reason");
+        assert!(
+            settings.iter().all(|s| !s.reason.is_empty()),
+            "every setting has a reason"
+        );
+        let wmem = settings
+            .iter()
+            .find(|s| s.key == "net.core.wmem_max")
+            .unwrap();
+        assert!(
+            wmem.reason.starts_with("Socket buffer ceilings"),
+            "grouped settings share the reason"
+        );
     }
 
     #[test]
     fn the_port_range_stays_clear_of_the_listening_ports() {
         let settings = parse(RECOMMENDED);
-        let range = &settings.iter().find(|s| s.key == "net.ipv4.ip_local_port_range").unwrap().want;
+        let range = &settings
+            .iter()
+            .find(|s| s.key == "net.ipv4.ip_local_port_range")
+            .unwrap()
+            .want;
         let (lo, hi) = range.split_once(' ').unwrap();
         let (lo, hi): (u16, u16) = (lo.parse().unwrap(), hi.parse().unwrap());
-        let reserved = ports(&settings.iter().find(|s| s.key == "net.ipv4.ip_local_reserved_ports").unwrap().want).unwrap();
+        let reserved = ports(
+            &settings
+                .iter()
+                .find(|s| s.key == "net.ipv4.ip_local_reserved_ports")
+                .unwrap()
+                .want,
+        )
+        .unwrap();
         for listening in [80u16, 8000, 9180, 27017] {
             let in_range = (lo..=hi).contains(&listening);
-            assert!(!in_range || reserved.contains(&(listening, listening)), "{listening} could be a source port");
+            assert!(
+                !in_range || reserved.contains(&(listening, listening)),
+                "{listening} could be a source port"
+            );
         }
     }
 
     #[test]
     fn only_the_harmful_direction_is_a_finding() {
-        assert_eq!(judge("net.core.somaxconn", "65535", Some("65535")), Verdict::Equal);
-        assert_eq!(judge("net.core.somaxconn", "65535", Some("100000")), Verdict::Better);
-        assert_eq!(judge("net.core.somaxconn", "65535", Some("4096")), Verdict::Lower);
-        assert_eq!(judge("net.ipv4.tcp_rmem", "4096 87380 16777216", Some("4096 131072 33554432")), Verdict::Better);
-        assert_eq!(judge("net.ipv4.tcp_rmem", "4096 87380 16777216", Some("4096 87380 6291456")), Verdict::Lower);
-        assert_eq!(judge("net.ipv4.tcp_fin_timeout", "15", Some("10")), Verdict::Better);
-        assert_eq!(judge("net.ipv4.tcp_fin_timeout", "15", Some("60")), Verdict::Differs);
-        assert_eq!(judge("net.ipv4.tcp_tw_reuse", "1", Some("2")), Verdict::Differs);
-        assert_eq!(judge("net.ipv4.tcp_migrate_req", "1", Some("0")), Verdict::Differs);
-        assert_eq!(judge("net.ipv4.ip_local_port_range", "10240 65000", Some("1024 65535")), Verdict::Differs);
-        assert_eq!(judge("net.ipv4.ip_local_reserved_ports", "80,8000", Some("80,443,8000-8010")), Verdict::Better);
-        assert_eq!(judge("net.ipv4.ip_local_reserved_ports", "80,8000", Some("80")), Verdict::Lower);
-        assert_eq!(judge("net.ipv4.ip_local_reserved_ports", "80,8000", Some("")), Verdict::Lower);
+        assert_eq!(
+            judge("net.core.somaxconn", "65535", Some("65535")),
+            Verdict::Equal
+        );
+        assert_eq!(
+            judge("net.core.somaxconn", "65535", Some("100000")),
+            Verdict::Better
+        );
+        assert_eq!(
+            judge("net.core.somaxconn", "65535", Some("4096")),
+            Verdict::Lower
+        );
+        assert_eq!(
+            judge(
+                "net.ipv4.tcp_rmem",
+                "4096 87380 16777216",
+                Some("4096 131072 33554432")
+            ),
+            Verdict::Better
+        );
+        assert_eq!(
+            judge(
+                "net.ipv4.tcp_rmem",
+                "4096 87380 16777216",
+                Some("4096 87380 6291456")
+            ),
+            Verdict::Lower
+        );
+        assert_eq!(
+            judge("net.ipv4.tcp_fin_timeout", "15", Some("10")),
+            Verdict::Better
+        );
+        assert_eq!(
+            judge("net.ipv4.tcp_fin_timeout", "15", Some("60")),
+            Verdict::Differs
+        );
+        assert_eq!(
+            judge("net.ipv4.tcp_tw_reuse", "1", Some("2")),
+            Verdict::Differs
+        );
+        assert_eq!(
+            judge("net.ipv4.tcp_migrate_req", "1", Some("0")),
+            Verdict::Differs
+        );
+        assert_eq!(
+            judge(
+                "net.ipv4.ip_local_port_range",
+                "10240 65000",
+                Some("1024 65535")
+            ),
+            Verdict::Differs
+        );
+        assert_eq!(
+            judge(
+                "net.ipv4.ip_local_reserved_ports",
+                "80,8000",
+                Some("80,443,8000-8010")
+            ),
+            Verdict::Better
+        );
+        assert_eq!(
+            judge("net.ipv4.ip_local_reserved_ports", "80,8000", Some("80")),
+            Verdict::Lower
+        );
+        assert_eq!(
+            judge("net.ipv4.ip_local_reserved_ports", "80,8000", Some("")),
+            Verdict::Lower
+        );
         assert_eq!(judge("net.core.somaxconn", "65535", None), Verdict::Missing);
     }
 }

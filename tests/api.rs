@@ -41,12 +41,20 @@ on_every_backend!(
 /// After a test on the wire-protocol server: the driver sent nothing it did not know.
 fn no_unknown_commands(s: &Server) {
     if let Some(m) = &s.mongo {
-        assert!(m.unknown().is_empty(), "the driver sent unknown commands: {:?}", m.unknown());
+        assert!(
+            m.unknown().is_empty(),
+            "the driver sent unknown commands: {:?}",
+            m.unknown()
+        );
     }
 }
 
 fn is_object_id(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.len() == 24 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    v.as_str().is_some_and(|s| {
+        s.len() == 24
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 fn crud_flow_matches_app_py(b: Backend) {
@@ -68,12 +76,19 @@ fn crud_flow_matches_app_py(b: Backend) {
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), serde_json::json!({ "order": order }));
 
-    let r = s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity": 5, "ignored": true}"#));
+    let r = s.request(
+        "PUT",
+        &format!("/orders/{id}"),
+        Some(r#"{"quantity": 5, "ignored": true}"#),
+    );
     assert_eq!(r.status, 200);
     let body = r.json();
     assert_eq!(body["message"], "Order updated successfully");
     assert_eq!(body["order"]["quantity"], 5);
-    assert_eq!(body["order"]["product"], "ProductY", "fields not sent keep their values");
+    assert_eq!(
+        body["order"]["product"], "ProductY",
+        "fields not sent keep their values"
+    );
     assert_eq!(body["order"]["_id"], id);
     assert!(body["order"].get("ignored").is_none());
 
@@ -83,19 +98,30 @@ fn crud_flow_matches_app_py(b: Backend) {
 
     let r = s.request("DELETE", &format!("/orders/{id}"), None);
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), serde_json::json!({ "message": "Order deleted successfully" }));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "message": "Order deleted successfully" })
+    );
 
-    for (method, body) in [("GET", None), ("PUT", Some(r#"{"quantity":1}"#)), ("DELETE", None)] {
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(r#"{"quantity":1}"#)),
+        ("DELETE", None),
+    ] {
         let r = s.request(method, &format!("/orders/{id}"), body);
         assert_eq!(r.status, 404, "{method}");
-        assert_eq!(r.json(), serde_json::json!({ "message": "Order not found" }));
+        assert_eq!(
+            r.json(),
+            serde_json::json!({ "message": "Order not found" })
+        );
     }
     no_unknown_commands(&s);
 }
 
 fn extra_fields_are_not_stored(b: Backend) {
     let s = Server::start_with(b, &[]);
-    let body = r#"{"product":"P","quantity":1,"customer_name":"N","customer_address":"A","admin":true}"#;
+    let body =
+        r#"{"product":"P","quantity":1,"customer_name":"N","customer_address":"A","admin":true}"#;
     let r = s.request("POST", "/orders", Some(body));
     assert_eq!(r.status, 200);
     let order = &r.json()["order"];
@@ -126,10 +152,20 @@ fn reads_see_writes_from_any_worker(b: Backend) {
     for i in 0..200 {
         let id = s.create(&format!("R{i}"));
         let r = s.request("GET", &format!("/orders/{id}"), None);
-        assert_eq!(r.status, 200, "order {i} not visible on the next connection");
-        let r = s.request("PUT", &format!("/orders/{id}"), Some(r#"{"customer_name":"Z"}"#));
+        assert_eq!(
+            r.status, 200,
+            "order {i} not visible on the next connection"
+        );
+        let r = s.request(
+            "PUT",
+            &format!("/orders/{id}"),
+            Some(r#"{"customer_name":"Z"}"#),
+        );
         assert_eq!(r.status, 200);
-        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).json()["order"]["customer_name"], "Z");
+        assert_eq!(
+            s.request("GET", &format!("/orders/{id}"), None).json()["order"]["customer_name"],
+            "Z"
+        );
     }
     assert!(s.stop().success());
     // Both workers served part of the traffic.
@@ -140,7 +176,10 @@ fn reads_see_writes_from_any_worker(b: Backend) {
         .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(served.len(), 2, "{}", s.log());
-    assert!(served.iter().all(|&n| n > 0), "requests per worker: {served:?}");
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "requests per worker: {served:?}"
+    );
 }
 
 fn pagination_walks_every_order_once(b: Backend) {
@@ -155,7 +194,11 @@ fn pagination_walks_every_order_once(b: Backend) {
         let page = s.request("GET", &path, None).json();
         let orders = page["orders"].as_array().unwrap();
         assert!(orders.len() <= 10);
-        seen.extend(orders.iter().map(|o| o["_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            orders
+                .iter()
+                .map(|o| o["_id"].as_str().unwrap().to_string()),
+        );
         match &page["next"] {
             Value::String(next) => {
                 assert_eq!(next, seen.last().unwrap());
@@ -168,15 +211,21 @@ fn pagination_walks_every_order_once(b: Backend) {
     assert_eq!(seen, ids);
 
     // Exactly the last 5: next is null (the server looked ahead).
-    let page = s.request("GET", &format!("/orders?after={}&limit=5", ids[19]), None).json();
+    let page = s
+        .request("GET", &format!("/orders?after={}&limit=5", ids[19]), None)
+        .json();
     assert_eq!(page["orders"].as_array().unwrap().len(), 5);
     assert_eq!(page["next"], Value::Null);
     // `after` alone: every order after it, with next null.
-    let page = s.request("GET", &format!("/orders?after={}", ids[4]), None).json();
+    let page = s
+        .request("GET", &format!("/orders?after={}", ids[4]), None)
+        .json();
     assert_eq!(page["orders"].as_array().unwrap().len(), 20);
     assert_eq!(page["next"], Value::Null);
     // After the last: empty.
-    let page = s.request("GET", &format!("/orders?limit=3&after={}", ids[24]), None).json();
+    let page = s
+        .request("GET", &format!("/orders?limit=3&after={}", ids[24]), None)
+        .json();
     assert_eq!(page, serde_json::json!({"orders": [], "next": null}));
     // A limit of 1 and the cap itself.
     let page = s.request("GET", "/orders?limit=1", None).json();
@@ -197,8 +246,16 @@ fn a_pager_never_misses_a_newer_order() {
     let mut after = first["next"].as_str().unwrap().to_string();
     let mut rest = Vec::new();
     loop {
-        let page = s.request("GET", &format!("/orders?limit=3&after={after}"), None).json();
-        rest.extend(page["orders"].as_array().unwrap().iter().map(|o| o["_id"].as_str().unwrap().to_string()));
+        let page = s
+            .request("GET", &format!("/orders?limit=3&after={after}"), None)
+            .json();
+        rest.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["_id"].as_str().unwrap().to_string()),
+        );
         match page["next"].as_str() {
             Some(n) => after = n.to_string(),
             None => break,
@@ -210,8 +267,20 @@ fn a_pager_never_misses_a_newer_order() {
 fn bad_pagination_arguments_are_400(b: Backend) {
     let s = Server::start_with(b, &[]);
     for q in [
-        "limit=0", "limit=-1", "limit=abc", "limit=1001", "limit=", "limit=1.5", "limit=+5", "limit=%31",
-        "after=123", "after=zzzzzzzzzzzzzzzzzzzzzzzz", "after=", "page=2", "limit=5&limit=6", "limit=5&x=1",
+        "limit=0",
+        "limit=-1",
+        "limit=abc",
+        "limit=1001",
+        "limit=",
+        "limit=1.5",
+        "limit=+5",
+        "limit=%31",
+        "after=123",
+        "after=zzzzzzzzzzzzzzzzzzzzzzzz",
+        "after=",
+        "page=2",
+        "limit=5&limit=6",
+        "limit=5&x=1",
     ] {
         let r = s.request("GET", &format!("/orders?{q}"), None);
         assert_eq!(r.status, 400, "{q}");
@@ -231,7 +300,8 @@ fn operator_cap_settings(b: Backend) {
 
 fn invalid_orders_are_400_naming_the_field(b: Backend) {
     let s = Server::start_with(b, &[]);
-    let base = serde_json::json!({"product":"P","quantity":1,"customer_name":"N","customer_address":"A"});
+    let base =
+        serde_json::json!({"product":"P","quantity":1,"customer_name":"N","customer_address":"A"});
     for field in ["product", "quantity", "customer_name", "customer_address"] {
         let mut missing = base.clone();
         missing.as_object_mut().unwrap().remove(field);
@@ -240,9 +310,23 @@ fn invalid_orders_are_400_naming_the_field(b: Backend) {
         assert!(r.message().contains(field), "{}", r.message());
 
         let bad_values: Vec<Value> = if field == "quantity" {
-            vec!["2".into(), 2.5.into(), 0.into(), (-3).into(), Value::Null, true.into(), serde_json::json!(2.0)]
+            vec![
+                "2".into(),
+                2.5.into(),
+                0.into(),
+                (-3).into(),
+                Value::Null,
+                true.into(),
+                serde_json::json!(2.0),
+            ]
         } else {
-            vec!["".into(), 5.into(), Value::Null, serde_json::json!(["x"]), serde_json::json!({"a": 1})]
+            vec![
+                "".into(),
+                5.into(),
+                Value::Null,
+                serde_json::json!(["x"]),
+                serde_json::json!({"a": 1}),
+            ]
         };
         for v in bad_values {
             let mut bad = base.clone();
@@ -256,7 +340,15 @@ fn invalid_orders_are_400_naming_the_field(b: Backend) {
             assert_eq!(r.status, 400, "PUT {field}={v}");
         }
     }
-    for body in ["", "not json", "[1,2]", "\"str\"", "42", "{\"product\":", "null"] {
+    for body in [
+        "",
+        "not json",
+        "[1,2]",
+        "\"str\"",
+        "42",
+        "{\"product\":",
+        "null",
+    ] {
         let r = s.request("POST", "/orders", Some(body));
         assert_eq!(r.status, 400, "body {body:?}");
         assert!(!r.message().is_empty());
@@ -278,7 +370,12 @@ fn invalid_orders_are_400_naming_the_field(b: Backend) {
 
 fn ids_paths_and_methods(b: Backend) {
     let s = Server::start_with(b, &[]);
-    for bad in ["123", "zzzzzzzzzzzzzzzzzzzzzzzz", "6566f0c2a1b2c3d4e5f6071", "6566f0c2a1b2c3d4e5f607189"] {
+    for bad in [
+        "123",
+        "zzzzzzzzzzzzzzzzzzzzzzzz",
+        "6566f0c2a1b2c3d4e5f6071",
+        "6566f0c2a1b2c3d4e5f607189",
+    ] {
         for m in ["GET", "PUT", "DELETE"] {
             let r = s.request(m, &format!("/orders/{bad}"), Some(r#"{"quantity":1}"#));
             assert_eq!(r.status, 400, "{m} {bad}");
@@ -287,7 +384,13 @@ fn ids_paths_and_methods(b: Backend) {
     let r = s.request("GET", "/orders/6566f0c2a1b2c3d4e5f60718", None);
     assert_eq!(r.status, 404);
     assert_eq!(r.message(), "Order not found");
-    for path in ["/", "/order", "/orders/", "/orders/6566f0c2a1b2c3d4e5f60718/x", "/ordersx"] {
+    for path in [
+        "/",
+        "/order",
+        "/orders/",
+        "/orders/6566f0c2a1b2c3d4e5f60718/x",
+        "/ordersx",
+    ] {
         let r = s.request("GET", path, None);
         assert_eq!(r.status, 404, "{path}");
         assert!(!r.message().is_empty());
@@ -296,8 +399,16 @@ fn ids_paths_and_methods(b: Backend) {
         ("HEAD", "/orders", "GET, POST"),
         ("PATCH", "/orders", "GET, POST"),
         ("DELETE", "/orders", "GET, POST"),
-        ("POST", "/orders/6566f0c2a1b2c3d4e5f60718", "GET, PUT, DELETE"),
-        ("HEAD", "/orders/6566f0c2a1b2c3d4e5f60718", "GET, PUT, DELETE"),
+        (
+            "POST",
+            "/orders/6566f0c2a1b2c3d4e5f60718",
+            "GET, PUT, DELETE",
+        ),
+        (
+            "HEAD",
+            "/orders/6566f0c2a1b2c3d4e5f60718",
+            "GET, PUT, DELETE",
+        ),
     ] {
         let r = s.request(m, path, None);
         assert_eq!(r.status, 405, "{m} {path}");
@@ -337,7 +448,10 @@ fn a_large_response_streams_and_keeps_its_connection(b: Backend) {
     assert_eq!(big.json()["orders"].as_array().unwrap().len(), 60);
     assert!(!big.closes());
     let again = c.request("GET", "/orders?limit=2", None);
-    assert_eq!(again.status, 200, "the connection is reused after a streamed list");
+    assert_eq!(
+        again.status, 200,
+        "the connection is reused after a streamed list"
+    );
     no_unknown_commands(&s);
 }
 
@@ -354,13 +468,26 @@ fn a_list_larger_than_a_chunk_streams_whole(b: Backend) {
     let mut c = s.connect();
     let r = c.request("GET", "/orders", None);
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a list over the buffer is streamed");
+    assert_eq!(
+        r.header("transfer-encoding"),
+        Some("chunked"),
+        "a list over the buffer is streamed"
+    );
     assert!(!r.closes());
     let list = r.json();
-    let got: Vec<&str> = list["orders"].as_array().unwrap().iter().map(|o| o["_id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = list["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, ids, "every order once, in _id order, across chunks");
     assert!(list.get("next").is_none());
-    assert_eq!(c.request("GET", "/orders?limit=1", None).status, 200, "kept alive after the stream");
+    assert_eq!(
+        c.request("GET", "/orders?limit=1", None).status,
+        200,
+        "kept alive after the stream"
+    );
     no_unknown_commands(&s);
 }
 
@@ -368,14 +495,24 @@ fn data_survives_restart(b: Backend) {
     let mut s = Server::start_with(b, &[]);
     let a = s.create("A");
     let gone = s.create("B");
-    assert_eq!(s.request("DELETE", &format!("/orders/{gone}"), None).status, 200);
-    assert_eq!(s.request("PUT", &format!("/orders/{a}"), Some(r#"{"quantity":7}"#)).status, 200);
+    assert_eq!(
+        s.request("DELETE", &format!("/orders/{gone}"), None).status,
+        200
+    );
+    assert_eq!(
+        s.request("PUT", &format!("/orders/{a}"), Some(r#"{"quantity":7}"#))
+            .status,
+        200
+    );
     s.restart();
     let list = s.request("GET", "/orders", None).json();
     assert_eq!(list["orders"].as_array().unwrap().len(), 1);
     assert_eq!(list["orders"][0]["_id"], a.as_str());
     assert_eq!(list["orders"][0]["quantity"], 7);
-    assert_eq!(s.request("GET", &format!("/orders/{gone}"), None).status, 404);
+    assert_eq!(
+        s.request("GET", &format!("/orders/{gone}"), None).status,
+        404
+    );
     no_unknown_commands(&s);
 }
 
@@ -386,7 +523,10 @@ fn embedded_ids_never_go_back_across_restarts() {
     let mut s = Server::start_in(&data, &[]);
     let a = s.create("A");
     let b = s.create("B");
-    assert_eq!(s.request("DELETE", &format!("/orders/{b}"), None).status, 200);
+    assert_eq!(
+        s.request("DELETE", &format!("/orders/{b}"), None).status,
+        200
+    );
     assert!(s.stop().success());
 
     let s = Server::start_in(&data, &[]);
@@ -407,12 +547,19 @@ fn a_full_store_answers_503_and_keeps_serving_reads() {
         let r = s.request("POST", "/orders", Some(&order_json(&big, 1)));
         if r.status == 503 {
             assert!(r.header("retry-after").is_some());
-            assert!(!r.message().contains("MDB"), "no internals: {}", r.message());
+            assert!(
+                !r.message().contains("MDB"),
+                "no internals: {}",
+                r.message()
+            );
             saw_503 = true;
             break;
         }
         assert_eq!(r.status, 200);
     }
     assert!(saw_503, "a 1 MiB store never filled");
-    assert_eq!(s.request("GET", &format!("/orders/{kept}"), None).status, 200);
+    assert_eq!(
+        s.request("GET", &format!("/orders/{kept}"), None).status,
+        200
+    );
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 use support::{order_json, Backend, Client, Resp, Server};
 
 fn spec() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
     serde_norway::from_str(&text).expect("docs/openapi.yaml parses")
 }
 
@@ -33,7 +34,10 @@ fn exchanges() -> Vec<Exchange> {
     let id = s.create("first");
     s.create("second");
     let missing = "0123456789abcdef01234567";
-    let big = format!(r#"{{"product":"{}","quantity":1,"customer_name":"N","customer_address":"A"}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"product":"{}","quantity":1,"customer_name":"N","customer_address":"A"}}"#,
+        "x".repeat(2000)
+    );
     let mut c = s.connect();
     let mut out = Vec::new();
     let mut ex = |c: &mut Client, path, method: &'static str, target: &str, body: Option<&str>| {
@@ -44,26 +48,96 @@ fn exchanges() -> Vec<Exchange> {
     ex(&mut c, "/healthz", "GET", "/healthz", None);
     ex(&mut c, "/readyz", "GET", "/readyz", None);
     ex(&mut c, "/orders", "GET", "/orders?limit=1", None);
-    ex(&mut c, "/orders", "GET", &format!("/orders?after={id}"), None);
+    ex(
+        &mut c,
+        "/orders",
+        "GET",
+        &format!("/orders?after={id}"),
+        None,
+    );
     ex(&mut c, "/orders", "GET", "/orders?limit=0", None);
-    ex(&mut c, "/orders", "POST", "/orders", Some(&order_json("created", 3)));
-    ex(&mut c, "/orders", "POST", "/orders", Some(r#"{"product":"P"}"#));
-    ex(&mut c, "/orders/{id}", "GET", &format!("/orders/{id}"), None);
+    ex(
+        &mut c,
+        "/orders",
+        "POST",
+        "/orders",
+        Some(&order_json("created", 3)),
+    );
+    ex(
+        &mut c,
+        "/orders",
+        "POST",
+        "/orders",
+        Some(r#"{"product":"P"}"#),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "GET",
+        &format!("/orders/{id}"),
+        None,
+    );
     ex(&mut c, "/orders/{id}", "GET", "/orders/nothex", None);
-    ex(&mut c, "/orders/{id}", "GET", &format!("/orders/{missing}"), None);
-    ex(&mut c, "/orders/{id}", "PUT", &format!("/orders/{id}"), Some(r#"{"quantity":9}"#));
-    ex(&mut c, "/orders/{id}", "PUT", &format!("/orders/{id}"), Some(r#"{"quantity":0}"#));
-    ex(&mut c, "/orders/{id}", "PUT", &format!("/orders/{missing}"), Some(r#"{"quantity":9}"#));
-    ex(&mut c, "/orders/{id}", "DELETE", &format!("/orders/{id}"), None);
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "GET",
+        &format!("/orders/{missing}"),
+        None,
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{id}"),
+        Some(r#"{"quantity":9}"#),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{id}"),
+        Some(r#"{"quantity":0}"#),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{missing}"),
+        Some(r#"{"quantity":9}"#),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "DELETE",
+        &format!("/orders/{id}"),
+        None,
+    );
     ex(&mut c, "/orders/{id}", "DELETE", "/orders/nothex", None);
-    ex(&mut c, "/orders/{id}", "DELETE", &format!("/orders/{id}"), None);
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "DELETE",
+        &format!("/orders/{id}"),
+        None,
+    );
     // 413 closes the connection: one each.
     ex(&mut s.connect(), "/orders", "POST", "/orders", Some(&big));
-    ex(&mut s.connect(), "/orders/{id}", "PUT", &format!("/orders/{missing}"), Some(&big));
+    ex(
+        &mut s.connect(),
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{missing}"),
+        Some(&big),
+    );
     // The default (protocol) responses: an unsupported expectation (417).
     let mut c = s.connect();
     let resp = c.request_with("POST", "/orders", &["Expect: nothing"], Some("{}"));
-    let expectation = Exchange { path: "/orders", method: "POST", resp };
+    let expectation = Exchange {
+        path: "/orders",
+        method: "POST",
+        resp,
+    };
 
     // 503: the MongoDB backend with its database stopped.
     let mut m = Server::start_with(Backend::Mongo, &["--store-timeout-ms", "300"]);
@@ -71,10 +145,34 @@ fn exchanges() -> Vec<Exchange> {
     m.mongo.as_mut().unwrap().stop();
     let mut c = m.connect();
     ex(&mut c, "/orders", "GET", "/orders", None);
-    ex(&mut c, "/orders", "POST", "/orders", Some(&order_json("down", 1)));
-    ex(&mut c, "/orders/{id}", "GET", &format!("/orders/{mongo_id}"), None);
-    ex(&mut c, "/orders/{id}", "PUT", &format!("/orders/{mongo_id}"), Some(r#"{"quantity":2}"#));
-    ex(&mut c, "/orders/{id}", "DELETE", &format!("/orders/{mongo_id}"), None);
+    ex(
+        &mut c,
+        "/orders",
+        "POST",
+        "/orders",
+        Some(&order_json("down", 1)),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "GET",
+        &format!("/orders/{mongo_id}"),
+        None,
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{mongo_id}"),
+        Some(r#"{"quantity":2}"#),
+    );
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "DELETE",
+        &format!("/orders/{mongo_id}"),
+        None,
+    );
     ex(&mut c, "/readyz", "GET", "/readyz", None);
     out.push(expectation);
     out
@@ -90,7 +188,12 @@ fn every_documented_operation_and_status_matches_the_server() {
             if method == "parameters" {
                 continue;
             }
-            for status in op["responses"].as_object().unwrap().keys().filter(|k| *k != "default") {
+            for status in op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "default")
+            {
                 documented.insert((path.clone(), method.to_uppercase(), status.clone()));
             }
         }
@@ -98,34 +201,64 @@ fn every_documented_operation_and_status_matches_the_server() {
     let mut exercised = BTreeSet::new();
     for e in &exchanges {
         let op = &spec["paths"][e.path][e.method.to_lowercase()];
-        assert!(op.is_object(), "{} {} is not in docs/openapi.yaml", e.method, e.path);
+        assert!(
+            op.is_object(),
+            "{} {} is not in docs/openapi.yaml",
+            e.method,
+            e.path
+        );
         let status = e.resp.status.to_string();
         let (response, key) = match op["responses"].get(&status) {
             Some(r) => (r, status.clone()),
             None => {
-                assert!(PROTOCOL_STATUSES.contains(&e.resp.status), "{} {} answered {status}: not in the spec", e.method, e.path);
+                assert!(
+                    PROTOCOL_STATUSES.contains(&e.resp.status),
+                    "{} {} answered {status}: not in the spec",
+                    e.method,
+                    e.path
+                );
                 (&op["responses"]["default"], "default".to_string())
             }
         };
         let response = resolve(&spec, response);
-        assert!(response.is_object(), "{} {} answered {status}, which the spec does not allow", e.method, e.path);
+        assert!(
+            response.is_object(),
+            "{} {} answered {status}, which the spec does not allow",
+            e.method,
+            e.path
+        );
         if key != "default" {
             exercised.insert((e.path.to_string(), e.method.to_string(), status.clone()));
         }
-        assert_eq!(e.resp.header("content-type"), Some("application/json"), "{} {} {status}", e.method, e.path);
+        assert_eq!(
+            e.resp.header("content-type"),
+            Some("application/json"),
+            "{} {} {status}",
+            e.method,
+            e.path
+        );
         let schema = &response["content"]["application/json"]["schema"];
-        let body: Value = serde_json::from_slice(&e.resp.body).unwrap_or_else(|err| panic!("{err}: {}", e.resp.text()));
+        let body: Value = serde_json::from_slice(&e.resp.body)
+            .unwrap_or_else(|err| panic!("{err}: {}", e.resp.text()));
         if let Err(why) = validate(&spec, schema, &body, "$") {
             panic!("{} {} {status}: {why}\nbody: {body}", e.method, e.path);
         }
         for (name, header) in response["headers"].as_object().into_iter().flatten() {
             if header["required"] == true {
-                assert!(e.resp.header(name).is_some(), "{} {} {status}: no {name} header", e.method, e.path);
+                assert!(
+                    e.resp.header(name).is_some(),
+                    "{} {} {status}: no {name} header",
+                    e.method,
+                    e.path
+                );
             }
         }
     }
     let missing: Vec<_> = documented.difference(&exercised).collect();
-    assert!(missing.is_empty(), "documented but never answered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "documented but never answered: {missing:?}"
+    );
 }
 
 #[test]
@@ -135,7 +268,13 @@ fn methods_not_documented_are_405() {
     let id = s.create("x");
     for (path, item) in spec["paths"].as_object().unwrap() {
         let target = path.replace("{id}", &id);
-        let allowed: Vec<String> = item.as_object().unwrap().keys().filter(|k| *k != "parameters").map(|k| k.to_uppercase()).collect();
+        let allowed: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "parameters")
+            .map(|k| k.to_uppercase())
+            .collect();
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
             if allowed.iter().any(|m| m == method) {
                 continue;
@@ -157,7 +296,11 @@ fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let pointer = r.strip_prefix('#').expect("local $ref");
-            resolve(spec, spec.pointer(pointer).unwrap_or_else(|| panic!("dangling $ref {r}")))
+            resolve(
+                spec,
+                spec.pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling $ref {r}")),
+            )
         }
         None => v,
     }
@@ -216,12 +359,16 @@ fn validate(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
                 }
             }
             "minLength" => {
-                if v.as_str().is_some_and(|s| (s.chars().count() as u64) < rule.as_u64().unwrap()) {
+                if v.as_str()
+                    .is_some_and(|s| (s.chars().count() as u64) < rule.as_u64().unwrap())
+                {
                     return Err(format!("{at}: {v} is too short"));
                 }
             }
             "minProperties" => {
-                if v.as_object().is_some_and(|o| (o.len() as u64) < rule.as_u64().unwrap()) {
+                if v.as_object()
+                    .is_some_and(|o| (o.len() as u64) < rule.as_u64().unwrap())
+                {
                     return Err(format!("{at}: too few properties"));
                 }
             }
@@ -236,9 +383,16 @@ fn validate(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
                 }
             }
             "pattern" => {
-                assert_eq!(rule, "^[0-9a-f]{24}$", "the validator knows this one pattern only");
+                assert_eq!(
+                    rule, "^[0-9a-f]{24}$",
+                    "the validator knows this one pattern only"
+                );
                 if let Some(s) = v.as_str() {
-                    if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    if s.len() != 24
+                        || !s
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    {
                         return Err(format!("{at}: {s:?} is not an ObjectId"));
                     }
                 }

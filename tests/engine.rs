@@ -15,21 +15,30 @@ use support::{order_json, wait_until, Client, Server};
 /// Raises this process's soft open-file limit to its hard limit (the
 /// tests below hold thousands of sockets).
 fn raise_nofile() {
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }
 
 /// A field of /proc/PID/status, in KiB.
 fn status_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {status}"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in {status}"));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// CPU time (user + system) of a process so far.
 fn cpu_time(pid: i32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
@@ -39,7 +48,11 @@ fn probe_answers(probe: &mut Client) {
     let started = Instant::now();
     let r = probe.request("GET", "/orders?limit=1", None);
     assert_eq!(r.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "probe took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "probe took {:?}",
+        started.elapsed()
+    );
 }
 
 /// One worker with these settings, its pid, and a keep-alive probe that
@@ -64,7 +77,8 @@ fn no_worker_was_killed(s: &Server) {
 #[test]
 fn a_descriptor_flood_never_stops_a_worker() {
     raise_nofile();
-    let (s, worker, mut probe) = one_worker_and_probe(&["--rlimit-nofile", "2000", "--timeout", "5"]);
+    let (s, worker, mut probe) =
+        one_worker_and_probe(&["--rlimit-nofile", "2000", "--timeout", "5"]);
     let mut flood = Vec::new();
     for i in 0..2500 {
         flood.push(TcpStream::connect(s.addr).unwrap());
@@ -83,23 +97,39 @@ fn a_descriptor_flood_never_stops_a_worker() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && answer.is_empty() => {}
             _ => {
                 let text = String::from_utf8_lossy(&answer);
-                assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text:?}");
+                assert!(
+                    text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                    "{text:?}"
+                );
                 assert!(text.contains("Connection: close"), "{text:?}");
                 refused += 1;
             }
         }
     }
-    assert_eq!(refused, 2500 - (1936 - 1), "refused at once, never held open");
+    assert_eq!(
+        refused,
+        2500 - (1936 - 1),
+        "refused at once, never held open"
+    );
     // Idle past the heartbeat timeout: the worker still beats.
     std::thread::sleep(Duration::from_secs(6));
     probe_answers(&mut probe);
     drop(flood);
-    assert!(wait_until(Duration::from_secs(5), || s.request("GET", "/orders", None).status == 200));
+    assert!(wait_until(Duration::from_secs(5), || s
+        .request("GET", "/orders", None)
+        .status
+        == 200));
     assert_eq!(s.worker_pids(), vec![worker]);
     no_worker_was_killed(&s);
     let log = s.log();
-    let refusal_lines = log.lines().filter(|l| l.contains("worker_connections")).count();
-    assert!((1..=10).contains(&refusal_lines), "refusals are logged at most once a second: {refusal_lines} lines");
+    let refusal_lines = log
+        .lines()
+        .filter(|l| l.contains("worker_connections"))
+        .count();
+    assert!(
+        (1..=10).contains(&refusal_lines),
+        "refusals are logged at most once a second: {refusal_lines} lines"
+    );
 }
 
 /// Out of descriptors for real (the worker's limit lowered under it):
@@ -110,7 +140,9 @@ fn accept_backs_off_when_out_of_descriptors() {
     let (s, worker, mut probe) = one_worker_and_probe(&["--timeout", "5"]);
     let hard = status_limit(worker);
     set_nofile(worker, 16, hard);
-    let waiting: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    let waiting: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
     let cpu_before = cpu_time(worker);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
@@ -118,12 +150,16 @@ fn accept_backs_off_when_out_of_descriptors() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let cpu = cpu_time(worker) - cpu_before;
-    assert!(cpu < Duration::from_millis(500), "the accept loop spins: {cpu:?} of CPU in 3 s");
+    assert!(
+        cpu < Duration::from_millis(500),
+        "the accept loop spins: {cpu:?} of CPU in 3 s"
+    );
     assert!(s.log().contains("accept failed"), "{}", s.log());
     set_nofile(worker, hard, hard);
     for mut c in waiting.into_iter().take(3) {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut head = [0u8; 15];
         c.read_exact(&mut head).unwrap();
         assert_eq!(&head, b"HTTP/1.1 200 OK");
@@ -138,13 +174,20 @@ fn set_nofile(pid: i32, soft: u64, hard: u64) {
         .args([format!("--pid={pid}"), format!("--nofile={soft}:{hard}")])
         .output()
         .expect("prlimit (util-linux)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The hard open-file limit of a process.
 fn status_limit(pid: i32) -> u64 {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
     line.split_whitespace().nth(4).unwrap().parse().unwrap()
 }
 
@@ -160,7 +203,12 @@ fn established_on(port: u16) -> usize {
 /// Writes a byte to `c` every `every` (keeping it busy from the client's
 /// side, never reading) until a write fails or `gone` says the server let
 /// go; how long that took. Fails past `limit`.
-fn time_until_closed(c: &mut TcpStream, every: Duration, limit: Duration, mut gone: impl FnMut() -> bool) -> Duration {
+fn time_until_closed(
+    c: &mut TcpStream,
+    every: Duration,
+    limit: Duration,
+    mut gone: impl FnMut() -> bool,
+) -> Duration {
     let started = Instant::now();
     while started.elapsed() < limit {
         std::thread::sleep(every);
@@ -178,15 +226,30 @@ fn time_until_closed(c: &mut TcpStream, every: Duration, limit: Duration, mut go
 fn pipelined_responses_come_before_a_closing_one() {
     let s = Server::start(&["--max-body-size", "4096"]);
     let closing: [(&str, u16); 6] = [
-        ("GET /orders?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+        (
+            "GET /orders?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            200,
+        ),
         ("GET /orders?limit=1 HTTP/1.0\r\n\r\n", 200),
-        ("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n", 400),
+        (
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n",
+            400,
+        ),
         ("GARBAGE\r\n\r\n", 400),
-        ("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        ("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n", 413),
+        (
+            "POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+        ),
+        (
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n",
+            413,
+        ),
     ];
     let body = order_json("piped", 1);
-    let post = format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let post = format!(
+        "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let mut total = 0;
     for (request, status) in closing {
         let mut c = s.connect();
@@ -194,7 +257,9 @@ fn pipelined_responses_come_before_a_closing_one() {
         c.send_raw(format!("{post}{post}{post}{request}{after}").as_bytes());
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let r = c.read_response().unwrap_or_else(|| panic!("a POST's response was lost before {request:?}"));
+            let r = c
+                .read_response()
+                .unwrap_or_else(|| panic!("a POST's response was lost before {request:?}"));
             assert_eq!(r.status, 200, "{request:?}");
             assert!(!r.closes());
             ids.push(r.json()["order"]["_id"].as_str().unwrap().to_string());
@@ -202,10 +267,15 @@ fn pipelined_responses_come_before_a_closing_one() {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted, "in request order");
-        let last = c.read_response().unwrap_or_else(|| panic!("no response to {request:?}"));
+        let last = c
+            .read_response()
+            .unwrap_or_else(|| panic!("no response to {request:?}"));
         assert_eq!(last.status, status, "{request:?}: {}", last.text());
         assert!(last.closes(), "{request:?}");
-        assert!(c.read_response().is_none(), "nothing after the closing response to {request:?}");
+        assert!(
+            c.read_response().is_none(),
+            "nothing after the closing response to {request:?}"
+        );
         total += 3;
         let list = s.request("GET", "/orders", None).json();
         let orders = list["orders"].as_array().unwrap();
@@ -243,7 +313,11 @@ fn malformed_requests_get_400_or_505() {
         let _ = c.read_to_end(&mut Vec::new());
     }
     let log = s.log();
-    assert_eq!(log.lines().count(), before, "malformed requests were logged:\n{log}");
+    assert_eq!(
+        log.lines().count(),
+        before,
+        "malformed requests were logged:\n{log}"
+    );
     assert_eq!(s.request("GET", "/orders", None).status, 200);
 }
 
@@ -265,7 +339,9 @@ fn http_1_1_features() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["order"]["product"], "continued");
     // Another expectation: 417, and the body is never read.
-    c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n");
+    c.send_raw(
+        b"POST /orders HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n",
+    );
     assert_eq!(c.read_response().unwrap().status, 417);
     // A request refused before its body: the error, not 100 Continue.
     let mut c = s.connect();
@@ -279,15 +355,24 @@ fn http_1_1_features() {
     assert_eq!(r.json()["orders"].as_array().unwrap().len(), 1);
 
     // 50 headers.
-    let headers: Vec<String> = (0..50).map(|i| format!("X-Header-{i}: value {i}")).collect();
+    let headers: Vec<String> = (0..50)
+        .map(|i| format!("X-Header-{i}: value {i}"))
+        .collect();
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     let r = c.request_with("GET", "/orders", &headers, None);
     assert_eq!(r.status, 200);
 
     // A chunked body, with an extension and a trailer.
     let (a, b) = body.split_at(10);
-    let chunked = format!("{:x};ext=1\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nX-Trailer: t\r\n\r\n", a.len(), b.len());
-    c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}").as_bytes());
+    let chunked = format!(
+        "{:x};ext=1\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nX-Trailer: t\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    c.send_raw(
+        format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}")
+            .as_bytes(),
+    );
     let r = c.read_response().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.closes());
@@ -310,8 +395,14 @@ fn http_1_1_features() {
     raw.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     raw.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: orders-server\r\n"), "{text}");
-    assert!(text.contains("HTTP/1.1 404 Not Found\r\nServer: orders-server\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\nServer: orders-server\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("HTTP/1.1 404 Not Found\r\nServer: orders-server\r\n"),
+        "{text}"
+    );
     assert_eq!(text.matches("Server:").count(), 2);
 }
 
@@ -321,7 +412,12 @@ fn http_1_1_features() {
 #[test]
 fn trickled_bodies_stay_within_the_body_budget() {
     raise_nofile();
-    let (s, worker, mut probe) = one_worker_and_probe(&["--max-buffered-body-bytes", "33554432", "--client-timeout", "20"]);
+    let (s, worker, mut probe) = one_worker_and_probe(&[
+        "--max-buffered-body-bytes",
+        "33554432",
+        "--client-timeout",
+        "20",
+    ]);
     let rss_before = status_kib(worker, "VmRSS");
     let part = vec![b' '; 100 * 1024];
     let mut trickling = Vec::new();
@@ -342,13 +438,28 @@ fn trickled_bodies_stay_within_the_body_budget() {
     // 32 MiB of bodies, plus per-connection buffers and coroutine stacks.
     let bound_kib = rss_before + 32 * 1024 + 4000 * 40;
     eprintln!("worker RSS: {rss_before} KiB before, {rss} KiB with 4,000 trickling clients");
-    assert!(rss < bound_kib, "worker RSS {rss} KiB with 4,000 trickling clients (bound {bound_kib} KiB; 400 MB sent)");
+    assert!(
+        rss < bound_kib,
+        "worker RSS {rss} KiB with 4,000 trickling clients (bound {bound_kib} KiB; 400 MB sent)"
+    );
     drop(trickling);
-    assert!(wait_until(Duration::from_secs(10), || s.request("GET", "/orders", None).status == 200));
+    assert!(wait_until(Duration::from_secs(10), || s
+        .request("GET", "/orders", None)
+        .status
+        == 200));
     let after = status_kib(worker, "VmRSS");
     eprintln!("worker RSS after they left: {after} KiB");
-    assert!(after < rss_before + 64 * 1024, "worker kept {after} KiB after the clients left (started at {rss_before})");
-    assert_eq!(s.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len(), 0);
+    assert!(
+        after < rss_before + 64 * 1024,
+        "worker kept {after} KiB after the clients left (started at {rss_before})"
+    );
+    assert_eq!(
+        s.request("GET", "/orders", None).json()["orders"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     no_worker_was_killed(&s);
 }
 
@@ -365,8 +476,13 @@ fn clients_that_do_not_read_a_large_list_cost_a_chunk_each() {
     let stuck: Vec<TcpStream> = (0..8)
         .map(|i| {
             let mut c = TcpStream::connect(s.addr).unwrap();
-            let target = if i % 2 == 0 { "/orders" } else { "/orders?limit=300" };
-            c.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let target = if i % 2 == 0 {
+                "/orders"
+            } else {
+                "/orders?limit=300"
+            };
+            c.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
             c
         })
         .collect();
@@ -374,14 +490,24 @@ fn clients_that_do_not_read_a_large_list_cost_a_chunk_each() {
     let started = Instant::now();
     let r = probe.request("GET", &format!("/orders/{first}"), None);
     assert_eq!(r.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "probe waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "probe waited {:?}",
+        started.elapsed()
+    );
     let anon = status_kib(worker, "RssAnon");
-    eprintln!("worker anonymous RSS: {anon_before} KiB before, {anon} KiB with 8 clients not reading");
+    eprintln!(
+        "worker anonymous RSS: {anon_before} KiB before, {anon} KiB with 8 clients not reading"
+    );
     // Each stuck client holds about one chunk (one ~1 MB order here).
-    assert!(anon < anon_before + 8 * 4 * 1024 + 16 * 1024, "worker anonymous RSS {anon} KiB, {anon_before} KiB before");
+    assert!(
+        anon < anon_before + 8 * 4 * 1024 + 16 * 1024,
+        "worker anonymous RSS {anon} KiB, {anon_before} KiB before"
+    );
     // Cut off once blocked for client_timeout: only the probe is left.
     assert!(
-        wait_until(Duration::from_secs(10), || established_on(s.addr.port()) == 1),
+        wait_until(Duration::from_secs(10), || established_on(s.addr.port())
+            == 1),
         "{} connections still established",
         established_on(s.addr.port())
     );
@@ -392,7 +518,11 @@ fn clients_that_do_not_read_a_large_list_cost_a_chunk_each() {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert!(!r.closes());
     assert_eq!(r.json()["orders"].as_array().unwrap().len(), 300);
-    assert_eq!(reader.request("GET", "/orders?limit=1", None).status, 200, "kept alive after a streamed list");
+    assert_eq!(
+        reader.request("GET", "/orders?limit=1", None).status,
+        200,
+        "kept alive after a streamed list"
+    );
     no_worker_was_killed(&s);
 }
 
@@ -411,7 +541,11 @@ mod review {
         assert_eq!(r.status, 413);
         assert!(r.closes());
         let body = order_json("after", 1);
-        assert_eq!(s.request("POST", "/orders", Some(&body)).status, 200, "the body budget is intact");
+        assert_eq!(
+            s.request("POST", "/orders", Some(&body)).status,
+            200,
+            "the body budget is intact"
+        );
     }
 
     /// Bare LF in a chunk extension or a trailer is refused (a proxy could
@@ -450,9 +584,13 @@ mod review {
         raw.read_to_string(&mut text).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("transfer-encoding"),
+            "{head}"
+        );
         assert!(head.contains("Connection: close"), "{head}");
-        let list: serde_json::Value = serde_json::from_str(body).expect("the raw body is the JSON list");
+        let list: serde_json::Value =
+            serde_json::from_str(body).expect("the raw body is the JSON list");
         assert_eq!(list["orders"].as_array().unwrap().len(), 100);
     }
 
@@ -462,8 +600,14 @@ mod review {
     fn lingering_after_a_close_is_bounded() {
         let s = Server::start(&["-w", "1"]);
         let mut c = TcpStream::connect(s.addr).unwrap();
-        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let held = time_until_closed(&mut c, Duration::from_millis(300), Duration::from_secs(8), || false);
+        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let held = time_until_closed(
+            &mut c,
+            Duration::from_millis(300),
+            Duration::from_secs(8),
+            || false,
+        );
         assert!(held < Duration::from_secs(5), "held for {held:?}");
     }
 
@@ -471,12 +615,25 @@ mod review {
     /// client_timeout: its bytes do not restart the clock.
     #[test]
     fn a_client_that_sends_but_never_reads_is_cut() {
-        let s = Server::start(&["-w", "1", "--client-timeout", "2", "--response-buffer-size", "4096"]);
+        let s = Server::start(&[
+            "-w",
+            "1",
+            "--client-timeout",
+            "2",
+            "--response-buffer-size",
+            "4096",
+        ]);
         s.create_large(60, 100_000);
         let mut c = TcpStream::connect(s.addr).unwrap();
-        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let port = s.addr.port();
-        let held = time_until_closed(&mut c, Duration::from_millis(500), Duration::from_secs(12), || established_on(port) == 0);
+        let held = time_until_closed(
+            &mut c,
+            Duration::from_millis(500),
+            Duration::from_secs(12),
+            || established_on(port) == 0,
+        );
         assert!(held < Duration::from_secs(7), "cut after {held:?}");
     }
 
@@ -489,7 +646,13 @@ mod review {
         let body = order_json("draining", 1);
         let (first, rest) = body.split_at(10);
         let mut c = s.connect();
-        c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{first}", body.len()).as_bytes());
+        c.send_raw(
+            format!(
+                "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{first}",
+                body.len()
+            )
+            .as_bytes(),
+        );
         std::thread::sleep(Duration::from_millis(300));
         s.signal(libc::SIGTERM);
         std::thread::sleep(Duration::from_millis(300));
@@ -503,7 +666,10 @@ mod review {
     #[test]
     fn host_is_required_once() {
         let s = Server::start(&[]);
-        for raw in ["GET /orders HTTP/1.1\r\n\r\n", "GET /orders HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
+        for raw in [
+            "GET /orders HTTP/1.1\r\n\r\n",
+            "GET /orders HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
             let mut c = s.connect();
             c.send_raw(raw.as_bytes());
             let r = c.read_response().expect("an answer");
@@ -512,14 +678,22 @@ mod review {
         }
         let mut c = s.connect();
         c.send_raw(b"GET /orders HTTP/1.0\r\n\r\n");
-        assert_eq!(c.read_response().unwrap().status, 200, "HTTP/1.0 needs none");
+        assert_eq!(
+            c.read_response().unwrap().status,
+            200,
+            "HTTP/1.0 needs none"
+        );
     }
 
     /// A chunked body cut short is "ended early", not a Content-Length error.
     #[test]
     fn a_truncated_chunked_body_says_so() {
         let s = Server::start(&[]);
-        let r = s.send_truncated(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab").expect("an answer");
+        let r = s
+            .send_truncated(
+                b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            )
+            .expect("an answer");
         assert_eq!(r.status, 400);
         assert_eq!(r.message(), "Request body ended before it was complete");
     }
@@ -534,12 +708,16 @@ fn a_request_and_its_end_of_file_arriving_together_are_answered() {
     let s = Server::start(&["-w", "1"]);
     for i in 0..200 {
         let mut c = s.connect();
-        c.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         // Let the server's coroutine park, waiting for the request.
         std::thread::sleep(Duration::from_millis(5));
         c.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"");
         c.stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let r = c.read_response().unwrap_or_else(|| panic!("round {i}: no answer"));
+        let r = c
+            .read_response()
+            .unwrap_or_else(|| panic!("round {i}: no answer"));
         assert_eq!(r.status, 400, "round {i}");
     }
 }

@@ -17,7 +17,10 @@ fn still_serving(s: &Server) {
 }
 
 fn count_orders(s: &Server) -> usize {
-    s.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len()
+    s.request("GET", "/orders", None).json()["orders"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -30,7 +33,8 @@ fn bad_content_length_is_400_and_closes() {
         assert_eq!(r.status, 400, "Content-Length {cl:?}");
         assert!(!r.message().is_empty());
     }
-    let twice = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}";
+    let twice =
+        b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}";
     assert_eq!(s.connect().closing_answer(twice).status, 400);
     still_serving(&s);
     assert_eq!(s.worker_pids(), pids, "no worker died");
@@ -53,17 +57,26 @@ fn chunked_bodies_are_decoded_and_their_bytes_never_run() {
     assert_eq!(r.status, 400);
     assert_eq!(r.message(), "Request body is not valid JSON");
     assert!(!r.closes());
-    assert_eq!(c.request("GET", &format!("/orders/{id}"), None).status, 200, "the smuggled DELETE ran");
+    assert_eq!(
+        c.request("GET", &format!("/orders/{id}"), None).status,
+        200,
+        "the smuggled DELETE ran"
+    );
 
     // A coding other than chunked: 501, closed, its bytes never run.
     let mut c = s.connect();
-    let req = format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{smuggled}");
+    let req =
+        format!("POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{smuggled}");
     c.send_raw(req.as_bytes());
     let r = c.read_response().unwrap();
     assert_eq!(r.status, 501);
     assert!(r.closes());
     assert!(c.read_response().is_none(), "nothing after the 501");
-    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200, "the smuggled DELETE ran");
+    assert_eq!(
+        s.request("GET", &format!("/orders/{id}"), None).status,
+        200,
+        "the smuggled DELETE ran"
+    );
     still_serving(&s);
 }
 
@@ -82,8 +95,15 @@ fn a_body_holding_a_request_is_only_a_body() {
     assert_eq!(first.status, 400, "the body is invalid JSON");
     let second = c.read_response().unwrap();
     assert_eq!(second.status, 200);
-    assert!(second.json()["orders"].is_array(), "the second response answers the GET");
-    assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200, "the DELETE in the body ran");
+    assert!(
+        second.json()["orders"].is_array(),
+        "the second response answers the GET"
+    );
+    assert_eq!(
+        s.request("GET", &format!("/orders/{id}"), None).status,
+        200,
+        "the DELETE in the body ran"
+    );
 
     // A GET with a body: the body is consumed, the next request still works.
     let mut c = s.connect();
@@ -120,7 +140,13 @@ fn oversized_body_is_413_without_reading_it() {
 fn default_body_limit_is_one_mib() {
     let s = Server::start(&[]);
     let mut c = s.connect();
-    c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1024 * 1024 + 1).as_bytes());
+    c.send_raw(
+        format!(
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            1024 * 1024 + 1
+        )
+        .as_bytes(),
+    );
     assert_eq!(c.read_response().unwrap().status, 413);
 }
 
@@ -130,7 +156,9 @@ fn truncated_body_and_garbage_leave_workers_up() {
     let pids = s.worker_pids();
     // Body shorter than announced, then the client closes its side: 400.
     let r = s
-        .send_truncated(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"")
+        .send_truncated(
+            b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product\"",
+        )
         .expect("an answer to the truncated body");
     assert_eq!(r.status, 400);
     assert_eq!(r.message(), "Request body ended before it was complete");
@@ -191,9 +219,17 @@ fn clients_mistakes_are_never_500() {
     let s = Server::start(&[]);
     let id = s.create("x");
     let cases: Vec<(String, String, Option<String>)> = vec![
-        ("GET".into(), "/orders?limit=99999999999999999999999".into(), None),
+        (
+            "GET".into(),
+            "/orders?limit=99999999999999999999999".into(),
+            None,
+        ),
         ("PUT".into(), format!("/orders/{id}"), Some("\u{0}".into())),
-        ("POST".into(), "/orders".into(), Some("{\"product\": \"\\ud800\"}".into())),
+        (
+            "POST".into(),
+            "/orders".into(),
+            Some("{\"product\": \"\\ud800\"}".into()),
+        ),
         ("GET".into(), "/orders/%00%00".into(), None),
         ("DELETE".into(), "/orders?limit=1".into(), None),
         ("OPTIONS".into(), "*".into(), None),

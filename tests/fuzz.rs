@@ -27,15 +27,31 @@ fn the_openapi_contract_holds_under_fuzzing() {
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".to_string());
     let st = schemathesis();
     let out = Command::new(&st)
-        .args(["run", "docs/openapi.yaml", "--checks", "all", "--max-examples", "30", "--no-color", "--seed", &seed])
+        .args([
+            "run",
+            "docs/openapi.yaml",
+            "--checks",
+            "all",
+            "--max-examples",
+            "30",
+            "--no-color",
+            "--seed",
+            &seed,
+        ])
         .arg("--url")
         .arg(format!("http://{}", s.addr))
         .current_dir(&root)
         .env("PYTHONPATH", root.join("tests"))
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (scripts/test.sh installs schemathesis in .venv-contract)", st.display()));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/test.sh installs schemathesis in .venv-contract)",
+                st.display()
+            )
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "schemathesis found failures:\n{text}");
     assert!(text.contains("No issues found"), "{text}");
     assert!(!s.log().contains("panic"), "{}", s.log());

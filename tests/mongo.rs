@@ -11,8 +11,8 @@ use orders_harness as support;
 
 use std::time::{Duration, Instant};
 
-use bson::oid::ObjectId;
 use bson::doc;
+use bson::oid::ObjectId;
 use serde_json::{json, Value};
 use support::mongo_wire::MockMongo;
 use support::secantus::{reserve_port, Secantus};
@@ -77,9 +77,16 @@ fn assert_quick_503(s: &Server, method: &str, path: &str, body: Option<&str>) {
     let r = s.request(method, path, body);
     assert_eq!(r.status, 503, "{method} {path}: {}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(!r.message().to_lowercase().contains("mongo"), "no internals: {}", r.message());
+    assert!(
+        !r.message().to_lowercase().contains("mongo"),
+        "no internals: {}",
+        r.message()
+    );
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(DEADLINE_MS) + SLACK, "503 took {took:?}");
+    assert!(
+        took < Duration::from_millis(DEADLINE_MS) + SLACK,
+        "503 took {took:?}"
+    );
 }
 
 fn database_down_is_a_quick_503_and_service_resumes<D: Launch>() {
@@ -93,12 +100,19 @@ fn database_down_is_a_quick_503_and_service_resumes<D: Launch>() {
     let pids = s.worker_pids();
     db.come_back();
     assert!(
-        wait_until(RESUME, || s.request("GET", &format!("/orders/{id}"), None).status == 200),
+        wait_until(RESUME, || s
+            .request("GET", &format!("/orders/{id}"), None)
+            .status
+            == 200),
         "service did not resume (or the order written before the outage is gone): {}\n{}",
         s.request("GET", &format!("/orders/{id}"), None).text(),
         s.log()
     );
-    assert_eq!(s.request("POST", "/orders", Some(&order_json("after", 1))).status, 200);
+    assert_eq!(
+        s.request("POST", "/orders", Some(&order_json("after", 1)))
+            .status,
+        200
+    );
     assert_eq!(s.worker_pids(), pids, "no worker died during the outage");
 }
 
@@ -108,12 +122,28 @@ fn a_hung_database_is_a_503_within_the_deadline<D: Launch>() {
     let id = s.create("x");
     db.hang();
     assert_quick_503(&s, "GET", &format!("/orders/{id}"), None);
-    assert_quick_503(&s, "PUT", &format!("/orders/{id}"), Some(r#"{"quantity":2}"#));
+    assert_quick_503(
+        &s,
+        "PUT",
+        &format!("/orders/{id}"),
+        Some(r#"{"quantity":2}"#),
+    );
     let pids = s.worker_pids();
     db.unhang();
-    assert!(wait_until(RESUME, || s.request("GET", &format!("/orders/{id}"), None).status == 200));
-    assert_eq!(s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#)).status, 200);
-    assert_eq!(s.worker_pids(), pids, "no worker died while the database hung");
+    assert!(wait_until(RESUME, || s
+        .request("GET", &format!("/orders/{id}"), None)
+        .status
+        == 200));
+    assert_eq!(
+        s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.worker_pids(),
+        pids,
+        "no worker died while the database hung"
+    );
 }
 
 fn starting_with_the_database_down_serves_503_until_it_is_up<D: Launch>() {
@@ -135,11 +165,22 @@ fn starting_with_the_database_down_serves_503_until_it_is_up<D: Launch>() {
 fn the_seed_layout_is_used_and_the_driver_sends_only_known_commands() {
     let mock = MockMongo::start();
     let s = start(&mock, &[]);
-    assert!(s.log().contains("store: mongo mongodb://127.0.0.1"), "{}", s.log());
+    assert!(
+        s.log().contains("store: mongo mongodb://127.0.0.1"),
+        "{}",
+        s.log()
+    );
     let id = s.create("P");
-    assert_eq!(s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#)).status, 200);
+    assert_eq!(
+        s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#))
+            .status,
+        200
+    );
     assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
-    assert_eq!(s.request("DELETE", &format!("/orders/{id}"), None).status, 200);
+    assert_eq!(
+        s.request("DELETE", &format!("/orders/{id}"), None).status,
+        200
+    );
     let seen = mock.commands();
     for c in ["isMaster", "insert", "findAndModify", "find", "delete"] {
         assert!(seen.iter().any(|x| x == c), "{c} never sent: {seen:?}");
@@ -162,7 +203,9 @@ fn quantities_are_stored_as_integers_like_app_py() {
 fn documents_of_other_shapes_are_returned_as_stored() {
     let mock = MockMongo::start();
     let odd = ObjectId::new();
-    mock.insert_raw(doc! { "_id": odd, "product": "legacy", "quantity": "two", "note": { "by": "app.py" } });
+    mock.insert_raw(
+        doc! { "_id": odd, "product": "legacy", "quantity": "two", "note": { "by": "app.py" } },
+    );
     let bare = ObjectId::new();
     mock.insert_raw(doc! { "_id": bare });
     let s = start(&mock, &[]);
@@ -174,9 +217,16 @@ fn documents_of_other_shapes_are_returned_as_stored() {
     assert_eq!(order["_id"], odd.to_hex());
     let list = s.request("GET", "/orders", None).json();
     assert_eq!(list["orders"].as_array().unwrap().len(), 2);
-    let r = s.request("PUT", &format!("/orders/{bare}"), Some(r#"{"product":"fixed"}"#));
+    let r = s.request(
+        "PUT",
+        &format!("/orders/{bare}"),
+        Some(r#"{"product":"fixed"}"#),
+    );
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["order"], serde_json::json!({"_id": bare.to_hex(), "product": "fixed"}));
+    assert_eq!(
+        r.json()["order"],
+        serde_json::json!({"_id": bare.to_hex(), "product": "fixed"})
+    );
 }
 
 #[test]
@@ -195,25 +245,53 @@ fn a_long_list_streams_in_batches() {
     sorted.sort();
     assert_eq!(ids, sorted, "in _id order");
     let get_mores = mock.commands().iter().filter(|c| *c == "getMore").count();
-    assert!((1..=5).contains(&get_mores), "batched, not one round trip per document: {get_mores} getMore");
+    assert!(
+        (1..=5).contains(&get_mores),
+        "batched, not one round trip per document: {get_mores} getMore"
+    );
 }
 
 #[test]
 fn the_seeds_mongo_uri_variable_is_accepted() {
     let mock = MockMongo::start();
-    let s = Server::builder().workers(1).env("MONGO_URI", &mock.uri("orders_db")).start();
+    let s = Server::builder()
+        .workers(1)
+        .env("MONGO_URI", &mock.uri("orders_db"))
+        .start();
     s.create("via MONGO_URI");
     assert_eq!(mock.count(), 1);
-    assert!(!s.data_dir.join("data.mdb").exists(), "the embedded store was not used");
+    assert!(
+        !s.data_dir.join("data.mdb").exists(),
+        "the embedded store was not used"
+    );
 }
 
 #[test]
 fn bad_mongo_settings_exit_2_before_forking() {
     let cases: [(&[&str], &str); 4] = [
         (&["--mongo-uri", "http://nope"], "mongo_uri"),
-        (&["--mongo-uri", "mongodb://u:hunter2@h:notaport/db"], "mongo_uri"),
-        (&["--mongo-uri", "mongodb://127.0.0.1/a", "--mongo-database", "b"], "mongo_database"),
-        (&["--mongo-uri", "mongodb://127.0.0.1/a", "--mongo-collection", "system.x"], "mongo_collection"),
+        (
+            &["--mongo-uri", "mongodb://u:hunter2@h:notaport/db"],
+            "mongo_uri",
+        ),
+        (
+            &[
+                "--mongo-uri",
+                "mongodb://127.0.0.1/a",
+                "--mongo-database",
+                "b",
+            ],
+            "mongo_database",
+        ),
+        (
+            &[
+                "--mongo-uri",
+                "mongodb://127.0.0.1/a",
+                "--mongo-collection",
+                "system.x",
+            ],
+            "mongo_collection",
+        ),
     ];
     for (args, needle) in cases {
         let mut all = vec!["-b", "127.0.0.1:0"];
@@ -229,9 +307,19 @@ fn bad_mongo_settings_exit_2_before_forking() {
 #[test]
 fn a_password_is_warned_about_and_never_logged() {
     let mut mock = MockMongo::start();
-    let uri = format!("mongodb://app:hunter2@127.0.0.1:{}/orders_db?heartbeatFrequencyMS=500", mock.port);
+    let uri = format!(
+        "mongodb://app:hunter2@127.0.0.1:{}/orders_db?heartbeatFrequencyMS=500",
+        mock.port
+    );
     let timeout = DEADLINE_MS.to_string();
-    let s = Server::start(&["--mongo-uri", &uri, "--store-timeout-ms", &timeout, "--log-level", "debug"]);
+    let s = Server::start(&[
+        "--mongo-uri",
+        &uri,
+        "--store-timeout-ms",
+        &timeout,
+        "--log-level",
+        "debug",
+    ]);
     // The test server has no authentication: every operation fails to authenticate.
     let r = s.request("GET", "/orders", None);
     assert_eq!(r.status, 503);
@@ -293,34 +381,65 @@ fn documents_written_by_pymongo_in_app_py_shapes_are_served_as_stored() {
         assert_eq!(r.json()["order"], want);
         expected.push(want);
     }
-    assert_eq!(s.request("GET", "/orders", None).json()["orders"], json!(expected), "the whole list, in _id order");
+    assert_eq!(
+        s.request("GET", "/orders", None).json()["orders"],
+        json!(expected),
+        "the whole list, in _id order"
+    );
     let mut walked = Vec::new();
     let mut page = s.request("GET", "/orders?limit=4", None).json();
     loop {
         walked.extend(page["orders"].as_array().unwrap().iter().cloned());
-        let Some(next) = page["next"].as_str() else { break };
-        page = s.request("GET", &format!("/orders?limit=4&after={next}"), None).json();
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        page = s
+            .request("GET", &format!("/orders?limit=4&after={next}"), None)
+            .json();
     }
     assert_eq!(json!(walked), json!(expected), "paged walk");
     // A PUT on app.py's nulls changes only the field sent.
-    let r = s.request("PUT", &format!("/orders/{}", ids[1]), Some(r#"{"product":"fixed"}"#));
+    let r = s.request(
+        "PUT",
+        &format!("/orders/{}", ids[1]),
+        Some(r#"{"product":"fixed"}"#),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let mut want = expected[1].clone();
     want["product"] = json!("fixed");
     assert_eq!(r.json()["order"], want);
-    assert_eq!(s.request("DELETE", &format!("/orders/{}", ids[3]), None).status, 200);
+    assert_eq!(
+        s.request("DELETE", &format!("/orders/{}", ids[3]), None)
+            .status,
+        200
+    );
 }
 
 #[test]
 fn orders_written_here_have_the_bson_types_pymongo_writes() {
     let db = Secantus::start();
     let s = start(&db, &[]);
-    let small = s.request("POST", "/orders", Some(&order_json("small", 3))).json()["order"]["_id"].as_str().unwrap().to_string();
-    let large = s.request("POST", "/orders", Some(&order_json("large", 5_000_000_000))).json()["order"]["_id"]
+    let small = s
+        .request("POST", "/orders", Some(&order_json("small", 3)))
+        .json()["order"]["_id"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(s.request("PUT", &format!("/orders/{small}"), Some(r#"{"quantity":7}"#)).status, 200);
+    let large = s
+        .request("POST", "/orders", Some(&order_json("large", 5_000_000_000)))
+        .json()["order"]["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.request(
+            "PUT",
+            &format!("/orders/{small}"),
+            Some(r#"{"quantity":7}"#)
+        )
+        .status,
+        200
+    );
     // Type names as pymongo decodes them: int32 -> int, int64 -> Int64.
     let script = format!(
         r#"
@@ -340,13 +459,22 @@ print(json.dumps({{
     );
     let seen: Value = serde_json::from_str(db.pymongo(&script).trim()).unwrap();
     let str_fields = json!({"_id": "ObjectId", "product": "str", "customer_name": "str", "customer_address": "str"});
-    for (order, quantity_like) in [("small", &seen["pymongo"]["quantity"]), ("large", &seen["pymongo"]["big"])] {
+    for (order, quantity_like) in [
+        ("small", &seen["pymongo"]["quantity"]),
+        ("large", &seen["pymongo"]["big"]),
+    ] {
         for (field, t) in str_fields.as_object().unwrap() {
             assert_eq!(&seen[order][field], t, "{order}.{field}: {seen}");
         }
-        assert_eq!(&seen[order]["quantity"], quantity_like, "{order}.quantity as pymongo writes it: {seen}");
+        assert_eq!(
+            &seen[order]["quantity"], quantity_like,
+            "{order}.quantity as pymongo writes it: {seen}"
+        );
     }
-    assert_eq!(seen["pymongo"]["quantity"], "int", "pymongo writes a small int as int32");
+    assert_eq!(
+        seen["pymongo"]["quantity"], "int",
+        "pymongo writes a small int as int32"
+    );
     assert_eq!(seen["quantity"], 7, "the update");
 }
 
@@ -362,11 +490,25 @@ MongoClient(URI).admin.command("createUser", "app", pwd="hunter2", roles=[{"role
     db.restart_with(&["--auth"]);
     let timeout = DEADLINE_MS.to_string();
     let good = db.uri_as("app", "hunter2", "orders_db");
-    let s = Server::start(&["--mongo-uri", &good, "--store-timeout-ms", &timeout, "--log-level", "debug"]);
+    let s = Server::start(&[
+        "--mongo-uri",
+        &good,
+        "--store-timeout-ms",
+        &timeout,
+        "--log-level",
+        "debug",
+    ]);
     let id = s.create("authenticated");
     assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
     let bad = db.uri_as("app", "wrong-pass-77", "orders_db");
-    let t = Server::start(&["--mongo-uri", &bad, "--store-timeout-ms", &timeout, "--log-level", "debug"]);
+    let t = Server::start(&[
+        "--mongo-uri",
+        &bad,
+        "--store-timeout-ms",
+        &timeout,
+        "--log-level",
+        "debug",
+    ]);
     assert_quick_503(&t, "GET", "/orders", None);
     assert_quick_503(&t, "POST", "/orders", Some(&order_json("refused", 1)));
     for (log, secret) in [(s.log(), "hunter2"), (t.log(), "wrong-pass-77")] {
@@ -379,10 +521,18 @@ MongoClient(URI).admin.command("createUser", "app", pwd="hunter2", roles=[{"role
 /// Established TCP connections from this machine to `port`, now.
 fn connections_to(port: u16) -> usize {
     let out = std::process::Command::new("ss")
-        .args(["-Htn", "state", "established", &format!("( dport = :{port} )")])
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
         .output()
         .expect("ss (iproute2) is installed");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }
 
 #[test]
@@ -399,13 +549,18 @@ MongoClient(URI).orders_db.orders.insert_many([{"product": "p", "quantity": 1, "
 "#,
         );
         let uri = db.uri("orders_db") + extra;
-        let s = Server::builder().workers(1).args(&["--mongo-uri", &uri, "--store-timeout-ms", "20000"]).start();
+        let s = Server::builder()
+            .workers(1)
+            .args(&["--mongo-uri", &uri, "--store-timeout-ms", "20000"])
+            .start();
         let addr = s.addr;
         let clients: Vec<_> = (0..30)
             .map(|_| {
                 std::thread::spawn(move || {
                     let mut c = support::Client::connect(addr);
-                    (0..3).map(|_| c.request("GET", "/orders?limit=500", None).status).collect::<Vec<_>>()
+                    (0..3)
+                        .map(|_| c.request("GET", "/orders?limit=500", None).status)
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -415,13 +570,19 @@ MongoClient(URI).orders_db.orders.insert_many([{"product": "p", "quantity": 1, "
             std::thread::sleep(Duration::from_millis(20));
         }
         for c in clients {
-            assert!(c.join().unwrap().iter().all(|s| *s == 200), "every request served");
+            assert!(
+                c.join().unwrap().iter().all(|s| *s == 200),
+                "every request served"
+            );
         }
         eprintln!("maxPoolSize {pool}: at most {most} connections");
         // The pool, plus the driver's monitoring connections (one or two).
         assert!(most <= pool + 2, "maxPoolSize {pool}: {most} connections");
         if pool == 10 {
-            assert!(most > 4, "the load needed more than a few connections: {most}");
+            assert!(
+                most > 4,
+                "the load needed more than a few connections: {most}"
+            );
         }
     }
 }

@@ -17,7 +17,9 @@ fn with_metrics(workers: usize, extra: &[&str]) -> Server {
 }
 
 fn requests(s: &Server, method: &str, route: &str, status: u16) -> f64 {
-    s.metric(&format!("orders_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"))
+    s.metric(&format!(
+        "orders_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+    ))
 }
 
 #[test]
@@ -42,14 +44,33 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
     assert_eq!(requests(&s, "GET", "/orders/{id}", 400), 5.0);
     assert_eq!(requests(&s, "GET", "other", 404), 3.0, "never the raw path");
     let by_id = "orders_http_request_duration_seconds_count{route=\"/orders/{id}\"}";
-    assert_eq!(s.metric(by_id), 45.0, "the histogram counts every request of the route");
-    assert_eq!(s.metric("orders_http_request_duration_seconds_bucket{route=\"/orders/{id}\",le=\"+Inf\"}"), 45.0);
-    assert_eq!(s.metric("orders_store_operations_total{op=\"create\",result=\"ok\"}"), 10.0);
-    assert_eq!(s.metric("orders_store_operations_total{op=\"get\",result=\"ok\"}"), 40.0);
+    assert_eq!(
+        s.metric(by_id),
+        45.0,
+        "the histogram counts every request of the route"
+    );
+    assert_eq!(
+        s.metric("orders_http_request_duration_seconds_bucket{route=\"/orders/{id}\",le=\"+Inf\"}"),
+        45.0
+    );
+    assert_eq!(
+        s.metric("orders_store_operations_total{op=\"create\",result=\"ok\"}"),
+        10.0
+    );
+    assert_eq!(
+        s.metric("orders_store_operations_total{op=\"get\",result=\"ok\"}"),
+        40.0
+    );
     assert!(s.metric("orders_store_commit_batch_size_count") >= 1.0);
     assert_eq!(s.metric("orders_workers{state=\"serving\"}"), 2.0);
     assert_eq!(s.metric("orders_generation"), 1.0);
-    assert_eq!(s.metric(&format!("orders_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert_eq!(
+        s.metric(&format!(
+            "orders_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     assert!(s.metric("process_start_time_seconds") > 1.7e9);
     assert!(s.metric("process_resident_memory_bytes") > 1e6);
     assert!(s.metric("process_open_fds") > 3.0);
@@ -70,9 +91,16 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
                 && s.metric("orders_workers{state=\"serving\"}") == 2.0
         }),
         "the worker was replaced: {:?}",
-        s.metrics().into_iter().filter(|(k, _)| k.starts_with("orders_worker")).collect::<Vec<_>>()
+        s.metrics()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("orders_worker"))
+            .collect::<Vec<_>>()
     );
-    assert_eq!(requests(&s, "GET", "/orders/{id}", 200), 40.0, "no counter went backwards");
+    assert_eq!(
+        requests(&s, "GET", "/orders/{id}", 200),
+        40.0,
+        "no counter went backwards"
+    );
     assert_eq!(requests(&s, "POST", "/orders", 200), 10.0);
     for _ in 0..10 {
         assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
@@ -85,12 +113,16 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
 fn connections_open_and_refused_are_counted() {
     let s = with_metrics(1, &["--worker-connections", "3"]);
     let held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
-    assert!(wait_until(Duration::from_secs(5), || s.metric("orders_http_connections_open") == 3.0));
+    assert!(wait_until(Duration::from_secs(5), || s
+        .metric("orders_http_connections_open")
+        == 3.0));
     let r = s.request("GET", "/orders", None);
     assert_eq!(r.status, 503);
     assert_eq!(s.metric("orders_http_connections_refused_total"), 1.0);
     drop(held);
-    assert!(wait_until(Duration::from_secs(5), || s.metric("orders_http_connections_open") == 0.0));
+    assert!(wait_until(Duration::from_secs(5), || s
+        .metric("orders_http_connections_open")
+        == 0.0));
 }
 
 #[test]
@@ -99,14 +131,38 @@ fn the_metrics_address_serves_only_metrics_and_never_the_api_address() {
     let m = s.metrics_addr.unwrap();
     assert_ne!(m, s.addr);
     let r = Client::connect(m).request("GET", "/metrics", None);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
-    assert_eq!(Client::connect(m).request("GET", "/orders", None).status, 404, "no API on the metrics address");
-    assert_eq!(Client::connect(m).request("POST", "/metrics", Some("{}")).status, 405);
-    assert_eq!(s.request("GET", "/metrics", None).status, 404, "no metrics on the API address");
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    assert_eq!(
+        Client::connect(m).request("GET", "/orders", None).status,
+        404,
+        "no API on the metrics address"
+    );
+    assert_eq!(
+        Client::connect(m)
+            .request("POST", "/metrics", Some("{}"))
+            .status,
+        405
+    );
+    assert_eq!(
+        s.request("GET", "/metrics", None).status,
+        404,
+        "no metrics on the API address"
+    );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
-    let (code, out) = run_to_exit(&["-b", &addr, "--metrics-bind", &addr], &[], Duration::from_secs(15));
+    let (code, out) = run_to_exit(
+        &["-b", &addr, "--metrics-bind", &addr],
+        &[],
+        Duration::from_secs(15),
+    );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("metrics_bind"), "{out}");
 }
@@ -117,11 +173,22 @@ fn health_checks_answer_without_touching_the_orders() {
     std::fs::write(tokens.path(), "ops:s3cret-token-123\n").unwrap();
     let path = tokens.path().display().to_string();
     let s = Server::start(&["--api-tokens-file", &path, "--api-tokens-for-reads", "true"]);
-    assert_eq!(s.request("GET", "/orders", None).status, 401, "the API needs a token");
+    assert_eq!(
+        s.request("GET", "/orders", None).status,
+        401,
+        "the API needs a token"
+    );
     let h = s.request("GET", "/healthz", None);
-    assert_eq!((h.status, h.json()), (200, serde_json::json!({"status": "ok"})), "health needs none");
+    assert_eq!(
+        (h.status, h.json()),
+        (200, serde_json::json!({"status": "ok"})),
+        "health needs none"
+    );
     let r = s.request("GET", "/readyz", None);
-    assert_eq!((r.status, r.json()), (200, serde_json::json!({"status": "ready"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"status": "ready"}))
+    );
     let m = s.request("POST", "/healthz", Some("{}"));
     assert_eq!((m.status, m.header("allow")), (405, Some("GET")));
 }
@@ -132,7 +199,14 @@ fn readyz_follows_the_database_and_the_drain() {
     let uri = mock.uri("orders_db");
     let mut s = Server::builder()
         .workers(1)
-        .args(&["--mongo-uri", &uri, "--store-timeout-ms", "1000", "--metrics-bind", "127.0.0.1:0"])
+        .args(&[
+            "--mongo-uri",
+            &uri,
+            "--store-timeout-ms",
+            "1000",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
         .start();
     assert_eq!(s.request("GET", "/readyz", None).status, 200);
     mock.stop();
@@ -147,14 +221,34 @@ fn readyz_follows_the_database_and_the_drain() {
         r.text()
     );
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(s.request("GET", "/healthz", None).status, 200, "the worker itself is fine");
-    assert_eq!(s.request("POST", "/orders", Some(&order_json("down", 1))).status, 503);
-    assert!(s.metric("orders_store_operations_total{op=\"create\",result=\"error\"}")
-        + s.metric("orders_store_operations_total{op=\"create\",result=\"timeout\"}")
-        >= 1.0);
-    assert!(s.metric("orders_store_errors_total{kind=\"unavailable\"}") + s.metric("orders_store_errors_total{kind=\"timeout\"}") >= 1.0);
+    assert_eq!(
+        s.request("GET", "/healthz", None).status,
+        200,
+        "the worker itself is fine"
+    );
+    assert_eq!(
+        s.request("POST", "/orders", Some(&order_json("down", 1)))
+            .status,
+        503
+    );
+    assert!(
+        s.metric("orders_store_operations_total{op=\"create\",result=\"error\"}")
+            + s.metric("orders_store_operations_total{op=\"create\",result=\"timeout\"}")
+            >= 1.0
+    );
+    assert!(
+        s.metric("orders_store_errors_total{kind=\"unavailable\"}")
+            + s.metric("orders_store_errors_total{kind=\"timeout\"}")
+            >= 1.0
+    );
     mock.restart();
-    assert!(wait_until(Duration::from_secs(15), || s.request("GET", "/readyz", None).status == 200), "ready again");
+    assert!(
+        wait_until(Duration::from_secs(15), || s
+            .request("GET", "/readyz", None)
+            .status
+            == 200),
+        "ready again"
+    );
 
     // Draining: a request that arrives after TERM on an open connection
     // is answered, and /readyz says 503.
@@ -181,7 +275,12 @@ fn promtool(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -195,14 +294,32 @@ fn promtool_accepts_the_metrics_the_rules_and_the_scrape_config() {
     assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
     assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
     assert_eq!(s.request("GET", "/readyz", None).status, 200);
-    let text = Client::connect(s.metrics_addr.unwrap()).request("GET", "/metrics", None).text();
+    let text = Client::connect(s.metrics_addr.unwrap())
+        .request("GET", "/metrics", None)
+        .text();
     let out = promtool(&["check", "metrics"], &text);
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
     let out = promtool(&["check", "rules", "conf/orders-server.rules.yml"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = promtool(&["check", "config", "conf/prometheus.yml"], "");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -221,11 +338,18 @@ fn a_real_prometheus_scrapes_the_counters() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut prometheus = std::process::Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -235,8 +359,12 @@ fn a_real_prometheus_scrapes_the_counters() {
     let query = "/api/v1/query?query=sum(orders_http_requests_total%7Bmethod%3D%22POST%22%7D)";
     let mut seen = String::new();
     let found = wait_until(Duration::from_secs(40), || {
-        let Some(mut c) = Client::try_connect(web) else { return false };
-        let Some(r) = c.try_request("GET", query, None) else { return false };
+        let Some(mut c) = Client::try_connect(web) else {
+            return false;
+        };
+        let Some(r) = c.try_request("GET", query, None) else {
+            return false;
+        };
         seen = r.text();
         r.status == 200 && r.json()["data"]["result"][0]["value"][1] == "7"
     });
@@ -248,7 +376,9 @@ fn a_real_prometheus_scrapes_the_counters() {
 /// A process's command line as `ps` shows it.
 fn cmdline(pid: i32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw).trim_end_matches('\0').replace('\0', " ")
+    String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
 }
 
 #[test]
@@ -256,10 +386,19 @@ fn process_titles_say_what_each_process_is() {
     // Long arguments: the title takes the room of the original command line.
     let s = with_metrics(2, &["--log-level", "info", "--keepalive", "75"]);
     let master = s.pid() as i32;
-    assert_eq!(cmdline(master), format!("orders-server: master [gen 1] {}", s.addr));
+    assert_eq!(
+        cmdline(master),
+        format!("orders-server: master [gen 1] {}", s.addr)
+    );
     let mut titles: Vec<String> = s.worker_pids().into_iter().map(cmdline).collect();
     titles.sort();
-    assert_eq!(titles, ["orders-server: worker 0 [gen 1]", "orders-server: worker 1 [gen 1]"]);
+    assert_eq!(
+        titles,
+        [
+            "orders-server: worker 0 [gen 1]",
+            "orders-server: worker 1 [gen 1]"
+        ]
+    );
     s.signal(libc::SIGHUP);
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -273,16 +412,27 @@ fn process_titles_say_what_each_process_is() {
         s.worker_pids().into_iter().map(cmdline).collect::<Vec<_>>()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || s.metric("orders_worker_restarts_total{cause=\"reload\"}") == 2.0),
+        wait_until(Duration::from_secs(10), || s
+            .metric("orders_worker_restarts_total{cause=\"reload\"}")
+            == 2.0),
         "both old workers replaced by the reload"
     );
-    assert_eq!(s.metric("orders_worker_restarts_total{cause=\"crash\"}"), 0.0);
+    assert_eq!(
+        s.metric("orders_worker_restarts_total{cause=\"crash\"}"),
+        0.0
+    );
     assert_eq!(s.metric("orders_generation"), 2.0);
 }
 
 /// The lines of `path` once it has `n` (the writer flushes every 100 ms).
 fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    let read = || std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+    let read = || {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     wait_until(Duration::from_secs(5), || read().len() >= n);
     read()
 }
@@ -291,29 +441,63 @@ fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 fn the_access_log_has_one_line_per_request_in_gunicorns_format() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let s = Server::builder().workers(2).args(&["--access-log", &log.display().to_string()]).start();
+    let s = Server::builder()
+        .workers(2)
+        .args(&["--access-log", &log.display().to_string()])
+        .start();
     let id = s.create("logged");
     let mut c = s.connect();
     let r = c.request_with(
         "GET",
         &format!("/orders/{id}"),
-        &["User-Agent: curl/8.0", "Referer: http://example.test/x", "X-Request-Id: trace-42", "X-Forwarded-For: 6.6.6.6, 203.0.113.7"],
+        &[
+            "User-Agent: curl/8.0",
+            "Referer: http://example.test/x",
+            "X-Request-Id: trace-42",
+            "X-Forwarded-For: 6.6.6.6, 203.0.113.7",
+        ],
         None,
     );
-    assert_eq!(r.header("x-request-id"), Some("trace-42"), "the client's id is echoed");
-    let bad = c.request_with("GET", "/orders/nothex", &["X-Request-Id: bad id; rm -rf"], None);
-    let generated = bad.header("x-request-id").expect("an id is made when the client's is unusable").to_string();
-    assert!(generated.len() == 16 && generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("trace-42"),
+        "the client's id is echoed"
+    );
+    let bad = c.request_with(
+        "GET",
+        "/orders/nothex",
+        &["X-Request-Id: bad id; rm -rf"],
+        None,
+    );
+    let generated = bad
+        .header("x-request-id")
+        .expect("an id is made when the client's is unusable")
+        .to_string();
+    assert!(
+        generated.len() == 16 && generated.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{generated}"
+    );
     let lines = log_lines(&log, 3);
     assert_eq!(lines.len(), 3, "one line per request: {lines:#?}");
     // Each worker writes its own lines: find them by their request.
-    let find = |needle: &str| lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle}: {lines:#?}"));
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle}: {lines:#?}"))
+    };
     let post = find("\"POST /orders HTTP/1.1\"");
-    assert!(post.starts_with("127.0.0.1 - - [") && post.contains("] \"POST /orders HTTP/1.1\" 200 "), "{post}");
+    assert!(
+        post.starts_with("127.0.0.1 - - [") && post.contains("] \"POST /orders HTTP/1.1\" 200 "),
+        "{post}"
+    );
     // The GET from a trusted peer (127.0.0.1): the hop it saw, not the client's claim.
     let get = find(&format!("\"GET /orders/{id} HTTP/1.1\""));
     assert!(get.starts_with("203.0.113.7 - - ["), "{get}");
-    let tail = format!("\"GET /orders/{id} HTTP/1.1\" 200 {} \"http://example.test/x\" \"curl/8.0\" ", r.body.len());
+    let tail = format!(
+        "\"GET /orders/{id} HTTP/1.1\" 200 {} \"http://example.test/x\" \"curl/8.0\" ",
+        r.body.len()
+    );
     assert!(get.contains(&tail), "{get}\nwanted {tail}");
     assert!(get.ends_with(" trace-42"), "{get}");
     let time: f64 = get.rsplit(' ').nth(1).unwrap().parse().expect("%(L)s");
@@ -343,14 +527,36 @@ fn the_access_log_in_json_with_untrusted_forwarding_token_names_and_reopen() {
         .start();
     let mut c = s.connect();
     let body = order_json("json", 2);
-    let r = c.request_with("POST", "/orders?src=test", &["Authorization: Bearer t0ken-secret-value-1", "X-Forwarded-For: 203.0.113.7"], Some(&body));
+    let r = c.request_with(
+        "POST",
+        "/orders?src=test",
+        &[
+            "Authorization: Bearer t0ken-secret-value-1",
+            "X-Forwarded-For: 203.0.113.7",
+        ],
+        Some(&body),
+    );
     assert_eq!(r.status, 200);
     let lines = log_lines(&log, 1);
-    let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("one JSON object per line");
-    assert_eq!(line["remote_addr"], "127.0.0.1", "X-Forwarded-For from an untrusted peer is ignored");
-    assert_eq!(line["user"], "deploy-bot", "the token's name, never the token");
+    let line: serde_json::Value =
+        serde_json::from_str(&lines[0]).expect("one JSON object per line");
+    assert_eq!(
+        line["remote_addr"], "127.0.0.1",
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+    assert_eq!(
+        line["user"], "deploy-bot",
+        "the token's name, never the token"
+    );
     assert!(!lines[0].contains("t0ken-secret"));
-    assert_eq!((line["method"].as_str(), line["path"].as_str(), line["query"].as_str()), (Some("POST"), Some("/orders"), Some("src=test")));
+    assert_eq!(
+        (
+            line["method"].as_str(),
+            line["path"].as_str(),
+            line["query"].as_str()
+        ),
+        (Some("POST"), Some("/orders"), Some("src=test"))
+    );
     assert_eq!(line["status"], 200);
     assert_eq!(line["bytes"], r.body.len());
     assert_eq!(line["request_id"], r.header("x-request-id").unwrap());
@@ -366,19 +572,44 @@ fn the_access_log_in_json_with_untrusted_forwarding_token_names_and_reopen() {
     let fresh = log_lines(&log, 1);
     assert_eq!(fresh.len(), 1, "the reopened file has the new line");
     assert!(fresh[0].contains("/healthz"));
-    assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 1, "the old file keeps its line");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        1,
+        "the old file keeps its line"
+    );
 }
 
 #[test]
 fn a_bad_access_log_format_stops_the_start() {
     let (code, out) = run_to_exit(
-        &["-b", "127.0.0.1:0", "--access-log", "-", "--access-log-format", "%(h)s %(nope)s"],
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "--access-log",
+            "-",
+            "--access-log-format",
+            "%(h)s %(nope)s",
+        ],
         &[],
         Duration::from_secs(15),
     );
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("access_log_format") && out.contains("nope"), "{out}");
-    let (code, out) = run_to_exit(&["-b", "127.0.0.1:0", "--access-log", "-", "--forwarded-allow-ips", "a.b"], &[], Duration::from_secs(15));
+    assert!(
+        out.contains("access_log_format") && out.contains("nope"),
+        "{out}"
+    );
+    let (code, out) = run_to_exit(
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "--access-log",
+            "-",
+            "--forwarded-allow-ips",
+            "a.b",
+        ],
+        &[],
+        Duration::from_secs(15),
+    );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("forwarded_allow_ips"), "{out}");
 }

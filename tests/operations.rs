@@ -21,7 +21,11 @@ fn count_workers_of_generation(s: &Server, generation: u64) -> usize {
     let needle = format!("gen {generation} pid");
     let pids = s.worker_pids();
     pids.iter()
-        .filter(|pid| s.log().lines().any(|l| l.contains(&needle) && l.contains(&format!("pid {pid}]"))))
+        .filter(|pid| {
+            s.log()
+                .lines()
+                .any(|l| l.contains(&needle) && l.contains(&format!("pid {pid}]")))
+        })
         .count()
 }
 
@@ -47,10 +51,28 @@ fn reload_twice_and_scaling_under_load_fail_no_request() {
         s.signal(libc::SIGTTOU);
         let r = finish_wrk(wrk);
         assert!(r.requests > 1000, "the load ran: {}", r.output);
-        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "failed requests:\n{}\n{}", r.output, s.log());
-        assert!(s.log().contains("reloaded: generation 3 serves"), "{}", s.log());
-        assert!(s.log().contains("worker 2 gen 3 started"), "TTIN added a worker: {}", s.log());
-        assert!(wait_until(Duration::from_secs(5), || s.worker_pids().len() == 2), "TTOU: {:?}", s.worker_pids());
+        assert_eq!(
+            (r.socket_errors, r.non_2xx),
+            (0, 0),
+            "failed requests:\n{}\n{}",
+            r.output,
+            s.log()
+        );
+        assert!(
+            s.log().contains("reloaded: generation 3 serves"),
+            "{}",
+            s.log()
+        );
+        assert!(
+            s.log().contains("worker 2 gen 3 started"),
+            "TTIN added a worker: {}",
+            s.log()
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || s.worker_pids().len() == 2),
+            "TTOU: {:?}",
+            s.worker_pids()
+        );
         assert_eq!(count_workers_of_generation(&s, 3), 2);
     });
 }
@@ -71,8 +93,16 @@ fn reload_without_tcp_migrate_req_is_reported() {
         assert!(r.requests > 1000, "the load ran: {}", r.output);
         assert_eq!(r.non_2xx, 0, "{}", r.output);
         assert_eq!(r.timeouts, 0, "no request hung: {}", r.output);
-        assert!(r.socket_errors < 200, "resets only from the retiring queues: {}", r.output);
-        assert!(s.log().contains("reloaded: generation 3 serves"), "{}", s.log());
+        assert!(
+            r.socket_errors < 200,
+            "resets only from the retiring queues: {}",
+            r.output
+        );
+        assert!(
+            s.log().contains("reloaded: generation 3 serves"),
+            "{}",
+            s.log()
+        );
         assert_eq!(s.request("GET", "/orders?limit=1", None).status, 200);
     });
 }
@@ -80,12 +110,30 @@ fn reload_without_tcp_migrate_req_is_reported() {
 #[test]
 fn max_requests_recycles_workers_without_failing_a_request() {
     in_netns(true, || {
-        let s = Server::start(&["-w", "1", "--max-requests", "3000", "--max-requests-jitter", "500"]);
+        let s = Server::start(&[
+            "-w",
+            "1",
+            "--max-requests",
+            "3000",
+            "--max-requests-jitter",
+            "500",
+        ]);
         let (wrk, _dir) = start_wrk(s.addr, 20, 5);
         let r = finish_wrk(wrk);
-        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "{}\n{}", r.output, s.log());
+        assert_eq!(
+            (r.socket_errors, r.non_2xx),
+            (0, 0),
+            "{}\n{}",
+            r.output,
+            s.log()
+        );
         let recycled = s.log().matches("max_requests reached").count();
-        assert!(recycled >= 2, "recycled {recycled} times for {} requests:\n{}", r.requests, s.log());
+        assert!(
+            recycled >= 2,
+            "recycled {recycled} times for {} requests:\n{}",
+            r.requests,
+            s.log()
+        );
     });
 }
 
@@ -95,19 +143,30 @@ fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
     let conf = tmp.path().join("orders.toml");
     std::fs::write(&conf, "workers = 2\n").unwrap();
     // No -w on the command line: the file decides (the command line would win).
-    let s = Server::builder().workers_from_config().args(&["-c", &conf.display().to_string()]).start();
+    let s = Server::builder()
+        .workers_from_config()
+        .args(&["-c", &conf.display().to_string()])
+        .start();
     let before = s.worker_pids();
     assert_eq!(before.len(), 2);
 
     std::fs::write(&conf, "workers = 0\n").unwrap();
     s.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(5), || s.log().contains("reload refused")), "{}", s.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .log()
+            .contains("reload refused")),
+        "{}",
+        s.log()
+    );
     assert!(s.log().contains("setting workers"), "{}", s.log());
 
     std::fs::write(&conf, "workers = 2\nuser = \"nobody\"\n").unwrap();
     s.signal(libc::SIGHUP);
     assert!(
-        wait_until(Duration::from_secs(5), || s.log().contains("user cannot change without a restart")),
+        wait_until(Duration::from_secs(5), || s
+            .log()
+            .contains("user cannot change without a restart")),
         "{}",
         s.log()
     );
@@ -116,13 +175,25 @@ fn a_bad_or_fixed_setting_reload_is_refused_and_old_workers_keep_serving() {
 
     std::fs::write(&conf, "workers = 3\n").unwrap();
     s.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reloaded: generation 2")), "{}", s.log());
-    assert!(wait_until(Duration::from_secs(10), || s.worker_pids().len() == 3));
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .log()
+            .contains("reloaded: generation 2")),
+        "{}",
+        s.log()
+    );
+    assert!(wait_until(Duration::from_secs(10), || s
+        .worker_pids()
+        .len()
+        == 3));
     assert!(s.worker_pids().iter().all(|p| !before.contains(p)));
 }
 
 #[test]
-#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature: scripts/test.sh"
+)]
 fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
     let s = Server::builder().workers(2).start();
     let data = s.data_dir.clone();
@@ -130,30 +201,58 @@ fn a_new_generation_that_cannot_start_leaves_the_old_one_serving() {
     let before = s.worker_pids();
     std::fs::write(data.join(".test-fail-boot"), "").unwrap();
     s.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reload failed")), "{}", s.log());
-    assert!(wait_until(Duration::from_secs(5), || s.worker_pids() == before), "{:?} vs {before:?}", s.worker_pids());
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .log()
+            .contains("reload failed")),
+        "{}",
+        s.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || s.worker_pids() == before),
+        "{:?} vs {before:?}",
+        s.worker_pids()
+    );
     for _ in 0..10 {
         assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
     }
     std::fs::remove_file(data.join(".test-fail-boot")).unwrap();
     s.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reloaded: generation")), "{}", s.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .log()
+            .contains("reloaded: generation")),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
-#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature: scripts/test.sh"
+)]
 fn a_hung_worker_is_killed_and_replaced_within_timeout() {
-    let s = Server::builder().workers(2).args(&["--timeout", "2"]).start();
+    let s = Server::builder()
+        .workers(2)
+        .args(&["--timeout", "2"])
+        .start();
     let before = s.worker_pids();
     let mut hung = s.connect();
     hung.send_raw(b"GET /__test/hang HTTP/1.1\r\nHost: x\r\n\r\n");
     let started = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(6), || s.log().contains("timed out (no heartbeat")),
+        wait_until(Duration::from_secs(6), || s
+            .log()
+            .contains("timed out (no heartbeat")),
         "no timeout detected:\n{}",
         s.log()
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "detected after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "detected after {:?}",
+        started.elapsed()
+    );
     assert!(
         wait_until(Duration::from_secs(3), || {
             let now = s.worker_pids();
@@ -163,7 +262,10 @@ fn a_hung_worker_is_killed_and_replaced_within_timeout() {
         before,
         s.worker_pids()
     );
-    assert!(hung.read_response().is_none(), "the hung request's connection is gone");
+    assert!(
+        hung.read_response().is_none(),
+        "the hung request's connection is gone"
+    );
     for _ in 0..10 {
         assert_eq!(s.request("GET", "/orders", None).status, 200);
     }
@@ -177,10 +279,17 @@ fn idle_connections_close_after_keepalive_and_busy_ones_stay() {
     let mut active = s.connect();
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
-        assert_eq!(active.request("GET", "/orders", None).status, 200, "an active connection was closed");
+        assert_eq!(
+            active.request("GET", "/orders", None).status,
+            200,
+            "an active connection was closed"
+        );
         sleep_ms(300);
     }
-    assert!(idle.is_closed_by_server(), "idle connection still open after keepalive");
+    assert!(
+        idle.is_closed_by_server(),
+        "idle connection still open after keepalive"
+    );
 }
 
 #[test]
@@ -194,22 +303,47 @@ fn slow_clients_are_cut_off_but_a_pending_request_is_not_idle() {
     assert_eq!(r.status, 408);
     assert!(r.closes());
     assert!(slow.is_closed_by_server(), "slow headers not cut off");
-    assert!(t.elapsed() < Duration::from_secs(4), "cut after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "cut after {:?}",
+        t.elapsed()
+    );
     // A body that never finishes.
     let mut slow_body = s.connect();
     slow_body.send_raw(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"pro");
-    assert_eq!(slow_body.read_response().expect("408 for a slow body").status, 408);
+    assert_eq!(
+        slow_body
+            .read_response()
+            .expect("408 for a slow body")
+            .status,
+        408
+    );
     assert!(slow_body.is_closed_by_server(), "slow body not cut off");
-    assert_eq!(s.request("GET", "/orders", None).json()["orders"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        s.request("GET", "/orders", None).json()["orders"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     // keepalive shorter than the pause: a half-sent request is not idle.
     let s = Server::start(&["--client-timeout", "5", "--keepalive", "1"]);
     let mut c = s.connect();
     let body = order_json("P", 1);
-    c.send_raw(format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    c.send_raw(
+        format!(
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     sleep_ms(2500);
     c.send_raw(body.as_bytes());
-    assert_eq!(c.read_response().expect("the request completes").status, 200);
+    assert_eq!(
+        c.read_response().expect("the request completes").status,
+        200
+    );
 }
 
 #[test]
@@ -234,9 +368,22 @@ fn worker_connections_caps_each_worker() {
 
 #[test]
 fn request_line_and_header_limits() {
-    let s = Server::start(&["--limit-request-line", "100", "--limit-request-fields", "5", "--limit-request-field-size", "64"]);
+    let s = Server::start(&[
+        "--limit-request-line",
+        "100",
+        "--limit-request-fields",
+        "5",
+        "--limit-request-field-size",
+        "64",
+    ]);
     let mut c = s.connect();
-    c.send_raw(format!("GET /orders?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200)).as_bytes());
+    c.send_raw(
+        format!(
+            "GET /orders?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(200)
+        )
+        .as_bytes(),
+    );
     let r = c.read_response().unwrap();
     assert_eq!(r.status, 414);
     assert!(c.is_closed_by_server());
@@ -247,7 +394,13 @@ fn request_line_and_header_limits() {
     assert_eq!(c.read_response().unwrap().status, 431);
 
     let mut c = s.connect();
-    c.send_raw(format!("GET /orders HTTP/1.1\r\nX-Long: {}\r\n\r\n", "v".repeat(100)).as_bytes());
+    c.send_raw(
+        format!(
+            "GET /orders HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+            "v".repeat(100)
+        )
+        .as_bytes(),
+    );
     assert_eq!(c.read_response().unwrap().status, 431);
     assert_eq!(s.request("GET", "/orders", None).status, 200);
 }
@@ -255,9 +408,15 @@ fn request_line_and_header_limits() {
 #[test]
 fn backlog_is_raised_on_every_worker_listener() {
     let s = Server::start(&["-w", "2", "--backlog", "777"]);
-    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{}", s.addr.port())]).output().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", s.addr.port())])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let backlogs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let backlogs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
     assert_eq!(backlogs, vec!["777", "777"], "{text}");
 }
 
@@ -269,18 +428,35 @@ fn pid_file_and_log_file_reopen() {
     let (pid_s, log_s) = (pid.display().to_string(), log.display().to_string());
     // The log goes to a file; readiness and the address still come from
     // the notification.
-    let mut s = Server::builder().workers(2).args(&["--pid", &pid_s, "--log-file", &log_s]).start();
-    assert_eq!(std::fs::read_to_string(&pid).unwrap().trim(), s.pid().to_string());
-    assert!(std::fs::read_to_string(&log).unwrap().contains("listening on"));
+    let mut s = Server::builder()
+        .workers(2)
+        .args(&["--pid", &pid_s, "--log-file", &log_s])
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap().trim(),
+        s.pid().to_string()
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("listening on"));
 
     let rotated = tmp.path().join("orders.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     s.signal(libc::SIGUSR1);
-    assert!(wait_until(Duration::from_secs(5), || log.exists()), "log file not reopened");
+    assert!(
+        wait_until(Duration::from_secs(5), || log.exists()),
+        "log file not reopened"
+    );
     assert!(s.stop().success());
     let fresh = std::fs::read_to_string(&log).unwrap();
-    assert!(fresh.contains("exiting (graceful)"), "workers write to the new file:\n{fresh}");
-    assert!(fresh.contains("[master"), "the master writes to the new file:\n{fresh}");
+    assert!(
+        fresh.contains("exiting (graceful)"),
+        "workers write to the new file:\n{fresh}"
+    );
+    assert!(
+        fresh.contains("[master"),
+        "the master writes to the new file:\n{fresh}"
+    );
     assert!(!pid.exists(), "pid file removed at exit");
 }
 
@@ -289,32 +465,58 @@ fn workers_serve_as_the_unprivileged_user() {
     if !nix::unistd::geteuid().is_root() {
         panic!("this test needs root, as on the dev and CI machines");
     }
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
     let s = Server::start(&["-w", "2", "--user", "nobody"]);
     for pid in s.worker_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-        let uids: Vec<u32> = uid_line.split_whitespace().skip(1).map(|u| u.parse().unwrap()).collect();
-        assert!(uids.iter().all(|u| *u == nobody.uid.as_raw()), "worker {pid}: {uid_line}");
+        let uids: Vec<u32> = uid_line
+            .split_whitespace()
+            .skip(1)
+            .map(|u| u.parse().unwrap())
+            .collect();
+        assert!(
+            uids.iter().all(|u| *u == nobody.uid.as_raw()),
+            "worker {pid}: {uid_line}"
+        );
     }
     let id = s.create("as nobody");
     assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
     let meta = std::fs::metadata(s.data_dir.join("data.mdb")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(meta.uid(), nobody.uid.as_raw(), "the store belongs to the serving user");
+    assert_eq!(
+        meta.uid(),
+        nobody.uid.as_raw(),
+        "the store belongs to the serving user"
+    );
 }
 
 #[test]
 fn systemd_notifications() {
     let mut s = Server::builder().workers(1).start();
     let nth = |s: &Server, n: usize| {
-        assert!(wait_until(Duration::from_secs(10), || s.notifications().len() > n), "{:?}", s.notifications());
+        assert!(
+            wait_until(Duration::from_secs(10), || s.notifications().len() > n),
+            "{:?}",
+            s.notifications()
+        );
         s.notifications()[n].clone()
     };
     let ready = nth(&s, 0);
-    assert!(ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", s.pid())), "{ready}");
-    assert!(ready.contains(&format!("STATUS=serving on {}", s.addr)), "{ready}");
-    assert!(ready.contains(&format!("X_ORDERS_ADDRESS={}", s.addr)), "{ready}");
+    assert!(
+        ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", s.pid())),
+        "{ready}"
+    );
+    assert!(
+        ready.contains(&format!("STATUS=serving on {}", s.addr)),
+        "{ready}"
+    );
+    assert!(
+        ready.contains(&format!("X_ORDERS_ADDRESS={}", s.addr)),
+        "{ready}"
+    );
     s.signal(libc::SIGHUP);
     assert!(nth(&s, 1).contains("RELOADING=1"));
     assert!(nth(&s, 2).contains("READY=1"));
@@ -324,31 +526,129 @@ fn systemd_notifications() {
 }
 
 #[test]
-fn binary_upgrade_under_load_fails_no_request() {
+fn binary_upgrade_under_load_fails_no_request_and_a_stop_after_it_is_graceful() {
     in_netns(true, || {
         let mut s = Server::start(&["-w", "2"]);
         let id = s.create("before the upgrade");
+        let before = s.worker_pids();
         let (wrk, _dir) = start_wrk(s.addr, 50, 6);
         sleep_ms(1500);
         s.signal(libc::SIGUSR2);
-        let old = s.wait_exit(Duration::from_secs(20)).expect("the old master exits");
-        assert!(old.success(), "{old:?}\n{}", s.log());
+        let replaced = wait_until(Duration::from_secs(15), || {
+            let now = s.worker_pids();
+            s.log().contains("reloaded: generation 2 serves")
+                && now.len() == 2
+                && now.iter().all(|p| !before.contains(p))
+        });
+        assert!(
+            replaced,
+            "the upgrade did not replace the workers: {:?}\n{}",
+            s.worker_pids(),
+            s.log()
+        );
         let r = finish_wrk(wrk);
-        let log = s.log();
-        let new_pid: i32 = log
-            .split("started a new master (pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|p| p.parse().ok())
-            .expect("new master pid in the log");
-        assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200, "the new master serves the data");
-        // SAFETY: kill(2) on the new master we started indirectly.
-        unsafe { libc::kill(new_pid, libc::SIGTERM) };
-        assert!(wait_until(Duration::from_secs(15), || unsafe { libc::kill(new_pid, 0) } != 0));
-        assert_eq!((r.socket_errors, r.non_2xx), (0, 0), "{}\n{log}", r.output);
+        assert!(
+            s.child().try_wait().unwrap().is_none(),
+            "the master, same pid, keeps running:\n{}",
+            s.log()
+        );
+        assert_eq!(
+            s.request("GET", &format!("/orders/{id}"), None).status,
+            200,
+            "the new generation serves the data"
+        );
+        assert_eq!(
+            (r.socket_errors, r.non_2xx),
+            (0, 0),
+            "{}\n{}",
+            r.output,
+            s.log()
+        );
         assert!(r.requests > 1000, "{}", r.output);
-        assert!(!log.contains("binary upgrade failed"), "a successful upgrade logged a failure:\n{log}");
+        // The stop that failed under systemd when a new master took over.
+        let status = s.stop();
+        let log = s.log();
+        assert!(status.success(), "{status:?}\n{log}");
+        assert!(
+            !log.contains("binary upgrade failed"),
+            "a successful upgrade logged a failure:\n{log}"
+        );
+        assert!(
+            !log.contains("killed by"),
+            "every worker drained and exited:\n{log}"
+        );
     });
+}
+
+/// /proc/PID/exe: the file the process runs.
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn an_upgrade_runs_the_new_file_in_place_and_counters_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("orders-server");
+    std::fs::copy(env!("CARGO_BIN_EXE_orders-server"), &exe).unwrap();
+    let mut s = Server::builder()
+        .binary(&exe)
+        .workers(1)
+        .args(&["--metrics-bind", "127.0.0.1:0"])
+        .start();
+    let created = "orders_http_requests_total{method=\"POST\",route=\"/orders\",status=\"200\"}";
+    for n in 0..3 {
+        s.create(&format!("order {n}"));
+    }
+    assert_eq!(s.metric(created), 3.0);
+    // A package upgrade: the file is replaced (a new inode), not rewritten.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_orders-server"), &exe).unwrap();
+    assert!(
+        exe_of(s.pid()).ends_with("(deleted)"),
+        "{}",
+        exe_of(s.pid())
+    );
+    let notified = s.notifications().len();
+    s.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(15), || s
+            .log()
+            .contains("generation 2 serves")),
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        exe_of(s.pid()),
+        exe.display().to_string(),
+        "the master runs the new file, same pid"
+    );
+    assert_eq!(s.metric("orders_generation"), 2.0);
+    assert_eq!(
+        s.metric(created),
+        3.0,
+        "counters go on across the upgrade, never backwards"
+    );
+    s.create("after the upgrade");
+    assert_eq!(s.metric(created), 4.0);
+    assert_eq!(
+        s.metric("orders_worker_restarts_total{cause=\"crash\"}"),
+        0.0
+    );
+    let after: Vec<String> = s.notifications()[notified..].to_vec();
+    assert!(
+        after.first().is_some_and(|n| n.contains("RELOADING=1")),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|n| n.contains("READY=1") && n.contains(&format!("MAINPID={}", s.pid()))),
+        "{after:?}"
+    );
+    assert!(s.stop().success(), "{}", s.log());
 }
 
 #[test]
@@ -372,12 +672,27 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
             if n == 0 {
                 break;
             }
-            log2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            log2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    assert!(wait_until(Duration::from_secs(10), || log.lock().unwrap().contains("listening on")));
-    let addr: std::net::SocketAddr =
-        log.lock().unwrap().split("listening on ").nth(1).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || log
+        .lock()
+        .unwrap()
+        .contains("listening on")));
+    let addr: std::net::SocketAddr = log
+        .lock()
+        .unwrap()
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // The "new build" is broken.
     std::fs::remove_file(&exe).unwrap();
     std::fs::write(&exe, "#!/bin/sh\necho broken build >&2\nexit 1\n").unwrap();
@@ -385,12 +700,21 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR2) };
     assert!(
-        wait_until(Duration::from_secs(10), || log.lock().unwrap().contains("binary upgrade failed")),
+        wait_until(Duration::from_secs(10), || log
+            .lock()
+            .unwrap()
+            .contains("binary upgrade failed")),
         "{}",
         log.lock().unwrap()
     );
-    assert!(child.try_wait().unwrap().is_none(), "the old master keeps running");
-    assert_eq!(Client::connect(addr).request("GET", "/orders", None).status, 200);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the old master keeps running"
+    );
+    assert_eq!(
+        Client::connect(addr).request("GET", "/orders", None).status,
+        200
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
@@ -414,29 +738,56 @@ fn a_worker_killed_under_load_is_replaced_within_a_second() {
             s.worker_pids()
         );
         let replaced_in = killed_at.elapsed();
-        assert!(s.worker_pids().contains(&before[1]), "the other worker was affected");
+        assert!(
+            s.worker_pids().contains(&before[1]),
+            "the other worker was affected"
+        );
         let r = finish_wrk(wrk);
         // Only the killed worker's own connections can fail; the load went on.
         assert_eq!(r.non_2xx, 0, "{}", r.output);
         assert!(r.requests > 1000, "{}", r.output);
-        assert!(r.socket_errors <= 20, "more failures than the killed worker's connections: {}", r.output);
-        eprintln!("replaced in {replaced_in:?}; {} socket errors (connections of the killed worker)", r.socket_errors);
+        assert!(
+            r.socket_errors <= 20,
+            "more failures than the killed worker's connections: {}",
+            r.output
+        );
+        eprintln!(
+            "replaced in {replaced_in:?}; {} socket errors (connections of the killed worker)",
+            r.socket_errors
+        );
     });
 }
 
 /// A worker that never reports ready is killed at `boot_timeout`; that is a
 /// boot failure like any other: after 5 in a row the master gives up.
 #[test]
-#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature: scripts/test.sh"
+)]
 fn a_worker_that_never_reports_ready_is_killed_at_boot_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join(".test-hang-boot"), "").unwrap();
     let d = data.display().to_string();
-    let args = ["-w", "1", "-b", "127.0.0.1:0", "--data-dir", &d, "--boot-timeout", "1"];
+    let args = [
+        "-w",
+        "1",
+        "-b",
+        "127.0.0.1:0",
+        "--data-dir",
+        &d,
+        "--boot-timeout",
+        "1",
+    ];
     let (code, out) = support::run_to_exit(&args, &[], Duration::from_secs(40));
     assert_eq!(code, Some(3), "{out}");
-    assert_eq!(out.matches("did not report ready within boot_timeout (1 s)").count(), 5, "{out}");
+    assert_eq!(
+        out.matches("did not report ready within boot_timeout (1 s)")
+            .count(),
+        5,
+        "{out}"
+    );
     assert!(out.contains("giving up"), "{out}");
 }

@@ -31,7 +31,11 @@ fn a_second_server_on_a_used_port_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let addr = s.addr.to_string();
     let data = tmp.path().join("d").display().to_string();
-    let (code, out) = run_to_exit(&["-w", "1", "-b", &addr, "--data-dir", &data], &[], EXIT_TIMEOUT);
+    let (code, out) = run_to_exit(
+        &["-w", "1", "-b", &addr, "--data-dir", &data],
+        &[],
+        EXIT_TIMEOUT,
+    );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("already in use"), "{out}");
     assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
@@ -56,7 +60,11 @@ fn bad_settings_are_one_line_and_exit_2() {
         (vec!["-w", "0"], vec![], "workers"),
         (vec!["-b", "nonsense"], vec![], "bind"),
         (vec!["-b", "203.0.113.7:0"], vec![], "203.0.113.7"),
-        (vec!["-c", "/nonexistent/orders.toml"], vec![], "/nonexistent/orders.toml"),
+        (
+            vec!["-c", "/nonexistent/orders.toml"],
+            vec![],
+            "/nonexistent/orders.toml",
+        ),
         (vec!["-c", &bad_toml], vec![], "wrokers"),
         (vec!["--data-dir", &under_file], vec![], "data_dir"),
         (vec!["--max-page-size", "0"], vec![], "max_page_size"),
@@ -87,7 +95,10 @@ fn cli_beats_env_beats_file() {
     let conf = conf.display().to_string();
     let data = tmp.path().join("data");
     let count = |args: Vec<&str>, env: &[(&str, &str)]| {
-        let mut builder = Server::builder().workers_from_config().data_dir(&data).args(&args);
+        let mut builder = Server::builder()
+            .workers_from_config()
+            .data_dir(&data)
+            .args(&args);
         for (k, v) in env {
             builder = builder.env(k, v);
         }
@@ -98,7 +109,10 @@ fn cli_beats_env_beats_file() {
     };
     assert_eq!(count(vec!["-c", &conf], &[]), 3);
     assert_eq!(count(vec!["-c", &conf], &[("ORDERS_WORKERS", "2")]), 2);
-    assert_eq!(count(vec!["-c", &conf, "-w", "1"], &[("ORDERS_WORKERS", "2")]), 1);
+    assert_eq!(
+        count(vec!["-c", &conf, "-w", "1"], &[("ORDERS_WORKERS", "2")]),
+        1
+    );
     // The config file may come from the environment too.
     assert_eq!(count(vec![], &[("ORDERS_CONFIG", &conf)]), 3);
 }
@@ -119,7 +133,10 @@ fn a_killed_worker_is_replaced_and_others_keep_serving() {
         "worker not replaced within 2 s: {:?}",
         s.worker_pids()
     );
-    assert!(s.worker_pids().contains(&before[1]), "the other worker was untouched");
+    assert!(
+        s.worker_pids().contains(&before[1]),
+        "the other worker was untouched"
+    );
     for _ in 0..20 {
         assert_eq!(s.request("GET", &format!("/orders/{id}"), None).status, 200);
     }
@@ -134,12 +151,19 @@ fn workers_that_cannot_start_make_the_master_give_up() {
     // master checks the data file itself before forking; not the lock file).
     std::fs::create_dir_all(data.join("lock.mdb")).unwrap();
     let d = data.display().to_string();
-    let (code, out) = run_to_exit(&["-w", "2", "-b", "127.0.0.1:0", "--data-dir", &d], &[], Duration::from_secs(30));
+    let (code, out) = run_to_exit(
+        &["-w", "2", "-b", "127.0.0.1:0", "--data-dir", &d],
+        &[],
+        Duration::from_secs(30),
+    );
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("giving up"), "{out}");
     assert!(out.contains("cannot open the store"), "{out}");
     let forks = out.matches("started (pid").count();
-    assert!((5..=12).contains(&forks), "bounded retries, got {forks} forks:\n{out}");
+    assert!(
+        (5..=12).contains(&forks),
+        "bounded retries, got {forks} forks:\n{out}"
+    );
 }
 
 /// Writers POSTing orders on fresh connections from `threads` threads
@@ -162,20 +186,32 @@ impl WriteLoad {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        let Some(mut c) = Client::try_connect(addr) else { return };
+                        let Some(mut c) = Client::try_connect(addr) else {
+                            return;
+                        };
                         let body = order_json(&format!("t{t}-{i}"), 1);
-                        let req = format!("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let req = format!(
+                            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         if !c.stream.write_all_ok(req.as_bytes()) {
                             continue;
                         }
                         if let Some(r) = c.read_response().filter(|r| r.status == 200) {
-                            acked.lock().unwrap().insert(r.json()["order"]["_id"].as_str().unwrap().to_string());
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(r.json()["order"]["_id"].as_str().unwrap().to_string());
                         }
                     }
                 })
             })
             .collect();
-        WriteLoad { acked, stop, writers }
+        WriteLoad {
+            acked,
+            stop,
+            writers,
+        }
     }
 
     /// Stops the writers; the acknowledged ids.
@@ -193,7 +229,12 @@ impl WriteLoad {
 /// Every order's id, in the order listed.
 fn listed_ids(s: &Server) -> Vec<String> {
     let list = s.request("GET", "/orders", None).json();
-    list["orders"].as_array().unwrap().iter().map(|o| o["_id"].as_str().unwrap().to_string()).collect()
+    list["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A backup taken with `orders-server backup` (LMDB's compacting copy, as
@@ -217,14 +258,26 @@ fn a_backup_made_under_write_load_serves() {
     assert!(out.contains("bytes written to"), "{out}");
     load.finish();
     let (code, out) = run_to_exit(&["--data-dir", &d, "backup", &b], &[], EXIT_TIMEOUT);
-    assert_eq!(code, Some(2), "a second backup into the same place is refused: {out}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a second backup into the same place is refused: {out}"
+    );
 
     let restored = Server::start_in(&backup, &["-w", "1"]);
     let ids = listed_ids(&restored);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted, no id twice");
     let stored: HashSet<&String> = ids.iter().collect();
-    assert!(before_copy.iter().all(|id| stored.contains(id)), "an order acknowledged before the copy is missing");
-    assert_eq!(restored.request("GET", &format!("/orders/{}", ids[0]), None).status, 200);
+    assert!(
+        before_copy.iter().all(|id| stored.contains(id)),
+        "an order acknowledged before the copy is missing"
+    );
+    assert_eq!(
+        restored
+            .request("GET", &format!("/orders/{}", ids[0]), None)
+            .status,
+        200
+    );
     assert!(restored.create("after the restore") > *ids.last().unwrap());
 }
 
@@ -257,19 +310,34 @@ fn kill_9_under_write_load_loses_no_acknowledged_write() {
     for round in 0..3 {
         let mut s = Server::start_in(&data, &["-w", "2"]);
         let load = WriteLoad::start(s.addr, 8);
-        let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 700;
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+            % 700;
         std::thread::sleep(Duration::from_millis(300 + u64::from(jitter)));
         s.kill_everything();
         acked.extend(load.finish());
 
         let s = Server::start_in(&data, &["-w", "1"]);
         let ids = listed_ids(&s);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "round {round}: the list is sorted, no id twice");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "round {round}: the list is sorted, no id twice"
+        );
         let stored: HashSet<&String> = ids.iter().collect();
         let lost = acked.iter().filter(|id| !stored.contains(id)).count();
-        assert_eq!(lost, 0, "round {round}: {lost} of {} acknowledged orders lost", acked.len());
+        assert_eq!(
+            lost,
+            0,
+            "round {round}: {lost} of {} acknowledged orders lost",
+            acked.len()
+        );
         let new = s.create("after the crash");
-        assert!(ids.last().is_none_or(|last| new > *last), "round {round}: a new id ({new}) is above the old ones");
+        assert!(
+            ids.last().is_none_or(|last| new > *last),
+            "round {round}: a new id ({new}) is above the old ones"
+        );
         acked.insert(new);
     }
 }
@@ -286,7 +354,10 @@ fn fast_stop_exits_zero() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature: scripts/test.sh")]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature: scripts/test.sh"
+)]
 fn a_panic_costs_one_connection_not_a_worker() {
     let s = Server::builder().workers(1).start();
     let pids = s.worker_pids();
@@ -295,8 +366,15 @@ fn a_panic_costs_one_connection_not_a_worker() {
     let r = c.read_response().expect("a 500 for the panicking request");
     assert_eq!(r.status, 500);
     assert!(r.closes());
-    assert!(c.read_response().is_none(), "the panicking connection is closed");
-    assert!(wait_until(Duration::from_secs(2), || s.log().contains("panic at")), "the panic is logged: {}", s.log());
+    assert!(
+        c.read_response().is_none(),
+        "the panicking connection is closed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || s.log().contains("panic at")),
+        "the panic is logged: {}",
+        s.log()
+    );
     for _ in 0..10 {
         assert_eq!(s.request("GET", "/orders", None).status, 200);
     }
@@ -319,7 +397,13 @@ impl WriteOk for std::net::TcpStream {
 fn ttou_at_one_worker_is_refused_and_said_so() {
     let s = Server::builder().workers(1).start();
     s.signal(libc::SIGTTOU);
-    assert!(wait_until(Duration::from_secs(5), || s.log().contains("ScaleDown ignored: already at one worker")), "{}", s.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .log()
+            .contains("ScaleDown ignored: already at one worker")),
+        "{}",
+        s.log()
+    );
     assert_eq!(s.worker_pids().len(), 1);
 }
 
@@ -334,12 +418,22 @@ fn a_truncated_or_empty_data_file_is_refused_at_start() {
     }
     assert!(s.stop().success());
     let data = s.data_dir.display().to_string();
-    let file = std::fs::OpenOptions::new().write(true).open(s.data_dir.join("data.mdb")).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.data_dir.join("data.mdb"))
+        .unwrap();
     for (len, words) in [(8192, "is truncated"), (0, "exists but is empty")] {
         file.set_len(len).unwrap();
-        let (code, out) = run_to_exit(&["-w", "1", "-b", "127.0.0.1:0", "--data-dir", &data], &[], EXIT_TIMEOUT);
+        let (code, out) = run_to_exit(
+            &["-w", "1", "-b", "127.0.0.1:0", "--data-dir", &data],
+            &[],
+            EXIT_TIMEOUT,
+        );
         assert_eq!(code, Some(2), "{out}");
-        assert!(out.contains(words) && out.contains("data.mdb") && out.contains("orders-server backup"), "{out}");
+        assert!(
+            out.contains(words) && out.contains("data.mdb") && out.contains("orders-server backup"),
+            "{out}"
+        );
         assert!(!out.contains("started"), "nothing forked: {out}");
     }
 }
@@ -353,14 +447,30 @@ fn a_data_file_truncated_while_serving_ends_the_worker_not_hangs() {
     for i in 0..300 {
         s.create(&format!("order {i}"));
     }
-    std::fs::OpenOptions::new().write(true).open(s.data_dir.join("data.mdb")).unwrap().set_len(8192).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.data_dir.join("data.mdb"))
+        .unwrap()
+        .set_len(8192)
+        .unwrap();
     let mut c = s.connect();
-    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let started = std::time::Instant::now();
     c.send_raw(b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(c.read_response().is_none(), "the list cannot be answered from a truncated file");
-    assert!(started.elapsed() < Duration::from_secs(4), "waited {:?}", started.elapsed());
-    let status = s.wait_exit(Duration::from_secs(30)).expect("the master gives up");
+    assert!(
+        c.read_response().is_none(),
+        "the list cannot be answered from a truncated file"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let status = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("the master gives up");
     assert_eq!(status.code(), Some(3), "{}", s.log());
     let log = s.log();
     assert!(log.contains("exited with status 4"), "{log}");

@@ -13,7 +13,10 @@ const LIMITS: HeadLimits = HeadLimits {
     fields: 100,
     field_size: 8190,
     max_body: 1 << 20,
-    list: ListLimits { max_page_size: 1000, cap_unpaged_list: false },
+    list: ListLimits {
+        max_page_size: 1000,
+        cap_unpaged_list: false,
+    },
     capture: None,
 };
 
@@ -28,7 +31,9 @@ fn assert_head_status(e: &ApiError) {
 /// Plausible request heads: a method, a target, a version, headers, built
 /// from pieces that include the tricky ones.
 fn heads() -> impl Strategy<Value = String> {
-    let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "G\0T", ""]);
+    let method = prop::sample::select(vec![
+        "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "G\0T", "",
+    ]);
     let target = prop::sample::select(vec![
         "/orders".to_string(),
         "/orders?limit=5".to_string(),
@@ -39,7 +44,14 @@ fn heads() -> impl Strategy<Value = String> {
         "*".to_string(),
         "/".to_string(),
     ]);
-    let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "", "HTTP/1.1 extra"]);
+    let version = prop::sample::select(vec![
+        "HTTP/1.1",
+        "HTTP/1.0",
+        "HTTP/1.2",
+        "HTTP/2.0",
+        "",
+        "HTTP/1.1 extra",
+    ]);
     let header = prop::sample::select(vec![
         "Host: x",
         "Content-Length: 5",
@@ -54,8 +66,12 @@ fn heads() -> impl Strategy<Value = String> {
         " folded",
         "X-A: \u{0}",
     ]);
-    (method, target, version, prop::collection::vec(header, 0..6))
-        .prop_map(|(m, t, v, hs)| format!("{m} {t} {v}\r\n{}\r\n", hs.iter().map(|h| format!("{h}\r\n")).collect::<String>()))
+    (method, target, version, prop::collection::vec(header, 0..6)).prop_map(|(m, t, v, hs)| {
+        format!(
+            "{m} {t} {v}\r\n{}\r\n",
+            hs.iter().map(|h| format!("{h}\r\n")).collect::<String>()
+        )
+    })
 }
 
 proptest! {

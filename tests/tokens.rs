@@ -27,10 +27,22 @@ fn writes_need_a_token_and_reads_do_not() {
     let r = c.request("POST", "/orders", Some(&body));
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    assert!(r.message().contains("Authorization: Bearer"), "{}", r.message());
-    assert!(r.closes(), "a write's body is never read for an unauthorized client");
+    assert!(
+        r.message().contains("Authorization: Bearer"),
+        "{}",
+        r.message()
+    );
+    assert!(
+        r.closes(),
+        "a write's body is never read for an unauthorized client"
+    );
     let mut c = s.connect();
-    let r = c.request_with("POST", "/orders", &[&bearer("alice-0123456789abcdeX")], Some(&body));
+    let r = c.request_with(
+        "POST",
+        "/orders",
+        &[&bearer("alice-0123456789abcdeX")],
+        Some(&body),
+    );
     assert_eq!(r.status, 401, "a wrong token");
     let mut c = s.connect();
     let r = c.request_with("POST", "/orders", &[&bearer(ALICE)], Some(&body));
@@ -39,18 +51,39 @@ fn writes_need_a_token_and_reads_do_not() {
     let r = c.request("DELETE", &format!("/orders/{id}"), None);
     assert_eq!(r.status, 401, "a DELETE needs one too");
     assert!(!r.closes(), "no body: the connection is kept");
-    assert_eq!(c.request("GET", &format!("/orders/{id}"), None).status, 200, "reads need none");
+    assert_eq!(
+        c.request("GET", &format!("/orders/{id}"), None).status,
+        200,
+        "reads need none"
+    );
     assert_eq!(c.request("GET", "/orders", None).status, 200);
 
     // A reload reads the file again: bob in, alice out.
     std::fs::write(&file, format!("bob:{BOB}\n")).unwrap();
     s.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || s.log().contains("reloaded: generation 2")), "{}", s.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .log()
+            .contains("reloaded: generation 2")),
+        "{}",
+        s.log()
+    );
     assert!(wait_until(Duration::from_secs(5), || {
-        s.connect().request_with("POST", "/orders", &[&bearer(BOB)], Some(&body)).status == 200
+        s.connect()
+            .request_with("POST", "/orders", &[&bearer(BOB)], Some(&body))
+            .status
+            == 200
     }));
-    assert_eq!(s.connect().request_with("POST", "/orders", &[&bearer(ALICE)], Some(&body)).status, 401);
-    assert!(!s.log().contains(ALICE) && !s.log().contains(BOB), "a token reached the log");
+    assert_eq!(
+        s.connect()
+            .request_with("POST", "/orders", &[&bearer(ALICE)], Some(&body))
+            .status,
+        401
+    );
+    assert!(
+        !s.log().contains(ALICE) && !s.log().contains(BOB),
+        "a token reached the log"
+    );
 }
 
 #[test]
@@ -61,10 +94,19 @@ fn reads_can_need_a_token_too_and_bad_files_are_refused() {
     let f = file.display().to_string();
     let s = Server::start(&["--api-tokens-file", &f, "--api-tokens-for-reads", "true"]);
     assert_eq!(s.request("GET", "/orders", None).status, 401);
-    assert_eq!(s.connect().request_with("GET", "/orders", &[&bearer(ALICE)], None).status, 200);
+    assert_eq!(
+        s.connect()
+            .request_with("GET", "/orders", &[&bearer(ALICE)], None)
+            .status,
+        200
+    );
 
     std::fs::write(&file, "alice:short\n").unwrap();
-    let (code, out) = support::run_to_exit(&["-b", "127.0.0.1:0", "--api-tokens-file", &f], &[], Duration::from_secs(15));
+    let (code, out) = support::run_to_exit(
+        &["-b", "127.0.0.1:0", "--api-tokens-file", &f],
+        &[],
+        Duration::from_secs(15),
+    );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("line 1") && !out.contains("short"), "{out}");
 }

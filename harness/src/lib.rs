@@ -20,8 +20,8 @@ pub use netns::in_netns;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,8 +122,16 @@ pub fn server_bin() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("the test executable");
-    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("orders-server");
-    assert!(bin.exists(), "{} missing: build the server first (scripts/test.sh does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("orders-server");
+    assert!(
+        bin.exists(),
+        "{} missing: build the server first (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -200,7 +208,8 @@ impl Builder {
 
     /// More arguments (after the builder's own).
     pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Builder {
-        self.args.extend(args.iter().map(|a| a.as_ref().to_string()));
+        self.args
+            .extend(args.iter().map(|a| a.as_ref().to_string()));
         self
     }
 
@@ -213,7 +222,10 @@ impl Builder {
     /// Starts the server and waits until every worker serves.
     pub fn start(self) -> Server {
         let tmp = tempfile::tempdir().unwrap();
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("data"));
         let (mongo_args, mongo, secantus) = match self.backend {
             Backend::Embedded => (Vec::new(), None, None),
             Backend::Mongo => {
@@ -226,7 +238,10 @@ impl Builder {
             }
         };
         let mut args: Vec<String> = vec!["-b".into(), self.bind.clone()];
-        if let Some(n) = self.workers.filter(|_| !self.args.iter().any(|a| a == "-w" || a == "--workers")) {
+        if let Some(n) = self
+            .workers
+            .filter(|_| !self.args.iter().any(|a| a == "-w" || a == "--workers"))
+        {
             args.extend(["-w".into(), n.to_string()]);
         }
         args.extend(["--data-dir".into(), data_dir.display().to_string()]);
@@ -305,7 +320,10 @@ impl Server {
     fn spawn(&mut self) {
         let (bin, args, env) = &self.command;
         self.spawns += 1;
-        let socket_path = self._tmp.path().join(format!("notify-{}.sock", self.spawns));
+        let socket_path = self
+            ._tmp
+            .path()
+            .join(format!("notify-{}.sock", self.spawns));
         let socket = UnixDatagram::bind(&socket_path).expect("the notification socket");
         let mut child = command_in(self.netns.as_deref(), bin)
             .args(args)
@@ -329,7 +347,9 @@ impl Server {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
                 if message.lines().any(|l| l == "READY=1") {
                     if let Some(addr) = message.lines().find_map(|l| l.strip_prefix(ADDRESS_VAR)) {
-                        let metrics = message.lines().find_map(|l| l.strip_prefix(METRICS_ADDRESS_VAR));
+                        let metrics = message
+                            .lines()
+                            .find_map(|l| l.strip_prefix(METRICS_ADDRESS_VAR));
                         let _ = tx.send((addr.to_string(), metrics.map(str::to_string)));
                     }
                 }
@@ -345,11 +365,19 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
             std::thread::sleep(POLL * 5); // the rest of its stderr
-            panic!("server did not report ready; log:\n{}", self.log.lock().unwrap());
+            panic!(
+                "server did not report ready; log:\n{}",
+                self.log.lock().unwrap()
+            );
         }
         let (addr, metrics) = addr.unwrap();
-        self.addr = addr.parse().expect("the address in the readiness notification");
-        self.metrics_addr = metrics.map(|m| m.parse().expect("the metrics address in the readiness notification"));
+        self.addr = addr
+            .parse()
+            .expect("the address in the readiness notification");
+        self.metrics_addr = metrics.map(|m| {
+            m.parse()
+                .expect("the metrics address in the readiness notification")
+        });
         self.child = Some(child);
     }
 
@@ -407,14 +435,18 @@ impl Server {
     /// Starts the server again after it died (`kill_everything`), with the
     /// same arguments, environment, data dir and database.
     pub fn start_again(&mut self) {
-        assert!(self.child().try_wait().unwrap().is_some(), "the server is still running");
+        assert!(
+            self.child().try_wait().unwrap().is_some(),
+            "the server is still running"
+        );
         self.spawn();
     }
 
     /// Sends TERM and waits for the master to exit.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
-        self.wait_exit(Duration::from_secs(40)).expect("master exits after TERM")
+        self.wait_exit(Duration::from_secs(40))
+            .expect("master exits after TERM")
     }
 
     /// Waits up to `timeout` for the master to exit.
@@ -437,7 +469,10 @@ impl Server {
         r.text()
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().expect("a number"))))
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .map(|(k, v)| (k.to_string(), v.parse().expect("a number")))
+            })
             .collect()
     }
 
@@ -456,7 +491,10 @@ impl Server {
     /// As `metric`, 0 when the series is absent (a request counter
     /// appears with its first request).
     pub fn metric_or_zero(&self, series: &str) -> f64 {
-        self.metrics().into_iter().find(|(k, _)| k == series).map_or(0.0, |(_, v)| v)
+        self.metrics()
+            .into_iter()
+            .find(|(k, _)| k == series)
+            .map_or(0.0, |(_, v)| v)
     }
 
     /// Pids of the workers (children of the master).
@@ -503,7 +541,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else { return };
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
         if child.try_wait().ok().flatten().is_none() {
             self.signal(libc::SIGTERM);
             if self.wait_exit(Duration::from_secs(10)).is_none() {
@@ -544,7 +584,12 @@ fn collection_args(uri: String) -> Vec<String> {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    vec!["--mongo-uri".into(), uri, "--mongo-collection".into(), unique]
+    vec![
+        "--mongo-uri".into(),
+        uri,
+        "--mongo-collection".into(),
+        unique,
+    ]
 }
 
 /// The server binary, with no ORDERS_* variables inherited from the caller.
@@ -565,7 +610,11 @@ pub fn command_in(netns: Option<&str>, bin: &Path) -> Command {
 }
 
 /// Runs the binary to completion (for start-up errors): status and stderr.
-pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
+pub fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (Option<i32>, String) {
     let mut child = command(&server_bin())
         .args(args)
         .envs(env.iter().copied())
@@ -579,7 +628,8 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (O
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().filter(|_| exited), text)
 }
 
@@ -614,20 +664,28 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     /// The error message of an error body.
     pub fn message(&self) -> String {
-        self.json()["message"].as_str().expect("a message").to_string()
+        self.json()["message"]
+            .as_str()
+            .expect("a message")
+            .to_string()
     }
     pub fn closes(&self) -> bool {
-        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -658,24 +716,41 @@ impl Client {
 
     /// As `request`; None when the connection fails instead of an answer.
     pub fn try_request(&mut self, method: &str, path: &str, body: Option<&str>) -> Option<Resp> {
-        self.stream.write_all(&request_bytes(method, path, &[], body)).ok()?;
+        self.stream
+            .write_all(&request_bytes(method, path, &[], body))
+            .ok()?;
         self.read_response()
     }
 
     /// As `request`, with extra header lines ("Name: value").
-    pub fn request_with(&mut self, method: &str, path: &str, extra: &[&str], body: Option<&str>) -> Resp {
+    pub fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[&str],
+        body: Option<&str>,
+    ) -> Resp {
         self.send_raw(&request_bytes(method, path, extra, body));
         self.read_response().expect("a response")
     }
-
 
     /// Sends `raw` and reads its answer, which must close the connection:
     /// it says `Connection: close`, and the server then closes.
     pub fn closing_answer(&mut self, raw: &[u8]) -> Resp {
         self.send_raw(raw);
-        let r = self.read_response().unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
-        assert!(r.closes(), "{:?}: no Connection: close", String::from_utf8_lossy(raw));
-        assert!(self.is_closed_by_server(), "{:?}: the connection stayed open", String::from_utf8_lossy(raw));
+        let r = self
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+        assert!(
+            r.closes(),
+            "{:?}: no Connection: close",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(
+            self.is_closed_by_server(),
+            "{:?}: the connection stayed open",
+            String::from_utf8_lossy(raw)
+        );
         r
     }
 
@@ -701,12 +776,16 @@ impl Client {
             let (k, v) = h.split_once(':')?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
         if chunked {
             let body = self.read_chunked()?;
-            return Some(Resp { status, headers, body });
+            return Some(Resp {
+                status,
+                headers,
+                body,
+            });
         }
         let len: usize = headers
             .iter()
@@ -715,7 +794,11 @@ impl Client {
             .unwrap_or(0);
         let mut body = vec![0; len];
         self.reader.read_exact(&mut body).ok()?;
-        Some(Resp { status, headers, body })
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// A chunked body (nginx's responses), without trailers.
@@ -736,12 +819,17 @@ impl Client {
 
     /// True when the server closed the connection (EOF or reset) within the timeout.
     pub fn is_closed_by_server(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 1];
         match self.reader.read(&mut buf) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut
+            }
         }
     }
 }
@@ -754,7 +842,10 @@ fn request_bytes(method: &str, path: &str, extra: &[&str], body: Option<&str>) -
         req.push_str("\r\n");
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
@@ -787,12 +878,23 @@ end
 "#;
 
 /// Starts wrk (keep-alive, the mixed GET/POST script) against `addr`.
-pub fn start_wrk(addr: SocketAddr, connections: u32, seconds: u32) -> (std::process::Child, tempfile::TempDir) {
+pub fn start_wrk(
+    addr: SocketAddr,
+    connections: u32,
+    seconds: u32,
+) -> (std::process::Child, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("mixed.lua");
     std::fs::write(&script, MIXED_LUA).unwrap();
     let child = Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "5s", "-s"])
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "5s",
+            "-s",
+        ])
         .arg(&script)
         .arg(format!("http://{addr}/"))
         .stdout(Stdio::piped())
@@ -805,8 +907,12 @@ pub fn start_wrk(addr: SocketAddr, connections: u32, seconds: u32) -> (std::proc
 /// Waits for wrk and parses its report.
 pub fn finish_wrk(child: std::process::Child) -> WrkResult {
     let out = child.wait_with_output().unwrap();
-    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let mut r = WrkResult { output: output.clone(), ..WrkResult::default() };
+    let output =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut r = WrkResult {
+        output: output.clone(),
+        ..WrkResult::default()
+    };
     for line in output.lines() {
         let nums: Vec<u64> = line
             .split(|c: char| !c.is_ascii_digit())

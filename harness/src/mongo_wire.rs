@@ -52,7 +52,11 @@ impl MockMongo {
     pub fn start() -> MockMongo {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut m = MockMongo { inner: Arc::new(Inner::default()), port, accept: None };
+        let mut m = MockMongo {
+            inner: Arc::new(Inner::default()),
+            port,
+            accept: None,
+        };
         m.inner.next_cursor.store(1000, Ordering::SeqCst);
         m.serve(listener);
         m
@@ -60,13 +64,21 @@ impl MockMongo {
 
     /// A port nothing listens on yet; `start_on` it later (start-up with the database down).
     pub fn reserve_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     /// Starts on a given port.
     pub fn start_on(port: u16) -> MockMongo {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let mut m = MockMongo { inner: Arc::new(Inner::default()), port, accept: None };
+        let mut m = MockMongo {
+            inner: Arc::new(Inner::default()),
+            port,
+            accept: None,
+        };
         m.inner.next_cursor.store(1000, Ordering::SeqCst);
         m.serve(listener);
         m
@@ -74,7 +86,10 @@ impl MockMongo {
 
     /// A URI for this server: database `db`, fast heartbeats.
     pub fn uri(&self, db: &str) -> String {
-        format!("mongodb://127.0.0.1:{}/{db}?heartbeatFrequencyMS=500&serverSelectionTimeoutMS=1000", self.port)
+        format!(
+            "mongodb://127.0.0.1:{}/{db}?heartbeatFrequencyMS=500&serverSelectionTimeoutMS=1000",
+            self.port
+        )
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -100,7 +115,9 @@ impl MockMongo {
 
     /// Delays every reply (a slow database).
     pub fn set_delay(&self, d: Duration) {
-        self.inner.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.inner
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Commands refused as unknown (should stay empty).
@@ -133,13 +150,19 @@ impl MockMongo {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
-                        inner.conns.lock().unwrap().push(stream.try_clone().unwrap());
+                        inner
+                            .conns
+                            .lock()
+                            .unwrap()
+                            .push(stream.try_clone().unwrap());
                         let inner = inner.clone();
                         std::thread::spawn(move || {
                             let _ = connection(&inner, stream);
                         });
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
                     Err(_) => break,
                 }
             }
@@ -186,7 +209,12 @@ fn connection(inner: &Inner, mut stream: TcpStream) -> io::Result<()> {
         let total = (16 + payload.len()) as i32;
         let mut out = Vec::with_capacity(total as usize);
         out.extend_from_slice(&total.to_le_bytes());
-        out.extend_from_slice(&inner.next_request.fetch_add(1, Ordering::SeqCst).to_le_bytes());
+        out.extend_from_slice(
+            &inner
+                .next_request
+                .fetch_add(1, Ordering::SeqCst)
+                .to_le_bytes(),
+        );
         out.extend_from_slice(&request_id.to_le_bytes());
         out.extend_from_slice(&OP_MSG.to_le_bytes());
         out.extend_from_slice(&payload);
@@ -197,7 +225,11 @@ fn connection(inner: &Inner, mut stream: TcpStream) -> io::Result<()> {
 /// The body document, with document sequences (kind 1) merged in as arrays.
 fn parse_op_msg(body: &[u8]) -> io::Result<Document> {
     let flags = u32::from_le_bytes(body[0..4].try_into().unwrap());
-    let end = if flags & CHECKSUM_PRESENT != 0 { body.len() - 4 } else { body.len() };
+    let end = if flags & CHECKSUM_PRESENT != 0 {
+        body.len() - 4
+    } else {
+        body.len()
+    };
     let mut pos = 4;
     let mut command: Option<Document> = None;
     let mut sequences: Vec<(String, Vec<Document>)> = Vec::new();
@@ -207,7 +239,8 @@ fn parse_op_msg(body: &[u8]) -> io::Result<Document> {
         match kind {
             0 => {
                 let size = i32::from_le_bytes(body[pos..pos + 4].try_into().unwrap()) as usize;
-                command = Some(Document::from_reader(&body[pos..pos + size]).map_err(io::Error::other)?);
+                command =
+                    Some(Document::from_reader(&body[pos..pos + size]).map_err(io::Error::other)?);
                 pos += size;
             }
             1 => {
@@ -220,7 +253,9 @@ fn parse_op_msg(body: &[u8]) -> io::Result<Document> {
                 let mut docs = Vec::new();
                 while p < section_end {
                     let dsize = i32::from_le_bytes(body[p..p + 4].try_into().unwrap()) as usize;
-                    docs.push(Document::from_reader(&body[p..p + dsize]).map_err(io::Error::other)?);
+                    docs.push(
+                        Document::from_reader(&body[p..p + dsize]).map_err(io::Error::other)?,
+                    );
                     p += dsize;
                 }
                 sequences.push((ident, docs));
@@ -231,7 +266,10 @@ fn parse_op_msg(body: &[u8]) -> io::Result<Document> {
     }
     let mut command = command.ok_or_else(|| io::Error::other("no body section"))?;
     for (ident, docs) in sequences {
-        command.insert(ident, docs.into_iter().map(Bson::Document).collect::<Vec<_>>());
+        command.insert(
+            ident,
+            docs.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+        );
     }
     Ok(command)
 }
@@ -288,15 +326,23 @@ fn id_filter(filter: &Document) -> Option<ObjectId> {
 }
 
 fn insert(inner: &Inner, c: &Document) -> Document {
-    let Ok(docs) = c.get_array("documents") else { return error(inner, "insert without documents".into()) };
+    let Ok(docs) = c.get_array("documents") else {
+        return error(inner, "insert without documents".into());
+    };
     let mut store = inner.docs.lock().unwrap();
     let mut n = 0;
     let mut write_errors = Vec::new();
     for (i, d) in docs.iter().enumerate() {
-        let Some(d) = d.as_document() else { return error(inner, "insert of a non-document".into()) };
-        let Ok(id) = d.get_object_id("_id") else { return error(inner, "insert without an ObjectId _id".into()) };
+        let Some(d) = d.as_document() else {
+            return error(inner, "insert of a non-document".into());
+        };
+        let Ok(id) = d.get_object_id("_id") else {
+            return error(inner, "insert without an ObjectId _id".into());
+        };
         if store.contains_key(&id.bytes()) {
-            write_errors.push(doc! { "index": i as i32, "code": 11000, "errmsg": "E11000 duplicate key error" });
+            write_errors.push(
+                doc! { "index": i as i32, "code": 11000, "errmsg": "E11000 duplicate key error" },
+            );
             continue;
         }
         store.insert(id.bytes(), d.clone());
@@ -321,18 +367,40 @@ fn find(inner: &Inner, c: &Document) -> Document {
         store.values().cloned().collect()
     } else if let Some(id) = id_filter(&filter) {
         store.get(&id.bytes()).cloned().into_iter().collect()
-    } else if let Some(after) = filter.get_document("_id").ok().and_then(|f| f.get_object_id("$gt").ok()) {
-        store.range((std::ops::Bound::Excluded(after.bytes()), std::ops::Bound::Unbounded)).map(|(_, d)| d.clone()).collect()
+    } else if let Some(after) = filter
+        .get_document("_id")
+        .ok()
+        .and_then(|f| f.get_object_id("$gt").ok())
+    {
+        store
+            .range((
+                std::ops::Bound::Excluded(after.bytes()),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, d)| d.clone())
+            .collect()
     } else {
         return error(inner, format!("find with filter {filter}"));
     };
     drop(store);
-    let limit = number(c.get("limit")).map(|l| l.unsigned_abs() as usize).filter(|l| *l > 0);
-    let mut matched: VecDeque<Document> = matched.into_iter().take(limit.unwrap_or(usize::MAX)).collect();
-    let single = c.get_bool("singleBatch").unwrap_or(false) || number(c.get("limit")).is_some_and(|l| l < 0);
-    let batch = number(c.get("batchSize")).map(|b| b as usize).unwrap_or(101);
+    let limit = number(c.get("limit"))
+        .map(|l| l.unsigned_abs() as usize)
+        .filter(|l| *l > 0);
+    let mut matched: VecDeque<Document> = matched
+        .into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let single =
+        c.get_bool("singleBatch").unwrap_or(false) || number(c.get("limit")).is_some_and(|l| l < 0);
+    let batch = number(c.get("batchSize"))
+        .map(|b| b as usize)
+        .unwrap_or(101);
     let first: Vec<Document> = matched.drain(..batch.min(matched.len())).collect();
-    let ns = format!("{}.{}", c.get_str("$db").unwrap_or("test"), c.get_str("find").unwrap_or("orders"));
+    let ns = format!(
+        "{}.{}",
+        c.get_str("$db").unwrap_or("test"),
+        c.get_str("find").unwrap_or("orders")
+    );
     let id = if matched.is_empty() || single {
         0
     } else {
@@ -344,8 +412,12 @@ fn find(inner: &Inner, c: &Document) -> Document {
 }
 
 fn get_more(inner: &Inner, c: &Document) -> Document {
-    let Some(id) = number(c.get("getMore")) else { return error(inner, "getMore without a cursor id".into()) };
-    let batch = number(c.get("batchSize")).map(|b| b as usize).unwrap_or(usize::MAX);
+    let Some(id) = number(c.get("getMore")) else {
+        return error(inner, "getMore without a cursor id".into());
+    };
+    let batch = number(c.get("batchSize"))
+        .map(|b| b as usize)
+        .unwrap_or(usize::MAX);
     let mut cursors = inner.cursors.lock().unwrap();
     let Some(rest) = cursors.get_mut(&id) else {
         return doc! { "ok": 0.0, "errmsg": format!("cursor id {id} not found"), "code": 43, "codeName": "CursorNotFound" };
@@ -357,13 +429,19 @@ fn get_more(inner: &Inner, c: &Document) -> Document {
     } else {
         id
     };
-    let ns = format!("{}.{}", c.get_str("$db").unwrap_or("test"), c.get_str("collection").unwrap_or("orders"));
+    let ns = format!(
+        "{}.{}",
+        c.get_str("$db").unwrap_or("test"),
+        c.get_str("collection").unwrap_or("orders")
+    );
     doc! { "cursor": { "nextBatch": next, "id": out_id, "ns": ns }, "ok": 1.0 }
 }
 
 fn find_and_modify(inner: &Inner, c: &Document) -> Document {
     let query = c.get_document("query").cloned().unwrap_or_default();
-    let Some(id) = id_filter(&query) else { return error(inner, format!("findAndModify with query {query}")) };
+    let Some(id) = id_filter(&query) else {
+        return error(inner, format!("findAndModify with query {query}"));
+    };
     let update = c.get_document("update").cloned().unwrap_or_default();
     let (Ok(set), 1) = (update.get_document("$set"), update.len()) else {
         return error(inner, format!("findAndModify with update {update}"));
@@ -382,13 +460,17 @@ fn find_and_modify(inner: &Inner, c: &Document) -> Document {
 }
 
 fn delete(inner: &Inner, c: &Document) -> Document {
-    let Ok(deletes) = c.get_array("deletes") else { return error(inner, "delete without deletes".into()) };
+    let Ok(deletes) = c.get_array("deletes") else {
+        return error(inner, "delete without deletes".into());
+    };
     let mut n = 0;
     for d in deletes {
         let Some(q) = d.as_document().and_then(|d| d.get_document("q").ok()) else {
             return error(inner, "delete without q".into());
         };
-        let Some(id) = id_filter(q) else { return error(inner, format!("delete with query {q}")) };
+        let Some(id) = id_filter(q) else {
+            return error(inner, format!("delete with query {q}"));
+        };
         if inner.docs.lock().unwrap().remove(&id.bytes()).is_some() {
             n += 1;
         }

@@ -44,7 +44,10 @@ fn loopback_up() {
 
 /// Runs `f` in the named network namespace (`ip netns add NAME`, found at
 /// /run/netns/NAME) on a thread of its own, or here when `netns` is `None`.
-pub fn run_in<T: Send + 'static>(netns: Option<String>, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn run_in<T: Send + 'static>(
+    netns: Option<String>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let Some(name) = netns else { return f() };
     std::thread::spawn(move || {
         enter(&name);
@@ -60,7 +63,12 @@ pub fn enter(name: &str) {
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     // SAFETY: setns(2) on a namespace file we hold open; affects this thread only.
     let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setns into {name}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A command for `program`, run in the named network namespace when given

@@ -26,7 +26,13 @@ pub struct Nginx {
 impl Nginx {
     /// nginx listening on `listen` (in namespace `netns`, or here), proxying
     /// to `a` and `b`, with the shipped configuration changed by `adapt`.
-    pub fn start(listen: SocketAddr, a: SocketAddr, b: SocketAddr, netns: Option<&str>, adapt: impl FnOnce(String) -> String) -> Nginx {
+    pub fn start(
+        listen: SocketAddr,
+        a: SocketAddr,
+        b: SocketAddr,
+        netns: Option<&str>,
+        adapt: impl FnOnce(String) -> String,
+    ) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, adapt(shipped_conf(listen, a, b, dir.path()))).unwrap();
@@ -43,7 +49,11 @@ impl Nginx {
             wait_until(START_TIMEOUT, || TcpStream::connect(listen).is_ok())
         });
         assert!(up, "nginx did not start");
-        Nginx { child, addr: listen, _dir: dir }
+        Nginx {
+            child,
+            addr: listen,
+            _dir: dir,
+        }
     }
 }
 
@@ -53,7 +63,9 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let exited = wait_until(START_TIMEOUT, || self.child.try_wait().ok().flatten().is_some());
+        let exited = wait_until(START_TIMEOUT, || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
         if !exited {
             let _ = self.child.kill();
         }
@@ -64,16 +76,30 @@ impl Drop for Nginx {
 /// The shipped server configuration (between the markers), pointed at the
 /// test instances, inside a minimal nginx main configuration.
 pub fn shipped_conf(listen: SocketAddr, a: SocketAddr, b: SocketAddr, dir: &Path) -> String {
-    let begin = SHIPPED.find("# --- orders-server begin ---").expect("begin marker");
-    let end = SHIPPED.find("# --- orders-server end ---").expect("end marker");
+    let begin = SHIPPED
+        .find("# --- orders-server begin ---")
+        .expect("begin marker");
+    let end = SHIPPED
+        .find("# --- orders-server end ---")
+        .expect("end marker");
     let part = SHIPPED[begin..end]
         .replace("10.0.0.11:8000", &a.to_string())
         .replace("10.0.0.12:8000", &b.to_string())
-        .replace("listen 80 backlog=16384 reuseport;", &format!("listen {listen};"));
-    assert!(part.contains(&a.to_string()) && part.contains(&format!("listen {listen};")), "markers moved");
+        .replace(
+            "listen 80 backlog=16384 reuseport;",
+            &format!("listen {listen};"),
+        );
+    assert!(
+        part.contains(&a.to_string()) && part.contains(&format!("listen {listen};")),
+        "markers moved"
+    );
     let d = dir.display();
     // SAFETY: geteuid(2) cannot fail.
-    let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
     format!(
         "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; {user}
 events {{ worker_connections 4096; }}

@@ -84,13 +84,18 @@ impl Secantus {
 
     fn spawn(&mut self) {
         let mut cmd = netns::command(self.netns.as_deref(), secantusd());
-        cmd.args(["--host", &self.addr.ip().to_string(), "--port", &self.addr.port().to_string()])
-            .arg("--storage-path")
-            .arg(self.storage.path())
-            .args(&self.flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--host",
+            &self.addr.ip().to_string(),
+            "--port",
+            &self.addr.port().to_string(),
+        ])
+        .arg("--storage-path")
+        .arg(self.storage.path())
+        .args(&self.flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start secantusd-py");
         let log = self.log.clone();
         let stderr = child.stderr.take().unwrap();
@@ -102,9 +107,15 @@ impl Secantus {
         self.child = Some(child);
         let addr = self.addr;
         let ready = netns::run_in(self.netns.clone(), move || {
-            wait_until(START_TIMEOUT, || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+            wait_until(START_TIMEOUT, || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })
         });
-        assert!(ready, "secantusd-py did not listen on {addr}; log:\n{}", self.log());
+        assert!(
+            ready,
+            "secantusd-py did not listen on {addr}; log:\n{}",
+            self.log()
+        );
     }
 
     /// A connection string for database `db`: fast heartbeats, so the driver
@@ -115,7 +126,10 @@ impl Secantus {
 
     /// Same, with credentials.
     pub fn uri_as(&self, user: &str, password: &str, db: &str) -> String {
-        format!("mongodb://{user}:{password}@{}/{db}?heartbeatFrequencyMS=500&authSource=admin", self.addr)
+        format!(
+            "mongodb://{user}:{password}@{}/{db}?heartbeatFrequencyMS=500&authSource=admin",
+            self.addr
+        )
     }
 
     /// What it logged.
@@ -166,7 +180,9 @@ impl Secantus {
         let stopped = wait_until(Duration::from_secs(5), || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // The state is the field after the command name's ")".
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T")
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
         });
         assert!(stopped, "secantusd-py (pid {pid}) did not stop");
     }
@@ -182,8 +198,16 @@ impl Secantus {
     /// panics with its stderr when it fails.
     pub fn pymongo(&self, script: &str) -> String {
         let prelude = format!("URI = {:?}\n", self.uri("orders_db"));
-        let out = netns::command(self.netns.as_deref(), python()).arg("-c").arg(prelude + script).output().expect("run the venv's python");
-        assert!(out.status.success(), "pymongo script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = netns::command(self.netns.as_deref(), python())
+            .arg("-c")
+            .arg(prelude + script)
+            .output()
+            .expect("run the venv's python");
+        assert!(
+            out.status.success(),
+            "pymongo script failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -197,5 +221,9 @@ impl Drop for Secantus {
 
 /// A loopback port nothing listens on yet.
 pub fn reserve_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

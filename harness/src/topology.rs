@@ -18,7 +18,11 @@ fn script() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new("bash").arg(script()).args(args).output().expect("run scripts/topology.sh");
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("run scripts/topology.sh");
     assert!(
         out.status.success(),
         "scripts/topology.sh {args:?} failed (needs root, as on the dev and CI machines): {}",
@@ -31,7 +35,11 @@ impl Topology {
     /// Creates the namespaces.
     pub fn up() -> Topology {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!("ot{}n{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!(
+            "ot{}n{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         run(&["up", &prefix]);
         Topology { prefix }
     }
@@ -44,12 +52,17 @@ impl Topology {
     /// `host`'s address with `port`.
     pub fn addr(&self, host: &str, port: u16) -> SocketAddr {
         let ip = run(&["addr", host]);
-        format!("{}:{port}", ip.trim()).parse().expect("an address from scripts/topology.sh")
+        format!("{}:{port}", ip.trim())
+            .parse()
+            .expect("an address from scripts/topology.sh")
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["down", &self.prefix]).status();
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["down", &self.prefix])
+            .status();
     }
 }

@@ -30,8 +30,7 @@ use std::sync::atomic::AtomicBool;
 use summary::{count_orders, Summary};
 
 /// The seed's order body.
-const ORDER_BODY: &str =
-    r#"{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}"#;
+const ORDER_BODY: &str = r#"{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}"#;
 /// Most existing ids loaded for `by-id`.
 const MAX_IDS: usize = 10_000;
 
@@ -49,7 +48,11 @@ enum ScenarioName {
 
 /// Locust-compatible flags.
 #[derive(Debug, Parser)]
-#[command(name = "orders-loadtest", version, about = "The seed's Locust load test on goose")]
+#[command(
+    name = "orders-loadtest",
+    version,
+    about = "The seed's Locust load test on goose"
+)]
 struct Args {
     /// Host to load, e.g. http://127.0.0.1:8000.
     #[arg(short = 'H', long)]
@@ -103,7 +106,10 @@ static BYTES: AtomicU64 = AtomicU64::new(0);
 /// request failed if the body does not arrive in time. Latency percentiles
 /// are goose's: time to the response head.
 async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
-    let GooseResponse { mut request, response } = r;
+    let GooseResponse {
+        mut request,
+        response,
+    } = r;
     if let Ok(resp) = response {
         match resp.bytes().await {
             Ok(body) => {
@@ -121,8 +127,13 @@ async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
 fn note(request: &goose::metrics::GooseRequestMetric) {
     progress::record(request.response_time, request.success);
     if !request.success {
-        let ms = STARTED.get().map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
-        let first = FIRST_FAILURE_MS.compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        let ms = STARTED
+            .get()
+            .map(|s| s.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        let first = FIRST_FAILURE_MS
+            .compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
         if first {
             USERS_AT_FIRST_FAILURE.store(LAUNCHED.load(Ordering::SeqCst), Ordering::SeqCst);
         }
@@ -155,7 +166,9 @@ async fn get_by_id(user: &mut GooseUser) -> TransactionResult {
         return get_orders_paged(user).await;
     }
     let id = &ids[fastrand::usize(..ids.len())];
-    let r = user.get_named(&format!("/orders/{id}"), "/orders/<id>").await?;
+    let r = user
+        .get_named(&format!("/orders/{id}"), "/orders/<id>")
+        .await?;
     finish(user, r).await
 }
 
@@ -224,7 +237,13 @@ fn test_plan(users: usize, rate: f64, run_secs: u64) -> (String, usize) {
         let reached = ((rate * run_secs as f64) as usize).clamp(1, users);
         return (format!("{reached},{run_secs}s;0,0s"), reached);
     }
-    (format!("{users},{ramp_secs}s;{users},{}s;0,0s", run_secs - ramp_secs), users)
+    (
+        format!(
+            "{users},{ramp_secs}s;{users},{}s;0,0s",
+            run_secs - ramp_secs
+        ),
+        users,
+    )
 }
 
 async fn load_ids(host: &str) -> Vec<String> {
@@ -232,10 +251,18 @@ async fn load_ids(host: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut url = format!("{host}/orders?limit=1000");
     while ids.len() < MAX_IDS {
-        let Ok(resp) = client.get(&url).send().await else { break };
-        let Ok(page) = resp.json::<serde_json::Value>().await else { break };
+        let Ok(resp) = client.get(&url).send().await else {
+            break;
+        };
+        let Ok(page) = resp.json::<serde_json::Value>().await else {
+            break;
+        };
         let orders = page["orders"].as_array().cloned().unwrap_or_default();
-        ids.extend(orders.iter().filter_map(|o| o["_id"].as_str().map(str::to_string)));
+        ids.extend(
+            orders
+                .iter()
+                .filter_map(|o| o["_id"].as_str().map(str::to_string)),
+        );
         match page["next"].as_str() {
             Some(next) => url = format!("{host}/orders?limit=1000&after={next}"),
             None => break,
@@ -259,7 +286,8 @@ async fn main() {
 /// Runs the load test; Ok(true) when any request failed.
 async fn run(args: Args) -> Result<bool, String> {
     let host = args.host.trim_end_matches('/').to_string();
-    let run_secs = parse_timespan(&args.run_time).ok_or_else(|| format!("bad --run-time {:?}", args.run_time))?;
+    let run_secs = parse_timespan(&args.run_time)
+        .ok_or_else(|| format!("bad --run-time {:?}", args.run_time))?;
     if args.spawn_rate <= 0.0 || args.users == 0 || run_secs == 0 {
         return Err("--users, --spawn-rate and --run-time must be positive".into());
     }
@@ -285,7 +313,9 @@ async fn run(args: Args) -> Result<bool, String> {
     let started = *STARTED.get_or_init(Instant::now);
     let reporter = (args.progress_every > 0).then(|| {
         let every = Duration::from_secs(args.progress_every);
-        tokio::spawn(progress::report(started, run_secs, every, || LAUNCHED.load(Ordering::SeqCst)))
+        tokio::spawn(progress::report(started, run_secs, every, || {
+            LAUNCHED.load(Ordering::SeqCst)
+        }))
     });
     let metrics = attack.execute().await.map_err(|e| e.to_string())?;
     if let Some(r) = reporter {
@@ -305,7 +335,8 @@ async fn run(args: Args) -> Result<bool, String> {
             planned_users,
             spawn_rate: args.spawn_rate,
             run_secs,
-            users_at_first_failure: (users_at_failure != u64::MAX).then_some(users_at_failure as usize),
+            users_at_first_failure: (users_at_failure != u64::MAX)
+                .then_some(users_at_failure as usize),
             orders_at_start,
             orders_at_end,
             bytes: BYTES.load(Ordering::Relaxed),
@@ -313,8 +344,11 @@ async fn run(args: Args) -> Result<bool, String> {
     );
     print!("{}", summary.text());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(summary.failures > 0)
 }

@@ -109,10 +109,16 @@ impl Summary {
             self.run_secs,
             self.users_reached,
             self.users_planned,
-            self.users_at_first_failure.map(|u| u.to_string()).unwrap_or_else(|| "none (0% failures)".into()),
+            self.users_at_first_failure
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "none (0% failures)".into()),
             self.requests,
             self.failures,
-            if self.requests > 0 { 100.0 * self.failures as f64 / self.requests as f64 } else { 0.0 },
+            if self.requests > 0 {
+                100.0 * self.failures as f64 / self.requests as f64
+            } else {
+                0.0
+            },
             self.requests_per_second,
             self.megabytes_per_second,
             self.p50_ms,
@@ -145,7 +151,10 @@ fn percentile(h: &std::collections::BTreeMap<u64, usize>, p: f64) -> u64 {
 
 /// Orders in the store, counted by paging (GET /orders?limit=1000).
 pub async fn count_orders(host: &str) -> Option<u64> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .ok()?;
     let mut count = 0u64;
     let mut url = format!("{host}/orders?limit=1000");
     loop {
@@ -162,7 +171,8 @@ pub async fn count_orders(host: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn percentiles_of_a_histogram() {
-        let h: std::collections::BTreeMap<u64, usize> = [(1000, 50), (2000, 45), (9000, 5)].into_iter().collect();
+        let h: std::collections::BTreeMap<u64, usize> =
+            [(1000, 50), (2000, 45), (9000, 5)].into_iter().collect();
         assert_eq!(super::percentile(&h, 0.5), 1000);
         assert_eq!(super::percentile(&h, 0.95), 2000);
         assert_eq!(super::percentile(&h, 0.99), 9000);

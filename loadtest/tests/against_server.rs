@@ -27,8 +27,11 @@ fn loadtest(args: &[&str]) -> (i32, serde_json::Value, String) {
         .arg(&json)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let summary = std::fs::read_to_string(&json).map(|s| serde_json::from_str(&s).unwrap()).unwrap_or_default();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let summary = std::fs::read_to_string(&json)
+        .map(|s| serde_json::from_str(&s).unwrap())
+        .unwrap_or_default();
     (out.status.code().unwrap_or(-1), summary, text)
 }
 
@@ -36,7 +39,9 @@ fn loadtest(args: &[&str]) -> (i32, serde_json::Value, String) {
 fn a_short_seed_run_summarizes_itself() {
     let s = server(1);
     let host = format!("http://{}", s.addr);
-    let (code, sum, text) = loadtest(&["-H", &host, "-u", "40", "-r", "20", "-t", "5s", "-s", "seed"]);
+    let (code, sum, text) = loadtest(&[
+        "-H", &host, "-u", "40", "-r", "20", "-t", "5s", "-s", "seed",
+    ]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(sum["users_reached"], 40, "{text}");
     assert_eq!(sum["failures"], 0);
@@ -54,24 +59,85 @@ fn a_short_seed_run_summarizes_itself() {
 fn progress_lines_appear_while_it_runs() {
     let s = server(1);
     let host = format!("http://{}", s.addr);
-    let (code, sum, text) = loadtest(&["-H", &host, "-u", "20", "-r", "20", "-t", "5s", "-s", "seed-paged", "--progress-every", "1"]);
+    let (code, sum, text) = loadtest(&[
+        "-H",
+        &host,
+        "-u",
+        "20",
+        "-r",
+        "20",
+        "-t",
+        "5s",
+        "-s",
+        "seed-paged",
+        "--progress-every",
+        "1",
+    ]);
     assert_eq!(code, 0, "{text}");
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('[') && l.contains("/5 s] users ")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("/5 s] users "))
+        .collect();
     assert!(lines.len() >= 3, "a line a second: {text}");
     let last = lines.last().unwrap();
-    assert!(last.contains("users 20,") && last.contains("req/s), failures 0, p50 "), "{last}");
-    let requests: u64 = last.split("requests ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(requests > 0 && requests <= sum["requests"].as_u64().unwrap(), "{last} vs {sum}");
-    let (_, _, quiet) = loadtest(&["-H", &host, "-u", "5", "-r", "5", "-t", "2s", "-s", "seed-paged", "--progress-every", "0"]);
-    assert!(!quiet.contains("] users "), "--progress-every 0 prints none: {quiet}");
+    assert!(
+        last.contains("users 20,") && last.contains("req/s), failures 0, p50 "),
+        "{last}"
+    );
+    let requests: u64 = last
+        .split("requests ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        requests > 0 && requests <= sum["requests"].as_u64().unwrap(),
+        "{last} vs {sum}"
+    );
+    let (_, _, quiet) = loadtest(&[
+        "-H",
+        &host,
+        "-u",
+        "5",
+        "-r",
+        "5",
+        "-t",
+        "2s",
+        "-s",
+        "seed-paged",
+        "--progress-every",
+        "0",
+    ]);
+    assert!(
+        !quiet.contains("] users "),
+        "--progress-every 0 prints none: {quiet}"
+    );
 }
 
 #[test]
 fn failures_are_counted_with_the_user_count_at_the_first_one() {
     // Nothing listens here: every request fails at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let host = format!("http://127.0.0.1:{port}");
-    let (code, sum, text) = loadtest(&["-H", &host, "-u", "10", "-r", "10", "-t", "3s", "-s", "seed-paged"]);
+    let (code, sum, text) = loadtest(&[
+        "-H",
+        &host,
+        "-u",
+        "10",
+        "-r",
+        "10",
+        "-t",
+        "3s",
+        "-s",
+        "seed-paged",
+    ]);
     assert_eq!(code, 1, "{text}");
     assert!(sum["failures"].as_u64().unwrap() > 0, "{text}");
     assert!(sum["users_at_first_failure"].as_u64().is_some(), "{text}");
@@ -84,7 +150,9 @@ fn reloads_under_the_goose_load_fail_no_request() {
         let s = server(2);
         let host = format!("http://{}", s.addr);
         // Orders for by-id to read.
-        let (code, _, text) = loadtest(&["-H", &host, "-u", "10", "-r", "10", "-t", "2s", "-s", "seed"]);
+        let (code, _, text) = loadtest(&[
+            "-H", &host, "-u", "10", "-r", "10", "-t", "2s", "-s", "seed",
+        ]);
         assert_eq!(code, 0, "{text}");
         let child = Command::new(env!("CARGO_BIN_EXE_orders-loadtest"))
             .args(["-H", &host, "-u", "50", "-r", "50", "-t", "7s", "-s", "max"])
@@ -98,7 +166,12 @@ fn reloads_under_the_goose_load_fail_no_request() {
         s.signal(libc::SIGHUP);
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(out.status.code(), Some(0), "failed requests:\n{text}\n{}", s.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "failed requests:\n{text}\n{}",
+            s.log()
+        );
         assert!(text.contains("failures:                0 "), "{text}");
         assert!(s.log().contains("reloaded: generation 3"), "{}", s.log());
     });
@@ -113,19 +186,44 @@ fn locust_smoke_run_has_no_failure() {
     let s = server(2);
     let locustfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locustfile.py");
     let out = Command::new(&locust)
-        .args(["--headless", "-u", "50", "-r", "50", "-t", "10s", "--only-summary", "--exit-code-on-error", "1"])
+        .args([
+            "--headless",
+            "-u",
+            "50",
+            "-r",
+            "50",
+            "-t",
+            "10s",
+            "--only-summary",
+            "--exit-code-on-error",
+            "1",
+        ])
         .arg("-f")
         .arg(&locustfile)
         .arg("-H")
         .arg(format!("http://{}", s.addr))
         .output()
-        .unwrap_or_else(|e| panic!("{locust}: {e} (scripts/test.sh installs Locust in loadtest/.venv)"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "Locust reported failures:\n{text}");
-    let agg = text.lines().find(|l| l.contains("Aggregated")).unwrap_or_default().to_string();
+        .unwrap_or_else(|e| {
+            panic!("{locust}: {e} (scripts/test.sh installs Locust in loadtest/.venv)")
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "Locust reported failures:\n{text}"
+    );
+    let agg = text
+        .lines()
+        .find(|l| l.contains("Aggregated"))
+        .unwrap_or_default()
+        .to_string();
     assert!(!agg.is_empty(), "{text}");
     let numbers: Vec<&str> = agg.split_whitespace().collect();
     // "Aggregated  <reqs>  <fails>(<pct>%) ..."
-    assert!(numbers.len() > 2 && numbers[1].parse::<u64>().unwrap_or(0) > 50, "{agg}");
+    assert!(
+        numbers.len() > 2 && numbers[1].parse::<u64>().unwrap_or(0) > 50,
+        "{agg}"
+    );
     assert!(numbers[2].starts_with("0("), "failures: {agg}");
 }

@@ -83,7 +83,10 @@ pub enum FormatError {
     Secret(String),
 }
 
-const ATOMS: [&str; 20] = ["h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "b", "B", "f", "a", "T", "M", "D", "L", "p", "rid"];
+const ATOMS: [&str; 20] = [
+    "h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "b", "B", "f", "a", "T", "M", "D", "L", "p",
+    "rid",
+];
 
 impl Format {
     /// Parses `json` or a gunicorn-style format; `headers` receives the
@@ -99,7 +102,10 @@ impl Format {
             if i > 0 {
                 pieces.push(Piece::Text(rest[..i].to_string()));
             }
-            let end = rest[i..].find(")s").ok_or(FormatError::Unterminated(at + i))? + i;
+            let end = rest[i..]
+                .find(")s")
+                .ok_or(FormatError::Unterminated(at + i))?
+                + i;
             let name = &rest[i + 2..end];
             if let Some(header) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}i")) {
                 let header = header.to_ascii_lowercase();
@@ -197,8 +203,16 @@ impl AccessLog {
     pub fn new(format: &str, trusted: Trusted) -> Result<AccessLog, FormatError> {
         let mut extra = Vec::new();
         let format = Format::parse(format, &mut extra)?;
-        let headers = BASE_HEADERS.iter().map(|h| h.to_string()).chain(extra).collect();
-        Ok(AccessLog { format, trusted, headers })
+        let headers = BASE_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(extra)
+            .collect();
+        Ok(AccessLog {
+            format,
+            trusted,
+            headers,
+        })
     }
 
     /// Formats `entry` and queues its line.
@@ -217,7 +231,9 @@ impl AccessLog {
                     match piece {
                         Piece::Text(t) => line.push_str(t),
                         Piece::Atom(a) => self.atom(&mut line, a, entry),
-                        Piece::Header(i) => line.push_str(&header(entry, *i).unwrap_or_else(|| "-".into())),
+                        Piece::Header(i) => {
+                            line.push_str(&header(entry, *i).unwrap_or_else(|| "-".into()))
+                        }
                     }
                 }
             }
@@ -232,10 +248,16 @@ impl AccessLog {
     /// hop are whatever the client sent). An entry that is no IP address
     /// ends the walk.
     fn client(&self, entry: &Entry<'_>) -> String {
-        let Some(peer) = entry.peer.map(|p| p.to_canonical()) else { return "-".into() };
+        let Some(peer) = entry.peer.map(|p| p.to_canonical()) else {
+            return "-".into();
+        };
         let mut client = peer;
         if self.trusted.allows(peer) {
-            let forwarded = entry.headers.get(FORWARDED_FOR).and_then(|v| v.as_deref()).unwrap_or_default();
+            let forwarded = entry
+                .headers
+                .get(FORWARDED_FOR)
+                .and_then(|v| v.as_deref())
+                .unwrap_or_default();
             for hop in String::from_utf8_lossy(forwarded).rsplit(',') {
                 match hop.trim().parse::<IpAddr>() {
                     Ok(ip) => client = ip.to_canonical(),
@@ -269,7 +291,11 @@ impl AccessLog {
             },
             "B" => write!(out, "{}", e.bytes.unwrap_or(0)),
             "f" => write!(out, "{}", header(e, REFERER).unwrap_or_else(|| "-".into())),
-            "a" => write!(out, "{}", header(e, USER_AGENT).unwrap_or_else(|| "-".into())),
+            "a" => write!(
+                out,
+                "{}",
+                header(e, USER_AGENT).unwrap_or_else(|| "-".into())
+            ),
             "T" => write!(out, "{}", e.took.as_secs()),
             "M" => write!(out, "{}", e.took.as_millis()),
             "D" => write!(out, "{}", e.took.as_micros()),
@@ -329,7 +355,9 @@ fn safe(text: &str) -> String {
 pub fn valid_request_id(value: &[u8]) -> Option<&str> {
     let ok = !value.is_empty()
         && value.len() <= MAX_REQUEST_ID
-        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     ok.then(|| std::str::from_utf8(value).expect("ASCII"))
 }
 
@@ -340,32 +368,53 @@ pub fn new_request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 4];
-        let random = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+        let random = File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
         if random.is_err() {
             bytes = std::process::id().to_le_bytes();
         }
         u32::from_le_bytes(bytes)
     });
-    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32)
+    format!(
+        "{prefix:08x}{:08x}",
+        NEXT.fetch_add(1, Ordering::Relaxed) as u32
+    )
 }
 
 fn split(t: SystemTime) -> ((i64, u32, u32), u64, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    (crate::clock::civil_from_days((secs / 86_400) as i64), secs % 86_400, d.subsec_millis())
+    (
+        crate::clock::civil_from_days((secs / 86_400) as i64),
+        secs % 86_400,
+        d.subsec_millis(),
+    )
 }
 
 /// `27/Nov/2026:17:40:00 +0000` (the Common Log Format's time, in UTC).
 fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let ((y, m, d), s, _) = split(t);
-    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[m as usize - 1], s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[m as usize - 1],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// `2026-11-27T17:40:00.123Z`.
 fn iso_time(t: SystemTime) -> String {
     let ((y, m, d), s, ms) = split(t);
-    format!("{y}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// Where lines go: a file or standard output, through a buffer.
@@ -409,7 +458,10 @@ impl Sink {
             // A line longer than PIPE_BUF goes out alone, unsplit.
             let end = match window.iter().rposition(|b| *b == b'\n') {
                 Some(i) => i + 1,
-                None => rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |i| i + 1),
+                None => rest
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
             };
             out.write_all(&rest[..end])?;
             rest = &rest[end..];
@@ -441,7 +493,9 @@ impl Sink {
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            log::warn!("access log: {dropped} lines dropped (the log could not be written fast enough)");
+            log::warn!(
+                "access log: {dropped} lines dropped (the log could not be written fast enough)"
+            );
         }
     }
 }
@@ -457,10 +511,12 @@ pub fn start(path: Option<PathBuf>) -> std::io::Result<()> {
         dropped: AtomicU64::new(0),
     });
     *sink.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink.open()?);
-    std::thread::Builder::new().name("access-log".into()).spawn(move || loop {
-        std::thread::sleep(FLUSH_INTERVAL);
-        sink.write_out();
-    })?;
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(FLUSH_INTERVAL);
+            sink.write_out();
+        })?;
     Ok(())
 }
 
@@ -504,9 +560,19 @@ mod tests {
 
     #[test]
     fn gunicorn_atoms_and_headers() {
-        let log = AccessLog::new(r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)s %(U)s?%(q)s %({X-Custom}i)s %(rid)s"#, Trusted::Only(vec![])).unwrap();
+        let log = AccessLog::new(
+            r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)s %(U)s?%(q)s %({X-Custom}i)s %(rid)s"#,
+            Trusted::Only(vec![]),
+        )
+        .unwrap();
         assert_eq!(log.headers.last().unwrap(), "x-custom");
-        let headers = vec![None, Some(b"curl/8\x1b[31m \" 500 \\".to_vec()), Some(b"10.1.1.1".to_vec()), None, Some(b"yes".to_vec())];
+        let headers = vec![
+            None,
+            Some(b"curl/8\x1b[31m \" 500 \\".to_vec()),
+            Some(b"10.1.1.1".to_vec()),
+            None,
+            Some(b"yes".to_vec()),
+        ];
         assert_eq!(
             line(&log, &entry(&headers)),
             r#"127.0.0.1 "GET /orders?limit=2 HTTP/1.1" 200 42 "curl/8?[31m \" 500 \\" 1 /orders?limit=2 yes abc"#
@@ -517,24 +583,50 @@ mod tests {
     fn forwarded_for_only_from_trusted_peers() {
         // The client sent "6.6.6.6"; the proxy at 10.0.0.2 appended the
         // address it saw; the trusted peer (127.0.0.1) appended 10.0.0.2.
-        let headers = vec![None, None, Some(b"6.6.6.6, 203.0.113.9, 10.0.0.2".to_vec()), None];
+        let headers = vec![
+            None,
+            None,
+            Some(b"6.6.6.6, 203.0.113.9, 10.0.0.2".to_vec()),
+            None,
+        ];
         let peer_only = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1").unwrap()).unwrap();
-        assert_eq!(line(&peer_only, &entry(&headers)), "10.0.0.2", "the hop the trusted peer saw");
+        assert_eq!(
+            line(&peer_only, &entry(&headers)),
+            "10.0.0.2",
+            "the hop the trusted peer saw"
+        );
         let both = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1, 10.0.0.2").unwrap()).unwrap();
-        assert_eq!(line(&both, &entry(&headers)), "203.0.113.9", "never the client's own claim");
+        assert_eq!(
+            line(&both, &entry(&headers)),
+            "203.0.113.9",
+            "never the client's own claim"
+        );
         let wary = AccessLog::new("%(h)s", Trusted::parse("10.0.0.1, 10.0.0.2").unwrap()).unwrap();
         assert_eq!(line(&wary, &entry(&headers)), "127.0.0.1");
         let junk = vec![None, None, Some(b"203.0.113.9, \"x\"".to_vec()), None];
-        assert_eq!(line(&both, &entry(&junk)), "127.0.0.1", "no IP: the walk stops at the peer");
+        assert_eq!(
+            line(&both, &entry(&junk)),
+            "127.0.0.1",
+            "no IP: the walk stops at the peer"
+        );
         assert_eq!(Trusted::parse("*").unwrap(), Trusted::Any);
         assert!(Trusted::parse("nope").is_err());
     }
 
     #[test]
     fn bad_formats_are_refused() {
-        assert_eq!(Format::parse("%(zz)s", &mut Vec::new()), Err(FormatError::UnknownAtom("zz".into())));
-        assert_eq!(Format::parse("x %(h", &mut Vec::new()), Err(FormatError::Unterminated(2)));
-        assert_eq!(Format::parse("%({Authorization}i)s", &mut Vec::new()), Err(FormatError::Secret("authorization".into())));
+        assert_eq!(
+            Format::parse("%(zz)s", &mut Vec::new()),
+            Err(FormatError::UnknownAtom("zz".into()))
+        );
+        assert_eq!(
+            Format::parse("x %(h", &mut Vec::new()),
+            Err(FormatError::Unterminated(2))
+        );
+        assert_eq!(
+            Format::parse("%({Authorization}i)s", &mut Vec::new()),
+            Err(FormatError::Secret("authorization".into()))
+        );
     }
 
     #[test]

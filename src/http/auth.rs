@@ -24,7 +24,10 @@ pub struct Tokens {
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Tokens").field("names", &names).field("for_reads", &self.for_reads).finish()
+        f.debug_struct("Tokens")
+            .field("names", &names)
+            .field("for_reads", &self.for_reads)
+            .finish()
     }
 }
 
@@ -36,7 +39,10 @@ pub enum TokensError {
     Read(std::path::PathBuf, #[source] std::io::Error),
     /// A line is not `name:token` with a long enough token.
     #[error("api_tokens_file {} line {line}: expected name:token, with a token of at least {MIN_TOKEN_LEN} characters", .path.display())]
-    Line { path: std::path::PathBuf, line: usize },
+    Line {
+        path: std::path::PathBuf,
+        line: usize,
+    },
     /// No token at all: nothing could ever be written.
     #[error("api_tokens_file {} holds no token", .0.display())]
     Empty(std::path::PathBuf),
@@ -45,17 +51,22 @@ pub enum TokensError {
 impl Tokens {
     /// Reads the tokens file.
     pub fn load(path: &Path, for_reads: bool) -> Result<Tokens, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TokensError::Read(path.to_path_buf(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| TokensError::Read(path.to_path_buf(), e))?;
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || TokensError::Line { path: path.to_path_buf(), line: i + 1 };
+            let bad = || TokensError::Line {
+                path: path.to_path_buf(),
+                line: i + 1,
+            };
             let (name, token) = line.split_once(':').ok_or_else(bad)?;
             let (name, token) = (name.trim(), token.trim());
-            if name.is_empty() || token.len() < MIN_TOKEN_LEN || token.contains(char::is_whitespace) {
+            if name.is_empty() || token.len() < MIN_TOKEN_LEN || token.contains(char::is_whitespace)
+            {
                 return Err(bad());
             }
             entries.push((name.to_string(), token.as_bytes().to_vec()));
@@ -89,7 +100,9 @@ impl Tokens {
 fn bearer(value: &[u8]) -> Option<&[u8]> {
     let value = value.trim_ascii();
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
-    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 /// Equality whose time does not depend on where the bytes differ (it still
@@ -111,7 +124,11 @@ mod tests {
     fn tokens_file_and_checks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
-        std::fs::write(&path, "# ops\nalice: 0123456789abcdef0123\n\nci:fedcba9876543210fedc\n").unwrap();
+        std::fs::write(
+            &path,
+            "# ops\nalice: 0123456789abcdef0123\n\nci:fedcba9876543210fedc\n",
+        )
+        .unwrap();
         let t = Tokens::load(&path, false).unwrap();
         assert_eq!(t.check(b"Bearer 0123456789abcdef0123"), Some("alice"));
         assert_eq!(t.check(b"bearer  fedcba9876543210fedc "), Some("ci"));
@@ -119,11 +136,17 @@ mod tests {
         assert_eq!(t.check(b"Basic 0123456789abcdef0123"), None);
         assert_eq!(t.check(b""), None);
         assert!(t.required_for(false) && !t.required_for(true));
-        assert!(!format!("{t:?}").contains("0123"), "Debug shows names only: {t:?}");
+        assert!(
+            !format!("{t:?}").contains("0123"),
+            "Debug shows names only: {t:?}"
+        );
         std::fs::write(&path, "alice:short\n").unwrap();
         let e = Tokens::load(&path, false).unwrap_err().to_string();
         assert!(e.contains("line 1") && !e.contains("short"), "{e}");
         std::fs::write(&path, "# nothing\n").unwrap();
-        assert!(matches!(Tokens::load(&path, false), Err(TokensError::Empty(_))));
+        assert!(matches!(
+            Tokens::load(&path, false),
+            Err(TokensError::Empty(_))
+        ));
     }
 }

@@ -27,7 +27,10 @@ pub struct BodyMemory {
 impl BodyMemory {
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> BodyMemory {
-        BodyMemory { used: AtomicUsize::new(0), limit }
+        BodyMemory {
+            used: AtomicUsize::new(0),
+            limit,
+        }
     }
 
     /// Bytes held now.
@@ -80,7 +83,13 @@ impl<'a> Body<'a> {
     /// An empty body of at most `max_len` bytes (the caller checks the
     /// length against it).
     pub fn new(memory: &'a BodyMemory, max_len: usize) -> Body<'a> {
-        Body { bytes: Vec::new(), memory, counted: 0, max_len, spare_from: 0 }
+        Body {
+            bytes: Vec::new(),
+            memory,
+            counted: 0,
+            max_len,
+            spare_from: 0,
+        }
     }
 
     /// Appends `data`.
@@ -114,7 +123,10 @@ impl<'a> Body<'a> {
             return Err(ApiError::BodyTooLarge(self.max_len as u64));
         }
         if needed > self.counted {
-            let grow_to = needed.max(self.counted * 2).max(MIN_BODY_CAPACITY).min(self.max_len);
+            let grow_to = needed
+                .max(self.counted * 2)
+                .max(MIN_BODY_CAPACITY)
+                .min(self.max_len);
             self.memory.take(grow_to - self.counted)?;
             self.counted = grow_to;
             self.bytes.reserve_exact(grow_to - self.bytes.len());
@@ -158,7 +170,11 @@ mod tests {
         a.extend(&[1; 100]).unwrap();
         assert_eq!(memory.used(), MIN_BODY_CAPACITY);
         a.extend(&[1; 1000]).unwrap();
-        assert!(memory.used() >= 1100 && memory.used() <= 2200, "{}", memory.used());
+        assert!(
+            memory.used() >= 1100 && memory.used() <= 2200,
+            "{}",
+            memory.used()
+        );
         assert_eq!(a.len(), 1100);
         a.spare(50).unwrap()[..3].copy_from_slice(b"abc");
         a.filled(3);
@@ -174,7 +190,10 @@ mod tests {
         let mut a = Body::new(&memory, 10);
         a.extend(&[1; 10]).unwrap();
         assert!(matches!(a.extend(&[1]), Err(ApiError::BodyTooLarge(10))));
-        assert!(matches!(a.spare(usize::MAX), Err(ApiError::BodyTooLarge(10))));
+        assert!(matches!(
+            a.spare(usize::MAX),
+            Err(ApiError::BodyTooLarge(10))
+        ));
     }
 
     #[test]

@@ -28,18 +28,18 @@ use httparse::Status;
 use may::io::WaitIo;
 use may::net::TcpStream;
 
+use super::access_log;
 use super::body::Body;
-use super::sweep::{ConnState, Phase, Registration};
 use super::framing::{BodyKind, Framing};
 use super::list::ChunkSink;
-use super::access_log;
 use super::request::{self, Captured, Head};
+use super::response::{self, ApiError, Reply, CONTINUE, LAST_CHUNK};
+use super::routes::{self, Route};
+use super::sweep::{ConnState, Phase, Registration};
+use super::App;
 use crate::faults::{self, Fault};
 use crate::metrics::{self, RequestLabels};
 use crate::store::Counted;
-use super::response::{self, ApiError, Reply, CONTINUE, LAST_CHUNK};
-use super::routes::{self, Route};
-use super::App;
 
 /// Bytes a connection reads into between requests; grows for long heads
 /// and bodies, and shrinks back once the buffer is empty.
@@ -67,12 +67,21 @@ const SCRATCH: usize = 4096;
 /// Serves one accepted connection until it closes.
 pub fn serve(app: &App, stream: TcpStream, registration: Registration) {
     metrics::connections(1);
-    let peer = app.access.as_ref().and(stream.peer_addr().ok()).map(|a| a.ip());
+    let peer = app
+        .access
+        .as_ref()
+        .and(stream.peer_addr().ok())
+        .map(|a| a.ip());
     let mut conn = Connection {
         app,
         peer,
         registration,
-        io: Io { stream, must_wait: false, peer_ending: false, peer_closed: false },
+        io: Io {
+            stream,
+            must_wait: false,
+            peer_ending: false,
+            peer_closed: false,
+        },
         input: ReadBuf::new(),
         output: Vec::new(),
         pending: None,
@@ -128,7 +137,10 @@ impl<'a> Connection<'a> {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(Stop::Reply(e)) => {
-                    let reply = Reply { request_id: self.request_id(), ..Reply::error(&e) };
+                    let reply = Reply {
+                        request_id: self.request_id(),
+                        ..Reply::error(&e)
+                    };
                     response::encode(&reply, true, &mut self.output);
                     self.request_done(&reply);
                     break;
@@ -148,16 +160,36 @@ impl<'a> Connection<'a> {
     /// Reads, runs and answers one request. Ok(false): the connection
     /// closes (after the output is written); also at a clean end of input.
     fn next_request(&mut self) -> Result<bool, Stop> {
-        let Some(head) = self.read_head()? else { return Ok(false) };
+        let Some(head) = self.read_head()? else {
+            return Ok(false);
+        };
         self.input.consume(head.len);
         self.state().set(Phase::Busy);
         self.app.state.count_request();
-        let Head { http10, framing, route, fault, authorization, labels, captured, .. } = head;
+        let Head {
+            http10,
+            framing,
+            route,
+            fault,
+            authorization,
+            labels,
+            captured,
+            ..
+        } = head;
         let request_id = captured.as_ref().map(|c| {
-            let theirs = c.headers[access_log::REQUEST_ID].as_deref().and_then(access_log::valid_request_id);
+            let theirs = c.headers[access_log::REQUEST_ID]
+                .as_deref()
+                .and_then(access_log::valid_request_id);
             theirs.map_or_else(access_log::new_request_id, str::to_string)
         });
-        self.pending = Some(Pending { labels, started: Instant::now(), http10, captured, request_id, user: None });
+        self.pending = Some(Pending {
+            labels,
+            started: Instant::now(),
+            http10,
+            captured,
+            request_id,
+            user: None,
+        });
         metrics::in_flight(1);
         let route = self.authorize(route, authorization.as_deref());
         if matches!(route, Err(ApiError::Unauthorized)) && framing.body != BodyKind::None {
@@ -176,7 +208,10 @@ impl<'a> Connection<'a> {
         // (or speaks HTTP/1.0), when the worker drains (also if the drain
         // began while the body arrived), or when the request raced an idle
         // close: it is still answered.
-        let close = http10 || framing.close_requested || self.app.state.is_draining() || self.state().expired();
+        let close = http10
+            || framing.close_requested
+            || self.app.state.is_draining()
+            || self.state().expired();
         let mut reply = self.handle(route, fault, body.as_slice(), http10, close);
         drop(body);
         if !reply.streamed {
@@ -214,7 +249,8 @@ impl<'a> Connection<'a> {
                 target: &c.target,
                 http10: p.http10,
                 status,
-                bytes: (!reply.streamed).then(|| reply.prefix.len() + reply.body.len() + reply.suffix.len()),
+                bytes: (!reply.streamed)
+                    .then(|| reply.prefix.len() + reply.body.len() + reply.suffix.len()),
                 took,
                 user: p.user.as_deref(),
                 headers: &c.headers,
@@ -225,8 +261,14 @@ impl<'a> Connection<'a> {
 
     /// With API tokens on, a request that needs one and presents none of
     /// ours becomes a 401.
-    fn authorize(&mut self, route: Result<Route, ApiError>, authorization: Option<&[u8]>) -> Result<Route, ApiError> {
-        let (Some(tokens), Ok(r)) = (&self.app.tokens, &route) else { return route };
+    fn authorize(
+        &mut self,
+        route: Result<Route, ApiError>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Route, ApiError> {
+        let (Some(tokens), Ok(r)) = (&self.app.tokens, &route) else {
+            return route;
+        };
         if r.is_health_check() || !tokens.required_for(r.is_read()) {
             return route;
         }
@@ -244,7 +286,14 @@ impl<'a> Connection<'a> {
 
     /// Runs the handler; a panic in it becomes a 500 (or, mid-stream, a
     /// closed connection) and costs nothing else.
-    fn handle(&mut self, route: Result<Route, ApiError>, fault: Option<Fault>, body: &[u8], http10: bool, close: bool) -> Reply {
+    fn handle(
+        &mut self,
+        route: Result<Route, ApiError>,
+        fault: Option<Fault>,
+        body: &[u8],
+        http10: bool,
+        close: bool,
+    ) -> Reply {
         let app = self.app;
         let request_id = self.request_id();
         let mut sink = Sink {
@@ -261,7 +310,16 @@ impl<'a> Connection<'a> {
                 faults::run(fault);
             }
             let store = Counted(app.store.as_ref());
-            route.and_then(|r| routes::handle(&store, r, body, app.limits.response_buffer, &app.state, &mut sink))
+            route.and_then(|r| {
+                routes::handle(
+                    &store,
+                    r,
+                    body,
+                    app.limits.response_buffer,
+                    &app.state,
+                    &mut sink,
+                )
+            })
         }));
         match handled {
             Ok(Ok(reply)) => reply,
@@ -301,7 +359,11 @@ impl<'a> Connection<'a> {
             if self.io.read(&mut self.input, MIN_READ)? == 0 {
                 // The client closed, or the sweep did (idle, or too slow).
                 let slow = !self.input.is_empty() && self.state().expired();
-                return if slow { Err(Stop::Reply(ApiError::ClientTimeout)) } else { Ok(None) };
+                return if slow {
+                    Err(Stop::Reply(ApiError::ClientTimeout))
+                } else {
+                    Ok(None)
+                };
             }
         }
     }
@@ -342,7 +404,8 @@ impl<'a> Connection<'a> {
     /// (so a body's bytes are only ever held, and counted, once).
     fn read_exact_into(&mut self, body: &mut Body<'_>, len: usize) -> Result<(), Stop> {
         let take = len.min(self.input.len());
-        body.extend(&self.input.data()[..take]).map_err(Stop::Reply)?;
+        body.extend(&self.input.data()[..take])
+            .map_err(Stop::Reply)?;
         self.input.consume(take);
         let mut remaining = len - take;
         while remaining > 0 {
@@ -373,7 +436,9 @@ impl<'a> Connection<'a> {
                 self.fill_request()?;
             }
             if &self.input.data()[..2] != b"\r\n" {
-                return Err(Stop::Reply(ApiError::Malformed("chunk data not followed by CRLF")));
+                return Err(Stop::Reply(ApiError::Malformed(
+                    "chunk data not followed by CRLF",
+                )));
             }
             self.input.consume(2);
         }
@@ -389,7 +454,9 @@ impl<'a> Connection<'a> {
                     // extension, a bare LF included: a proxy in front might
                     // end the line there and frame the body differently.
                     let line = &self.input.data()[..used - 2];
-                    if !line.first().is_some_and(u8::is_ascii_hexdigit) || line.iter().any(|b| is_ctl(*b)) {
+                    if !line.first().is_some_and(u8::is_ascii_hexdigit)
+                        || line.iter().any(|b| is_ctl(*b))
+                    {
                         return Err(invalid());
                     }
                     self.input.consume(used);
@@ -454,7 +521,11 @@ impl<'a> Connection<'a> {
     /// The request ended early: the client closed, or the sweep cut it off
     /// for being too slow.
     fn truncated(&self) -> Stop {
-        Stop::Reply(if self.state().expired() { ApiError::ClientTimeout } else { ApiError::IncompleteBody })
+        Stop::Reply(if self.state().expired() {
+            ApiError::ClientTimeout
+        } else {
+            ApiError::IncompleteBody
+        })
     }
 
     /// Writes the pending output.
@@ -647,11 +718,17 @@ fn is_ctl(b: u8) -> bool {
 /// section gets the same rules): `name: value` ending in CRLF, the name a
 /// token, no control byte, no folded continuation.
 fn is_field_line(line: &[u8]) -> bool {
-    let Some(line) = line.strip_suffix(b"\r") else { return false };
-    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return false;
+    };
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return false;
+    };
     let name = &line[..colon];
     !name.is_empty()
-        && name.iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
         && !line.iter().any(|b| is_ctl(*b))
 }
 
@@ -664,7 +741,11 @@ struct ReadBuf {
 
 impl ReadBuf {
     fn new() -> ReadBuf {
-        ReadBuf { buf: vec![0; READ_BUFFER], start: 0, end: 0 }
+        ReadBuf {
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+        }
     }
 
     fn data(&self) -> &[u8] {

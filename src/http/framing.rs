@@ -62,19 +62,35 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
         }
     }
     match hosts {
-        0 if !http10 => return Err(ApiError::Malformed("an HTTP/1.1 request needs a Host header")),
+        0 if !http10 => {
+            return Err(ApiError::Malformed(
+                "an HTTP/1.1 request needs a Host header",
+            ))
+        }
         0 | 1 => {}
         _ => return Err(ApiError::Malformed("more than one Host header")),
     }
     let body = match (chunked, content_length) {
-        (true, Some(_)) => return Err(ApiError::Malformed("both Transfer-Encoding and Content-Length")),
-        (true, None) if http10 => return Err(ApiError::Malformed("Transfer-Encoding in an HTTP/1.0 request")),
+        (true, Some(_)) => {
+            return Err(ApiError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ))
+        }
+        (true, None) if http10 => {
+            return Err(ApiError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ))
+        }
         (true, None) => BodyKind::Chunked,
         (false, Some(n)) if n > max_body => return Err(ApiError::BodyTooLarge(max_body)),
         (false, Some(0)) | (false, None) => BodyKind::None,
         (false, Some(n)) => BodyKind::Length(n),
     };
-    Ok(Framing { body, close_requested, expect_continue: expect_continue && body != BodyKind::None })
+    Ok(Framing {
+        body,
+        close_requested,
+        expect_continue: expect_continue && body != BodyKind::None,
+    })
 }
 
 /// One Transfer-Encoding header (there may be several, applied in order):
@@ -87,7 +103,9 @@ fn transfer_coding_is_chunked(value: &[u8], chunked_before: bool) -> Result<bool
             continue;
         }
         if chunked {
-            return Err(ApiError::Malformed("chunked must be the last Transfer-Encoding"));
+            return Err(ApiError::Malformed(
+                "chunked must be the last Transfer-Encoding",
+            ));
         }
         if !coding.eq_ignore_ascii_case(b"chunked") {
             return Err(ApiError::UnsupportedTransferEncoding);
@@ -115,7 +133,9 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ApiError> {
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
 fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -123,14 +143,22 @@ mod tests {
     use super::*;
 
     fn h<'a>(name: &'a str, value: &'a str) -> Header<'a> {
-        Header { name, value: value.as_bytes() }
+        Header {
+            name,
+            value: value.as_bytes(),
+        }
     }
 
-    const HOST: Header<'static> = Header { name: "Host", value: b"x" };
+    const HOST: Header<'static> = Header {
+        name: "Host",
+        value: b"x",
+    };
 
     /// `check` of an HTTP/1.1 request with a Host header and these.
     fn check11(headers: &[Header<'_>], max_body: u64) -> Result<Framing, ApiError> {
-        let all: Vec<Header<'_>> = std::iter::once(HOST).chain(headers.iter().copied()).collect();
+        let all: Vec<Header<'_>> = std::iter::once(HOST)
+            .chain(headers.iter().copied())
+            .collect();
         check(&all, max_body, false)
     }
 
@@ -140,47 +168,103 @@ mod tests {
 
     #[test]
     fn host_rules() {
-        assert!(matches!(check(&[], 10, false), Err(ApiError::Malformed(_))), "HTTP/1.1 without Host");
+        assert!(
+            matches!(check(&[], 10, false), Err(ApiError::Malformed(_))),
+            "HTTP/1.1 without Host"
+        );
         assert!(check(&[], 10, true).is_ok(), "HTTP/1.0 without Host");
-        assert!(matches!(check(&[HOST, HOST], 10, true), Err(ApiError::Malformed(_))), "two Hosts");
+        assert!(
+            matches!(check(&[HOST, HOST], 10, true), Err(ApiError::Malformed(_))),
+            "two Hosts"
+        );
     }
 
     #[test]
     fn content_length_rules() {
-        assert_eq!(body(&[h("Content-Length", "12")]).unwrap(), BodyKind::Length(12));
+        assert_eq!(
+            body(&[h("Content-Length", "12")]).unwrap(),
+            BodyKind::Length(12)
+        );
         assert_eq!(body(&[h("Content-Length", "0")]).unwrap(), BodyKind::None);
         for bad in ["", " 12", "+12", "-1", "1 2", "0x10", "12a"] {
-            assert!(matches!(body(&[h("Content-Length", bad)]), Err(ApiError::BadContentLength)), "{bad:?}");
+            assert!(
+                matches!(
+                    body(&[h("Content-Length", bad)]),
+                    Err(ApiError::BadContentLength)
+                ),
+                "{bad:?}"
+            );
         }
         let twice = [h("content-length", "1"), h("Content-Length", "1")];
         assert!(matches!(body(&twice), Err(ApiError::BadContentLength)));
-        assert!(matches!(body(&[h("Content-Length", "101")]), Err(ApiError::BodyTooLarge(100))));
-        assert!(matches!(body(&[h("Content-Length", "99999999999999999999999")]), Err(ApiError::BodyTooLarge(_))));
+        assert!(matches!(
+            body(&[h("Content-Length", "101")]),
+            Err(ApiError::BodyTooLarge(100))
+        ));
+        assert!(matches!(
+            body(&[h("Content-Length", "99999999999999999999999")]),
+            Err(ApiError::BodyTooLarge(_))
+        ));
     }
 
     #[test]
     fn transfer_encoding_rules() {
-        assert_eq!(body(&[h("Transfer-Encoding", "chunked")]).unwrap(), BodyKind::Chunked);
-        assert_eq!(body(&[h("Transfer-Encoding", " Chunked ")]).unwrap(), BodyKind::Chunked);
-        assert!(matches!(body(&[h("Transfer-Encoding", "gzip, chunked")]), Err(ApiError::UnsupportedTransferEncoding)));
-        assert!(matches!(body(&[h("Transfer-Encoding", "chunked, gzip")]), Err(ApiError::Malformed(_))));
-        let twice = [h("Transfer-Encoding", "chunked"), h("Transfer-Encoding", "chunked")];
+        assert_eq!(
+            body(&[h("Transfer-Encoding", "chunked")]).unwrap(),
+            BodyKind::Chunked
+        );
+        assert_eq!(
+            body(&[h("Transfer-Encoding", " Chunked ")]).unwrap(),
+            BodyKind::Chunked
+        );
+        assert!(matches!(
+            body(&[h("Transfer-Encoding", "gzip, chunked")]),
+            Err(ApiError::UnsupportedTransferEncoding)
+        ));
+        assert!(matches!(
+            body(&[h("Transfer-Encoding", "chunked, gzip")]),
+            Err(ApiError::Malformed(_))
+        ));
+        let twice = [
+            h("Transfer-Encoding", "chunked"),
+            h("Transfer-Encoding", "chunked"),
+        ];
         assert!(matches!(body(&twice), Err(ApiError::Malformed(_))));
         let both = [h("Transfer-Encoding", "chunked"), h("Content-Length", "3")];
         assert!(matches!(body(&both), Err(ApiError::Malformed(_))));
-        assert!(matches!(check(&[HOST, h("Transfer-Encoding", "chunked")], 100, true), Err(ApiError::Malformed(_))));
-        assert!(matches!(body(&[h("Transfer-Encoding", "")]), Err(ApiError::Malformed(_))));
+        assert!(matches!(
+            check(&[HOST, h("Transfer-Encoding", "chunked")], 100, true),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            body(&[h("Transfer-Encoding", "")]),
+            Err(ApiError::Malformed(_))
+        ));
     }
 
     #[test]
     fn connection_and_expect() {
-        assert!(check11(&[h("Connection", "keep-alive, Close")], 1).unwrap().close_requested);
-        assert!(!check11(&[h("Connection", "keep-alive")], 1).unwrap().close_requested);
+        assert!(
+            check11(&[h("Connection", "keep-alive, Close")], 1)
+                .unwrap()
+                .close_requested
+        );
+        assert!(
+            !check11(&[h("Connection", "keep-alive")], 1)
+                .unwrap()
+                .close_requested
+        );
         let f = check11(&[h("Expect", "100-Continue"), h("Content-Length", "5")], 10).unwrap();
         assert!(f.expect_continue);
         let f = check11(&[h("Expect", "100-continue")], 10).unwrap();
         assert!(!f.expect_continue, "no body: nothing to wait for");
-        assert!(matches!(check11(&[h("Expect", "x")], 10), Err(ApiError::UnsupportedExpectation)));
-        assert!(check(&[h("Expect", "x")], 10, true).is_ok(), "HTTP/1.0 ignores Expect");
+        assert!(matches!(
+            check11(&[h("Expect", "x")], 10),
+            Err(ApiError::UnsupportedExpectation)
+        ));
+        assert!(
+            check(&[h("Expect", "x")], 10, true).is_ok(),
+            "HTTP/1.0 ignores Expect"
+        );
     }
 }

@@ -48,12 +48,20 @@ pub enum ListReply {
 }
 
 /// Answers a list query, streaming it once the body passes `buffer_limit`.
-pub fn respond(store: &dyn Store, query: &ListQuery, buffer_limit: usize, sink: &mut dyn ChunkSink) -> Result<ListReply, ApiError> {
+pub fn respond(
+    store: &dyn Store,
+    query: &ListQuery,
+    buffer_limit: usize,
+    sink: &mut dyn ChunkSink,
+) -> Result<ListReply, ApiError> {
     let want = query.limit.unwrap_or(usize::MAX);
     let mut body = b"{\"orders\":[".to_vec();
     let (mut count, mut after, mut streaming) = (0usize, query.after, false);
     loop {
-        let read = ListQuery { after, limit: Some(CHUNK_DOCS.min(want - count)) };
+        let read = ListQuery {
+            after,
+            limit: Some(CHUNK_DOCS.min(want - count)),
+        };
         let room = buffer_limit.saturating_sub(body.len()).max(1);
         let page = match store.list(&read, room) {
             Ok(page) => page,
@@ -73,7 +81,11 @@ pub fn respond(store: &dyn Store, query: &ListQuery, buffer_limit: usize, sink: 
         // `next` is set when more documents follow this page.
         let more = page.next.is_some();
         if !more || count >= want {
-            finish_body(&mut body, query.is_paged(), if more { page.next } else { None });
+            finish_body(
+                &mut body,
+                query.is_paged(),
+                if more { page.next } else { None },
+            );
             if !streaming {
                 return Ok(ListReply::Buffered(Reply::ok(body)));
             }
@@ -128,12 +140,17 @@ mod tests {
         }
         fn list(&self, q: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
             *self.1.lock().unwrap() += 1;
-            let start = q.after.map(|a| u32::from_be_bytes(a.bytes()[8..].try_into().unwrap())).unwrap_or(0) + 1;
+            let start = q
+                .after
+                .map(|a| u32::from_be_bytes(a.bytes()[8..].try_into().unwrap()))
+                .unwrap_or(0)
+                + 1;
             let limit = q.limit.unwrap() as u32;
             let mut end = (start + limit - 1).min(self.0);
             let (mut docs, mut bytes) = (Vec::new(), 0);
             for i in start..=end {
-                let doc = Doc(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(self.2)).into_bytes());
+                let doc =
+                    Doc(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(self.2)).into_bytes());
                 bytes += doc.0.len();
                 docs.push(doc);
                 if bytes >= max_bytes {
@@ -141,7 +158,10 @@ mod tests {
                     break;
                 }
             }
-            Ok(Page { docs, next: (end < self.0).then(|| id(end)) })
+            Ok(Page {
+                docs,
+                next: (end < self.0).then(|| id(end)),
+            })
         }
         fn create(&self, _: Fields) -> Result<Doc, StoreError> {
             unimplemented!()
@@ -188,7 +208,9 @@ mod tests {
         let store = Numbers(10, Mutex::new(0), 0);
         let mut sink = Sink::default();
         let r = respond(&store, &ListQuery::default(), 1 << 20, &mut sink).unwrap();
-        let ListReply::Buffered(reply) = r else { panic!("streamed") };
+        let ListReply::Buffered(reply) = r else {
+            panic!("streamed")
+        };
         assert_eq!(parse(&reply.body)["orders"].as_array().unwrap().len(), 10);
         assert!(!sink.started);
     }
@@ -202,7 +224,10 @@ mod tests {
         assert!(sink.started && sink.finished);
         assert!(sink.chunks.len() >= 4, "{} chunks", sink.chunks.len());
         // The room left in a chunk bounds the documents' bytes; commas add one per document.
-        assert!(sink.chunks.iter().all(|c| c.len() < 4096 * 11 / 10), "chunks bounded by bytes");
+        assert!(
+            sink.chunks.iter().all(|c| c.len() < 4096 * 11 / 10),
+            "chunks bounded by bytes"
+        );
         let whole: Vec<u8> = sink.chunks.concat();
         let v = parse(&whole);
         let orders = v["orders"].as_array().unwrap();
@@ -219,23 +244,39 @@ mod tests {
         let mut sink = Sink::default();
         let r = respond(&store, &ListQuery::default(), 256 * 1024, &mut sink).unwrap();
         assert!(matches!(r, ListReply::Streamed));
-        assert!(sink.chunks.iter().all(|c| c.len() <= 256 * 1024 + 100_100), "{:?}", sink.chunks.iter().map(Vec::len).max());
+        assert!(
+            sink.chunks.iter().all(|c| c.len() <= 256 * 1024 + 100_100),
+            "{:?}",
+            sink.chunks.iter().map(Vec::len).max()
+        );
         assert!(*store.1.lock().unwrap() >= 100, "many small reads");
-        assert_eq!(parse(&sink.chunks.concat())["orders"].as_array().unwrap().len(), 300);
+        assert_eq!(
+            parse(&sink.chunks.concat())["orders"]
+                .as_array()
+                .unwrap()
+                .len(),
+            300
+        );
     }
 
     #[test]
     fn a_paged_stream_stops_at_the_limit_with_next() {
         let store = Numbers(5000, Mutex::new(0), 0);
         let mut sink = Sink::default();
-        let q = ListQuery { limit: Some(2500), after: None };
+        let q = ListQuery {
+            limit: Some(2500),
+            after: None,
+        };
         respond(&store, &q, 4096, &mut sink).unwrap();
         let v = parse(&sink.chunks.concat());
         assert_eq!(v["orders"].as_array().unwrap().len(), 2500);
         assert_eq!(v["next"], id(2500).to_hex());
         // Exactly the rest: next is null.
         let mut sink = Sink::default();
-        let q = ListQuery { limit: Some(2500), after: Some(id(2500)) };
+        let q = ListQuery {
+            limit: Some(2500),
+            after: Some(id(2500)),
+        };
         respond(&store, &q, 4096, &mut sink).unwrap();
         let v = parse(&sink.chunks.concat());
         assert_eq!(v["orders"].as_array().unwrap().len(), 2500);

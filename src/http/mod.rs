@@ -10,21 +10,21 @@ pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod connection;
-pub mod sweep;
 pub mod framing;
 pub mod list;
 pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod sweep;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::store::Store;
 use body::BodyMemory;
-use sweep::Registry;
 use request::HeadLimits;
+use sweep::Registry;
 
 /// Request limits and response policy.
 #[derive(Debug, Clone, Copy)]

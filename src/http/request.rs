@@ -13,8 +13,8 @@ use httparse::{Header, ParserConfig, Status};
 use super::framing::{self, Framing};
 use super::response::ApiError;
 use super::routes::{self, ListLimits, Route};
-use crate::metrics::RequestLabels;
 use crate::faults::{self, Fault};
+use crate::metrics::RequestLabels;
 
 /// The longest request head (request line and headers) a connection
 /// buffers, whatever the per-line limits allow: 64 KiB (nginx allows 32).
@@ -73,7 +73,8 @@ pub struct Head {
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
 pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> {
-    let mut stack: [MaybeUninit<Header<'_>>; STACK_HEADERS] = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut stack: [MaybeUninit<Header<'_>>; STACK_HEADERS] =
+        [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap;
     // httparse answers TooManyHeaders for a header beyond the slots.
     let slots = limits.fields;
@@ -107,7 +108,12 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
                     target: target.to_string(),
                     headers: names
                         .iter()
-                        .map(|n| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(n)).map(|h| h.value.to_vec()))
+                        .map(|n| {
+                            req.headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case(n))
+                                .map(|h| h.value.to_vec())
+                        })
                         .collect(),
                 }),
                 authorization: req
@@ -125,12 +131,20 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
 }
 
 /// The request line and header limits of a complete head.
-fn check_limits(method: &str, target: &str, headers: &[Header<'_>], limits: &HeadLimits) -> Result<(), ApiError> {
+fn check_limits(
+    method: &str,
+    target: &str,
+    headers: &[Header<'_>],
+    limits: &HeadLimits,
+) -> Result<(), ApiError> {
     // "METHOD SP TARGET SP HTTP/1.x"
     if method.len() + 1 + target.len() + 1 + "HTTP/1.1".len() > limits.line {
         return Err(ApiError::RequestLineTooLong(limits.line));
     }
-    if headers.iter().any(|h| h.name.len() + 2 + h.value.len() > limits.field_size) {
+    if headers
+        .iter()
+        .any(|h| h.name.len() + 2 + h.value.len() > limits.field_size)
+    {
         return Err(ApiError::HeaderTooLong(limits.field_size));
     }
     Ok(())
@@ -139,7 +153,10 @@ fn check_limits(method: &str, target: &str, headers: &[Header<'_>], limits: &Hea
 /// Limits that an incomplete head already breaks: a request line with no
 /// end in sight, or more bytes than any head may have.
 fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), ApiError> {
-    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buf.len());
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
     let first_line = &buf[start..];
     // The line plus its CRLF.
     if first_line.len() > limits.line + 2 && !first_line[..limits.line + 2].contains(&b'\n') {
@@ -154,8 +171,15 @@ fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), ApiError> {
 /// httparse says "version" both for `HTTP/1.2` (505) and for a request line
 /// with no version at all (400).
 fn version_error(buf: &[u8]) -> ApiError {
-    let line = buf.split(|b| *b == b'\n').find(|l| !l.trim_ascii().is_empty()).unwrap_or_default();
-    let version = line.trim_ascii().rsplit(|b| *b == b' ').next().unwrap_or_default();
+    let line = buf
+        .split(|b| *b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())
+        .unwrap_or_default();
+    let version = line
+        .trim_ascii()
+        .rsplit(|b| *b == b' ')
+        .next()
+        .unwrap_or_default();
     let looks_like_http = version.len() >= 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
@@ -170,7 +194,9 @@ fn version_error(buf: &[u8]) -> ApiError {
 
 fn describe(e: httparse::Error) -> &'static str {
     match e {
-        httparse::Error::HeaderName => "invalid header name (a header without a colon, or a folded line)",
+        httparse::Error::HeaderName => {
+            "invalid header name (a header without a colon, or a folded line)"
+        }
         httparse::Error::HeaderValue => "invalid byte in a header value",
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Token => "invalid request line",
@@ -187,7 +213,8 @@ fn origin_form(target: &str) -> &str {
     }
     let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
         let head = target.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
     });
     match after_scheme {
         Some(rest) => match rest.find(['/', '?']) {
@@ -209,7 +236,10 @@ mod tests {
         fields: 3,
         field_size: 40,
         max_body: 1000,
-        list: ListLimits { max_page_size: 10, cap_unpaged_list: false },
+        list: ListLimits {
+            max_page_size: 10,
+            cap_unpaged_list: false,
+        },
         capture: None,
     };
 
@@ -219,53 +249,119 @@ mod tests {
 
     #[test]
     fn a_complete_head_is_framed_and_routed() {
-        let head = parse_str("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
-        assert_eq!(head.len, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n".len());
+        let head = parse_str("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.len,
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n".len()
+        );
         assert_eq!(head.framing.body, BodyKind::Length(5));
         assert!(matches!(head.route, Ok(Route::Create)));
         assert!(!head.http10);
-        assert!(parse_str("GET /orders HTTP/1.1\r\nHost: x\r\n").unwrap().is_none(), "partial");
+        assert!(
+            parse_str("GET /orders HTTP/1.1\r\nHost: x\r\n")
+                .unwrap()
+                .is_none(),
+            "partial"
+        );
     }
 
     #[test]
     fn malformed_heads() {
-        for bad in ["GARBAGE\r\n\r\n", "GET /orders\r\n\r\n", "GET / HTTP/1.1\r\nNoColon\r\n\r\n", "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", "\0\0\0\0\r\n\r\n"] {
-            assert!(matches!(parse_str(bad), Err(ApiError::Malformed(_))), "{bad:?}");
+        for bad in [
+            "GARBAGE\r\n\r\n",
+            "GET /orders\r\n\r\n",
+            "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+            "\0\0\0\0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_str(bad), Err(ApiError::Malformed(_))),
+                "{bad:?}"
+            );
         }
-        for version in ["GET / HTTP/1.2\r\n\r\n", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "GET / HTTP/3.0\r\n\r\n"] {
-            assert!(matches!(parse_str(version), Err(ApiError::VersionNotSupported)), "{version:?}");
+        for version in [
+            "GET / HTTP/1.2\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/3.0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_str(version), Err(ApiError::VersionNotSupported)),
+                "{version:?}"
+            );
         }
     }
 
     #[test]
     fn limits() {
         let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
-        assert!(matches!(parse_str(&long_line), Err(ApiError::RequestLineTooLong(100))));
+        assert!(matches!(
+            parse_str(&long_line),
+            Err(ApiError::RequestLineTooLong(100))
+        ));
         let unfinished = format!("GET /{}", "a".repeat(200));
-        assert!(matches!(parse_str(&unfinished), Err(ApiError::RequestLineTooLong(100))), "caught before the line ends");
+        assert!(
+            matches!(
+                parse_str(&unfinished),
+                Err(ApiError::RequestLineTooLong(100))
+            ),
+            "caught before the line ends"
+        );
         let three = "GET / HTTP/1.1\r\nHost: x\r\nB: 2\r\nC: 3\r\n\r\n";
         assert!(parse_str(three).unwrap().is_some(), "at the limit");
         let four = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         assert!(matches!(parse_str(four), Err(ApiError::TooManyHeaders(3))));
         let long_header = format!("GET / HTTP/1.1\r\nA: {}\r\n\r\n", "v".repeat(50));
-        assert!(matches!(parse_str(&long_header), Err(ApiError::HeaderTooLong(40))));
-        let many = HeadLimits { fields: 200, ..LIMITS };
+        assert!(matches!(
+            parse_str(&long_header),
+            Err(ApiError::HeaderTooLong(40))
+        ));
+        let many = HeadLimits {
+            fields: 200,
+            ..LIMITS
+        };
         let head: String = (0..150).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert!(parse(format!("GET /orders HTTP/1.1\r\nHost: x\r\n{head}\r\n").as_bytes(), &many).unwrap().is_some(), "more headers than the stack array");
-        let endless = format!("GET / HTTP/1.1\r\n{}", "A: b\r\n".repeat(MAX_HEAD_BYTES / 6 + 1));
-        let wide = HeadLimits { fields: 100_000, ..LIMITS };
-        assert!(matches!(parse(endless.as_bytes(), &wide), Err(ApiError::HeadTooLarge(_))));
+        assert!(
+            parse(
+                format!("GET /orders HTTP/1.1\r\nHost: x\r\n{head}\r\n").as_bytes(),
+                &many
+            )
+            .unwrap()
+            .is_some(),
+            "more headers than the stack array"
+        );
+        let endless = format!(
+            "GET / HTTP/1.1\r\n{}",
+            "A: b\r\n".repeat(MAX_HEAD_BYTES / 6 + 1)
+        );
+        let wide = HeadLimits {
+            fields: 100_000,
+            ..LIMITS
+        };
+        assert!(matches!(
+            parse(endless.as_bytes(), &wide),
+            Err(ApiError::HeadTooLarge(_))
+        ));
     }
 
     #[test]
     fn absolute_form_targets() {
         assert_eq!(origin_form("/orders?limit=1"), "/orders?limit=1");
-        assert_eq!(origin_form("http://example.com/orders?limit=1"), "/orders?limit=1");
-        assert_eq!(origin_form("HTTPS://example.com:8443/orders/abc"), "/orders/abc");
+        assert_eq!(
+            origin_form("http://example.com/orders?limit=1"),
+            "/orders?limit=1"
+        );
+        assert_eq!(
+            origin_form("HTTPS://example.com:8443/orders/abc"),
+            "/orders/abc"
+        );
         assert_eq!(origin_form("http://example.com"), "/");
         assert_eq!(origin_form("http://example.com?x"), "/");
         assert_eq!(origin_form("*"), "*");
-        let head = parse_str("GET http://h/orders HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap();
+        let head = parse_str("GET http://h/orders HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(matches!(head.route, Ok(Route::List(_))));
     }
 }

@@ -116,9 +116,10 @@ impl ApiError {
     /// The HTTP status of this error: the single mapping of errors to statuses.
     pub fn status(&self) -> Status {
         match self {
-            ApiError::Order(_) | ApiError::BadContentLength | ApiError::IncompleteBody | ApiError::Malformed(_) => {
-                status::BAD_REQUEST
-            }
+            ApiError::Order(_)
+            | ApiError::BadContentLength
+            | ApiError::IncompleteBody
+            | ApiError::Malformed(_) => status::BAD_REQUEST,
             ApiError::OrderNotFound | ApiError::NoRoute => status::NOT_FOUND,
             ApiError::Unauthorized => status::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => status::METHOD_NOT_ALLOWED,
@@ -126,14 +127,15 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => status::PAYLOAD_TOO_LARGE,
             ApiError::RequestLineTooLong(_) => status::URI_TOO_LONG,
             ApiError::UnsupportedExpectation => status::EXPECTATION_FAILED,
-            ApiError::TooManyHeaders(_) | ApiError::HeaderTooLong(_) | ApiError::HeadTooLarge(_) => {
-                status::HEADERS_TOO_LARGE
-            }
+            ApiError::TooManyHeaders(_)
+            | ApiError::HeaderTooLong(_)
+            | ApiError::HeadTooLarge(_) => status::HEADERS_TOO_LARGE,
             ApiError::Internal => status::INTERNAL_SERVER_ERROR,
             ApiError::UnsupportedTransferEncoding => status::NOT_IMPLEMENTED,
-            ApiError::Store(_) | ApiError::TooManyConnections | ApiError::BodyMemoryFull | ApiError::Draining => {
-                status::SERVICE_UNAVAILABLE
-            }
+            ApiError::Store(_)
+            | ApiError::TooManyConnections
+            | ApiError::BodyMemoryFull
+            | ApiError::Draining => status::SERVICE_UNAVAILABLE,
             ApiError::VersionNotSupported => status::VERSION_NOT_SUPPORTED,
         }
     }
@@ -158,18 +160,24 @@ impl fmt::Display for ApiError {
         match self {
             ApiError::Order(e) => e.fmt(f),
             ApiError::OrderNotFound => f.write_str("Order not found"),
-            ApiError::Unauthorized => f.write_str("This request needs an API token: Authorization: Bearer <token>"),
+            ApiError::Unauthorized => {
+                f.write_str("This request needs an API token: Authorization: Bearer <token>")
+            }
             ApiError::NoRoute => f.write_str("Not found"),
             ApiError::MethodNotAllowed(_) => f.write_str("Method not allowed"),
             ApiError::Malformed(what) => write!(f, "Malformed request: {what}"),
-            ApiError::VersionNotSupported => f.write_str("Only HTTP/1.0 and HTTP/1.1 are supported"),
+            ApiError::VersionNotSupported => {
+                f.write_str("Only HTTP/1.0 and HTTP/1.1 are supported")
+            }
             ApiError::BodyTooLarge(limit) => write!(f, "Request body is larger than {limit} bytes"),
             ApiError::BadContentLength => f.write_str("Invalid Content-Length header"),
             ApiError::IncompleteBody => f.write_str("Request body ended before it was complete"),
             ApiError::UnsupportedTransferEncoding => {
                 f.write_str("Only the chunked Transfer-Encoding is supported")
             }
-            ApiError::UnsupportedExpectation => f.write_str("Only Expect: 100-continue is supported"),
+            ApiError::UnsupportedExpectation => {
+                f.write_str("Only Expect: 100-continue is supported")
+            }
             ApiError::ClientTimeout => f.write_str("Request not received in time"),
             // Never the store's own text: it may hold internals.
             ApiError::Store(_) => f.write_str("Service temporarily unavailable, retry later"),
@@ -177,8 +185,12 @@ impl fmt::Display for ApiError {
             ApiError::TooManyHeaders(n) => write!(f, "Request has more than {n} headers"),
             ApiError::HeaderTooLong(n) => write!(f, "A request header is longer than {n} bytes"),
             ApiError::HeadTooLarge(n) => write!(f, "Request head is longer than {n} bytes"),
-            ApiError::TooManyConnections => f.write_str("Server busy: too many connections, retry later"),
-            ApiError::BodyMemoryFull => f.write_str("Server busy: too many request bodies in flight, retry later"),
+            ApiError::TooManyConnections => {
+                f.write_str("Server busy: too many connections, retry later")
+            }
+            ApiError::BodyMemoryFull => {
+                f.write_str("Server busy: too many request bodies in flight, retry later")
+            }
             ApiError::Draining => f.write_str("This worker is stopping, retry elsewhere"),
             ApiError::Internal => f.write_str("Internal server error"),
         }
@@ -227,18 +239,33 @@ impl Reply {
 
     /// A 200 whose JSON body is `prefix`, `body`, `suffix`.
     pub fn wrapped(prefix: &'static [u8], body: Vec<u8>, suffix: &'static [u8]) -> Reply {
-        Reply { status: status::OK, body, prefix, suffix, headers: Vec::new(), close: false, streamed: false, request_id: None }
+        Reply {
+            status: status::OK,
+            body,
+            prefix,
+            suffix,
+            headers: Vec::new(),
+            close: false,
+            streamed: false,
+            request_id: None,
+        }
     }
 
     /// Marks a response that the handler has already streamed.
     pub fn streamed() -> Reply {
-        Reply { streamed: true, ..Reply::ok(Vec::new()) }
+        Reply {
+            streamed: true,
+            ..Reply::ok(Vec::new())
+        }
     }
 
     /// Marks a stream that broke off after its head: the connection must
     /// close, leaving the body visibly incomplete.
     pub fn aborted() -> Reply {
-        Reply { close: true, ..Reply::streamed() }
+        Reply {
+            close: true,
+            ..Reply::streamed()
+        }
     }
 
     /// The error's status, `{"message": ...}` body and headers.
@@ -262,14 +289,24 @@ impl Reply {
 
 /// `{"message": "..."}`.
 pub fn message_body(message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "message": message })).expect("a JSON object always serializes")
+    serde_json::to_vec(&serde_json::json!({ "message": message }))
+        .expect("a JSON object always serializes")
 }
 
 /// Appends the whole response (head and body) to `out`.
 pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
-    head_start(out, reply.status, &reply.headers, reply.request_id.as_deref(), close);
+    head_start(
+        out,
+        reply.status,
+        &reply.headers,
+        reply.request_id.as_deref(),
+        close,
+    );
     out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, reply.prefix.len() + reply.body.len() + reply.suffix.len());
+    push_decimal(
+        out,
+        reply.prefix.len() + reply.body.len() + reply.suffix.len(),
+    );
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(reply.prefix);
     out.extend_from_slice(&reply.body);
@@ -278,7 +315,12 @@ pub fn encode(reply: &Reply, close: bool, out: &mut Vec<u8>) {
 
 /// Appends the head of a 200 whose body is streamed: in chunks, or for an
 /// HTTP/1.0 client (which knows no chunks) as raw bytes ended by the close.
-pub fn encode_streamed_head(chunked: bool, close: bool, request_id: Option<&str>, out: &mut Vec<u8>) {
+pub fn encode_streamed_head(
+    chunked: bool,
+    close: bool,
+    request_id: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     head_start(out, status::OK, &[], request_id, close || !chunked);
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -293,7 +335,13 @@ pub fn encode_chunk_size(len: usize, out: &mut Vec<u8>) {
 
 /// Status line, Server, Date, Content-Type, extra headers, X-Request-Id
 /// and Connection.
-fn head_start(out: &mut Vec<u8>, status: Status, headers: &[&str], request_id: Option<&str>, close: bool) {
+fn head_start(
+    out: &mut Vec<u8>,
+    status: Status,
+    headers: &[&str],
+    request_id: Option<&str>,
+    close: bool,
+) {
     out.extend_from_slice(status.line.as_bytes());
     out.extend_from_slice(SERVER_HEADER.as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
@@ -343,7 +391,9 @@ thread_local! {
 /// coarse real-time clock (a memory read, no timestamp counter): the date
 /// only changes once a second.
 fn push_date(out: &mut Vec<u8>) {
-    let secs = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map(|t| t.tv_sec() as u64).unwrap_or(0);
+    let secs = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+        .map(|t| t.tv_sec() as u64)
+        .unwrap_or(0);
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
@@ -369,16 +419,28 @@ mod tests {
         let mut out = Vec::new();
         encode(&Reply::ok(b"{}".to_vec()), false, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: orders-server\r\nDate: "), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nServer: orders-server\r\nDate: "),
+            "{text}"
+        );
         assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"), "{text}");
         assert!(!text.contains("Connection"));
 
         let mut out = Vec::new();
         encode(&Reply::error(&ApiError::TooManyConnections), true, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
-        assert!(text.contains("\r\nRetry-After: 1\r\nConnection: close\r\n"), "{text}");
-        assert_eq!(status::VERSION_NOT_SUPPORTED.line, "HTTP/1.1 505 HTTP Version Not Supported\r\n");
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nRetry-After: 1\r\nConnection: close\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            status::VERSION_NOT_SUPPORTED.line,
+            "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use bson::oid::ObjectId;
 
 use super::list::{self, ChunkSink, ListReply};
 use super::response::{ApiError, Reply};
-use crate::orders::{self, ListQuery};
 use super::ServerState;
+use crate::orders::{self, ListQuery};
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,11 +42,14 @@ impl ReadyCache {
         if last != 0 && now.saturating_sub(last >> 1) < READY_CACHE_MS {
             return match last & 1 {
                 1 => Ok(()),
-                _ => Err(ApiError::Store(StoreError::unavailable_because("not ready (the last ping failed)"))),
+                _ => Err(ApiError::Store(StoreError::unavailable_because(
+                    "not ready (the last ping failed)",
+                ))),
             };
         }
         let result = store.ping(READY_TIMEOUT);
-        self.0.store((now << 1) | u64::from(result.is_ok()), Ordering::Relaxed);
+        self.0
+            .store((now << 1) | u64::from(result.is_ok()), Ordering::Relaxed);
         result.map_err(ApiError::Store)
     }
 }
@@ -170,15 +173,25 @@ pub fn handle(
         Route::Create => {
             let fields = orders::parse_new(body)?;
             let doc = store.create(fields)?;
-            Ok(Reply::wrapped(b"{\"message\":\"Order created successfully\",\"order\":", doc.0, b"}"))
+            Ok(Reply::wrapped(
+                b"{\"message\":\"Order created successfully\",\"order\":",
+                doc.0,
+                b"}",
+            ))
         }
         Route::Update(id) => {
             let fields = orders::parse_patch(body)?;
             let doc = store.update(&id, fields)?.ok_or(ApiError::OrderNotFound)?;
-            Ok(Reply::wrapped(b"{\"message\":\"Order updated successfully\",\"order\":", doc.0, b"}"))
+            Ok(Reply::wrapped(
+                b"{\"message\":\"Order updated successfully\",\"order\":",
+                doc.0,
+                b"}",
+            ))
         }
         Route::Delete(id) => match store.delete(&id)? {
-            true => Ok(Reply::ok(b"{\"message\":\"Order deleted successfully\"}".to_vec())),
+            true => Ok(Reply::ok(
+                b"{\"message\":\"Order deleted successfully\"}".to_vec(),
+            )),
             false => Err(ApiError::OrderNotFound),
         },
     }
@@ -188,22 +201,46 @@ pub fn handle(
 mod tests {
     use super::*;
 
-    const L: ListLimits = ListLimits { max_page_size: 10, cap_unpaged_list: false };
+    const L: ListLimits = ListLimits {
+        max_page_size: 10,
+        cap_unpaged_list: false,
+    };
 
     #[test]
     fn routes_and_their_errors() {
         assert!(matches!(route("GET", "/orders", &L), Ok(Route::List(_))));
         assert!(matches!(route("POST", "/orders", &L), Ok(Route::Create)));
-        assert!(matches!(route("HEAD", "/orders", &L), Err(ApiError::MethodNotAllowed(_))));
-        assert!(matches!(route("GET", "/orders/", &L), Err(ApiError::NoRoute)));
+        assert!(matches!(
+            route("HEAD", "/orders", &L),
+            Err(ApiError::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            route("GET", "/orders/", &L),
+            Err(ApiError::NoRoute)
+        ));
         assert!(matches!(route("GET", "/other", &L), Err(ApiError::NoRoute)));
-        assert!(matches!(route("GET", "/orders/abc", &L), Err(ApiError::Order(_))));
-        assert!(matches!(route("PATCH", "/orders/abc", &L), Err(ApiError::MethodNotAllowed(_))));
-        assert!(matches!(route("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718", &L), Ok(Route::Delete(_))));
-        assert!(matches!(route("GET", "/orders?limit=0", &L), Err(ApiError::Order(_))));
+        assert!(matches!(
+            route("GET", "/orders/abc", &L),
+            Err(ApiError::Order(_))
+        ));
+        assert!(matches!(
+            route("PATCH", "/orders/abc", &L),
+            Err(ApiError::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            route("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718", &L),
+            Ok(Route::Delete(_))
+        ));
+        assert!(matches!(
+            route("GET", "/orders?limit=0", &L),
+            Err(ApiError::Order(_))
+        ));
         assert!(matches!(route("GET", "/healthz", &L), Ok(Route::Health)));
         assert!(matches!(route("GET", "/readyz?x", &L), Ok(Route::Ready)));
-        assert!(matches!(route("POST", "/readyz", &L), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(
+            route("POST", "/readyz", &L),
+            Err(ApiError::MethodNotAllowed(_))
+        ));
     }
 
     #[test]
@@ -217,8 +254,13 @@ mod tests {
 
     #[test]
     fn capped_bare_list_is_paged() {
-        let capped = ListLimits { cap_unpaged_list: true, ..L };
-        let Ok(Route::List(q)) = route("GET", "/orders", &capped) else { panic!() };
+        let capped = ListLimits {
+            cap_unpaged_list: true,
+            ..L
+        };
+        let Ok(Route::List(q)) = route("GET", "/orders", &capped) else {
+            panic!()
+        };
         assert_eq!(q.limit, Some(10));
         assert!(q.is_paged());
     }

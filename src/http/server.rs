@@ -26,8 +26,8 @@ use may::net::{TcpListener, TcpStream};
 use socket2::{Domain, SockRef, Socket, Type};
 
 use super::connection;
-use super::sweep::Registration;
 use super::response::{self, ApiError, Reply};
+use super::sweep::Registration;
 use super::App;
 
 /// First pause after an accept failed for want of resources.
@@ -70,10 +70,15 @@ impl Bound {
         // may's spawn is unsafe because a coroutine must not keep a
         // thread-local across a yield (it may resume on another thread);
         // the engine's coroutines keep none.
-        let handle = may::go!(may::coroutine::Builder::new().name("accept".into()), move || {
-            accept_loop(&accepting, &app, &stop)
-        })?;
-        Ok(Acceptor { listener, stopping, handle })
+        let handle = may::go!(
+            may::coroutine::Builder::new().name("accept".into()),
+            move || { accept_loop(&accepting, &app, &stop) }
+        )?;
+        Ok(Acceptor {
+            listener,
+            stopping,
+            handle,
+        })
     }
 }
 
@@ -118,17 +123,24 @@ fn accept_loop(listener: &TcpListener, app: &Arc<App>, stopping: &AtomicBool) {
 fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
     let limit = app.limits.worker_connections;
     if app.state.registry.len() >= limit {
-        refusals.note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
+        refusals
+            .note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
         crate::metrics::connection_refused();
         refuse(stream);
         return;
     }
     let _ = stream.set_nodelay(true);
-    let accepted = Accepted { registration: app.state.registry.register(stream.as_raw_fd()), stream };
+    let accepted = Accepted {
+        registration: app.state.registry.register(stream.as_raw_fd()),
+        stream,
+    };
     let app = app.clone();
     // See Bound::serve on may's spawn.
     let spawned = may::go!(may::coroutine::Builder::new(), move || {
-        let Accepted { registration, stream } = accepted;
+        let Accepted {
+            registration,
+            stream,
+        } = accepted;
         connection::serve(&app, stream, registration)
     });
     if let Err(e) = spawned {
@@ -150,7 +162,11 @@ struct Accepted {
 /// destroy the answer), since a refused connection must not be held.
 fn refuse(stream: TcpStream) {
     let mut answer = Vec::with_capacity(256);
-    response::encode(&Reply::error(&ApiError::TooManyConnections), true, &mut answer);
+    response::encode(
+        &Reply::error(&ApiError::TooManyConnections),
+        true,
+        &mut answer,
+    );
     let mut socket = stream.inner();
     // A fresh socket's send buffer is empty: this write never blocks.
     let _ = socket.write(&answer);
@@ -167,7 +183,10 @@ fn refuse(stream: TcpStream) {
 /// Failures that mean "no descriptor or memory now": retrying at once
 /// would spin.
 fn out_of_resources(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Growing pauses between accept attempts while resources are short.
@@ -180,7 +199,9 @@ struct Backoff {
 impl Backoff {
     fn pause(&mut self, e: &io::Error) {
         let delay = self.next_delay();
-        self.log.note(|n| log::warn!("accept failed {n} times ({e}): pausing accepts, serving open connections"));
+        self.log.note(|n| {
+            log::warn!("accept failed {n} times ({e}): pausing accepts, serving open connections")
+        });
         may::coroutine::sleep(delay);
     }
 
@@ -222,7 +243,9 @@ mod tests {
         let mut b = Backoff::default();
         let e = io::Error::from_raw_os_error(libc::EMFILE);
         assert!(out_of_resources(&e));
-        assert!(!out_of_resources(&io::Error::from_raw_os_error(libc::ECONNABORTED)));
+        assert!(!out_of_resources(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
         let delays: Vec<Duration> = (0..9).map(|_| b.next_delay()).collect();
         assert_eq!(delays[0], BACKOFF_MIN);
         assert_eq!(delays[1], BACKOFF_MIN * 2);

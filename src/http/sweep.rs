@@ -64,12 +64,17 @@ pub struct ConnState {
 
 impl ConnState {
     fn new(fd: RawFd) -> ConnState {
-        ConnState { fd, phase_since: AtomicU64::new(pack(Phase::Idle, coarse_ms())), shut: AtomicU8::new(SHUT_NONE) }
+        ConnState {
+            fd,
+            phase_since: AtomicU64::new(pack(Phase::Idle, coarse_ms())),
+            shut: AtomicU8::new(SHUT_NONE),
+        }
     }
 
     /// Enters `phase` now.
     pub fn enter(&self, phase: Phase) {
-        self.phase_since.store(pack(phase, coarse_ms()), Ordering::Relaxed);
+        self.phase_since
+            .store(pack(phase, coarse_ms()), Ordering::Relaxed);
     }
 
     /// Enters `phase` keeping the time of the previous one (for Busy: no
@@ -77,7 +82,8 @@ impl ConnState {
     /// own coroutine writes the state, so load-then-store loses nothing.
     pub fn set(&self, phase: Phase) {
         let since = self.phase_since.load(Ordering::Relaxed) >> PHASE_BITS;
-        self.phase_since.store(pack(phase, since), Ordering::Relaxed);
+        self.phase_since
+            .store(pack(phase, since), Ordering::Relaxed);
     }
 
     /// Enters Receiving, unless a request is being received already (its
@@ -167,7 +173,10 @@ impl Registry {
         let state = Arc::new(ConnState::new(fd));
         self.lock().insert(fd, state.clone());
         self.count.fetch_add(1, Ordering::Relaxed);
-        Registration { registry: self.clone(), state }
+        Registration {
+            registry: self.clone(),
+            state,
+        }
     }
 
     /// Open connections.
@@ -239,7 +248,11 @@ fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
 /// (end of file on read, an error on write) and closes the connection.
 fn expire(c: &ConnState, level: u8) {
     c.shut.store(level, Ordering::Relaxed);
-    let how = if level == SHUT_BOTH { Shutdown::Both } else { Shutdown::Read };
+    let how = if level == SHUT_BOTH {
+        Shutdown::Both
+    } else {
+        Shutdown::Read
+    };
     // The registry lock is held, so `fd` is this connection's open socket.
     let _ = shutdown(c.fd, how);
 }
@@ -249,31 +262,64 @@ mod tests {
     use super::*;
 
     fn conn(phase: Phase, since_ms: u64) -> ConnState {
-        ConnState { fd: -1, phase_since: AtomicU64::new(pack(phase, since_ms)), shut: AtomicU8::new(SHUT_NONE) }
+        ConnState {
+            fd: -1,
+            phase_since: AtomicU64::new(pack(phase, since_ms)),
+            shut: AtomicU8::new(SHUT_NONE),
+        }
     }
 
     #[test]
     fn each_phase_has_its_timeout() {
-        let policy = SweepPolicy { keepalive: Duration::from_secs(5), client_timeout: Duration::from_secs(2) };
+        let policy = SweepPolicy {
+            keepalive: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(2),
+        };
         let now = 100_000;
-        assert_eq!(verdict(&conn(Phase::Idle, now - 4_000), &policy, now), Verdict::Keep);
-        assert_eq!(verdict(&conn(Phase::Idle, now - 6_000), &policy, now), Verdict::CloseIdle);
-        assert_eq!(verdict(&conn(Phase::Receiving, now - 1_000), &policy, now), Verdict::Keep);
-        assert_eq!(verdict(&conn(Phase::Receiving, now - 3_000), &policy, now), Verdict::CutReceiving);
-        assert_eq!(verdict(&conn(Phase::Sending, now - 3_000), &policy, now), Verdict::CutSending);
-        assert_eq!(verdict(&conn(Phase::Busy, now - 60_000), &policy, now), Verdict::Keep, "handlers have the store's deadline");
+        assert_eq!(
+            verdict(&conn(Phase::Idle, now - 4_000), &policy, now),
+            Verdict::Keep
+        );
+        assert_eq!(
+            verdict(&conn(Phase::Idle, now - 6_000), &policy, now),
+            Verdict::CloseIdle
+        );
+        assert_eq!(
+            verdict(&conn(Phase::Receiving, now - 1_000), &policy, now),
+            Verdict::Keep
+        );
+        assert_eq!(
+            verdict(&conn(Phase::Receiving, now - 3_000), &policy, now),
+            Verdict::CutReceiving
+        );
+        assert_eq!(
+            verdict(&conn(Phase::Sending, now - 3_000), &policy, now),
+            Verdict::CutSending
+        );
+        assert_eq!(
+            verdict(&conn(Phase::Busy, now - 60_000), &policy, now),
+            Verdict::Keep,
+            "handlers have the store's deadline"
+        );
     }
 
     #[test]
     fn a_connection_is_acted_on_once_unless_it_then_blocks_sending() {
-        let policy = SweepPolicy { keepalive: Duration::from_secs(5), client_timeout: Duration::from_secs(2) };
+        let policy = SweepPolicy {
+            keepalive: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(2),
+        };
         let now = 100_000;
         let idle = conn(Phase::Idle, 0);
         idle.shut.store(SHUT_READ, Ordering::Relaxed);
         assert_eq!(verdict(&idle, &policy, now), Verdict::Keep, "acted on once");
         let answering = conn(Phase::Sending, now - 3_000);
         answering.shut.store(SHUT_READ, Ordering::Relaxed);
-        assert_eq!(verdict(&answering, &policy, now), Verdict::CutSending, "its 408 is not read either");
+        assert_eq!(
+            verdict(&answering, &policy, now),
+            Verdict::CutSending,
+            "its 408 is not read either"
+        );
         answering.shut.store(SHUT_BOTH, Ordering::Relaxed);
         assert_eq!(verdict(&answering, &policy, now), Verdict::Keep);
     }
@@ -282,13 +328,20 @@ mod tests {
     fn phase_and_time_are_one_word() {
         let c = conn(Phase::Idle, 1234);
         c.set(Phase::Busy);
-        assert_eq!(unpack(c.phase_since.load(Ordering::Relaxed)), (Phase::Busy, 1234));
+        assert_eq!(
+            unpack(c.phase_since.load(Ordering::Relaxed)),
+            (Phase::Busy, 1234)
+        );
         c.receiving();
         let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
         assert_eq!(phase, Phase::Receiving);
         assert!(since > 1234);
         c.set(Phase::Receiving);
         c.receiving();
-        assert_eq!(unpack(c.phase_since.load(Ordering::Relaxed)).1, since, "kept while receiving");
+        assert_eq!(
+            unpack(c.phase_since.load(Ordering::Relaxed)).1,
+            since,
+            "kept while receiving"
+        );
     }
 }

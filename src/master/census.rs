@@ -35,9 +35,37 @@ pub struct Census {
 }
 
 impl Census {
+    /// A census that goes on from restarts counted before a binary upgrade,
+    /// with the serving workers the new image adopts.
+    pub fn resume(restarts: [u64; RESTART_CAUSES.len()], adopted: &[(i32, Generation)]) -> Census {
+        let workers = adopted
+            .iter()
+            .map(|&(pid, generation)| {
+                (
+                    pid,
+                    Entry {
+                        state: State::Serving,
+                        generation,
+                        ended: false,
+                        counted: false,
+                    },
+                )
+            })
+            .collect();
+        Census { workers, restarts }
+    }
+
     /// A worker was forked.
     pub fn spawned(&mut self, pid: i32, generation: Generation) {
-        self.workers.insert(pid, Entry { state: State::Booting, generation, ended: false, counted: false });
+        self.workers.insert(
+            pid,
+            Entry {
+                state: State::Booting,
+                generation,
+                ended: false,
+                counted: false,
+            },
+        );
     }
 
     /// Follows an event the supervisor is about to handle.
@@ -46,10 +74,13 @@ impl Census {
             Event::WorkerReady(pid) => self.set(*pid, State::Serving),
             Event::WorkerRetiring(pid) => self.count_once(*pid, RestartCause::MaxRequests),
             Event::WorkerStale(pid) => self.end(*pid, RestartCause::Timeout),
-            Event::WorkerExited { pid } => {
-                if self.workers.remove(pid).is_some_and(|w| !w.ended && !w.counted) {
-                    self.count(RestartCause::Crash);
-                }
+            Event::WorkerExited { pid }
+                if self
+                    .workers
+                    .remove(pid)
+                    .is_some_and(|w| !w.ended && !w.counted) =>
+            {
+                self.count(RestartCause::Crash)
             }
             _ => {}
         }
@@ -68,7 +99,12 @@ impl Census {
             Action::ReloadDone { generation } => {
                 // The supervisor has already asked these to stop (its Stop
                 // actions come first): what was not counted yet is a reload.
-                let old: Vec<i32> = self.workers.iter().filter(|(_, w)| w.generation < *generation).map(|(p, _)| *p).collect();
+                let old: Vec<i32> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.generation < *generation)
+                    .map(|(p, _)| *p)
+                    .collect();
                 for pid in old {
                     self.count_once(pid, RestartCause::Reload);
                 }
@@ -131,7 +167,10 @@ mod tests {
         assert_eq!(c.by_state(), [2, 0, 0]);
         c.event(&Event::WorkerReady(10));
         assert_eq!(c.by_state(), [1, 1, 0]);
-        c.action(&Action::Stop { pid: 10, how: StopKind::Graceful });
+        c.action(&Action::Stop {
+            pid: 10,
+            how: StopKind::Graceful,
+        });
         assert_eq!(c.by_state(), [1, 0, 1]);
         c.event(&Event::WorkerExited { pid: 10 });
         assert_eq!(c.by_state(), [1, 0, 0]);
@@ -147,17 +186,26 @@ mod tests {
         }
         c.event(&Event::WorkerExited { pid: 1 }); // crash
         c.event(&Event::WorkerStale(2)); // timeout, then killed
-        c.action(&Action::Stop { pid: 2, how: StopKind::Kill });
+        c.action(&Action::Stop {
+            pid: 2,
+            how: StopKind::Kill,
+        });
         c.event(&Event::WorkerExited { pid: 2 });
         c.event(&Event::WorkerRetiring(3)); // max_requests, then stopped
-        c.action(&Action::Stop { pid: 3, how: StopKind::Graceful });
+        c.action(&Action::Stop {
+            pid: 3,
+            how: StopKind::Graceful,
+        });
         c.event(&Event::WorkerExited { pid: 3 });
         // A reload, in the supervisor's order: the new generation serves,
         // the old workers are asked to stop, then ReloadDone.
         c.spawned(7, 2);
         c.event(&Event::WorkerReady(7));
         for pid in 4..=6 {
-            c.action(&Action::Stop { pid, how: StopKind::Graceful });
+            c.action(&Action::Stop {
+                pid,
+                how: StopKind::Graceful,
+            });
         }
         c.action(&Action::ReloadDone { generation: 2 }); // 4, 5, 6 replaced
         assert_eq!(c.restarts(), [1, 1, 1, 3]);

@@ -1,5 +1,5 @@
-//! Worker heartbeats in shared memory: one slot per worker in an anonymous
-//! shared mapping made by the master before it forks. A worker's heartbeat
+//! Worker heartbeats in shared memory: one slot per worker in a shared
+//! mapping (`shared_memory`) made by the master before it forks. A worker's heartbeat
 //! coroutine stores the monotonic time into its slot every 500 ms; if the
 //! worker's scheduler hangs, the coroutine stops running and the slot goes
 //! stale, which the master sees without any message from the worker.
@@ -12,12 +12,16 @@ use crate::clock::monotonic_ms;
 
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;
+/// The region's size in bytes.
+const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
 /// The shared region: never unmapped, so it lives as long as the process
 /// (and, inherited across fork, as long as each worker).
 pub struct Heartbeats {
     slots: &'static [AtomicU64],
     free: Vec<usize>,
+    /// The memfd behind the slots (handed on by a binary upgrade).
+    fd: std::os::fd::RawFd,
 }
 
 /// One worker's slot.
@@ -36,19 +40,43 @@ impl Beat {
 impl Heartbeats {
     /// Maps the region. Call in the master before any fork.
     pub fn new() -> io::Result<Heartbeats> {
-        let len = SLOTS * std::mem::size_of::<AtomicU64>();
-        let ptr = crate::shared_memory::map(len)?;
-        // SAFETY: the mapping is `len` bytes of zeroed memory (a valid
-        // AtomicU64 is any 8 bytes), page-aligned, shared only through
-        // atomics, and never unmapped: a `'static` slice of it is sound.
-        let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), SLOTS) };
-        Ok(Heartbeats { slots, free: (0..SLOTS).rev().collect() })
+        Ok(Heartbeats::over(crate::shared_memory::map(
+            "heartbeats",
+            LEN,
+        )?))
+    }
+
+    /// Maps the region a master handed on through a binary upgrade; the
+    /// slots in `used` belong to the workers it adopts.
+    pub fn inherit(fd: std::os::fd::RawFd, used: &[usize]) -> io::Result<Heartbeats> {
+        let mut heartbeats = Heartbeats::over(crate::shared_memory::map_inherited(fd, LEN)?);
+        heartbeats.free.retain(|i| !used.contains(i));
+        Ok(heartbeats)
+    }
+
+    fn over(mapping: crate::shared_memory::Mapping) -> Heartbeats {
+        // SAFETY: the mapping is `LEN` bytes (a valid AtomicU64 is any 8
+        // bytes), page-aligned, shared only through atomics, and never
+        // unmapped: a `'static` slice of it is sound.
+        let slots = unsafe { std::slice::from_raw_parts(mapping.ptr.cast::<AtomicU64>(), SLOTS) };
+        Heartbeats {
+            slots,
+            free: (0..SLOTS).rev().collect(),
+            fd: mapping.fd,
+        }
+    }
+
+    /// The memfd behind the slots.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
     }
 
     /// Takes a free slot for a new worker, stamped now.
     pub fn allocate(&mut self) -> Option<(usize, Beat)> {
         let index = self.free.pop()?;
-        let beat = Beat { slot: &self.slots[index] };
+        let beat = Beat {
+            slot: &self.slots[index],
+        };
         beat.beat();
         Some((index, beat))
     }

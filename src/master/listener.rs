@@ -45,7 +45,9 @@ pub fn reserve(bind: SocketAddr, exclusive: bool) -> Result<Reservation, ListenE
         probe_exclusive(bind)?;
     }
     let socket = new_socket(bind).map_err(|e| ListenError::Bind(bind, e))?;
-    socket.set_reuse_port(true).map_err(|e| ListenError::Bind(bind, e))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| ListenError::Bind(bind, e))?;
     socket.bind(&bind.into()).map_err(|e| bind_error(bind, e))?;
     let addr = socket
         .local_addr()

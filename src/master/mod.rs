@@ -18,7 +18,7 @@ pub mod upgrade;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -72,11 +72,13 @@ pub enum MasterError {
 /// re-resolve the configuration on reload (SIGHUP).
 pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
     upgrade::remember_executable();
-    let upgrade = upgrade::Inherited::from_env();
-    if let Some(inherited) = &upgrade {
-        // Join the old master's concrete address (its port may have been 0).
-        config.bind = inherited.addr;
-        log::info!("binary upgrade: taking over {} from the old master", inherited.addr);
+    let handover = upgrade::Handover::from_env();
+    if let Some(h) = &handover {
+        // The workers' concrete addresses (either port may have been 0).
+        config.bind = h.addr;
+        if config.metrics_bind.is_some() {
+            config.metrics_bind = h.metrics_addr;
+        }
     }
     warn_about_cli_password(&config);
     raise_nofile(config.rlimit_nofile);
@@ -88,14 +90,16 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         prepare_data_dir(&config.data_dir, owner)?;
         crate::store::datafile::check(&config.data_dir)?;
     }
-    let reservation = listener::reserve(config.bind, upgrade.is_none())?;
+    // After an upgrade the adopted workers hold the address: join them.
+    let exclusive = handover.is_none();
+    let reservation = listener::reserve(config.bind, exclusive)?;
     let metrics_reservation = match config.metrics_bind {
-        Some(m) => Some(listener::reserve(m, upgrade.is_none())?),
+        Some(m) => Some(listener::reserve(m, exclusive)?),
         None => None,
     };
-    let heartbeats = Heartbeats::new().map_err(|e| MasterError::SharedMemory("heartbeats", e))?;
-    let metrics = Region::install().map_err(|e| MasterError::SharedMemory("metrics", e))?;
+    let (heartbeats, metrics) = shared_regions(handover.as_ref())?;
     let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
+    upgrade::unblock_signals();
     if let Some(pid) = &config.pid {
         write_pid_file(pid)?;
     }
@@ -106,19 +110,38 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         reservation,
         metrics_reservation,
         heartbeats,
-        metrics,
         census: Census::default(),
+        metrics,
         titled: 0,
         workers: HashMap::new(),
         stale: HashSet::new(),
-        upgrade_from: upgrade,
-        upgrade_child: None,
     };
-    let result = master.run(&mut signals);
+    let result = master.run(&mut signals, handover);
     if let Some(pid) = pid_file {
         remove_pid_file(&pid);
     }
     result
+}
+
+/// The heartbeat and metrics regions: new, or mapped again from the
+/// descriptors a binary upgrade handed on.
+fn shared_regions(
+    handover: Option<&upgrade::Handover>,
+) -> Result<(Heartbeats, Region), MasterError> {
+    let heartbeats = match handover {
+        Some(h) => Heartbeats::inherit(
+            h.heartbeats,
+            &h.workers.iter().map(|w| w.heartbeat).collect::<Vec<_>>(),
+        ),
+        None => Heartbeats::new(),
+    };
+    let heartbeats = heartbeats.map_err(|e| MasterError::SharedMemory("heartbeats", e))?;
+    let metrics = match handover {
+        Some(h) => Region::inherit(h.metrics),
+        None => Region::install(),
+    };
+    let metrics = metrics.map_err(|e| MasterError::SharedMemory("metrics", e))?;
+    Ok((heartbeats, metrics))
 }
 
 /// What the master keeps about each worker.
@@ -145,10 +168,6 @@ struct Master {
     workers: HashMap<Pid, WorkerMeta>,
     /// Workers already reported stale.
     stale: HashSet<Pid>,
-    /// Set when this master was started by an older one (binary upgrade).
-    upgrade_from: Option<upgrade::Inherited>,
-    /// A new master this one started (binary upgrade in progress).
-    upgrade_child: Option<upgrade::Child>,
 }
 
 impl Master {
@@ -160,18 +179,30 @@ impl Master {
     }
 
     fn current(&self) -> &Config {
-        self.configs.values().next_back().expect("at least one configuration")
+        self.configs
+            .values()
+            .next_back()
+            .expect("at least one configuration")
     }
 
-    fn run(&mut self, signals: &mut PipeSignals) -> Result<(), MasterError> {
-        let config = self.current();
-        log::info!(
-            "starting {} workers on {} (store: {})",
-            config.workers,
-            self.reservation.addr,
-            worker::describe_backend(config)
-        );
-        let (mut sup, initial) = Supervisor::new(config.workers, timeouts(config));
+    fn run(
+        &mut self,
+        signals: &mut PipeSignals,
+        handover: Option<upgrade::Handover>,
+    ) -> Result<(), MasterError> {
+        let (mut sup, initial) = match handover {
+            Some(h) => self.adopt(h),
+            None => {
+                let config = self.current();
+                log::info!(
+                    "starting {} workers on {} (store: {})",
+                    config.workers,
+                    self.reservation.addr,
+                    worker::describe_backend(config)
+                );
+                Supervisor::new(config.workers, timeouts(config))
+            }
+        };
         let mut queue: VecDeque<Action> = initial.into();
         loop {
             while let Some(action) = queue.pop_front() {
@@ -180,7 +211,9 @@ impl Master {
                         log::info!("stopped");
                         return Ok(());
                     }
-                    Action::Exit(Outcome::GaveUp { failures }) => return Err(MasterError::GaveUp { failures }),
+                    Action::Exit(Outcome::GaveUp { failures }) => {
+                        return Err(MasterError::GaveUp { failures })
+                    }
                     other => {
                         self.census.action(&other);
                         queue.extend(self.execute(other, &mut sup, signals))
@@ -201,7 +234,10 @@ impl Master {
 
     /// Tells systemd (or the test harness) that every worker serves, and where.
     fn announce_ready(&self) {
-        notify::ready(self.reservation.addr, self.metrics_reservation.as_ref().map(|r| r.addr));
+        notify::ready(
+            self.reservation.addr,
+            self.metrics_reservation.as_ref().map(|r| r.addr),
+        );
     }
 
     /// Writes the master's numbers to the shared metrics region, and its
@@ -209,9 +245,16 @@ impl Master {
     fn publish_metrics(&mut self, sup: &Supervisor) {
         if self.titled != sup.generation() {
             self.titled = sup.generation();
-            title::set(&format!("orders-server: master [gen {}] {}", self.titled, self.reservation.addr));
+            title::set(&format!(
+                "orders-server: master [gen {}] {}",
+                self.titled, self.reservation.addr
+            ));
         }
-        self.metrics.publish(sup.generation(), self.census.by_state(), self.census.restarts());
+        self.metrics.publish(
+            sup.generation(),
+            self.census.by_state(),
+            self.census.restarts(),
+        );
         self.metrics.sample_master();
     }
 
@@ -227,7 +270,7 @@ impl Master {
                 Vec::new()
             }
             Event::Signal(Signal::Upgrade) => {
-                self.start_upgrade(sup);
+                self.upgrade(sup);
                 Vec::new()
             }
             Event::Signal(Signal::GracefulStop | Signal::FastStop) => {
@@ -266,12 +309,20 @@ impl Master {
         crate::logging::set_level(fresh.log_level);
         let (workers, timeouts) = (fresh.workers, timeouts(&fresh));
         self.configs.insert(sup.generation() + 1, fresh);
-        log::info!("reloading: starting generation {} ({workers} workers)", sup.generation() + 1);
+        log::info!(
+            "reloading: starting generation {} ({workers} workers)",
+            sup.generation() + 1
+        );
         Some(Event::Reload { workers, timeouts })
     }
 
     /// Carries out one action; returns follow-up actions.
-    fn execute(&mut self, action: Action, sup: &mut Supervisor, signals: &PipeSignals) -> Vec<Action> {
+    fn execute(
+        &mut self,
+        action: Action,
+        sup: &mut Supervisor,
+        signals: &PipeSignals,
+    ) -> Vec<Action> {
         match action {
             Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
                 Ok(pid) => {
@@ -297,9 +348,6 @@ impl Master {
             Action::AnnounceListening => {
                 log::info!("listening on {}", self.reservation.addr);
                 self.announce_ready();
-                if let Some(from) = self.upgrade_from.take() {
-                    from.report_ready();
-                }
                 Vec::new()
             }
             Action::ReloadDone { generation } => {
@@ -316,7 +364,10 @@ impl Master {
             Action::Exit(_) => unreachable!("handled by the loop"),
             Action::BootTimedOut { pid } => {
                 let boot = self.config(sup.generation()).boot_timeout;
-                log::error!("worker pid {pid} did not report ready within boot_timeout ({} s): killing it", boot.as_secs());
+                log::error!(
+                    "worker pid {pid} did not report ready within boot_timeout ({} s): killing it",
+                    boot.as_secs()
+                );
                 let _ = signal::kill(NixPid::from_raw(pid), NixSignal::SIGKILL);
                 Vec::new()
             }
@@ -334,7 +385,7 @@ impl Master {
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(IDLE_POLL)
             .min(IDLE_POLL);
-        let (ready, watched, upgrade_ready) = self.poll(signals, timeout);
+        let (ready, watched) = self.poll(signals, timeout);
         let mut events = Vec::new();
         if ready {
             for s in signals.take() {
@@ -347,18 +398,12 @@ impl Master {
         for pid in watched {
             events.extend(self.read_status(pid));
         }
-        if upgrade_ready {
-            events.extend(self.check_upgrade());
-        }
         for pid in reap_children() {
             if let Some(meta) = self.workers.remove(&pid) {
                 self.heartbeats.release(meta.heartbeat);
                 self.metrics.slot_released(meta.heartbeat);
                 self.stale.remove(&pid);
                 events.push(Event::WorkerExited { pid });
-            } else if self.upgrade_child.as_ref().is_some_and(|c| c.pid() == pid) {
-                log::error!("binary upgrade failed: the new master (pid {pid}) exited before serving; still serving");
-                self.upgrade_child = None;
             }
         }
         events.extend(self.stale_workers(sup));
@@ -366,32 +411,41 @@ impl Master {
         events
     }
 
-    /// Waits up to `timeout` for the signal pipe, the workers' status pipes
-    /// and the upgrade pipe: whether signals are pending, the workers whose
-    /// pipe is readable (or closed), and whether the upgrade pipe is.
-    fn poll(&self, signals: &PipeSignals, timeout: Duration) -> (bool, Vec<Pid>, bool) {
-        let workers: Vec<(Pid, &OwnedFd)> =
-            self.workers.iter().filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd))).collect();
-        let upgrade = self.upgrade_child.as_ref().map(upgrade::Child::ready_fd);
+    /// Waits up to `timeout` for the signal pipe and the workers' status
+    /// pipes: whether signals are pending, and the workers whose pipe is
+    /// readable (or closed).
+    fn poll(&self, signals: &PipeSignals, timeout: Duration) -> (bool, Vec<Pid>) {
+        let workers: Vec<(Pid, &OwnedFd)> = self
+            .workers
+            .iter()
+            .filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd)))
+            .collect();
         let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.wake_fd())
             .chain(workers.iter().map(|(_, fd)| fd.as_fd()))
-            .chain(upgrade)
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
         let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
         let _ = poll(&mut fds, PollTimeout::from(millis));
         let readable = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
         let ready = readable(&fds[0]);
-        let watched = workers.iter().zip(&fds[1..]).filter(|(_, p)| readable(p)).map(|((pid, _), _)| *pid).collect();
-        let upgrade_ready = upgrade.is_some() && fds.last().is_some_and(readable);
-        (ready, watched, upgrade_ready)
+        let watched = workers
+            .iter()
+            .zip(&fds[1..])
+            .filter(|(_, p)| readable(p))
+            .map(|((pid, _), _)| *pid)
+            .collect();
+        (ready, watched)
     }
 
     /// Reads a worker's status pipe: `R` serves, `Q` asks to be replaced; EOF
     /// means it exited (reaped separately).
     fn read_status(&mut self, pid: Pid) -> Vec<Event> {
-        let Some(meta) = self.workers.get_mut(&pid) else { return Vec::new() };
-        let Some(fd) = meta.status.as_ref() else { return Vec::new() };
+        let Some(meta) = self.workers.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let Some(fd) = meta.status.as_ref() else {
+            return Vec::new();
+        };
         let mut buf = [0u8; 8];
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Ok(0) | Err(_) => {
@@ -413,49 +467,114 @@ impl Master {
     fn stale_workers(&mut self, sup: &Supervisor) -> Vec<Event> {
         let mut events = Vec::new();
         for pid in sup.ready_workers() {
-            let Some(meta) = self.workers.get(&pid) else { continue };
+            let Some(meta) = self.workers.get(&pid) else {
+                continue;
+            };
             let timeout = self.config(meta.generation).timeout;
             let age = self.heartbeats.age(meta.heartbeat);
             if age > timeout && self.stale.insert(pid) {
-                log::error!("worker pid {pid} timed out (no heartbeat for {:.1} s): killing it", age.as_secs_f64());
+                log::error!(
+                    "worker pid {pid} timed out (no heartbeat for {:.1} s): killing it",
+                    age.as_secs_f64()
+                );
                 events.push(Event::WorkerStale(pid));
             }
         }
         events
     }
 
-    /// SIGUSR2: starts the new executable as a new master beside this one.
-    fn start_upgrade(&mut self, sup: &Supervisor) {
-        if self.upgrade_child.is_some() || !sup.can_reload() {
-            log::warn!("binary upgrade ignored: an upgrade, reload or stop is in progress");
+    /// SIGUSR2: checks the new executable, then re-executes it in place
+    /// (`upgrade`). Returns only when the upgrade did not happen.
+    fn upgrade(&mut self, sup: &Supervisor) {
+        if !sup.is_settled() {
+            log::warn!("binary upgrade ignored: a reload, upgrade, stop, or worker start or retirement is in progress; send USR2 again");
             return;
         }
-        match upgrade::Child::spawn(self.reservation.addr) {
-            Ok(child) => {
-                log::info!("binary upgrade: started a new master (pid {}); waiting for it to serve", child.pid());
-                self.upgrade_child = Some(child);
-            }
-            Err(e) => log::error!("binary upgrade failed to start: {e}; still serving"),
+        let result: Result<(), _> = upgrade::executable().and_then(|exe| {
+            upgrade::check(&exe)?;
+            log::info!(
+                "binary upgrade: {} accepts the configuration; re-executing it in place (pid {})",
+                exe.display(),
+                std::process::id()
+            );
+            notify::reloading();
+            Err(upgrade::exec(&exe, &self.handover(sup)))
+        });
+        if let Err(e) = result {
+            log::error!(
+                "binary upgrade failed: {}; still serving",
+                crate::exit::chain(&e)
+            );
+            self.announce_ready();
         }
     }
 
-    /// The new master reported (or failed before reporting).
-    fn check_upgrade(&mut self) -> Vec<Event> {
-        let Some(child) = self.upgrade_child.as_mut() else { return Vec::new() };
-        match child.read_ready() {
-            Some(true) => {
-                log::info!("binary upgrade: the new master (pid {}) serves; retiring this one", child.pid());
-                // Done with it: its pipe closing now (or its exit) is no failure.
-                self.upgrade_child = None;
-                vec![Event::UpgradeReady]
-            }
-            Some(false) => {
-                log::error!("binary upgrade failed: the new master exited before serving; still serving");
-                self.upgrade_child = None;
-                Vec::new()
-            }
-            None => Vec::new(),
+    /// What the new image needs to adopt the workers.
+    fn handover(&self, sup: &Supervisor) -> upgrade::Handover {
+        let workers = sup
+            .slots()
+            .into_iter()
+            .filter_map(|(pid, slot)| {
+                let meta = self.workers.get(&pid)?;
+                let status = meta.status.as_ref().map(|f| f.as_raw_fd());
+                Some(upgrade::HandedWorker {
+                    pid,
+                    slot,
+                    heartbeat: meta.heartbeat,
+                    status,
+                })
+            })
+            .collect();
+        upgrade::Handover {
+            generation: sup.generation(),
+            addr: self.reservation.addr,
+            metrics_addr: self.metrics_reservation.as_ref().map(|r| r.addr),
+            heartbeats: self.heartbeats.fd(),
+            metrics: self.metrics.fd(),
+            workers,
         }
+    }
+
+    /// In the new image of an upgrade: takes the handed-on workers as a
+    /// serving generation and starts the next one with this binary.
+    fn adopt(&mut self, handover: upgrade::Handover) -> (Supervisor, Vec<Action>) {
+        let generation = handover.generation;
+        let mut adopted = Vec::new();
+        for w in handover.workers {
+            // SAFETY: a descriptor the old image handed on for this worker's
+            // status pipe alone (checked to be a pipe); nothing else owns it.
+            let status = w
+                .status
+                .filter(|&fd| upgrade::is_pipe(fd))
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+            for fd in status.iter() {
+                let _ = crate::shared_memory::set_close_on_exec(fd.as_raw_fd(), true);
+            }
+            self.workers.insert(
+                w.pid,
+                WorkerMeta {
+                    generation,
+                    heartbeat: w.heartbeat,
+                    status,
+                },
+            );
+            adopted.push((w.pid, w.slot));
+        }
+        let pids: Vec<(Pid, Generation)> =
+            adopted.iter().map(|&(pid, _)| (pid, generation)).collect();
+        self.census = Census::resume(self.metrics.restarts(), &pids);
+        let config = self.current().clone();
+        let now = Instant::now();
+        let mut sup = Supervisor::adopt(&adopted, generation, timeouts(&config), now);
+        log::info!(
+            "binary upgrade: adopted {} workers of generation {generation}; starting generation {} with the new binary",
+            adopted.len(),
+            generation + 1
+        );
+        let (workers, timeouts) = (config.workers, timeouts(&config));
+        self.configs = BTreeMap::from([(generation, config.clone()), (generation + 1, config)]);
+        let spawns = sup.handle(Event::Reload { workers, timeouts }, now);
+        (sup, spawns)
     }
 
     fn signal_workers(&self, sig: NixSignal) {
@@ -468,18 +587,31 @@ impl Master {
     fn forget_old_configs(&mut self, sup: &Supervisor) {
         let live = sup.live_generations();
         let current = sup.generation();
-        self.configs.retain(|g, _| *g >= current || live.contains(g));
+        self.configs
+            .retain(|g, _| *g >= current || live.contains(g));
     }
 
     /// Forks a worker for `slot` of `generation`. Signals stay blocked
     /// across fork so the child never runs the master's handlers.
-    fn spawn(&mut self, slot: usize, generation: Generation, signals: &PipeSignals) -> io::Result<Pid> {
-        let (hb_index, beat) = self.heartbeats.allocate().ok_or_else(|| io::Error::other("too many workers"))?;
+    fn spawn(
+        &mut self,
+        slot: usize,
+        generation: Generation,
+        signals: &PipeSignals,
+    ) -> io::Result<Pid> {
+        let (hb_index, beat) = self
+            .heartbeats
+            .allocate()
+            .ok_or_else(|| io::Error::other("too many workers"))?;
         // The worker's metrics slot is its heartbeat slot.
         self.metrics.slot_taken(hb_index);
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut old_mask = SigSet::empty();
-        signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old_mask))?;
+        signal::sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&SigSet::all()),
+            Some(&mut old_mask),
+        )?;
         let master_pid = nix::unistd::getpid();
         // SAFETY: the master is single-threaded (no runtime, no store, no
         // helper thread), so the child inherits no lock held by another thread.
@@ -489,10 +621,17 @@ impl Master {
                 let mut inherited = signals.fds();
                 inherited.push(self.reservation.fd());
                 inherited.extend(self.metrics_reservation.as_ref().map(|r| r.fd()));
-                inherited.extend(self.workers.values().filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())));
-                inherited.extend(self.upgrade_child.as_ref().map(|c| c.ready_fd().as_raw_fd()));
-                inherited.extend(self.upgrade_from.as_ref().map(|u| u.fd()));
-                become_worker(master_pid, &format!("worker {slot} gen {generation}"), &inherited);
+                inherited.extend(
+                    self.workers
+                        .values()
+                        .filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())),
+                );
+                inherited.extend([self.heartbeats.fd(), self.metrics.fd()]);
+                become_worker(
+                    master_pid,
+                    &format!("worker {slot} gen {generation}"),
+                    &inherited,
+                );
                 title::set(&format!("orders-server: worker {slot} [gen {generation}]"));
                 crate::metrics::use_slot(hb_index);
                 let config = self.config(generation);
@@ -504,13 +643,21 @@ impl Master {
                     beat,
                 };
                 // Never unwind from the child into the master's frames.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
                 std::process::exit(crate::exit::of_worker(outcome));
             }
             Ok(ForkResult::Parent { child }) => {
                 signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
                 let pid = child.as_raw();
-                self.workers.insert(pid, WorkerMeta { generation, heartbeat: hb_index, status: Some(status_read) });
+                self.workers.insert(
+                    pid,
+                    WorkerMeta {
+                        generation,
+                        heartbeat: hb_index,
+                        status: Some(status_read),
+                    },
+                );
                 Ok(pid)
             }
             Err(e) => {
@@ -522,10 +669,11 @@ impl Master {
     }
 }
 
-
 fn warn_about_cli_password(config: &Config) {
     if let Backend::Mongo(target) = &config.backend {
-        if config.mongo_uri_source == Some(UriSource::CommandLine) && crate::config::uri_has_password(&target.uri) {
+        if config.mongo_uri_source == Some(UriSource::CommandLine)
+            && crate::config::uri_has_password(&target.uri)
+        {
             log::warn!(
                 "--mongo-uri carries a password, visible to every local user in the process list; \
                  put it in ORDERS_MONGO_URI in an env file readable only by the service user"
@@ -537,7 +685,9 @@ fn warn_about_cli_password(config: &Config) {
 /// Raises the soft open-file limit (to `want`, or the hard limit).
 fn raise_nofile(want: Option<u64>) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
     let target = want.unwrap_or(hard);
     if target > hard {
         log::warn!("rlimit_nofile {target} is above the hard limit {hard}; using {hard}");
@@ -553,13 +703,19 @@ fn raise_nofile(want: Option<u64>) {
 
 /// Creates the data directory if needed, gives it to the serving user, and
 /// checks that it is writable.
-fn prepare_data_dir(dir: &Path, owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Result<(), MasterError> {
+fn prepare_data_dir(
+    dir: &Path,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<(), MasterError> {
     let fail = |e| MasterError::DataDir(dir.to_path_buf(), e);
     std::fs::create_dir_all(dir).map_err(fail)?;
     if let Some((uid, gid)) = owner {
-        for entry in std::iter::once(dir.to_path_buf())
-            .chain(std::fs::read_dir(dir).map_err(fail)?.flatten().map(|e| e.path()))
-        {
+        for entry in std::iter::once(dir.to_path_buf()).chain(
+            std::fs::read_dir(dir)
+                .map_err(fail)?
+                .flatten()
+                .map(|e| e.path()),
+        ) {
             nix::unistd::chown(&entry, Some(uid), Some(gid)).map_err(|e| fail(e.into()))?;
         }
     }
@@ -576,7 +732,8 @@ fn write_pid_file(path: &Path) -> Result<(), MasterError> {
 /// Removes the pid file if it still names this process (after a binary
 /// upgrade it names the new master).
 fn remove_pid_file(path: &Path) {
-    let ours = std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string());
+    let ours =
+        std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string());
     if ours {
         let _ = std::fs::remove_file(path);
     }
@@ -606,7 +763,10 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
 
 /// The supervisor's deadlines from a generation's settings.
 fn timeouts(config: &Config) -> Timeouts {
-    Timeouts { graceful: config.graceful_timeout, boot: config.boot_timeout }
+    Timeouts {
+        graceful: config.graceful_timeout,
+        boot: config.boot_timeout,
+    }
 }
 
 /// Reaps every exited child without blocking, logging how each ended.
@@ -615,7 +775,11 @@ fn reap_children() -> Vec<Pid> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
-                let level = if code == 0 { log::Level::Info } else { log::Level::Warn };
+                let level = if code == 0 {
+                    log::Level::Info
+                } else {
+                    log::Level::Warn
+                };
                 log::log!(level, "process {pid} exited with status {code}");
                 exited.push(pid.as_raw());
             }

@@ -15,8 +15,12 @@ pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
 /// Sends `state` (e.g. `READY=1`) to systemd; returns whether it was sent.
 pub fn notify(state: &str) -> bool {
-    let Ok(path) = std::env::var(NOTIFY_SOCKET_ENV) else { return false };
-    let Ok(socket) = UnixDatagram::unbound() else { return false };
+    let Ok(path) = std::env::var(NOTIFY_SOCKET_ENV) else {
+        return false;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return false;
+    };
     let sent = if let Some(name) = path.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
@@ -40,7 +44,10 @@ pub const METRICS_ADDRESS_VAR: &str = "X_ORDERS_METRICS_ADDRESS";
 /// must follow the new master; needs `NotifyAccess=all`), the address and
 /// the metrics address.
 pub fn ready(addr: SocketAddr, metrics: Option<SocketAddr>) {
-    let mut state = format!("READY=1\nMAINPID={}\nSTATUS=serving on {addr}\n{ADDRESS_VAR}={addr}", std::process::id());
+    let mut state = format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on {addr}\n{ADDRESS_VAR}={addr}",
+        std::process::id()
+    );
     if let Some(m) = metrics {
         state.push_str(&format!("\n{METRICS_ADDRESS_VAR}={m}"));
     }
@@ -50,7 +57,9 @@ pub fn ready(addr: SocketAddr, metrics: Option<SocketAddr>) {
 /// `RELOADING=1` with the monotonic timestamp systemd requires for `Type=notify-reload`.
 pub fn reloading() {
     let usec = crate::clock::monotonic_ms() * 1000;
-    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"));
+    notify(&format!(
+        "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"
+    ));
 }
 
 /// `STOPPING=1`.

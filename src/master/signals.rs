@@ -59,7 +59,11 @@ pub struct SignalRow {
 }
 
 const fn row(number: i32, master: Signal, worker: Option<InWorker>) -> SignalRow {
-    SignalRow { number, master, worker }
+    SignalRow {
+        number,
+        master,
+        worker,
+    }
 }
 
 /// Every signal the server handles.
@@ -85,9 +89,24 @@ pub fn worker_set() -> SigSet {
     set
 }
 
+/// Every signal of the table: blocked across a binary upgrade's exec, so
+/// none arrives while no handler is installed (TERM's default would kill
+/// the master and, with it, the workers); the new image unblocks them once
+/// its handlers are in place and takes what came meanwhile.
+pub fn master_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for r in SIGNALS {
+        set.add(NixSignal::try_from(r.number).expect("a signal of the table"));
+    }
+    set
+}
+
 /// What a worker does with signal `number`.
 pub fn in_worker(number: i32) -> Option<InWorker> {
-    SIGNALS.iter().find(|r| r.number == number).and_then(|r| r.worker)
+    SIGNALS
+        .iter()
+        .find(|r| r.number == number)
+        .and_then(|r| r.worker)
 }
 
 /// Real signals through signal-hook: one flag per signal plus a wake-up pipe.
@@ -100,7 +119,8 @@ pub struct PipeSignals {
 impl PipeSignals {
     /// Installs the handlers of [`SIGNALS`].
     pub fn install() -> std::io::Result<PipeSignals> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let mut flags = Vec::new();
         for SignalRow { number, master, .. } in SIGNALS {
             let flag = Arc::new(AtomicBool::new(false));

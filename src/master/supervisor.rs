@@ -35,8 +35,6 @@ pub enum Event {
     /// A validated reload: start a new generation of this many workers,
     /// with these deadlines from then on.
     Reload { workers: usize, timeouts: Timeouts },
-    /// A new master (binary upgrade) serves: retire everything and exit.
-    UpgradeReady,
     /// A worker reported that it serves.
     WorkerReady(Pid),
     /// A worker asked to be replaced (it reached max_requests).
@@ -118,9 +116,14 @@ struct Worker {
 enum Phase {
     Running,
     /// A new generation is starting beside `from`.
-    Reloading { from: Generation },
+    Reloading {
+        from: Generation,
+    },
     /// Stopping every worker; kill what remains at the deadline.
-    Stopping { deadline: Instant, outcome: Outcome },
+    Stopping {
+        deadline: Instant,
+        outcome: Outcome,
+    },
 }
 
 /// The master's state.
@@ -154,14 +157,61 @@ impl Supervisor {
         (s, spawns)
     }
 
+    /// A supervisor that takes over serving workers of `generation` (a
+    /// binary upgrade: the new image adopts the workers the old one forked,
+    /// given as `(pid, slot)`), already announced. A reload then replaces
+    /// them with workers of the new binary.
+    pub fn adopt(
+        workers: &[(Pid, usize)],
+        generation: Generation,
+        timeouts: Timeouts,
+        now: Instant,
+    ) -> Supervisor {
+        let adopted = workers.iter().map(|&(pid, slot)| {
+            (
+                pid,
+                Worker {
+                    slot,
+                    generation,
+                    ready: true,
+                    retiring: false,
+                    started: now,
+                    boot_timed_out: false,
+                },
+            )
+        });
+        Supervisor {
+            target: workers.len().max(1),
+            generation,
+            workers: adopted.collect(),
+            pending: Vec::new(),
+            boot_failures: 0,
+            announced: true,
+            phase: Phase::Running,
+            timeouts,
+        }
+    }
+
     /// Records a forked worker.
     pub fn spawned(&mut self, slot: usize, generation: Generation, pid: Pid, now: Instant) {
-        let worker = Worker { slot, generation, ready: false, retiring: false, started: now, boot_timed_out: false };
+        let worker = Worker {
+            slot,
+            generation,
+            ready: false,
+            retiring: false,
+            started: now,
+            boot_timed_out: false,
+        };
         self.workers.insert(pid, worker);
     }
 
     /// Records a fork that failed: counted like a worker dying at boot.
-    pub fn spawn_failed(&mut self, slot: usize, generation: Generation, now: Instant) -> Vec<Action> {
+    pub fn spawn_failed(
+        &mut self,
+        slot: usize,
+        generation: Generation,
+        now: Instant,
+    ) -> Vec<Action> {
         if let Phase::Reloading { from } = self.phase {
             if generation == self.generation {
                 return self.abandon_reload(from);
@@ -182,12 +232,33 @@ impl Supervisor {
 
     /// Pids of workers that serve (for heartbeat checks).
     pub fn ready_workers(&self) -> Vec<Pid> {
-        self.workers.iter().filter(|(_, w)| w.ready).map(|(&p, _)| p).collect()
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.ready)
+            .map(|(&p, _)| p)
+            .collect()
     }
 
     /// Generations that still have live workers.
     pub fn live_generations(&self) -> BTreeSet<Generation> {
         self.workers.values().map(|w| w.generation).collect()
+    }
+
+    /// Whether every worker serves and none is starting, retiring or due
+    /// to be respawned, with no reload or stop under way: the state a binary
+    /// upgrade can hand on as one serving generation.
+    pub fn is_settled(&self) -> bool {
+        self.phase == Phase::Running
+            && self.pending.is_empty()
+            && self
+                .workers
+                .values()
+                .all(|w| w.ready && !w.retiring && w.generation == self.generation)
+    }
+
+    /// Each worker's pid and slot.
+    pub fn slots(&self) -> Vec<(Pid, usize)> {
+        self.workers.iter().map(|(&pid, w)| (pid, w.slot)).collect()
     }
 
     /// Whether a reload may start now.
@@ -210,7 +281,6 @@ impl Supervisor {
         match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::Reload { workers, timeouts } => self.on_reload(workers, timeouts),
-            Event::UpgradeReady => self.stop(StopKind::Graceful, now + self.timeouts.graceful, Outcome::Stopped),
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
             Event::WorkerStale(pid) => self.on_stale(pid),
@@ -221,24 +291,48 @@ impl Supervisor {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
         match signal {
-            Signal::GracefulStop => self.stop(StopKind::Graceful, now + self.timeouts.graceful, Outcome::Stopped),
-            Signal::FastStop => self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, Outcome::Stopped),
+            Signal::GracefulStop => self.stop(
+                StopKind::Graceful,
+                now + self.timeouts.graceful,
+                Outcome::Stopped,
+            ),
+            Signal::FastStop => {
+                self.stop(StopKind::Fast, now + FAST_STOP_TIMEOUT, Outcome::Stopped)
+            }
             Signal::ScaleUp if self.phase == Phase::Running => {
                 self.target += 1;
-                vec![Action::Spawn { slot: self.target - 1, generation: self.generation }]
+                vec![Action::Spawn {
+                    slot: self.target - 1,
+                    generation: self.generation,
+                }]
             }
             Signal::ScaleDown if self.phase == Phase::Running && self.target > 1 => {
                 self.target -= 1;
                 let slot = self.target;
                 self.pending.retain(|(s, _)| *s != slot);
-                let pids: Vec<Pid> = self.current().filter(|(_, w)| w.slot == slot).map(|(p, _)| p).collect();
-                pids.into_iter().map(|pid| Action::Stop { pid, how: StopKind::Graceful }).collect()
+                let pids: Vec<Pid> = self
+                    .current()
+                    .filter(|(_, w)| w.slot == slot)
+                    .map(|(p, _)| p)
+                    .collect();
+                pids.into_iter()
+                    .map(|pid| Action::Stop {
+                        pid,
+                        how: StopKind::Graceful,
+                    })
+                    .collect()
             }
             Signal::ScaleDown if self.phase == Phase::Running => {
-                vec![Action::Ignored { signal, why: "already at one worker" }]
+                vec![Action::Ignored {
+                    signal,
+                    why: "already at one worker",
+                }]
             }
             Signal::ScaleUp | Signal::ScaleDown => {
-                vec![Action::Ignored { signal, why: "a reload, upgrade or stop is in progress" }]
+                vec![Action::Ignored {
+                    signal,
+                    why: "a reload, upgrade or stop is in progress",
+                }]
             }
             _ => Vec::new(),
         }
@@ -248,7 +342,9 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return Vec::new();
         }
-        self.phase = Phase::Reloading { from: self.generation };
+        self.phase = Phase::Reloading {
+            from: self.generation,
+        };
         self.generation += 1;
         self.target = workers;
         self.timeouts = timeouts;
@@ -257,7 +353,9 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, pid: Pid) -> Vec<Action> {
-        let Some(worker) = self.workers.get_mut(&pid) else { return Vec::new() };
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return Vec::new();
+        };
         worker.ready = true;
         let (slot, generation) = (worker.slot, worker.generation);
         self.boot_failures = 0;
@@ -266,22 +364,34 @@ impl Supervisor {
         let replaced: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|(&p, w)| p != pid && w.retiring && w.slot == slot && w.generation == generation)
+            .filter(|(&p, w)| {
+                p != pid && w.retiring && w.slot == slot && w.generation == generation
+            })
             .map(|(&p, _)| p)
             .collect();
-        actions.extend(replaced.into_iter().map(|p| Action::Stop { pid: p, how: StopKind::Graceful }));
+        actions.extend(replaced.into_iter().map(|p| Action::Stop {
+            pid: p,
+            how: StopKind::Graceful,
+        }));
 
         let current_ready = self.current().filter(|(_, w)| w.ready).count();
         if let Phase::Reloading { .. } = self.phase {
             if generation == self.generation && current_ready >= self.target {
                 self.phase = Phase::Running;
-                let old: Vec<Pid> =
-                    self.workers.iter().filter(|(_, w)| w.generation < generation).map(|(&p, _)| p).collect();
+                let old: Vec<Pid> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.generation < generation)
+                    .map(|(&p, _)| p)
+                    .collect();
                 for p in old {
                     if let Some(w) = self.workers.get_mut(&p) {
                         w.retiring = true;
                     }
-                    actions.push(Action::Stop { pid: p, how: StopKind::Graceful });
+                    actions.push(Action::Stop {
+                        pid: p,
+                        how: StopKind::Graceful,
+                    });
                 }
                 actions.push(Action::ReloadDone { generation });
             }
@@ -297,23 +407,33 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return Vec::new();
         }
-        let Some(worker) = self.workers.get_mut(&pid) else { return Vec::new() };
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return Vec::new();
+        };
         if worker.retiring || worker.generation != self.generation || worker.slot >= self.target {
             return Vec::new();
         }
         worker.retiring = true;
-        vec![Action::Spawn { slot: worker.slot, generation: worker.generation }]
+        vec![Action::Spawn {
+            slot: worker.slot,
+            generation: worker.generation,
+        }]
     }
 
     fn on_stale(&mut self, pid: Pid) -> Vec<Action> {
         match self.workers.get(&pid) {
-            Some(w) if w.ready => vec![Action::Stop { pid, how: StopKind::Kill }],
+            Some(w) if w.ready => vec![Action::Stop {
+                pid,
+                how: StopKind::Kill,
+            }],
             _ => Vec::new(),
         }
     }
 
     fn on_exit(&mut self, pid: Pid, now: Instant) -> Vec<Action> {
-        let Some(worker) = self.workers.remove(&pid) else { return Vec::new() };
+        let Some(worker) = self.workers.remove(&pid) else {
+            return Vec::new();
+        };
         match self.phase {
             Phase::Stopping { outcome, .. } => return self.exit_if_done(outcome),
             Phase::Reloading { from } if worker.generation == self.generation && !worker.ready => {
@@ -327,13 +447,21 @@ impl Supervisor {
         if !worker.ready {
             return self.boot_failed(worker.slot, now);
         }
-        vec![Action::Spawn { slot: worker.slot, generation: worker.generation }]
+        vec![Action::Spawn {
+            slot: worker.slot,
+            generation: worker.generation,
+        }]
     }
 
     /// A new worker died before serving: stop the new generation, go back.
     fn abandon_reload(&mut self, from: Generation) -> Vec<Action> {
         let failed = self.generation;
-        let new: Vec<Pid> = self.workers.iter().filter(|(_, w)| w.generation == failed).map(|(&p, _)| p).collect();
+        let new: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation == failed)
+            .map(|(&p, _)| p)
+            .collect();
         for p in &new {
             if let Some(w) = self.workers.get_mut(p) {
                 w.retiring = true;
@@ -342,7 +470,13 @@ impl Supervisor {
         self.generation = from;
         self.target = self.current().filter(|(_, w)| !w.retiring).count().max(1);
         self.phase = Phase::Running;
-        let mut actions: Vec<Action> = new.into_iter().map(|pid| Action::Stop { pid, how: StopKind::Fast }).collect();
+        let mut actions: Vec<Action> = new
+            .into_iter()
+            .map(|pid| Action::Stop {
+                pid,
+                how: StopKind::Fast,
+            })
+            .collect();
         actions.push(Action::ReloadFailed { generation: failed });
         actions
     }
@@ -350,11 +484,15 @@ impl Supervisor {
     fn boot_failed(&mut self, slot: usize, now: Instant) -> Vec<Action> {
         self.boot_failures += 1;
         if self.boot_failures >= MAX_BOOT_FAILURES {
-            let outcome = Outcome::GaveUp { failures: self.boot_failures };
+            let outcome = Outcome::GaveUp {
+                failures: self.boot_failures,
+            };
             return self.stop(StopKind::Graceful, now + self.timeouts.graceful, outcome);
         }
         let factor = 1u32 << (self.boot_failures - 1).min(16);
-        let delay = BOOT_BACKOFF_BASE.saturating_mul(factor).min(BOOT_BACKOFF_MAX);
+        let delay = BOOT_BACKOFF_BASE
+            .saturating_mul(factor)
+            .min(BOOT_BACKOFF_MAX);
         self.pending.push((slot, now + delay));
         Vec::new()
     }
@@ -362,22 +500,34 @@ impl Supervisor {
     fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         match self.phase {
             Phase::Running | Phase::Reloading { .. } => {
-                let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(_, at)| *at <= now);
+                let (due, later): (Vec<_>, Vec<_>) =
+                    self.pending.drain(..).partition(|(_, at)| *at <= now);
                 self.pending = later;
                 let generation = self.generation;
-                let mut actions: Vec<Action> = due.into_iter().map(|(slot, _)| Action::Spawn { slot, generation }).collect();
+                let mut actions: Vec<Action> = due
+                    .into_iter()
+                    .map(|(slot, _)| Action::Spawn { slot, generation })
+                    .collect();
                 let boot = self.timeouts.boot;
                 for (&pid, w) in self.workers.iter_mut() {
-                    if !w.ready && !w.boot_timed_out && now.saturating_duration_since(w.started) >= boot {
+                    if !w.ready
+                        && !w.boot_timed_out
+                        && now.saturating_duration_since(w.started) >= boot
+                    {
                         w.boot_timed_out = true;
                         actions.push(Action::BootTimedOut { pid });
                     }
                 }
                 actions
             }
-            Phase::Stopping { deadline, .. } if now >= deadline => {
-                self.workers.keys().map(|&pid| Action::Stop { pid, how: StopKind::Kill }).collect()
-            }
+            Phase::Stopping { deadline, .. } if now >= deadline => self
+                .workers
+                .keys()
+                .map(|&pid| Action::Stop {
+                    pid,
+                    how: StopKind::Kill,
+                })
+                .collect(),
             Phase::Stopping { .. } => Vec::new(),
         }
     }
@@ -385,12 +535,19 @@ impl Supervisor {
     fn stop(&mut self, how: StopKind, deadline: Instant, outcome: Outcome) -> Vec<Action> {
         let (deadline, outcome) = match self.phase {
             // A second stop signal can only hurry the first.
-            Phase::Stopping { deadline: old, outcome } => (old.min(deadline), outcome),
+            Phase::Stopping {
+                deadline: old,
+                outcome,
+            } => (old.min(deadline), outcome),
             _ => (deadline, outcome),
         };
         self.phase = Phase::Stopping { deadline, outcome };
         self.pending.clear();
-        let mut actions: Vec<Action> = self.workers.keys().map(|&pid| Action::Stop { pid, how }).collect();
+        let mut actions: Vec<Action> = self
+            .workers
+            .keys()
+            .map(|&pid| Action::Stop { pid, how })
+            .collect();
         actions.extend(self.exit_if_done(outcome));
         actions
     }
@@ -403,7 +560,12 @@ impl Supervisor {
     }
 
     fn spawn_all(&self) -> Vec<Action> {
-        (0..self.target).map(|slot| Action::Spawn { slot, generation: self.generation }).collect()
+        (0..self.target)
+            .map(|slot| Action::Spawn {
+                slot,
+                generation: self.generation,
+            })
+            .collect()
     }
 
     /// Workers of the current generation that are not being replaced.
@@ -419,16 +581,31 @@ impl Supervisor {
 mod tests {
     use super::*;
 
-    const TIMEOUTS: Timeouts = Timeouts { graceful: Duration::from_secs(30), boot: Duration::from_secs(30) };
+    const TIMEOUTS: Timeouts = Timeouts {
+        graceful: Duration::from_secs(30),
+        boot: Duration::from_secs(30),
+    };
 
     #[test]
     fn a_worker_not_ready_within_boot_timeout_is_killed_once_and_counts_as_a_boot_failure() {
         let (mut s, now) = start(1);
-        assert!(s.handle(Event::Tick, now + Duration::from_secs(29)).is_empty());
+        assert!(s
+            .handle(Event::Tick, now + Duration::from_secs(29))
+            .is_empty());
         let late = now + TIMEOUTS.boot;
-        assert_eq!(s.handle(Event::Tick, late), vec![Action::BootTimedOut { pid: 100 }]);
-        assert!(s.handle(Event::Tick, late + Duration::from_secs(1)).is_empty(), "killed once");
-        assert!(s.handle(Event::WorkerExited { pid: 100 }, late).is_empty(), "respawned after a backoff");
+        assert_eq!(
+            s.handle(Event::Tick, late),
+            vec![Action::BootTimedOut { pid: 100 }]
+        );
+        assert!(
+            s.handle(Event::Tick, late + Duration::from_secs(1))
+                .is_empty(),
+            "killed once"
+        );
+        assert!(
+            s.handle(Event::WorkerExited { pid: 100 }, late).is_empty(),
+            "respawned after a backoff"
+        );
         assert_eq!(s.boot_failures, 1);
     }
 
@@ -451,17 +628,101 @@ mod tests {
     }
 
     #[test]
+    fn adopted_workers_are_replaced_by_a_reload_like_any_generation() {
+        let now = Instant::now();
+        let mut s = Supervisor::adopt(&[(500, 0), (501, 1)], 3, TIMEOUTS, now);
+        assert_eq!(
+            (s.live(), s.generation(), s.ready_workers()),
+            (2, 3, vec![500, 501])
+        );
+        assert!(s.can_reload());
+        let spawns = s.handle(
+            Event::Reload {
+                workers: 2,
+                timeouts: TIMEOUTS,
+            },
+            now,
+        );
+        assert_eq!(
+            spawns,
+            vec![
+                Action::Spawn {
+                    slot: 0,
+                    generation: 4
+                },
+                Action::Spawn {
+                    slot: 1,
+                    generation: 4
+                }
+            ]
+        );
+        s.spawned(0, 4, 600, now);
+        s.spawned(1, 4, 601, now);
+        assert!(s.handle(Event::WorkerReady(600), now).is_empty());
+        let done = s.handle(Event::WorkerReady(601), now);
+        assert_eq!(
+            done,
+            vec![
+                Action::Stop {
+                    pid: 500,
+                    how: StopKind::Graceful
+                },
+                Action::Stop {
+                    pid: 501,
+                    how: StopKind::Graceful
+                },
+                Action::ReloadDone { generation: 4 }
+            ],
+            "no second AnnounceListening: the address was announced before the upgrade"
+        );
+    }
+
+    #[test]
+    fn adopted_workers_keep_serving_when_the_new_binary_cannot() {
+        let now = Instant::now();
+        let mut s = Supervisor::adopt(&[(500, 0)], 3, TIMEOUTS, now);
+        s.handle(
+            Event::Reload {
+                workers: 1,
+                timeouts: TIMEOUTS,
+            },
+            now,
+        );
+        s.spawned(0, 4, 600, now);
+        let failed = s.handle(Event::WorkerExited { pid: 600 }, now);
+        assert_eq!(failed, vec![Action::ReloadFailed { generation: 4 }]);
+        assert_eq!((s.generation(), s.ready_workers()), (3, vec![500]));
+        // The adopted worker is supervised: if it dies, it is replaced.
+        assert_eq!(
+            s.handle(Event::WorkerExited { pid: 500 }, now),
+            vec![Action::Spawn {
+                slot: 0,
+                generation: 3
+            }]
+        );
+    }
+
+    #[test]
     fn announces_once_all_workers_serve() {
         let (mut s, now) = start(2);
         assert!(s.handle(Event::WorkerReady(100), now).is_empty());
-        assert_eq!(s.handle(Event::WorkerReady(101), now), vec![Action::AnnounceListening]);
+        assert_eq!(
+            s.handle(Event::WorkerReady(101), now),
+            vec![Action::AnnounceListening]
+        );
     }
 
     #[test]
     fn a_dead_worker_is_replaced() {
         let (mut s, now) = serving(2);
         let a = s.handle(Event::WorkerExited { pid: 101 }, now);
-        assert_eq!(a, vec![Action::Spawn { slot: 1, generation: 1 }]);
+        assert_eq!(
+            a,
+            vec![Action::Spawn {
+                slot: 1,
+                generation: 1
+            }]
+        );
     }
 
     #[test]
@@ -472,14 +733,28 @@ mod tests {
             assert!(s.handle(Event::WorkerExited { pid }, now).is_empty());
             let due = s.next_deadline().expect("a respawn is scheduled");
             assert!(due > now, "failure {i} respawns later");
-            assert!(s.handle(Event::Tick, now).is_empty(), "not before the backoff");
+            assert!(
+                s.handle(Event::Tick, now).is_empty(),
+                "not before the backoff"
+            );
             now = due;
-            assert_eq!(s.handle(Event::Tick, now), vec![Action::Spawn { slot: 0, generation: 1 }]);
+            assert_eq!(
+                s.handle(Event::Tick, now),
+                vec![Action::Spawn {
+                    slot: 0,
+                    generation: 1
+                }]
+            );
             pid += 1;
             s.spawned(0, 1, pid, now);
         }
         let a = s.handle(Event::WorkerExited { pid }, now);
-        assert_eq!(a, vec![Action::Exit(Outcome::GaveUp { failures: MAX_BOOT_FAILURES })]);
+        assert_eq!(
+            a,
+            vec![Action::Exit(Outcome::GaveUp {
+                failures: MAX_BOOT_FAILURES
+            })]
+        );
     }
 
     #[test]
@@ -487,7 +762,13 @@ mod tests {
         let (mut s, now) = serving(2);
         let a = s.handle(Event::Signal(Signal::GracefulStop), now);
         assert_eq!(a.len(), 2);
-        assert!(a.iter().all(|x| matches!(x, Action::Stop { how: StopKind::Graceful, .. })));
+        assert!(a.iter().all(|x| matches!(
+            x,
+            Action::Stop {
+                how: StopKind::Graceful,
+                ..
+            }
+        )));
         assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
         let a = s.handle(Event::WorkerExited { pid: 101 }, now);
         assert_eq!(a, vec![Action::Exit(Outcome::Stopped)]);
@@ -498,20 +779,41 @@ mod tests {
         let (mut s, now) = serving(1);
         s.handle(Event::Signal(Signal::GracefulStop), now);
         let later = now + Duration::from_secs(31);
-        assert_eq!(s.handle(Event::Tick, later), vec![Action::Stop { pid: 100, how: StopKind::Kill }]);
+        assert_eq!(
+            s.handle(Event::Tick, later),
+            vec![Action::Stop {
+                pid: 100,
+                how: StopKind::Kill
+            }]
+        );
     }
 
     #[test]
     fn scale_up_and_down() {
         let (mut s, now) = serving(1);
-        assert_eq!(s.handle(Event::Signal(Signal::ScaleUp), now), vec![Action::Spawn { slot: 1, generation: 1 }]);
+        assert_eq!(
+            s.handle(Event::Signal(Signal::ScaleUp), now),
+            vec![Action::Spawn {
+                slot: 1,
+                generation: 1
+            }]
+        );
         s.spawned(1, 1, 200, now);
         let a = s.handle(Event::Signal(Signal::ScaleDown), now);
-        assert_eq!(a, vec![Action::Stop { pid: 200, how: StopKind::Graceful }]);
+        assert_eq!(
+            a,
+            vec![Action::Stop {
+                pid: 200,
+                how: StopKind::Graceful
+            }]
+        );
         assert!(s.handle(Event::WorkerExited { pid: 200 }, now).is_empty());
         assert_eq!(
             s.handle(Event::Signal(Signal::ScaleDown), now),
-            vec![Action::Ignored { signal: Signal::ScaleDown, why: "already at one worker" }],
+            vec![Action::Ignored {
+                signal: Signal::ScaleDown,
+                why: "already at one worker"
+            }],
             "never below one worker, and said so"
         );
     }
@@ -519,19 +821,42 @@ mod tests {
     #[test]
     fn reload_retires_the_old_generation_only_once_the_new_one_serves() {
         let (mut s, now) = serving(2);
-        let a = s.handle(Event::Reload { workers: 3, timeouts: Timeouts { graceful: Duration::from_secs(5), ..TIMEOUTS } }, now);
+        let a = s.handle(
+            Event::Reload {
+                workers: 3,
+                timeouts: Timeouts {
+                    graceful: Duration::from_secs(5),
+                    ..TIMEOUTS
+                },
+            },
+            now,
+        );
         assert_eq!(a.len(), 3);
-        assert!(a.iter().all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
+        assert!(a
+            .iter()
+            .all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
         for (slot, pid) in [(0, 300), (1, 301), (2, 302)] {
             s.spawned(slot, 2, pid, now);
         }
         assert!(s.handle(Event::WorkerReady(300), now).is_empty());
-        assert!(s.handle(Event::WorkerReady(301), now).is_empty(), "old workers serve until all new ones do");
+        assert!(
+            s.handle(Event::WorkerReady(301), now).is_empty(),
+            "old workers serve until all new ones do"
+        );
         let a = s.handle(Event::WorkerReady(302), now);
-        assert!(a.contains(&Action::Stop { pid: 100, how: StopKind::Graceful }));
-        assert!(a.contains(&Action::Stop { pid: 101, how: StopKind::Graceful }));
+        assert!(a.contains(&Action::Stop {
+            pid: 100,
+            how: StopKind::Graceful
+        }));
+        assert!(a.contains(&Action::Stop {
+            pid: 101,
+            how: StopKind::Graceful
+        }));
         assert!(a.contains(&Action::ReloadDone { generation: 2 }));
-        assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty(), "not respawned");
+        assert!(
+            s.handle(Event::WorkerExited { pid: 100 }, now).is_empty(),
+            "not respawned"
+        );
         assert!(s.handle(Event::WorkerExited { pid: 101 }, now).is_empty());
         assert_eq!(s.live(), 3);
         // The reloaded graceful_timeout (5 s) governs the next stop.
@@ -542,28 +867,55 @@ mod tests {
     #[test]
     fn a_failing_new_generation_leaves_the_old_one_serving() {
         let (mut s, now) = serving(2);
-        s.handle(Event::Reload { workers: 2, timeouts: TIMEOUTS }, now);
+        s.handle(
+            Event::Reload {
+                workers: 2,
+                timeouts: TIMEOUTS,
+            },
+            now,
+        );
         s.spawned(0, 2, 300, now);
         s.spawned(1, 2, 301, now);
         let a = s.handle(Event::WorkerExited { pid: 300 }, now);
-        assert!(a.contains(&Action::Stop { pid: 301, how: StopKind::Fast }));
+        assert!(a.contains(&Action::Stop {
+            pid: 301,
+            how: StopKind::Fast
+        }));
         assert!(a.contains(&Action::ReloadFailed { generation: 2 }));
         assert!(s.handle(Event::WorkerExited { pid: 301 }, now).is_empty());
         assert_eq!(s.generation(), 1);
         // The old generation is supervised as before.
         assert_eq!(
             s.handle(Event::WorkerExited { pid: 100 }, now),
-            vec![Action::Spawn { slot: 0, generation: 1 }]
+            vec![Action::Spawn {
+                slot: 0,
+                generation: 1
+            }]
         );
     }
 
     #[test]
     fn a_retiring_worker_is_stopped_once_its_replacement_serves() {
         let (mut s, now) = serving(1);
-        assert_eq!(s.handle(Event::WorkerRetiring(100), now), vec![Action::Spawn { slot: 0, generation: 1 }]);
-        assert!(s.handle(Event::WorkerRetiring(100), now).is_empty(), "asked once");
+        assert_eq!(
+            s.handle(Event::WorkerRetiring(100), now),
+            vec![Action::Spawn {
+                slot: 0,
+                generation: 1
+            }]
+        );
+        assert!(
+            s.handle(Event::WorkerRetiring(100), now).is_empty(),
+            "asked once"
+        );
         s.spawned(0, 1, 400, now);
-        assert_eq!(s.handle(Event::WorkerReady(400), now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
+        assert_eq!(
+            s.handle(Event::WorkerReady(400), now),
+            vec![Action::Stop {
+                pid: 100,
+                how: StopKind::Graceful
+            }]
+        );
         assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
         assert_eq!(s.live(), 1);
     }
@@ -571,17 +923,19 @@ mod tests {
     #[test]
     fn a_stale_worker_is_killed_and_replaced() {
         let (mut s, now) = serving(1);
-        assert_eq!(s.handle(Event::WorkerStale(100), now), vec![Action::Stop { pid: 100, how: StopKind::Kill }]);
+        assert_eq!(
+            s.handle(Event::WorkerStale(100), now),
+            vec![Action::Stop {
+                pid: 100,
+                how: StopKind::Kill
+            }]
+        );
         assert_eq!(
             s.handle(Event::WorkerExited { pid: 100 }, now),
-            vec![Action::Spawn { slot: 0, generation: 1 }]
+            vec![Action::Spawn {
+                slot: 0,
+                generation: 1
+            }]
         );
-    }
-
-    #[test]
-    fn upgrade_ready_retires_everything_and_exits_zero() {
-        let (mut s, now) = serving(1);
-        assert_eq!(s.handle(Event::UpgradeReady, now), vec![Action::Stop { pid: 100, how: StopKind::Graceful }]);
-        assert_eq!(s.handle(Event::WorkerExited { pid: 100 }, now), vec![Action::Exit(Outcome::Stopped)]);
     }
 }

@@ -12,7 +12,9 @@
 
 /// Shows `title` as this process's command line.
 pub fn set(title: &str) {
-    let Some((start, end)) = argv_area() else { return };
+    let Some((start, end)) = argv_area() else {
+        return;
+    };
     let len = end.saturating_sub(start);
     if len < 2 {
         return;

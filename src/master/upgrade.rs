@@ -1,151 +1,382 @@
-//! Binary upgrade (SIGUSR2), as nginx does it: the old master starts the
-//! executable (the file at the path it was started from, now possibly a new
-//! build) as a new master with the same arguments. The new master joins the
-//! old one's address (SO_REUSEPORT, same user), starts its workers and, once
-//! they serve, writes one byte on a pipe inherited from the old master;
-//! only then does the old master retire its workers and exit. A new binary
-//! that fails leaves the old master serving. Under systemd the new master
-//! sends `MAINPID=` with `READY=1` (the unit needs `NotifyAccess=all`).
+//! Binary upgrade (SIGUSR2) in place: the master re-executes the executable
+//! (the file at the path it was started from, now possibly a new build)
+//! with the same arguments and the same pid. Its workers stay its children
+//! and keep serving throughout; the new image adopts them (their pids,
+//! slots, status pipes, and the shared heartbeat and metrics regions, all
+//! handed on as inherited descriptors named in [`STATE_ENV`]), then starts a
+//! new generation with the new code and retires the adopted one exactly as
+//! a reload does. Under systemd the main pid never changes, so a later
+//! `systemctl stop` is the ordinary graceful stop.
+//!
+//! Before it execs, the master runs the new file as `<file> <arguments>
+//! check-config`: a file that does not run, or does not accept the
+//! configuration, leaves this master serving (`binary upgrade failed` in
+//! the log). If the new generation dies before serving, the adopted
+//! workers keep serving, as after a failed reload.
 
+use std::ffi::{CString, OsString};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::Command;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use super::supervisor::Pid;
+use super::supervisor::{Generation, Pid};
 
-/// Env var: the descriptor the new master reports readiness on.
-pub const UPGRADE_FD_ENV: &str = "ORDERS_UPGRADE_FD";
-/// Env var: the concrete address the new master must join.
-pub const UPGRADE_ADDR_ENV: &str = "ORDERS_UPGRADE_ADDR";
-/// The byte the new master writes once its workers serve.
-const READY: u8 = b'R';
+/// Env var: what the old image hands to the new one.
+pub const STATE_ENV: &str = "ORDERS_UPGRADE_STATE";
+/// The handover format's version (first field of [`STATE_ENV`]).
+const STATE_VERSION: &str = "v1";
+/// How long the new file may take to check the configuration.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
-/// The arguments the master was started with.
-static ARGUMENTS: OnceLock<Vec<std::ffi::OsString>> = OnceLock::new();
+/// The executable's path and the arguments, as started.
+struct Invocation {
+    exe: PathBuf,
+    argv0: OsString,
+    args: Vec<OsString>,
+}
+
+static INVOCATION: OnceLock<Invocation> = OnceLock::new();
 
 /// Records the path of the running executable at start, before a package
 /// upgrade can replace the file (then /proc/self/exe names a deleted file),
 /// and its arguments, before the process title overwrites the memory that
 /// `std::env::args_os` reads them from (`title`).
 pub fn remember_executable() {
-    if let Ok(path) = std::env::current_exe() {
-        let _ = EXECUTABLE.set(path);
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_else(|| "orders-server".into());
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = INVOCATION.set(Invocation {
+            exe,
+            argv0,
+            args: argv.collect(),
+        });
     }
-    let _ = ARGUMENTS.set(std::env::args_os().skip(1).collect());
 }
 
-/// In a new master: what the old one handed over.
-pub struct Inherited {
-    fd: OwnedFd,
-    /// The address to join.
+/// Why an upgrade did not happen (this master keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The executable's path was not recorded at start.
+    #[error("the executable's path is unknown")]
+    NoExecutable,
+    /// The new file could not be run.
+    #[error("cannot run {}", .0.display())]
+    Run(PathBuf, #[source] io::Error),
+    /// The new file refused the configuration or failed.
+    #[error("{} check-config failed ({status}): {output}", .exe.display())]
+    Check {
+        exe: PathBuf,
+        status: String,
+        output: String,
+    },
+    /// The new file did not answer in time.
+    #[error("{} check-config did not finish within {} s", .0.display(), CHECK_TIMEOUT.as_secs())]
+    CheckTimedOut(PathBuf),
+    /// exec(2) itself failed.
+    #[error("exec {}", .0.display())]
+    Exec(PathBuf, #[source] io::Error),
+}
+
+/// One serving worker handed from the old image to the new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedWorker {
+    pub pid: Pid,
+    pub slot: usize,
+    /// Its heartbeat (and metrics) slot.
+    pub heartbeat: usize,
+    /// The read end of its status pipe, if still open.
+    pub status: Option<RawFd>,
+}
+
+/// What the old image hands to the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The generation the workers belong to.
+    pub generation: Generation,
+    /// The concrete address they serve (port never 0).
     pub addr: SocketAddr,
+    /// The concrete metrics address, when served.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The memfd of the heartbeats.
+    pub heartbeats: RawFd,
+    /// The memfd of the metrics region.
+    pub metrics: RawFd,
+    pub workers: Vec<HandedWorker>,
 }
 
-impl Inherited {
-    /// Reads (and removes, so workers don't see them) the upgrade variables.
-    /// A descriptor that is not an open pipe is not the old master's: the
-    /// variables are then ignored (logged), and this starts as a new server.
-    pub fn from_env() -> Option<Inherited> {
-        let fd = std::env::var(UPGRADE_FD_ENV).ok();
-        let addr = std::env::var(UPGRADE_ADDR_ENV).ok();
-        std::env::remove_var(UPGRADE_FD_ENV);
-        std::env::remove_var(UPGRADE_ADDR_ENV);
-        let fd: RawFd = fd?.parse().ok()?;
-        let addr: SocketAddr = addr?.parse().ok()?;
-        if !is_pipe(fd) {
-            log::warn!("{UPGRADE_FD_ENV}={fd} is not an open pipe: ignoring the binary upgrade variables");
-            return None;
+impl Handover {
+    /// One line: `v1 GEN ADDR METRICS|- HEARTBEATS_FD METRICS_FD PID:SLOT:HB:FD|-,...`.
+    pub fn encode(&self) -> String {
+        let workers: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}:{}:{}:{}",
+                    w.pid,
+                    w.slot,
+                    w.heartbeat,
+                    w.status.map_or("-".into(), |f| f.to_string())
+                )
+            })
+            .collect();
+        let metrics = self.metrics_addr.map_or("-".into(), |a| a.to_string());
+        format!(
+            "{STATE_VERSION} {} {} {metrics} {} {} {}",
+            self.generation,
+            self.addr,
+            self.heartbeats,
+            self.metrics,
+            workers.join(",")
+        )
+    }
+
+    /// Parses [`Handover::encode`]'s line.
+    pub fn decode(line: &str) -> Result<Handover, String> {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [version, generation, addr, metrics, heartbeats, metrics_fd, workers] = fields[..]
+        else {
+            return Err(format!("expected 7 fields, got {}", fields.len()));
+        };
+        if version != STATE_VERSION {
+            return Err(format!(
+                "format {version:?}, this build reads {STATE_VERSION:?}"
+            ));
         }
-        // SAFETY: `fd` is an open pipe that the old master passed us for
-        // this purpose; nothing else in this process owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Some(Inherited { fd, addr })
+        let num = |what: &str, s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| format!("{what}: {s:?} is not a number"))
+        };
+        let workers = workers
+            .split(',')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let parts: Vec<&str> = w.split(':').collect();
+                let [pid, slot, heartbeat, status] = parts[..] else {
+                    return Err(format!("worker {w:?}"));
+                };
+                Ok(HandedWorker {
+                    pid: num("pid", pid)? as Pid,
+                    slot: num("slot", slot)? as usize,
+                    heartbeat: num("heartbeat", heartbeat)? as usize,
+                    status: if status == "-" {
+                        None
+                    } else {
+                        Some(num("status fd", status)? as RawFd)
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Handover {
+            generation: num("generation", generation)? as Generation,
+            addr: addr.parse().map_err(|_| format!("address {addr:?}"))?,
+            metrics_addr: if metrics == "-" {
+                None
+            } else {
+                Some(
+                    metrics
+                        .parse()
+                        .map_err(|_| format!("address {metrics:?}"))?,
+                )
+            },
+            heartbeats: num("heartbeats fd", heartbeats)? as RawFd,
+            metrics: num("metrics fd", metrics_fd)? as RawFd,
+            workers,
+        })
     }
 
-    /// The pipe's descriptor (a forked worker closes it).
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// In the new image: the handover, if this process was started by an
+    /// upgrade. The variable is removed (workers must not see it). A line
+    /// this build cannot read is logged and ignored: the process then
+    /// starts as a new server, which fails on the address its old image's
+    /// workers still hold rather than serve beside them unsupervised.
+    pub fn from_env() -> Option<Handover> {
+        let line = std::env::var(STATE_ENV).ok()?;
+        std::env::remove_var(STATE_ENV);
+        match Handover::decode(&line) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::error!("binary upgrade: cannot read {STATE_ENV} ({e}); starting afresh");
+                None
+            }
+        }
     }
 
-    /// Tells the old master that this one serves.
-    pub fn report_ready(self) {
-        let _ = nix::unistd::write(&self.fd, &[READY]);
+    /// Every descriptor the new image must inherit.
+    fn fds(&self) -> Vec<RawFd> {
+        let status = self.workers.iter().filter_map(|w| w.status);
+        [self.heartbeats, self.metrics]
+            .into_iter()
+            .chain(status)
+            .collect()
     }
 }
 
-/// Whether `fd` is an open descriptor of a pipe (the upgrade's).
-fn is_pipe(fd: RawFd) -> bool {
+/// The file to upgrade to: the path this process was started from.
+pub fn executable() -> Result<PathBuf, UpgradeError> {
+    INVOCATION
+        .get()
+        .map(|i| i.exe.to_path_buf())
+        .ok_or(UpgradeError::NoExecutable)
+}
+
+/// Runs `exe <arguments> check-config` and waits (up to [`CHECK_TIMEOUT`])
+/// for it to accept the configuration.
+pub fn check(exe: &Path) -> Result<(), UpgradeError> {
+    let args = INVOCATION.get().map(|i| i.args.clone()).unwrap_or_default();
+    let mut child = Command::new(exe)
+        .args(args)
+        .arg("check-config")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| UpgradeError::Run(exe.to_path_buf(), e))?;
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let status = loop {
+        // The master's own reaping (waitpid(-1)) does not run while this waits.
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(UpgradeError::CheckTimedOut(exe.to_path_buf()));
+            }
+            Err(e) => return Err(UpgradeError::Run(exe.to_path_buf(), e)),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut output = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut stderr, &mut output);
+    }
+    let output = output.trim().lines().last().unwrap_or("").to_string();
+    Err(UpgradeError::Check {
+        exe: exe.to_path_buf(),
+        status: status.to_string(),
+        output,
+    })
+}
+
+/// Re-executes `exe` in place with the handover. Returns only if exec(2)
+/// failed, with every descriptor and the signal mask as they were.
+pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let invocation = INVOCATION.get();
+    let to_c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).unwrap_or_default();
+    let path = to_c(exe.as_os_str());
+    let argv: Vec<CString> = invocation
+        .map(|i| {
+            std::iter::once(to_c(&i.argv0))
+                .chain(i.args.iter().map(|a| to_c(a)))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![path.clone()]);
+    let fds = handover.fds();
+    for &fd in &fds {
+        let _ = crate::shared_memory::set_close_on_exec(fd, false);
+    }
+    let mut old_mask = SigSet::empty();
+    let _ = sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&super::signals::master_set()),
+        Some(&mut old_mask),
+    );
+    std::env::set_var(STATE_ENV, handover.encode());
+    let error = match nix::unistd::execv(&path, &argv) {
+        Err(e) => io::Error::from(e),
+        Ok(never) => match never {},
+    };
+    std::env::remove_var(STATE_ENV);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    for &fd in &fds {
+        let _ = crate::shared_memory::set_close_on_exec(fd, true);
+    }
+    UpgradeError::Exec(exe.to_path_buf(), error)
+}
+
+/// In the new image, once its signal handlers are installed: unblocks the
+/// signals the old image blocked before exec (what arrived meanwhile is
+/// delivered now).
+pub fn unblock_signals() {
+    use nix::sys::signal::{sigprocmask, SigmaskHow};
+    let _ = sigprocmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&super::signals::master_set()),
+        None,
+    );
+}
+
+/// Whether `fd` is an open pipe (a handed-on status pipe).
+pub fn is_pipe(fd: RawFd) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
-}
-
-/// In the old master: the new master it started.
-pub struct Child {
-    pid: Pid,
-    ready: OwnedFd,
-}
-
-impl Child {
-    /// Starts the executable again with the same arguments.
-    pub fn spawn(addr: SocketAddr) -> io::Result<Child> {
-        let exe = EXECUTABLE.get().cloned().map(Ok).unwrap_or_else(std::env::current_exe)?;
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let write_fd = write.as_raw_fd();
-        let mut cmd = Command::new(&exe);
-        cmd.args(ARGUMENTS.get().into_iter().flatten())
-            .env(UPGRADE_FD_ENV, write_fd.to_string())
-            .env(UPGRADE_ADDR_ENV, addr.to_string());
-        // SAFETY: between fork and exec only async-signal-safe fcntl calls:
-        // the pipe's write end must survive exec (and block for a 1-byte write).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) != 0 || libc::fcntl(write_fd, libc::F_SETFL, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        drop(write);
-        Ok(Child { pid: child.id() as Pid, ready: read })
-    }
-
-    /// The new master's pid.
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
-    /// The descriptor to poll.
-    pub fn ready_fd(&self) -> BorrowedFd<'_> {
-        self.ready.as_fd()
-    }
-
-    /// Some(true): it serves; Some(false): it exited first; None: not yet.
-    pub fn read_ready(&mut self) -> Option<bool> {
-        let mut b = [0u8; 1];
-        match nix::unistd::read(self.ready.as_raw_fd(), &mut b) {
-            Ok(1) => Some(b[0] == READY),
-            Ok(_) => Some(false),
-            Err(nix::errno::Errno::EAGAIN) => None,
-            Err(_) => Some(false),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn only_a_pipe_is_taken_for_the_upgrade_pipe() {
+    fn the_handover_survives_its_own_encoding() {
+        let h = Handover {
+            generation: 7,
+            addr: "127.0.0.1:8000".parse().unwrap(),
+            metrics_addr: Some("[::1]:9180".parse().unwrap()),
+            heartbeats: 5,
+            metrics: 6,
+            workers: vec![
+                HandedWorker {
+                    pid: 100,
+                    slot: 0,
+                    heartbeat: 3,
+                    status: Some(9),
+                },
+                HandedWorker {
+                    pid: 101,
+                    slot: 1,
+                    heartbeat: 4,
+                    status: None,
+                },
+            ],
+        };
+        assert_eq!(Handover::decode(&h.encode()), Ok(h.clone()));
+        let none = Handover {
+            metrics_addr: None,
+            workers: Vec::new(),
+            ..h
+        };
+        assert_eq!(Handover::decode(&none.encode()), Ok(none));
+    }
+
+    #[test]
+    fn a_handover_this_build_cannot_read_is_refused() {
+        assert!(Handover::decode("v2 1 127.0.0.1:1 - 5 6 ")
+            .unwrap_err()
+            .contains("v2"));
+        assert!(Handover::decode("v1 1 127.0.0.1:1 - 5").is_err());
+        assert!(Handover::decode("v1 x 127.0.0.1:1 - 5 6 ")
+            .unwrap_err()
+            .contains("generation"));
+        assert!(Handover::decode("v1 1 127.0.0.1:1 - 5 6 1:2")
+            .unwrap_err()
+            .contains("worker"));
+    }
+
+    #[test]
+    fn only_a_pipe_is_taken_for_a_status_pipe() {
         let (read, _write) = nix::unistd::pipe().unwrap();
-        assert!(super::is_pipe(read.as_raw_fd()));
-        assert!(!super::is_pipe(0x7fff_fff0), "not open");
+        assert!(is_pipe(read.as_raw_fd()));
+        assert!(!is_pipe(0x7fff_fff0), "not open");
         let file = std::fs::File::open("/dev/null").unwrap();
-        assert!(!super::is_pipe(file.as_raw_fd()), "not a pipe");
+        assert!(!is_pipe(file.as_raw_fd()), "not a pipe");
     }
 }

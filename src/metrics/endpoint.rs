@@ -66,41 +66,48 @@ pub fn serve(listener: TcpListener, region: Region) -> io::Result<Endpoint> {
     let (accepting, stop) = (listener.clone(), stopping.clone());
     let open = Arc::new(AtomicUsize::new(0));
     // See http::server::Bound::serve on may's spawn.
-    may::go!(may::coroutine::Builder::new().name("metrics".into()), move || {
-        while !stop.load(Ordering::SeqCst) {
-            let stream = match accepting.accept() {
-                Ok((stream, _)) => stream,
-                Err(_) if stop.load(Ordering::SeqCst) => break,
-                Err(e) => {
-                    log::debug!("metrics: accept failed: {e}");
-                    may::coroutine::sleep(ACCEPT_BACKOFF);
-                    continue;
+    may::go!(
+        may::coroutine::Builder::new().name("metrics".into()),
+        move || {
+            while !stop.load(Ordering::SeqCst) {
+                let stream = match accepting.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(_) if stop.load(Ordering::SeqCst) => break,
+                    Err(e) => {
+                        log::debug!("metrics: accept failed: {e}");
+                        may::coroutine::sleep(ACCEPT_BACKOFF);
+                        continue;
+                    }
+                };
+                if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    continue; // dropped: closed
                 }
-            };
-            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                continue; // dropped: closed
+                open.fetch_add(1, Ordering::Relaxed);
+                let open = open.clone();
+                may::go!(move || {
+                    answer(stream, &region);
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
-            open.fetch_add(1, Ordering::Relaxed);
-            let open = open.clone();
-            may::go!(move || {
-                answer(stream, &region);
-                open.fetch_sub(1, Ordering::Relaxed);
-            });
         }
-    })?;
+    )?;
     Ok(Endpoint { listener, stopping })
 }
 
 /// Reads one request head and answers it.
 fn answer(mut stream: TcpStream, region: &Region) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let Some(head) = read_head(&mut stream) else { return };
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
     let (status, content_type, body) = respond(&head, region);
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(response.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+    let _ = stream
+        .write_all(response.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()));
     let _ = stream.shutdown(Shutdown::Write);
 }
 
@@ -108,12 +115,23 @@ fn answer(mut stream: TcpStream, region: &Region) {
 fn respond(head: &[u8], region: &Region) -> (&'static str, &'static str, String) {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|b| *b == b' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
     match (method, path) {
         (b"GET", b"/metrics") => ("200 OK", CONTENT_TYPE, render::render(region)),
-        (_, b"/metrics") => ("405 Method Not Allowed", "application/json", r#"{"message":"Method not allowed"}"#.into()),
-        _ => ("404 Not Found", "application/json", r#"{"message":"Not found: this address serves GET /metrics"}"#.into()),
+        (_, b"/metrics") => (
+            "405 Method Not Allowed",
+            "application/json",
+            r#"{"message":"Method not allowed"}"#.into(),
+        ),
+        _ => (
+            "404 Not Found",
+            "application/json",
+            r#"{"message":"Not found: this address serves GET /metrics"}"#.into(),
+        ),
     }
 }
 
@@ -124,7 +142,9 @@ fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())?;
         let _ = stream.set_read_timeout(Some(left));
         let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
         head.extend_from_slice(&buf[..n]);

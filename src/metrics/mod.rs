@@ -30,9 +30,13 @@ pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "other"];
 pub const ROUTES: [&str; 5] = ["/orders", "/orders/{id}", "/healthz", "/readyz", "other"];
 /// Status labels: the statuses the server sends (`http::response::status`);
 /// the last entry, 0, is any other.
-pub const STATUSES: [u16; 15] = [200, 400, 401, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503, 505, 0];
+pub const STATUSES: [u16; 15] = [
+    200, 400, 401, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503, 505, 0,
+];
 /// Upper bounds (seconds) of the request duration histogram's buckets.
-pub const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 /// Store operations.
 pub const STORE_OPS: [&str; 5] = ["get", "list", "create", "update", "delete"];
 /// Results of a store operation (an order not found is `ok`).
@@ -42,7 +46,9 @@ pub const STORE_ERRORS: [&str; 3] = ["timeout", "unavailable", "full"];
 /// Upper bounds of the embedded store's commit batch size histogram.
 pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Upper bounds (seconds) of the commit duration histogram.
-pub const COMMIT_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+pub const COMMIT_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
 /// Why a worker was replaced.
 pub const RESTART_CAUSES: [&str; 4] = ["crash", "timeout", "max_requests", "reload"];
 /// Worker states the master knows.
@@ -66,9 +72,13 @@ pub struct Histogram {
 impl Histogram {
     /// Records `value` (seconds, or a plain number) against `bounds`.
     fn observe(&self, bounds: &[f64], value: f64) {
-        let i = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        let i = bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
     }
 }
 
@@ -112,6 +122,8 @@ pub struct MasterBlock {
 pub struct Region {
     master: &'static MasterBlock,
     slots: &'static [Slot],
+    /// The memfd behind it (handed on by a binary upgrade).
+    fd: std::os::fd::RawFd,
 }
 
 /// The region this process uses (set by the master before it forks).
@@ -126,22 +138,55 @@ impl Region {
         if let Some(r) = REGION.get() {
             return Ok(*r);
         }
-        let len = std::mem::size_of::<MasterBlock>() + SLOTS * std::mem::size_of::<Slot>();
-        let ptr = crate::shared_memory::map(len)?;
-        // SAFETY: the mapping is `len` zeroed bytes, page-aligned, never
-        // unmapped; both types are `repr(C)` arrays of atomics, for which
-        // all-zero bytes are valid, shared between processes only through
-        // atomic operations. The slots start right after the master block,
-        // whose size is a multiple of the slots' alignment (both align(64);
-        // the mapping itself is page-aligned).
-        let region = unsafe {
+        let region = Region::over(crate::shared_memory::map("metrics", Self::LEN)?);
+        region
+            .master
+            .master_pid
+            .store(std::process::id().into(), Ordering::Relaxed);
+        region
+            .master
+            .start_time
+            .store(crate::clock::unix_seconds(), Ordering::Relaxed);
+        Ok(*REGION.get_or_init(|| region))
+    }
+
+    /// Maps the region a master handed on through a binary upgrade and
+    /// makes it this process's: every counter goes on from where it was.
+    pub fn inherit(fd: std::os::fd::RawFd) -> io::Result<Region> {
+        let region = Region::over(crate::shared_memory::map_inherited(fd, Self::LEN)?);
+        Ok(*REGION.get_or_init(|| region))
+    }
+
+    const LEN: usize = std::mem::size_of::<MasterBlock>() + SLOTS * std::mem::size_of::<Slot>();
+
+    fn over(mapping: crate::shared_memory::Mapping) -> Region {
+        let ptr = mapping.ptr;
+        // SAFETY: the mapping is `LEN` bytes (zeroed when new), page-aligned,
+        // never unmapped; both types are `repr(C)` arrays of atomics, for
+        // which all-zero bytes are valid, shared between processes only
+        // through atomic operations. The slots start right after the master
+        // block, whose size is a multiple of the slots' alignment (both
+        // align(64); the mapping itself is page-aligned).
+        unsafe {
             let master = &*ptr.cast::<MasterBlock>();
             let first = ptr.add(std::mem::size_of::<MasterBlock>()).cast::<Slot>();
-            Region { master, slots: std::slice::from_raw_parts(first, SLOTS) }
-        };
-        region.master.master_pid.store(std::process::id().into(), Ordering::Relaxed);
-        region.master.start_time.store(crate::clock::unix_seconds(), Ordering::Relaxed);
-        Ok(*REGION.get_or_init(|| region))
+            Region {
+                master,
+                slots: std::slice::from_raw_parts(first, SLOTS),
+                fd: mapping.fd,
+            }
+        }
+    }
+
+    /// The memfd behind the region.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
+    /// The restarts published so far (a master that inherits the region
+    /// goes on counting from them).
+    pub fn restarts(&self) -> [u64; RESTART_CAUSES.len()] {
+        std::array::from_fn(|i| self.master.restarts[i].load(Ordering::Relaxed))
     }
 
     /// The region of this process, if the master installed one.
@@ -152,7 +197,9 @@ impl Region {
     /// Master: a worker is about to use slot `index` (after fork, the
     /// worker calls [`use_slot`] with it).
     pub fn slot_taken(&self, index: usize) {
-        self.master.high_water.fetch_max(index as u64 + 1, Ordering::Relaxed);
+        self.master
+            .high_water
+            .fetch_max(index as u64 + 1, Ordering::Relaxed);
     }
 
     /// Master: the worker of slot `index` is gone; its gauges drop to zero
@@ -175,7 +222,12 @@ impl Region {
 
     /// Master: the serving generation, workers by state (WORKER_STATES)
     /// and restarts by cause so far (RESTART_CAUSES).
-    pub fn publish(&self, generation: u64, by_state: [u64; WORKER_STATES.len()], restarts: [u64; RESTART_CAUSES.len()]) {
+    pub fn publish(
+        &self,
+        generation: u64,
+        by_state: [u64; WORKER_STATES.len()],
+        restarts: [u64; RESTART_CAUSES.len()],
+    ) {
         self.master.generation.store(generation, Ordering::Relaxed);
         for (gauge, n) in self.master.workers.iter().zip(by_state) {
             gauge.store(n, Ordering::Relaxed);
@@ -236,16 +288,26 @@ pub fn sample_worker() {
 fn process_sample() -> (u64, u64) {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .unwrap_or(0);
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     (pages * page, fds)
 }
 
 /// Index of `value` in `table`, or the last entry (the `other` label).
 fn index_of<T: PartialEq>(table: &[T], value: &T) -> usize {
-    table.iter().position(|t| t == value).unwrap_or(table.len() - 1)
+    table
+        .iter()
+        .position(|t| t == value)
+        .unwrap_or(table.len() - 1)
 }
 
 /// A request's labels, found once when it is routed.
@@ -258,12 +320,18 @@ pub struct RequestLabels {
 impl RequestLabels {
     /// Labels for `method` on route `route` (a ROUTES entry, else `other`).
     pub fn new(method: &str, route: &str) -> RequestLabels {
-        RequestLabels { method: index_of(&METHODS, &method), route: index_of(&ROUTES, &route) }
+        RequestLabels {
+            method: index_of(&METHODS, &method),
+            route: index_of(&ROUTES, &route),
+        }
     }
 
     /// A request that could not be read far enough to be routed.
     pub fn unrouted() -> RequestLabels {
-        RequestLabels { method: METHODS.len() - 1, route: ROUTES.len() - 1 }
+        RequestLabels {
+            method: METHODS.len() - 1,
+            route: ROUTES.len() - 1,
+        }
     }
 }
 
@@ -343,7 +411,8 @@ pub fn commit(batch: usize, took: Duration) {
     }
     let s = slot();
     s.commit_batch.observe(&BATCH_BUCKETS, batch as f64);
-    s.commit_duration.observe(&COMMIT_BUCKETS, took.as_secs_f64());
+    s.commit_duration
+        .observe(&COMMIT_BUCKETS, took.as_secs_f64());
 }
 
 #[cfg(test)]
@@ -359,14 +428,23 @@ mod tests {
         assert_eq!(METHODS[METHODS.len() - 1], "other");
         assert_eq!(ROUTES[ROUTES.len() - 1], "other");
         assert_eq!(STATUSES[STATUSES.len() - 1], 0);
-        assert_eq!(std::mem::size_of::<MasterBlock>() % std::mem::align_of::<Slot>(), 0);
+        assert_eq!(
+            std::mem::size_of::<MasterBlock>() % std::mem::align_of::<Slot>(),
+            0
+        );
         assert_eq!(std::mem::size_of::<Slot>() % 64, 0);
     }
 
     #[test]
     fn labels_fall_back_to_other() {
         assert_eq!(RequestLabels::new("PATCH", "/x"), RequestLabels::unrouted());
-        assert_eq!(RequestLabels::new("GET", "/orders"), RequestLabels { method: 0, route: 0 });
+        assert_eq!(
+            RequestLabels::new("GET", "/orders"),
+            RequestLabels {
+                method: 0,
+                route: 0
+            }
+        );
         assert_eq!(index_of(&STATUSES, &418), STATUSES.len() - 1);
     }
 }

@@ -16,26 +16,59 @@ pub fn render(region: &Region) -> String {
     let m = region.master;
     requests(&mut out, slots);
     durations(&mut out, slots);
-    gauge(&mut out, "orders_http_connections_open", "Open client connections.", sum_i(slots, |s| &s.connections_open));
+    gauge(
+        &mut out,
+        "orders_http_connections_open",
+        "Open client connections.",
+        sum_i(slots, |s| &s.connections_open),
+    );
     counter(
         &mut out,
         "orders_http_connections_refused_total",
         "Connections refused over worker_connections (answered 503).",
         sum(slots, |s| &s.connections_refused),
     );
-    gauge(&mut out, "orders_http_requests_in_flight", "Requests being handled now.", sum_i(slots, |s| &s.in_flight));
+    gauge(
+        &mut out,
+        "orders_http_requests_in_flight",
+        "Requests being handled now.",
+        sum_i(slots, |s| &s.in_flight),
+    );
     store(&mut out, slots);
-    header(&mut out, "orders_workers", "Worker processes by state.", "gauge");
+    header(
+        &mut out,
+        "orders_workers",
+        "Worker processes by state.",
+        "gauge",
+    );
     for (state, n) in WORKER_STATES.iter().zip(&m.workers) {
         let _ = writeln!(out, "orders_workers{{state=\"{state}\"}} {}", load(n));
     }
-    header(&mut out, "orders_worker_restarts_total", "Workers replaced, by cause.", "counter");
+    header(
+        &mut out,
+        "orders_worker_restarts_total",
+        "Workers replaced, by cause.",
+        "counter",
+    );
     for (cause, n) in RESTART_CAUSES.iter().zip(&m.restarts) {
-        let _ = writeln!(out, "orders_worker_restarts_total{{cause=\"{cause}\"}} {}", load(n));
+        let _ = writeln!(
+            out,
+            "orders_worker_restarts_total{{cause=\"{cause}\"}} {}",
+            load(n)
+        );
     }
-    gauge(&mut out, "orders_generation", "The serving generation (1, then +1 per reload).", load(&m.generation) as i64);
+    gauge(
+        &mut out,
+        "orders_generation",
+        "The serving generation (1, then +1 per reload).",
+        load(&m.generation) as i64,
+    );
     header(&mut out, "orders_build_info", "The running build.", "gauge");
-    let _ = writeln!(out, "orders_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "orders_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     process(&mut out, m, slots);
     out
 }
@@ -49,7 +82,11 @@ fn sum(slots: &[Slot], f: impl Fn(&Slot) -> &AtomicU64) -> u64 {
 }
 
 fn sum_i(slots: &[Slot], f: impl Fn(&Slot) -> &AtomicI64) -> i64 {
-    slots.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<i64>().max(0)
+    slots
+        .iter()
+        .map(|s| f(s).load(Ordering::Relaxed))
+        .sum::<i64>()
+        .max(0)
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -68,7 +105,12 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 
 /// Series with a count only: a fresh server shows the API's two routes.
 fn requests(out: &mut String, slots: &[Slot]) {
-    header(out, "orders_http_requests_total", "Requests answered, by method, route and status.", "counter");
+    header(
+        out,
+        "orders_http_requests_total",
+        "Requests answered, by method, route and status.",
+        "counter",
+    );
     let mut any = false;
     for (m, method) in METHODS.iter().enumerate() {
         for (r, route) in ROUTES.iter().enumerate() {
@@ -77,50 +119,110 @@ fn requests(out: &mut String, slots: &[Slot]) {
                 let n = sum(slots, |slot| &slot.requests[i]);
                 if n > 0 {
                     any = true;
-                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let status = if *status == 0 {
+                        "other".to_string()
+                    } else {
+                        status.to_string()
+                    };
                     let _ = writeln!(out, "orders_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
                 }
             }
         }
     }
     if !any {
-        let _ = writeln!(out, "orders_http_requests_total{{method=\"GET\",route=\"/orders\",status=\"200\"}} 0");
+        let _ = writeln!(
+            out,
+            "orders_http_requests_total{{method=\"GET\",route=\"/orders\",status=\"200\"}} 0"
+        );
     }
 }
 
 fn durations(out: &mut String, slots: &[Slot]) {
     let name = "orders_http_request_duration_seconds";
-    header(out, name, "Time from a complete request head to its response, by route.", "histogram");
+    header(
+        out,
+        name,
+        "Time from a complete request head to its response, by route.",
+        "histogram",
+    );
     for (r, route) in ROUTES.iter().enumerate() {
         let label = format!("route=\"{route}\"");
         let counts = bucket_sums(slots, |s| &s.durations[r]);
         // The API's own routes always; the others once they have a count.
         if r < 2 || counts.iter().any(|c| *c > 0) {
-            histogram(out, name, &label, &DURATION_BUCKETS, &counts, sum(slots, |s| &s.durations[r].sum_micros));
+            histogram(
+                out,
+                name,
+                &label,
+                &DURATION_BUCKETS,
+                &counts,
+                sum(slots, |s| &s.durations[r].sum_micros),
+            );
         }
     }
 }
 
 fn store(out: &mut String, slots: &[Slot]) {
-    header(out, "orders_store_operations_total", "Store operations, by operation and result.", "counter");
+    header(
+        out,
+        "orders_store_operations_total",
+        "Store operations, by operation and result.",
+        "counter",
+    );
     for (o, op) in STORE_OPS.iter().enumerate() {
         for (r, result) in STORE_RESULTS.iter().enumerate() {
             let n = sum(slots, |s| &s.store_ops[o * STORE_RESULTS.len() + r]);
-            let _ = writeln!(out, "orders_store_operations_total{{op=\"{op}\",result=\"{result}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "orders_store_operations_total{{op=\"{op}\",result=\"{result}\"}} {n}"
+            );
         }
     }
-    header(out, "orders_store_errors_total", "Store errors, by kind.", "counter");
+    header(
+        out,
+        "orders_store_errors_total",
+        "Store errors, by kind.",
+        "counter",
+    );
     for (k, kind) in STORE_ERRORS.iter().enumerate() {
-        let _ = writeln!(out, "orders_store_errors_total{{kind=\"{kind}\"}} {}", sum(slots, |s| &s.store_errors[k]));
+        let _ = writeln!(
+            out,
+            "orders_store_errors_total{{kind=\"{kind}\"}} {}",
+            sum(slots, |s| &s.store_errors[k])
+        );
     }
     let batch = "orders_store_commit_batch_size";
-    header(out, batch, "Writes per commit of the embedded store (group commit).", "histogram");
+    header(
+        out,
+        batch,
+        "Writes per commit of the embedded store (group commit).",
+        "histogram",
+    );
     let counts = bucket_sums(slots, |s| &s.commit_batch);
-    histogram(out, batch, "", &BATCH_BUCKETS, &counts, sum(slots, |s| &s.commit_batch.sum_micros));
+    histogram(
+        out,
+        batch,
+        "",
+        &BATCH_BUCKETS,
+        &counts,
+        sum(slots, |s| &s.commit_batch.sum_micros),
+    );
     let took = "orders_store_commit_duration_seconds";
-    header(out, took, "Duration of one commit (with its fsync) of the embedded store.", "histogram");
+    header(
+        out,
+        took,
+        "Duration of one commit (with its fsync) of the embedded store.",
+        "histogram",
+    );
     let counts = bucket_sums(slots, |s| &s.commit_duration);
-    histogram(out, took, "", &COMMIT_BUCKETS, &counts, sum(slots, |s| &s.commit_duration.sum_micros));
+    histogram(
+        out,
+        took,
+        "",
+        &COMMIT_BUCKETS,
+        &counts,
+        sum(slots, |s| &s.commit_duration.sum_micros),
+    );
 }
 
 fn process(out: &mut String, m: &MasterBlock, slots: &[Slot]) {
@@ -156,16 +258,33 @@ fn bucket_sums(slots: &[Slot], h: impl Fn(&Slot) -> &Histogram) -> [u64; MAX_BUC
 
 /// Cumulative buckets, +Inf, sum and count. `labels` are the series' own
 /// (may be empty).
-fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], counts: &[u64; MAX_BUCKETS], sum_micros: u64) {
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64; MAX_BUCKETS],
+    sum_micros: u64,
+) {
     let sep = if labels.is_empty() { "" } else { "," };
     let mut cumulative = 0;
     for (bound, count) in bounds.iter().zip(counts) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+        );
     }
     cumulative += counts[bounds.len()];
-    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+    );
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
     let _ = writeln!(out, "{name}_sum{braces} {}", sum_micros as f64 / 1e6);
     let _ = writeln!(out, "{name}_count{braces} {cumulative}");
 }
@@ -185,10 +304,26 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"4\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"512\"} 3\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"+Inf\"} 7\nx_sum 1.5\nx_count 7\n"), "{out}");
+        assert!(
+            out.contains("x_bucket{le=\"+Inf\"} 7\nx_sum 1.5\nx_count 7\n"),
+            "{out}"
+        );
         let mut labelled = String::new();
-        histogram(&mut labelled, "y", "route=\"/orders\"", &DURATION_BUCKETS, &counts, 0);
-        assert!(labelled.contains("y_bucket{route=\"/orders\",le=\"0.0005\"} 2\n"), "{labelled}");
-        assert!(labelled.contains("y_count{route=\"/orders\"} 7\n"), "{labelled}");
+        histogram(
+            &mut labelled,
+            "y",
+            "route=\"/orders\"",
+            &DURATION_BUCKETS,
+            &counts,
+            0,
+        );
+        assert!(
+            labelled.contains("y_bucket{route=\"/orders\",le=\"0.0005\"} 2\n"),
+            "{labelled}"
+        );
+        assert!(
+            labelled.contains("y_count{route=\"/orders\"} 7\n"),
+            "{labelled}"
+        );
     }
 }

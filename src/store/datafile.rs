@@ -53,7 +53,11 @@ pub enum DamagedStore {
          Restore it from a backup (made with `orders-server backup`); serving it would crash on the missing pages",
         .path.display()
     )]
-    Truncated { path: PathBuf, len: u64, needed: u64 },
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        needed: u64,
+    },
 }
 
 /// Checks `data_dir`'s data file: Ok when it is whole, or when there is
@@ -65,14 +69,22 @@ pub fn check(data_dir: &Path) -> Result<(), DamagedStore> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(DamagedStore::Unreadable(path, e)),
     };
-    let len = file.metadata().map_err(|e| DamagedStore::Unreadable(path.clone(), e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| DamagedStore::Unreadable(path.clone(), e))?
+        .len();
     if len == 0 {
         return Err(DamagedStore::Empty(path));
     }
     // The two meta pages: at most two of the largest pages.
     let mut head = Vec::new();
-    (&mut file).take(2 * PAGE_SIZES.end()).read_to_end(&mut head).map_err(|e| DamagedStore::Unreadable(path.clone(), e))?;
-    let Some(first) = meta(&head) else { return Err(DamagedStore::NotLmdb(path)) };
+    (&mut file)
+        .take(2 * PAGE_SIZES.end())
+        .read_to_end(&mut head)
+        .map_err(|e| DamagedStore::Unreadable(path.clone(), e))?;
+    let Some(first) = meta(&head) else {
+        return Err(DamagedStore::NotLmdb(path));
+    };
     let second = head.get(first.page_size as usize..).and_then(meta);
     let newest = second.filter(|s| s.txnid > first.txnid).unwrap_or(first);
     let needed = (newest.last_page + 1).saturating_mul(newest.page_size);
@@ -92,8 +104,14 @@ struct Meta {
 
 /// Reads a meta page; None when it is not one.
 fn meta(page: &[u8]) -> Option<Meta> {
-    let u32_at = |at: usize| page.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |at: usize| page.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let u32_at = |at: usize| {
+        page.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |at: usize| {
+        page.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     if u32_at(MAGIC_AT)? != MAGIC {
         return None;
     }
@@ -101,7 +119,11 @@ fn meta(page: &[u8]) -> Option<Meta> {
     if !PAGE_SIZES.contains(&page_size) || !page_size.is_power_of_two() {
         return None;
     }
-    Some(Meta { page_size, last_page: u64_at(LAST_PAGE_AT)?, txnid: u64_at(TXNID_AT)? })
+    Some(Meta {
+        page_size,
+        last_page: u64_at(LAST_PAGE_AT)?,
+        txnid: u64_at(TXNID_AT)?,
+    })
 }
 
 #[cfg(test)]
@@ -112,10 +134,17 @@ mod tests {
     /// A real store with some orders, closed.
     fn store_with_data(dir: &Path) -> u64 {
         // SAFETY: a fresh environment in a temp dir, opened once.
-        let env = unsafe { heed::EnvOpenOptions::new().map_size(1 << 24).max_dbs(2).open(dir) }.unwrap();
+        let env = unsafe {
+            heed::EnvOpenOptions::new()
+                .map_size(1 << 24)
+                .max_dbs(2)
+                .open(dir)
+        }
+        .unwrap();
         let wtxn = env.write_txn().unwrap();
         env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
-            let db: heed::Database<heed::types::Bytes, heed::types::Bytes> = opener.create_database(wtxn, Some("orders"))?;
+            let db: heed::Database<heed::types::Bytes, heed::types::Bytes> =
+                opener.create_database(wtxn, Some("orders"))?;
             for i in 0u32..2000 {
                 db.put(wtxn, &i.to_be_bytes(), &[7u8; 100])?;
             }
@@ -132,16 +161,29 @@ mod tests {
         assert!(check(tmp.path()).is_ok(), "no file: a new store");
         let len = store_with_data(tmp.path());
         assert!(check(tmp.path()).is_ok(), "a whole file");
-        let file = OpenOptions::new().write(true).open(tmp.path().join(DATA_FILE)).unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(DATA_FILE))
+            .unwrap();
         file.set_len(len - 4096).unwrap();
-        assert!(matches!(check(tmp.path()), Err(DamagedStore::Truncated { .. })));
+        assert!(matches!(
+            check(tmp.path()),
+            Err(DamagedStore::Truncated { .. })
+        ));
         file.set_len(8192).unwrap();
-        assert!(matches!(check(tmp.path()), Err(DamagedStore::Truncated { .. })));
+        assert!(matches!(
+            check(tmp.path()),
+            Err(DamagedStore::Truncated { .. })
+        ));
         file.set_len(0).unwrap();
         let e = check(tmp.path()).unwrap_err();
         assert!(matches!(e, DamagedStore::Empty(_)));
         assert!(e.to_string().contains("orders-server backup"), "{e}");
-        std::fs::write(tmp.path().join(DATA_FILE), b"not a database at all, just text").unwrap();
+        std::fs::write(
+            tmp.path().join(DATA_FILE),
+            b"not a database at all, just text",
+        )
+        .unwrap();
         assert!(matches!(check(tmp.path()), Err(DamagedStore::NotLmdb(_))));
     }
 }

@@ -83,7 +83,10 @@ impl Embedded {
     /// writer thread. Call once per process, after fork.
     pub fn open(dir: &Path, map_size: usize, timeout: Duration) -> Result<Embedded, StoreError> {
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(map_size).max_dbs(4).max_readers(MAX_READERS);
+        options
+            .map_size(map_size)
+            .max_dbs(4)
+            .max_readers(MAX_READERS);
         // SAFETY: the environment is opened once per process, after fork, and
         // its files are only modified through LMDB (multi-process locking).
         let env = unsafe { options.open(dir) }.map_err(unavailable)?;
@@ -106,12 +109,24 @@ impl Embedded {
         let (tx, rx) = std_mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let (replies, courier) = Replies::new(timeout);
-        let writer = Writer { env, orders, meta, stats: stats.clone(), courier };
+        let writer = Writer {
+            env,
+            orders,
+            meta,
+            stats: stats.clone(),
+            courier,
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(StoreError::unavailable)?;
-        Ok(Embedded { env, orders, writer: tx, replies, stats })
+        Ok(Embedded {
+            env,
+            orders,
+            writer: tx,
+            replies,
+            stats,
+        })
     }
 
     /// Hands a write to the writer thread and waits for its commit (or
@@ -187,8 +202,14 @@ impl Store for Embedded {
     fn stats(&self) -> Option<String> {
         let ops = self.stats.ops.load(Ordering::Relaxed);
         let commits = self.stats.commits.load(Ordering::Relaxed);
-        let mean = if commits > 0 { ops as f64 / commits as f64 } else { 0.0 };
-        Some(format!("{ops} writes in {commits} commits (mean batch {mean:.1})"))
+        let mean = if commits > 0 {
+            ops as f64 / commits as f64
+        } else {
+            0.0
+        };
+        Some(format!(
+            "{ops} writes in {commits} commits (mean batch {mean:.1})"
+        ))
     }
 }
 
@@ -227,12 +248,20 @@ pub fn backup(dir: &Path, map_size: usize, dest: &Path) -> Result<u64, BackupErr
     }
     std::fs::create_dir_all(dest).map_err(|e| BackupError::Copy(dest.to_path_buf(), e))?;
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
-    options.map_size(map_size).max_dbs(4).max_readers(MAX_READERS);
+    options
+        .map_size(map_size)
+        .max_dbs(4)
+        .max_readers(MAX_READERS);
     // SAFETY: opened once in this process, which only reads through it.
     let env = unsafe { options.open(dir) }.map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
-    let file = env.copy_to_path(&target, heed::CompactionOption::Enabled).map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
-    file.sync_all().map_err(|e| BackupError::Copy(target.clone(), e))?;
-    file.metadata().map(|m| m.len()).map_err(|e| BackupError::Copy(target, e))
+    let file = env
+        .copy_to_path(&target, heed::CompactionOption::Enabled)
+        .map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
+    file.sync_all()
+        .map_err(|e| BackupError::Copy(target.clone(), e))?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| BackupError::Copy(target, e))
 }
 
 /// The writer thread's state.
@@ -256,7 +285,8 @@ impl Writer {
                 }
             }
             let results = self.apply(&mut batch);
-            self.courier.deliver(batch.into_iter().map(|op| op.reply).zip(results).collect());
+            self.courier
+                .deliver(batch.into_iter().map(|op| op.reply).zip(results).collect());
         }
     }
 
@@ -279,7 +309,10 @@ impl Writer {
             results.push(self.apply_one(&mut wtxn, &mut op.kind, &mut high_water));
         }
         if high_water != start_high_water {
-            if let Err(e) = self.meta.put(&mut wtxn, HIGH_WATER_KEY, &high_water.bytes()) {
+            if let Err(e) = self
+                .meta
+                .put(&mut wtxn, HIGH_WATER_KEY, &high_water.bytes())
+            {
                 return fail_all(map_err(e));
             }
         }
@@ -287,7 +320,9 @@ impl Writer {
             log::error!("store: commit failed: {e}");
             return fail_all(map_err(e));
         }
-        self.stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .ops
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         crate::metrics::commit(n, started.elapsed());
         results
@@ -306,7 +341,9 @@ impl Writer {
             WriteKind::Create(fields) => {
                 let id = next_id(*high_water);
                 let doc = render_new(&id, fields);
-                self.orders.put(&mut txn, &id.bytes(), &doc.0).map_err(map_err)?;
+                self.orders
+                    .put(&mut txn, &id.bytes(), &doc.0)
+                    .map_err(map_err)?;
                 *high_water = id;
                 WriteResult::Created(doc)
             }
@@ -319,7 +356,9 @@ impl Writer {
                 self.orders.put(&mut txn, &key, &doc.0).map_err(map_err)?;
                 WriteResult::Updated(Some(doc))
             }
-            WriteKind::Delete(id) => WriteResult::Deleted(self.orders.delete(&mut txn, &id.bytes()).map_err(map_err)?),
+            WriteKind::Delete(id) => {
+                WriteResult::Deleted(self.orders.delete(&mut txn, &id.bytes()).map_err(map_err)?)
+            }
         };
         txn.commit().map_err(map_err)?;
         Ok(result)
@@ -360,12 +399,14 @@ fn pad16(b: [u8; 12]) -> [u8; 16] {
 
 /// Sets `fields` on a stored document, keeping every other field as stored.
 fn apply_patch(stored: &[u8], fields: &mut Fields) -> Result<Doc, StoreError> {
-    let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(stored)
-        .map_err(StoreError::unavailable)?;
+    let mut doc: serde_json::Map<String, Value> =
+        serde_json::from_slice(stored).map_err(StoreError::unavailable)?;
     for (k, v) in std::mem::take(fields) {
         doc.insert(k, v);
     }
-    Ok(Doc(serde_json::to_vec(&doc).expect("a JSON map always serializes")))
+    Ok(Doc(
+        serde_json::to_vec(&doc).expect("a JSON map always serializes")
+    ))
 }
 
 fn map_err(e: heed::Error) -> StoreError {
@@ -390,7 +431,10 @@ fn unavailable(e: heed::Error) -> StoreError {
 
 /// LMDB's own verdicts of a damaged file.
 fn is_corruption(e: &heed::Error) -> bool {
-    matches!(e, heed::Error::Mdb(MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic))
+    matches!(
+        e,
+        heed::Error::Mdb(MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic)
+    )
 }
 
 #[cfg(test)]
@@ -407,7 +451,8 @@ mod tests {
 
     #[test]
     fn next_id_is_strictly_increasing() {
-        let far_future = ObjectId::from_bytes([0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        let far_future =
+            ObjectId::from_bytes([0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
         let next = next_id(far_future);
         assert!(next > far_future);
         assert_eq!(next.bytes()[9..], [1, 0, 0]);

@@ -21,8 +21,8 @@
 //! their relaxed extended-JSON form), never a 500.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
@@ -91,15 +91,21 @@ impl Mongo {
             .and_then(|c| c.credential)
             .and_then(|c| c.password)
             .map(Arc::from);
-        let redact = |e: mongodb::error::Error| StoreError::unavailable_because(redact(&e.to_string(), password.as_deref()));
+        let redact = |e: mongodb::error::Error| {
+            StoreError::unavailable_because(redact(&e.to_string(), password.as_deref()))
+        };
         let client = runtime.block_on(async {
             let mut options = ClientOptions::parse(&target.uri).await.map_err(redact)?;
             options.server_selection_timeout.get_or_insert(timeout);
             options.connect_timeout.get_or_insert(timeout);
-            options.app_name.get_or_insert_with(|| "orders-server".to_string());
+            options
+                .app_name
+                .get_or_insert_with(|| "orders-server".to_string());
             options.max_pool_size.get_or_insert(POOL_SIZE);
             // Acknowledged means journaled (see the module comment).
-            options.write_concern.get_or_insert_with(|| WriteConcern::builder().journal(true).build());
+            options
+                .write_concern
+                .get_or_insert_with(|| WriteConcern::builder().journal(true).build());
             Client::with_options(options).map_err(redact)
         })?;
         let database = client.database(&target.database);
@@ -108,7 +114,16 @@ impl Mongo {
         let (done, finished) = unbounded_channel();
         runtime.spawn(deliver_batches(finished, courier));
         let raw = orders.clone_with_type::<RawDocumentBuf>();
-        Ok(Mongo { runtime, replies, done, database, orders, raw, timeout, password })
+        Ok(Mongo {
+            runtime,
+            replies,
+            done,
+            database,
+            orders,
+            raw,
+            timeout,
+            password,
+        })
     }
 
     /// Runs `op` on the runtime within `store_timeout_ms`.
@@ -136,20 +151,28 @@ impl Mongo {
         self.runtime.spawn(async move {
             let answer = match tokio::time::timeout(timeout, op).await {
                 Ok(Ok(v)) => Ok(Box::new(v) as Box<dyn Any + Send>),
-                Ok(Err(e)) => Err(StoreError::unavailable_because(redact(&e.to_string(), password.as_deref()))),
+                Ok(Err(e)) => Err(StoreError::unavailable_because(redact(
+                    &e.to_string(),
+                    password.as_deref(),
+                ))),
                 Err(_) => Err(StoreError::Timeout),
             };
             let _ = done.send((reply_to, answer));
         });
         let value = awaiting.wait()?;
-        Ok(*value.downcast::<T>().expect("an operation answers with its own type"))
+        Ok(*value
+            .downcast::<T>()
+            .expect("an operation answers with its own type"))
     }
 }
 
 /// Collects the answers of finished operations on the runtime and hands
 /// them to the coroutines in batches: everything finished by the time the
 /// first one is taken goes in one delivery (one wake-up of the scheduler).
-async fn deliver_batches(mut done: UnboundedReceiver<Delivery>, courier: Courier<Box<dyn Any + Send>>) {
+async fn deliver_batches(
+    mut done: UnboundedReceiver<Delivery>,
+    courier: Courier<Box<dyn Any + Send>>,
+) {
     while let Some(first) = done.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = done.try_recv() {
@@ -175,7 +198,10 @@ impl Store for Mongo {
         };
         let limit = query.limit.unwrap_or(usize::MAX);
         let (docs, more) = self.run(async move {
-            let mut find = orders.find(filter).sort(doc! { "_id": 1 }).batch_size(LIST_BATCH_SIZE);
+            let mut find = orders
+                .find(filter)
+                .sort(doc! { "_id": 1 })
+                .batch_size(LIST_BATCH_SIZE);
             if limit != usize::MAX {
                 // Look one document ahead to know whether more follow.
                 find = find.limit(limit as i64 + 1);
@@ -192,8 +218,18 @@ impl Store for Mongo {
             }
             Ok((docs, false))
         })?;
-        let next = if more { docs.last().and_then(|d| d.get_object_id("_id").ok()) } else { None };
-        Ok(Page { docs: docs.iter().map(|d| render_raw(d)).collect::<Result<_, _>>()?, next })
+        let next = if more {
+            docs.last().and_then(|d| d.get_object_id("_id").ok())
+        } else {
+            None
+        };
+        Ok(Page {
+            docs: docs
+                .iter()
+                .map(|d| render_raw(d))
+                .collect::<Result<_, _>>()?,
+            next,
+        })
     }
 
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
@@ -213,7 +249,10 @@ impl Store for Mongo {
         let set: Document = fields.into_iter().map(|(k, v)| (k, to_bson(v))).collect();
         let update = doc! { "$set": set };
         let after = self.run(async move {
-            orders.find_one_and_update(filter, update).return_document(ReturnDocument::After).await
+            orders
+                .find_one_and_update(filter, update)
+                .return_document(ReturnDocument::After)
+                .await
         })?;
         Ok(after.map(render))
     }
@@ -221,7 +260,9 @@ impl Store for Mongo {
     /// The `ping` command, within the shorter of `timeout` and the store's deadline.
     fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         let database = self.database.clone();
-        self.run_within(timeout.min(self.timeout), async move { database.run_command(doc! { "ping": 1 }).await.map(drop) })
+        self.run_within(timeout.min(self.timeout), async move {
+            database.run_command(doc! { "ping": 1 }).await.map(drop)
+        })
     }
 
     fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
@@ -247,7 +288,11 @@ fn to_bson(v: Value) -> Bson {
 
 /// A stored document as JSON: ObjectIds as hex, everything else as stored.
 fn render(d: Document) -> Doc {
-    let json = Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect::<Map<_, _>>());
+    let json = Value::Object(
+        d.into_iter()
+            .map(|(k, v)| (k, to_json(v)))
+            .collect::<Map<_, _>>(),
+    );
     Doc(serde_json::to_vec(&json).expect("a JSON value always serializes"))
 }
 
@@ -257,7 +302,9 @@ fn to_json(v: Bson) -> Value {
         Bson::String(s) => Value::String(s),
         Bson::Int32(i) => Value::from(i),
         Bson::Int64(i) => Value::from(i),
-        Bson::Double(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        Bson::Double(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         Bson::Boolean(b) => Value::Bool(b),
         Bson::Null | Bson::Undefined => Value::Null,
         Bson::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
@@ -271,7 +318,9 @@ fn to_json(v: Bson) -> Value {
 /// a tenth of its CPU): the same output as `render`.
 fn render_raw(d: &RawDocument) -> Result<Doc, StoreError> {
     let mut out = Vec::with_capacity(d.as_bytes().len() + d.as_bytes().len() / 2);
-    write_document(d, &mut out).map_err(|e| StoreError::unavailable_because(format!("malformed document from the database: {e}")))?;
+    write_document(d, &mut out).map_err(|e| {
+        StoreError::unavailable_because(format!("malformed document from the database: {e}"))
+    })?;
     Ok(Doc(out))
 }
 
@@ -343,7 +392,9 @@ pub fn redact_uri(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '?').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '?')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -367,8 +418,14 @@ mod tests {
     fn uris_lose_their_passwords() {
         let t = "cannot reach mongodb://app:s3cr%40t@db1:27017,db2/orders_db?tls=true now";
         let r = redact_uri(t);
-        assert_eq!(r, "cannot reach mongodb://app:****@db1:27017,db2/orders_db?tls=true now");
-        assert_eq!(redact("auth failed for s3cret", Some("s3cret")), "auth failed for ****");
+        assert_eq!(
+            r,
+            "cannot reach mongodb://app:****@db1:27017,db2/orders_db?tls=true now"
+        );
+        assert_eq!(
+            redact("auth failed for s3cret", Some("s3cret")),
+            "auth failed for ****"
+        );
         assert_eq!(redact_uri("mongodb://host/db"), "mongodb://host/db");
     }
 
@@ -381,7 +438,10 @@ mod tests {
             "when": bson::DateTime::from_millis(1_704_164_645_000), "nested": { "a": { "b": [] } },
         };
         let raw = RawDocumentBuf::from_document(&d).unwrap();
-        assert_eq!(String::from_utf8(render_raw(&raw).unwrap().0).unwrap(), String::from_utf8(render(d).0).unwrap());
+        assert_eq!(
+            String::from_utf8(render_raw(&raw).unwrap().0).unwrap(),
+            String::from_utf8(render(d).0).unwrap()
+        );
     }
 
     #[test]

@@ -40,14 +40,17 @@ pub struct Awaiting<T> {
     table: Arc<Deadlines<T>>,
 }
 
+/// Each call in flight by id: its deadline and where its answer goes.
+type Calls<T> = HashMap<u64, (Instant, Sender<Answer<T>>)>;
+
 /// Calls in flight and their deadlines.
 struct Deadlines<T> {
-    calls: Mutex<HashMap<u64, (Instant, Sender<Answer<T>>)>>,
+    calls: Mutex<Calls<T>>,
     next_id: AtomicU64,
 }
 
 impl<T> Deadlines<T> {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Instant, Sender<Answer<T>>)>> {
+    fn lock(&self) -> MutexGuard<'_, Calls<T>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -66,14 +69,23 @@ impl<T: Send + 'static> Replies<T> {
     /// other thread answers through. Starts the deadline and delivery
     /// coroutines.
     pub fn new(timeout: Duration) -> (Replies<T>, Courier<T>) {
-        let table = Arc::new(Deadlines { calls: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0) });
+        let table = Arc::new(Deadlines {
+            calls: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        });
         // Both coroutines end once the store is gone (they hold no strong
         // reference to the table).
         let watched = Arc::downgrade(&table);
         may::go!(move || loop {
             may::coroutine::sleep(DEADLINE_TICK);
-            let Some(table) = watched.upgrade() else { return };
-            answer_where(&table, |deadline| deadline <= Instant::now(), || StoreError::Timeout);
+            let Some(table) = watched.upgrade() else {
+                return;
+            };
+            answer_where(
+                &table,
+                |deadline| deadline <= Instant::now(),
+                || StoreError::Timeout,
+            );
         });
         let (batches, inbox) = channel::<Vec<(ReplyTo<T>, Answer<T>)>>();
         let delivered = Arc::downgrade(&table);
@@ -87,7 +99,11 @@ impl<T: Send + 'static> Replies<T> {
             // The other thread is gone (it dropped its courier): nothing
             // it was asked will be answered.
             if let Some(table) = delivered.upgrade() {
-                answer_where(&table, |_| true, || StoreError::unavailable_because("store thread stopped"));
+                answer_where(
+                    &table,
+                    |_| true,
+                    || StoreError::unavailable_because("store thread stopped"),
+                );
             }
         });
         (Replies { table, timeout }, Courier(batches))
@@ -102,8 +118,17 @@ impl<T: Send + 'static> Replies<T> {
     pub fn call_within(&self, timeout: Duration) -> (ReplyTo<T>, Awaiting<T>) {
         let (tx, answer) = channel();
         let id = self.table.next_id.fetch_add(1, Ordering::Relaxed);
-        self.table.lock().insert(id, (Instant::now() + timeout, tx.clone()));
-        (ReplyTo(tx), Awaiting { id, answer, table: self.table.clone() })
+        self.table
+            .lock()
+            .insert(id, (Instant::now() + timeout, tx.clone()));
+        (
+            ReplyTo(tx),
+            Awaiting {
+                id,
+                answer,
+                table: self.table.clone(),
+            },
+        )
     }
 }
 
@@ -111,7 +136,9 @@ impl<T> Awaiting<T> {
     /// The answer, or `Timeout` past the deadline (the work may still be
     /// done later: a create that timed out may yet be committed).
     pub fn wait(self) -> Answer<T> {
-        self.answer.recv().unwrap_or_else(|_| Err(StoreError::unavailable_because("store thread stopped")))
+        self.answer
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::unavailable_because("store thread stopped")))
     }
 }
 
@@ -129,7 +156,11 @@ impl<T> Courier<T> {
 }
 
 /// Answers `error()` to every call whose deadline matches, and forgets it.
-fn answer_where<T>(table: &Deadlines<T>, matches: impl Fn(Instant) -> bool, error: impl Fn() -> StoreError) {
+fn answer_where<T>(
+    table: &Deadlines<T>,
+    matches: impl Fn(Instant) -> bool,
+    error: impl Fn() -> StoreError,
+) {
     table.lock().retain(|_, (deadline, to)| {
         if !matches(*deadline) {
             return true;
@@ -162,7 +193,10 @@ mod tests {
         let started = Instant::now();
         assert_eq!(c.wait(), Err(StoreError::Timeout));
         assert!(started.elapsed() < Duration::from_millis(200) + DEADLINE_TICK * 4);
-        assert!(replies.table.lock().is_empty(), "finished calls leave the table");
+        assert!(
+            replies.table.lock().is_empty(),
+            "finished calls leave the table"
+        );
     }
 
     #[test]
@@ -172,6 +206,9 @@ mod tests {
         drop(courier);
         let started = Instant::now();
         assert!(matches!(waiting.wait(), Err(StoreError::Unavailable(_))));
-        assert!(started.elapsed() < Duration::from_secs(1), "not at the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not at the deadline"
+        );
     }
 }

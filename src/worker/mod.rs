@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal};
 
 use crate::config::{Backend, Config};
-use crate::http::sweep::SweepPolicy;
+use crate::http::access_log::{self, AccessLog};
 use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
-use crate::http::access_log::{self, AccessLog};
+use crate::http::sweep::SweepPolicy;
 use crate::http::{server, App, HttpLimits, ServerState};
 use crate::master::heartbeat::Beat;
-use crate::metrics::{endpoint, Region};
 use crate::master::signals::{in_worker, worker_set, InWorker};
+use crate::metrics::{endpoint, Region};
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
 use crate::store::{Store, StoreError};
@@ -107,7 +107,13 @@ pub enum BootError {
 
 /// Runs a worker until it is stopped.
 pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
-    let Spec { config, addr, metrics_addr, status, beat } = spec;
+    let Spec {
+        config,
+        addr,
+        metrics_addr,
+        status,
+        beat,
+    } = spec;
     let mut status = File::from(status);
     enter(Phase::Starting);
     configure_may(config);
@@ -132,13 +138,24 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     let mut limits = limits(config);
     // The head parser keeps these headers for the access log; the list
     // lives as long as the worker.
-    limits.head.capture = access.as_ref().map(|a| &*Box::leak(a.headers.clone().into_boxed_slice()));
-    let app = Arc::new(App { store, limits, state: ServerState::new(&limits), tokens: config.tokens.clone(), access });
-    let acceptor = bound.serve(config.backlog, app.clone()).map_err(|e| BootError::Listen(addr, e))?;
+    limits.head.capture = access
+        .as_ref()
+        .map(|a| &*Box::leak(a.headers.clone().into_boxed_slice()));
+    let app = Arc::new(App {
+        store,
+        limits,
+        state: ServerState::new(&limits),
+        tokens: config.tokens.clone(),
+        access,
+    });
+    let acceptor = bound
+        .serve(config.backlog, app.clone())
+        .map_err(|e| BootError::Listen(addr, e))?;
     let metrics = match (metrics, Region::get()) {
-        (Some(listener), Some(region)) => {
-            Some(endpoint::serve(listener, region).map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?)
-        }
+        (Some(listener), Some(region)) => Some(
+            endpoint::serve(listener, region)
+                .map_err(|e| BootError::Listen(metrics_addr.unwrap_or(addr), e))?,
+        ),
         _ => None,
     };
     exit_on_sigbus();
@@ -172,8 +189,13 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
 
 /// Opens the access log and starts its writer thread, when there is one.
 fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
-    let Some(c) = &config.access_log else { return Ok(None) };
-    let what = c.path.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
+    let Some(c) = &config.access_log else {
+        return Ok(None);
+    };
+    let what = c
+        .path
+        .as_ref()
+        .map_or("standard output".to_string(), |p| p.display().to_string());
     access_log::start(c.path.clone()).map_err(|e| BootError::AccessLog(what, e))?;
     Ok(Some(c.log.clone()))
 }
@@ -181,9 +203,17 @@ fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
 /// Waits for a stop signal while sweeping connections and watching the
 /// request count against `max_requests` (0: never). Returns true for a
 /// graceful stop (TERM).
-fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, status: &mut File) -> bool {
+fn serve_until_stopped(
+    config: &Config,
+    state: &ServerState,
+    max_requests: u64,
+    status: &mut File,
+) -> bool {
     let set = worker_set();
-    let policy = SweepPolicy { keepalive: config.keepalive, client_timeout: config.client_timeout };
+    let policy = SweepPolicy {
+        keepalive: config.keepalive,
+        client_timeout: config.client_timeout,
+    };
     let mut asked_to_retire = false;
     loop {
         match wait_signal(&set, SWEEP_INTERVAL) {
@@ -197,11 +227,18 @@ fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, 
         }
         let swept = state.registry.sweep(&policy);
         if swept.idle_closed + swept.slow_cut > 0 {
-            log::debug!("closed {} idle and {} slow connections", swept.idle_closed, swept.slow_cut);
+            log::debug!(
+                "closed {} idle and {} slow connections",
+                swept.idle_closed,
+                swept.slow_cut
+            );
         }
         if !asked_to_retire && max_requests > 0 && state.requests() >= max_requests {
             asked_to_retire = true;
-            log::info!("max_requests reached ({} requests): asking to be replaced", state.requests());
+            log::info!(
+                "max_requests reached ({} requests): asking to be replaced",
+                state.requests()
+            );
             if status.write_all(&[RETIRE_BYTE]).is_err() {
                 return true;
             }
@@ -213,7 +250,10 @@ fn serve_until_stopped(config: &Config, state: &ServerState, max_requests: u64, 
 /// or at the graceful timeout (INT or QUIT cut it short).
 fn drain(config: &Config, state: &ServerState) {
     let deadline = Instant::now() + config.graceful_timeout;
-    let policy = SweepPolicy { keepalive: DRAIN_IDLE.min(config.keepalive), client_timeout: config.client_timeout };
+    let policy = SweepPolicy {
+        keepalive: DRAIN_IDLE.min(config.keepalive),
+        client_timeout: config.client_timeout,
+    };
     let set = worker_set();
     while !state.registry.is_empty() && Instant::now() < deadline {
         state.registry.sweep(&policy);
@@ -223,7 +263,10 @@ fn drain(config: &Config, state: &ServerState) {
         }
     }
     if !state.registry.is_empty() {
-        log::warn!("graceful timeout: {} connections still open", state.registry.len());
+        log::warn!(
+            "graceful timeout: {} connections still open",
+            state.registry.len()
+        );
     }
 }
 
@@ -234,7 +277,10 @@ fn enter(phase: Phase) {
 
 /// Waits up to `timeout` for one of `set`; what the worker does with it.
 fn wait_signal(set: &SigSet, timeout: Duration) -> Option<InWorker> {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: `set` is a valid sigset_t, `ts` a valid timespec; no siginfo
     // wanted (nix has no wrapper for sigtimedwait).
     let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
@@ -282,7 +328,10 @@ fn limits(config: &Config) -> HttpLimits {
             fields: config.limit_request_fields,
             field_size: config.limit_request_field_size,
             max_body: config.max_body_size,
-            list: ListLimits { max_page_size: config.max_page_size, cap_unpaged_list: config.cap_unpaged_list },
+            list: ListLimits {
+                max_page_size: config.max_page_size,
+                cap_unpaged_list: config.cap_unpaged_list,
+            },
             capture: None,
         },
         response_buffer: config.response_buffer_size,
@@ -309,7 +358,11 @@ fn exit_on_sigbus() {
         }
     }
     let _ = may::go!(|| ()).join();
-    let action = SigAction::new(SigHandler::Handler(on_sigbus), SaFlags::SA_ONSTACK, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigbus),
+        SaFlags::SA_ONSTACK,
+        SigSet::empty(),
+    );
     // SAFETY: the handler only calls async-signal-safe functions.
     if let Err(e) = unsafe { sigaction(NixSignal::SIGBUS, &action) } {
         log::warn!("cannot install the SIGBUS handler: {e}");
@@ -326,7 +379,10 @@ fn log_panics() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         log::error!("panic{place}: {message}");
     }));
 }
@@ -349,7 +405,11 @@ fn max_requests_with_jitter(config: &Config) -> u64 {
 
 fn open_store(config: &Config) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &config.backend {
-        Backend::Embedded => Box::new(Embedded::open(&config.data_dir, config.map_size, config.store_timeout)?),
+        Backend::Embedded => Box::new(Embedded::open(
+            &config.data_dir,
+            config.map_size,
+            config.store_timeout,
+        )?),
         Backend::Mongo(target) => Box::new(Mongo::open(target, config.store_timeout)?),
     })
 }

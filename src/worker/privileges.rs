@@ -13,22 +13,44 @@ use nix::unistd::{Gid, Group, Uid, User};
 pub enum PrivilegeError {
     /// The user or group database could not be read.
     #[error("looking up {what} {name}")]
-    Lookup { what: &'static str, name: String, source: Errno },
+    Lookup {
+        what: &'static str,
+        name: String,
+        source: Errno,
+    },
     /// No such user or group.
     #[error("{what} {name}: no such {what}")]
     Unknown { what: &'static str, name: String },
     /// setgroups, setgid or setuid failed.
     #[error("{call}({id})")]
-    Switch { call: &'static str, id: u32, source: Errno },
+    Switch {
+        call: &'static str,
+        id: u32,
+        source: Errno,
+    },
 }
 
 /// The uid and gid a user/group pair names (group defaults to the user's).
 pub fn resolve(user: &str, group: Option<&str>) -> Result<(Uid, Gid), PrivilegeError> {
-    let lookup = |what, name: &str, source| PrivilegeError::Lookup { what, name: name.to_string(), source };
-    let unknown = |what, name: &str| PrivilegeError::Unknown { what, name: name.to_string() };
-    let u = User::from_name(user).map_err(|e| lookup("user", user, e))?.ok_or_else(|| unknown("user", user))?;
+    let lookup = |what, name: &str, source| PrivilegeError::Lookup {
+        what,
+        name: name.to_string(),
+        source,
+    };
+    let unknown = |what, name: &str| PrivilegeError::Unknown {
+        what,
+        name: name.to_string(),
+    };
+    let u = User::from_name(user)
+        .map_err(|e| lookup("user", user, e))?
+        .ok_or_else(|| unknown("user", user))?;
     let gid = match group {
-        Some(g) => Group::from_name(g).map_err(|e| lookup("group", g, e))?.ok_or_else(|| unknown("group", g))?.gid,
+        Some(g) => {
+            Group::from_name(g)
+                .map_err(|e| lookup("group", g, e))?
+                .ok_or_else(|| unknown("group", g))?
+                .gid
+        }
         None => u.gid,
     };
     Ok((u.uid, gid))
