@@ -11,7 +11,8 @@
 #                                                  `orders-server check` says what differs)
 #   /usr/share/doc/orders-server/                  README, BENCHMARKS, copyright
 # Maintainer scripts: postinst creates the system user `orders-server`,
-# enables the unit and starts it (restarts it on upgrade); prerm stops it on
+# enables the unit and starts it (on upgrade, a running server switches to the
+# new binary in place with USR2); prerm stops it on
 # removal; postrm on purge removes the configuration, the logs and the
 # user, and the data in /var/lib/orders-server only when
 # ORDERS_SERVER_PURGE_DATA=yes is set (orders are never deleted silently).
@@ -94,9 +95,24 @@ if [ "$1" = configure ] || [ "$1" = abort-upgrade ]; then
         fi
     fi
     if [ -d /run/systemd/system ]; then
-        if [ -n "$2" ]; then
-            # An upgrade: the new binary is in place; restart onto it.
-            deb-systemd-invoke restart orders-server.service >/dev/null || true
+        if [ -n "$2" ] && systemctl is-active --quiet orders-server.service; then
+            # An upgrade of a running server: the new binary is in place;
+            # the master switches to it in place (USR2: same main pid, a
+            # new generation of workers, no request refused). Changes to
+            # the unit file itself take effect at the next restart.
+            pid=$(systemctl show -p MainPID --value orders-server.service)
+            systemctl kill --kill-who=main -s USR2 orders-server.service || true
+            switched=no
+            for _ in $(seq 60); do
+                case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
+                    /usr/bin/orders-server) switched=yes; break ;;
+                esac
+                sleep 0.25
+            done
+            if [ "$switched" = no ]; then
+                echo "orders-server: the running server did not switch to the new binary; it keeps serving" \
+                     "the old one (see journalctl -u orders-server). 'systemctl restart orders-server' when ready." >&2
+            fi
         else
             deb-systemd-invoke start orders-server.service >/dev/null || true
         fi

@@ -277,6 +277,7 @@ fn the_systemd_unit_verifies() {
         "EnvironmentFile=",
         "ReadWritePaths=/var/lib/orders-server",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "FileDescriptorStoreMax=1",
     ] {
         assert!(
             SHIPPED_UNIT.contains(needed),

@@ -521,7 +521,9 @@ fn systemd_notifications() {
     assert!(nth(&s, 1).contains("RELOADING=1"));
     assert!(nth(&s, 2).contains("READY=1"));
     s.signal(libc::SIGTERM);
-    assert!(nth(&s, 3).contains("STOPPING=1"));
+    // The listener for a restart goes to the store before the drain starts.
+    assert!(nth(&s, 3).contains("FDSTORE=1\nFDNAME=orders-bridge"), "{:?}", s.notifications());
+    assert!(nth(&s, 4).contains("STOPPING=1"));
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
 
@@ -790,4 +792,166 @@ fn a_worker_that_never_reports_ready_is_killed_at_boot_timeout() {
         "{out}"
     );
     assert!(out.contains("giving up"), "{out}");
+}
+
+/// A stand-in for systemd's notification socket that keeps the
+/// descriptors sent with `FDSTORE=1`, as systemd's store does.
+struct FdStore {
+    socket: std::os::unix::net::UnixDatagram,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl FdStore {
+    fn new() -> FdStore {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        FdStore {
+            socket,
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// Receives datagrams until one contains `needle`; returns it and the
+    /// descriptor it carried, if any.
+    fn until(&self, needle: &str) -> (String, Option<std::os::fd::OwnedFd>) {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        for _ in 0..100 {
+            let mut buf = [0u8; 1024];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+            let msg = recvmsg::<()>(
+                self.socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .unwrap_or_else(|e| panic!("no notification with {needle:?}: {e}"));
+            let mut fd = None;
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: descriptors just received; this test owns them.
+                    fd = fds
+                        .first()
+                        .map(|&f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) });
+                }
+            }
+            let n = msg.bytes;
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(needle) {
+                return (text, fd);
+            }
+        }
+        panic!("no notification with {needle:?}");
+    }
+}
+
+#[test]
+fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    in_netns(true, || {
+        let store = FdStore::new();
+        let data = tempfile::tempdir().unwrap();
+        let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_orders-server"));
+        let start = |bridge: Option<&std::os::fd::OwnedFd>| {
+            let mut cmd = support::command(&bin);
+            cmd.args(["-w", "1", "-b", "127.0.0.1:0", "--data-dir"])
+                .arg(data.path())
+                .env("NOTIFY_SOCKET", &store.path)
+                .stderr(std::process::Stdio::null());
+            if let Some(fd) = bridge {
+                // systemd's way: the descriptor at 3, named, for this pid
+                // (the shell's pid is the server's after exec).
+                let raw = fd.as_raw_fd();
+                cmd.env("LISTEN_FDS", "1")
+                    .env("LISTEN_FDNAMES", "orders-bridge");
+                let mut shell = std::process::Command::new("/bin/sh");
+                shell
+                    .arg("-c")
+                    .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                    .arg(cmd.get_program())
+                    .args(cmd.get_args());
+                for (k, v) in cmd.get_envs() {
+                    match v {
+                        Some(v) => shell.env(k, v),
+                        None => shell.env_remove(k),
+                    };
+                }
+                shell.stderr(std::process::Stdio::null());
+                // SAFETY: between fork and exec, only dup2 (async-signal-safe).
+                unsafe {
+                    shell.pre_exec(move || match libc::dup2(raw, 3) {
+                        -1 => Err(std::io::Error::last_os_error()),
+                        _ => Ok(()),
+                    });
+                }
+                return shell.spawn().unwrap();
+            }
+            cmd.spawn().unwrap()
+        };
+        let mut first = start(None);
+        let (ready, _) = store.until("READY=1");
+        let addr: std::net::SocketAddr = ready
+            .lines()
+            .find_map(|l| l.strip_prefix("X_ORDERS_ADDRESS="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let created =
+            Client::connect(addr).request("POST", "/orders", Some(&order_json("kept", 1)));
+        let id = created.json()["order"]["_id"].as_str().unwrap().to_string();
+
+        // Stop: the master hands a listener to the store before draining.
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+        let (stored, bridge) = store.until("FDSTORE=1");
+        assert!(stored.contains("FDNAME=orders-bridge"), "{stored}");
+        let bridge = bridge.expect("FDSTORE=1 carries the listening socket");
+        assert!(first.wait().unwrap().success());
+
+        // Between the stop and the start: the connection is queued, not refused.
+        let mut waiting =
+            std::net::TcpStream::connect(addr).expect("the bridge keeps the port answering");
+        waiting
+            .write_all(format!("GET /orders/{id} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut second = start(Some(&bridge));
+        drop(bridge); // systemd's copy goes with FDSTOREREMOVE below.
+                      // Released once the workers serve, just before READY=1.
+        let (removed, _) = store.until("FDSTOREREMOVE=1");
+        assert!(removed.contains("FDNAME=orders-bridge"), "{removed}");
+        store.until("READY=1");
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        let mut buf = [0u8; 4096];
+        while !answer.contains("kept") {
+            match waiting.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("kept"),
+            "queued request answered: {answer:?}"
+        );
+        assert_eq!(
+            Client::connect(addr)
+                .request("GET", &format!("/orders/{id}"), None)
+                .status,
+            200
+        );
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+        assert!(second.wait().unwrap().success());
+    });
 }

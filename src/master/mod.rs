@@ -7,6 +7,7 @@
 //! status pipes. Decisions are made by the pure [`supervisor::Supervisor`];
 //! this module carries them out (fork, kill, reload, upgrade, notify).
 
+pub mod bridge;
 pub mod census;
 pub mod heartbeat;
 pub mod listener;
@@ -90,8 +91,13 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         prepare_data_dir(&config.data_dir, owner)?;
         crate::store::datafile::check(&config.data_dir)?;
     }
-    // After an upgrade the adopted workers hold the address: join them.
-    let exclusive = handover.is_none();
+    let bridge = bridge_for(bridge::take_from_systemd(), config.bind);
+    if let Some(b) = &bridge {
+        config.bind = b.addr;
+    }
+    // After an upgrade the adopted workers hold the address, after a
+    // restart the bridge does: join them.
+    let exclusive = handover.is_none() && bridge.is_none();
     let reservation = listener::reserve(config.bind, exclusive)?;
     let metrics_reservation = match config.metrics_bind {
         Some(m) => Some(listener::reserve(m, exclusive)?),
@@ -115,12 +121,36 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         titled: 0,
         workers: HashMap::new(),
         stale: HashSet::new(),
+        bridge,
+        bridge_sent: false,
     };
     let result = master.run(&mut signals, handover);
     if let Some(pid) = pid_file {
         remove_pid_file(&pid);
     }
     result
+}
+
+/// The bridge systemd passed back, if it listens where this start will
+/// (else it is released: the port changed across the restart).
+fn bridge_for(
+    bridge: Option<bridge::Bridge>,
+    bind: std::net::SocketAddr,
+) -> Option<bridge::Bridge> {
+    let b = bridge?;
+    if b.addr == bind || (bind.port() == 0 && b.addr.ip() == bind.ip()) {
+        log::info!(
+            "restart: took over the listening socket systemd kept on {}",
+            b.addr
+        );
+        return Some(b);
+    }
+    log::warn!(
+        "restart: systemd kept a listening socket on {}, but this start binds {bind}: closing it",
+        b.addr
+    );
+    b.release();
+    None
 }
 
 /// The heartbeat and metrics regions: new, or mapped again from the
@@ -168,6 +198,10 @@ struct Master {
     workers: HashMap<Pid, WorkerMeta>,
     /// Workers already reported stale.
     stale: HashSet<Pid>,
+    /// The listener systemd kept across a restart, until the workers serve.
+    bridge: Option<bridge::Bridge>,
+    /// Whether this stop handed a bridge to systemd already.
+    bridge_sent: bool,
 }
 
 impl Master {
@@ -274,10 +308,24 @@ impl Master {
                 Vec::new()
             }
             Event::Signal(Signal::GracefulStop | Signal::FastStop) => {
+                self.hand_bridge_to_systemd();
                 notify::stopping();
                 vec![event]
             }
             other => vec![other],
+        }
+    }
+
+    /// At a stop under systemd, before any worker drains: a listener that
+    /// waits in systemd's store through a restart (`bridge`).
+    fn hand_bridge_to_systemd(&mut self) {
+        if std::mem::replace(&mut self.bridge_sent, true) {
+            return;
+        }
+        match bridge::hand_to_systemd(self.reservation.addr, self.current().backlog) {
+            Ok(true) => log::info!("stopping: handed a listener on {} to systemd for a restart", self.reservation.addr),
+            Ok(false) => {}
+            Err(e) => log::warn!("stopping: cannot open a listener for a restart ({e}); a restart refuses connections until the new workers listen"),
         }
     }
 
@@ -347,6 +395,12 @@ impl Master {
             }
             Action::AnnounceListening => {
                 log::info!("listening on {}", self.reservation.addr);
+                if let Some(b) = self.bridge.take() {
+                    log::info!(
+                        "restart: the workers serve; released the listening socket systemd kept"
+                    );
+                    b.release();
+                }
                 self.announce_ready();
                 Vec::new()
             }
@@ -627,6 +681,7 @@ impl Master {
                         .filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())),
                 );
                 inherited.extend([self.heartbeats.fd(), self.metrics.fd()]);
+                inherited.extend(self.bridge.as_ref().map(bridge::Bridge::fd));
                 become_worker(
                     master_pid,
                     &format!("worker {slot} gen {generation}"),

@@ -15,19 +15,43 @@ pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
 /// Sends `state` (e.g. `READY=1`) to systemd; returns whether it was sent.
 pub fn notify(state: &str) -> bool {
+    notify_with_fds(state, &[])
+}
+
+/// Whether systemd listens for notifications (`NOTIFY_SOCKET` is set).
+pub fn under_systemd() -> bool {
+    std::env::var_os(NOTIFY_SOCKET_ENV).is_some()
+}
+
+/// Sends `state` with descriptors attached (`FDSTORE=1`: systemd keeps
+/// copies of them); returns whether it was sent.
+pub fn notify_with_fds(state: &str, fds: &[std::os::fd::RawFd]) -> bool {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
     let Ok(path) = std::env::var(NOTIFY_SOCKET_ENV) else {
         return false;
     };
     let Ok(socket) = UnixDatagram::unbound() else {
         return false;
     };
-    let sent = if let Some(name) = path.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
+    let addr = match path.strip_prefix('@') {
+        Some(name) => UnixAddr::new_abstract(name.as_bytes()),
+        None => UnixAddr::new(path.as_str()),
     };
+    let iov = [std::io::IoSlice::new(state.as_bytes())];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let sent = addr
+        .and_then(|addr| {
+            sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                control,
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+        })
+        .map_err(std::io::Error::from);
     if let Err(e) = &sent {
         log::warn!("sd_notify {state:?} failed: {e}");
     }

@@ -1,0 +1,95 @@
+//! The listening socket that bridges a `systemctl restart`.
+//!
+//! A restart is a stop, then a start: between the old workers closing their
+//! listeners and the new ones opening theirs, connections to the port would
+//! be refused. So at a stop under systemd the master first opens one more
+//! listener in the port's SO_REUSEPORT group (the bridge) and hands it to
+//! systemd's file descriptor store (`FDSTORE=1`, the unit's
+//! `FileDescriptorStoreMax=`), before its workers drain: connections that
+//! arrive while no worker listens wait in the bridge's queue. systemd keeps
+//! the store across a restart and passes the bridge to the new master
+//! (`LISTEN_FDS`, named [`FDNAME`]); once the new workers serve, the master
+//! removes it from the store and closes it, and the kernel moves the
+//! connections still queued in it to the workers' listeners
+//! (`net.ipv4.tcp_migrate_req = 1`, as tuning/ sets; without it they are
+//! reset). After a plain `systemctl stop` systemd empties the store: what
+//! waited in the bridge is reset then.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Socket, Type};
+
+use super::notify;
+
+/// The name systemd keeps the bridge under (`FDNAME=`, `LISTEN_FDNAMES`).
+pub const FDNAME: &str = "orders-bridge";
+/// systemd's first passed descriptor (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// At a stop under systemd: opens the bridge on `addr` and hands it to
+/// systemd's store. Returns whether systemd was sent it.
+pub fn hand_to_systemd(addr: SocketAddr, backlog: i32) -> io::Result<bool> {
+    if !notify::under_systemd() {
+        return Ok(false);
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    // systemd keeps its own copy; ours closes when `socket` drops.
+    Ok(notify::notify_with_fds(
+        &format!("FDSTORE=1\nFDNAME={FDNAME}"),
+        &[socket.as_raw_fd()],
+    ))
+}
+
+/// At start: the bridge systemd passed back, if it did (`LISTEN_PID` is
+/// this process and `LISTEN_FDNAMES` names it). The `LISTEN_*` variables
+/// are removed so workers and upgrades never see them.
+pub fn take_from_systemd() -> Option<Bridge> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    if pid?.parse::<u32>().ok()? != std::process::id() {
+        return None;
+    }
+    let count: RawFd = count?.parse().ok()?;
+    let index = names.split(':').position(|n| n == FDNAME)? as RawFd;
+    if index >= count {
+        return None;
+    }
+    let fd = LISTEN_FDS_START + index;
+    let _ = crate::shared_memory::set_close_on_exec(fd, true);
+    // SAFETY: systemd passed this descriptor to this process (LISTEN_PID)
+    // under our name; nothing else here owns it.
+    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let addr = socket.local_addr().ok()?.as_socket()?;
+    Some(Bridge { socket, addr })
+}
+
+/// A bridge passed back by systemd, held until the new workers serve.
+pub struct Bridge {
+    socket: Socket,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Bridge {
+    /// Its descriptor (a forked worker closes it).
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Removes it from systemd's store and closes it: its queued
+    /// connections move to the workers' listeners.
+    pub fn release(self) {
+        notify::notify(&format!("FDSTOREREMOVE=1\nFDNAME={FDNAME}"));
+        drop(self.socket);
+    }
+}
