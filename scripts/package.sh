@@ -98,20 +98,28 @@ if [ "$1" = configure ] || [ "$1" = abort-upgrade ]; then
         if [ -n "$2" ] && systemctl is-active --quiet orders-server.service; then
             # An upgrade of a running server: the new binary is in place;
             # the master switches to it in place (USR2: same main pid, a
-            # new generation of workers, no request refused). Changes to
-            # the unit file itself take effect at the next restart.
+            # new generation of workers, no request refused). It ignores
+            # USR2 while workers start or retire: ask again every 2 s for
+            # up to 30 s. Changes to the unit file itself take effect at the
+            # next restart. A server that does not switch (e.g. one older
+            # than in-place upgrades) is restarted, Debian's default.
             pid=$(systemctl show -p MainPID --value orders-server.service)
-            systemctl kill --kill-who=main -s USR2 orders-server.service || true
             switched=no
-            for _ in $(seq 60); do
-                case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
-                    /usr/bin/orders-server) switched=yes; break ;;
-                esac
-                sleep 0.25
+            for _ in $(seq 15); do
+                systemctl kill --kill-who=main -s USR2 orders-server.service || true
+                for _ in $(seq 8); do
+                    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/orders-server ]; then
+                        switched=yes
+                        break 2
+                    fi
+                    sleep 0.25
+                done
             done
-            if [ "$switched" = no ]; then
-                echo "orders-server: the running server did not switch to the new binary; it keeps serving" \
-                     "the old one (see journalctl -u orders-server). 'systemctl restart orders-server' when ready." >&2
+            if [ "$switched" = yes ] && systemctl is-active --quiet orders-server.service; then
+                :
+            else
+                echo "orders-server: the running server did not switch to the new binary in place; restarting it" >&2
+                deb-systemd-invoke restart orders-server.service >/dev/null || true
             fi
         else
             deb-systemd-invoke start orders-server.service >/dev/null || true

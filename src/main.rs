@@ -12,9 +12,12 @@ fn main() {
     if let Some(Command::Check { proc_sys }) = &cli.command {
         std::process::exit(tuning::run(proc_sys));
     }
+    // A running master logs its errors; before that (and in check-config,
+    // which never starts logging) they go straight to stderr.
+    let logging = !matches!(cli.command, Some(Command::CheckConfig));
     match run(cli) {
         Ok(()) => {}
-        Err(e @ Error::Master(_)) => {
+        Err(e @ Error::Master(_)) if logging => {
             log::error!("{}", exit::chain(&e));
             std::process::exit(e.status());
         }
@@ -29,6 +32,14 @@ fn main() {
 fn run(cli: Settings) -> Result<(), Error> {
     let config = Config::load(cli.clone())?;
     if let Some(Command::CheckConfig) = &cli.command {
+        if let Some(path) = &config.log_file {
+            let opened = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path);
+            opened.map_err(|e| Error::LogFile(path.clone(), e))?;
+        }
+        master::check_config(&config)?;
         println!("configuration ok");
         return Ok(());
     }

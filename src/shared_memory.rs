@@ -69,6 +69,12 @@ fn map_fd(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
     })
 }
 
+/// An anonymous scratch file in memory (a memfd, close-on-exec).
+pub fn scratch_file(name: &str) -> io::Result<std::fs::File> {
+    let name = std::ffi::CString::new(format!("orders-server {name}")).map_err(io::Error::other)?;
+    Ok(nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?.into())
+}
+
 /// Sets or clears close-on-exec on `fd`.
 pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};

@@ -268,7 +268,7 @@ fn the_systemd_unit_verifies() {
     );
     for needed in [
         "Type=notify",
-        "NotifyAccess=all",
+        "NotifyAccess=main",
         "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",

@@ -522,7 +522,11 @@ fn systemd_notifications() {
     assert!(nth(&s, 2).contains("READY=1"));
     s.signal(libc::SIGTERM);
     // The listener for a restart goes to the store before the drain starts.
-    assert!(nth(&s, 3).contains("FDSTORE=1\nFDNAME=orders-bridge"), "{:?}", s.notifications());
+    assert!(
+        nth(&s, 3).contains("FDSTORE=1\nFDNAME=orders-bridge"),
+        "{:?}",
+        s.notifications()
+    );
     assert!(nth(&s, 4).contains("STOPPING=1"));
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
@@ -792,6 +796,52 @@ fn a_worker_that_never_reports_ready_is_killed_at_boot_timeout() {
         "{out}"
     );
     assert!(out.contains("giving up"), "{out}");
+}
+
+/// A "new build" at `exe` that takes `seconds` to pass check-config, then
+/// behaves as the real binary (`real`, a copy of it).
+fn slow_checking_build(exe: &std::path::Path, real: &std::path::Path, seconds: u32) {
+    std::fs::remove_file(exe).unwrap();
+    let script = format!(
+        "#!/bin/sh\nfor a; do [ \"$a\" = check-config ] && sleep {seconds}; done\nexec {} \"$@\"\n",
+        real.display()
+    );
+    std::fs::write(exe, script).unwrap();
+    std::fs::set_permissions(exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_stop_during_an_upgrade_check_is_not_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (exe, real) = (tmp.path().join("orders-server"), tmp.path().join("real"));
+    std::fs::copy(env!("CARGO_BIN_EXE_orders-server"), &exe).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_orders-server"), &real).unwrap();
+    let mut s = Server::builder().binary(&exe).workers(1).start();
+    slow_checking_build(&exe, &real, 3);
+    s.signal(libc::SIGUSR2);
+    sleep_ms(1000);
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(10));
+    let log = s.log();
+    assert!(status.is_some_and(|st| st.success()), "TERM during the check must stop the server: {status:?}\n{log}");
+    assert!(log.contains("binary upgrade abandoned"), "{log}");
+    assert!(!log.contains("re-executing"), "{log}");
+}
+
+#[test]
+fn an_upgrade_refuses_a_configuration_that_needs_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("orders-server.toml");
+    std::fs::write(&conf, "map_size = 1073741824\n").unwrap();
+    let mut s = Server::builder().workers(1).args(&["-c", conf.to_str().unwrap()]).start();
+    std::fs::write(&conf, "map_size = 2147483648\n").unwrap();
+    let pids = s.worker_pids();
+    s.signal(libc::SIGUSR2);
+    assert!(wait_until(Duration::from_secs(10), || s.log().contains("binary upgrade failed")), "{}", s.log());
+    assert!(s.log().contains("map_size cannot change without a restart"), "{}", s.log());
+    assert_eq!(s.worker_pids(), pids, "the workers keep serving, untouched");
+    assert_eq!(s.request("GET", "/orders", None).status, 200);
+    assert!(s.stop().success());
 }
 
 /// A stand-in for systemd's notification socket that keeps the

@@ -60,17 +60,25 @@ pub fn take_from_systemd() -> Option<Bridge> {
         return None;
     }
     let count: RawFd = count?.parse().ok()?;
-    let index = names.split(':').position(|n| n == FDNAME)? as RawFd;
-    if index >= count {
-        return None;
+    let ours = names
+        .split(':')
+        .position(|n| n == FDNAME)
+        .map(|i| i as RawFd);
+    let mut bridge = None;
+    for index in 0..count {
+        let fd = LISTEN_FDS_START + index;
+        // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this
+        // process (LISTEN_PID); nothing else here owns them. Each is either
+        // taken or closed, so none leaks into workers or an upgrade.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = crate::shared_memory::set_close_on_exec(fd, true);
+        if Some(index) == ours {
+            bridge = Bridge::from_fd(owned);
+        } else {
+            log::warn!("systemd passed descriptor {fd}, not ours ({FDNAME}): closing it");
+        }
     }
-    let fd = LISTEN_FDS_START + index;
-    let _ = crate::shared_memory::set_close_on_exec(fd, true);
-    // SAFETY: systemd passed this descriptor to this process (LISTEN_PID)
-    // under our name; nothing else here owns it.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let addr = socket.local_addr().ok()?.as_socket()?;
-    Some(Bridge { socket, addr })
+    bridge
 }
 
 /// A bridge passed back by systemd, held until the new workers serve.
@@ -81,14 +89,33 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    /// The bridge in `fd`, if it is a listening TCP socket (else closed, logged).
+    fn from_fd(fd: OwnedFd) -> Option<Bridge> {
+        let socket = Socket::from(fd);
+        let listening = socket.is_listener().unwrap_or(false);
+        match socket.local_addr().ok().and_then(|a| a.as_socket()) {
+            Some(addr) if listening => Some(Bridge { socket, addr }),
+            _ => {
+                log::warn!(
+                    "systemd passed {FDNAME}, but it is no listening TCP socket: closing it"
+                );
+                None
+            }
+        }
+    }
+
     /// Its descriptor (a forked worker closes it).
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 
-    /// Removes it from systemd's store and closes it: its queued
-    /// connections move to the workers' listeners.
+    /// Stops it listening (the socket is shared with systemd's copy: this
+    /// takes both out of the port's group, even if the removal below were
+    /// lost, so it can never hold connections nobody accepts), removes it
+    /// from systemd's store and closes it. Its queued connections move to
+    /// the workers' listeners (`tcp_migrate_req`).
     pub fn release(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Read);
         notify::notify(&format!("FDSTOREREMOVE=1\nFDNAME={FDNAME}"));
         drop(self.socket);
     }

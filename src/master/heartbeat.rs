@@ -13,7 +13,7 @@ use crate::clock::monotonic_ms;
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;
 /// The region's size in bytes.
-const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
+pub const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
 /// The shared region: never unmapped, so it lives as long as the process
 /// (and, inherited across fork, as long as each worker).
@@ -49,6 +49,11 @@ impl Heartbeats {
     /// Maps the region a master handed on through a binary upgrade; the
     /// slots in `used` belong to the workers it adopts.
     pub fn inherit(fd: std::os::fd::RawFd, used: &[usize]) -> io::Result<Heartbeats> {
+        if let Some(bad) = used.iter().find(|&&i| i >= SLOTS) {
+            return Err(io::Error::other(format!(
+                "heartbeat slot {bad} out of range"
+            )));
+        }
         let mut heartbeats = Heartbeats::over(crate::shared_memory::map_inherited(fd, LEN)?);
         heartbeats.free.retain(|i| !used.contains(i));
         Ok(heartbeats)

@@ -38,8 +38,9 @@ impl Reservation {
     }
 }
 
-/// Checks that `bind` is free (unless `exclusive` is false: a binary
-/// upgrade joins the old master's port) and reserves a concrete port for it.
+/// Checks that `bind` is free (unless `exclusive` is false: after a binary
+/// upgrade the adopted workers hold the port, after a restart the bridge
+/// systemd kept does) and reserves a concrete port for it.
 pub fn reserve(bind: SocketAddr, exclusive: bool) -> Result<Reservation, ListenError> {
     if exclusive && bind.port() != 0 {
         probe_exclusive(bind)?;

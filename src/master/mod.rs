@@ -64,6 +64,10 @@ pub enum MasterError {
     /// The pid file cannot be written.
     #[error("pid file {}", .0.display())]
     PidFile(PathBuf, #[source] io::Error),
+    /// A binary upgrade asked this build to take over from one whose
+    /// handover it cannot read (`check-config`).
+    #[error(transparent)]
+    Handover(#[from] upgrade::HandoverError),
     /// Workers kept dying at start-up.
     #[error("workers failed to start {failures} times in a row; giving up (see the worker errors above)")]
     GaveUp { failures: u32 },
@@ -83,14 +87,7 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
     }
     warn_about_cli_password(&config);
     raise_nofile(config.rlimit_nofile);
-    let owner = match &config.user {
-        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref())?),
-        None => None,
-    };
-    if let Backend::Embedded = config.backend {
-        prepare_data_dir(&config.data_dir, owner)?;
-        crate::store::datafile::check(&config.data_dir)?;
-    }
+    preflight(&config)?;
     let bridge = bridge_for(bridge::take_from_systemd(), config.bind);
     if let Some(b) = &bridge {
         config.bind = b.addr;
@@ -129,6 +126,28 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         remove_pid_file(&pid);
     }
     result
+}
+
+/// What a start needs beyond a valid configuration: the serving user, and
+/// the embedded store's data dir, writable and undamaged.
+fn preflight(config: &Config) -> Result<(), MasterError> {
+    let owner = match &config.user {
+        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref())?),
+        None => None,
+    };
+    if let Backend::Embedded = config.backend {
+        prepare_data_dir(&config.data_dir, owner)?;
+        crate::store::datafile::check(&config.data_dir)?;
+    }
+    Ok(())
+}
+
+/// `orders-server check-config`: what a start would check before serving
+/// (the configuration is loaded already), and, when a binary upgrade asks,
+/// whether this build can take over from the running one.
+pub fn check_config(config: &Config) -> Result<(), MasterError> {
+    upgrade::check_format_from_env()?;
+    preflight(config)
 }
 
 /// The bridge systemd passed back, if it listens where this start will
@@ -256,7 +275,7 @@ impl Master {
             }
             self.publish_metrics(&sup);
             for event in self.wait(&sup, signals) {
-                let events = self.intercept(event, &sup);
+                let events = self.intercept(event, &sup, signals);
                 for e in events {
                     self.census.event(&e);
                     queue.extend(sup.handle(e, Instant::now()));
@@ -294,7 +313,12 @@ impl Master {
 
     /// Signals that need the master's own work (reading the config, logs,
     /// exec) become supervisor events here.
-    fn intercept(&mut self, event: Event, sup: &Supervisor) -> Vec<Event> {
+    fn intercept(
+        &mut self,
+        event: Event,
+        sup: &Supervisor,
+        signals: &mut PipeSignals,
+    ) -> Vec<Event> {
         match event {
             Event::Signal(Signal::Reload) => self.reload(sup).into_iter().collect(),
             Event::Signal(Signal::ReopenLogs) => {
@@ -304,8 +328,13 @@ impl Master {
                 Vec::new()
             }
             Event::Signal(Signal::Upgrade) => {
-                self.upgrade(sup);
-                Vec::new()
+                // Signals that arrived while the upgrade was checked, which
+                // abandoned it: handled now, as if they came after.
+                let pending = self.upgrade(sup, signals);
+                pending
+                    .into_iter()
+                    .flat_map(|s| self.intercept(Event::Signal(s), sup, signals))
+                    .collect()
             }
             Event::Signal(Signal::GracefulStop | Signal::FastStop) => {
                 self.hand_bridge_to_systemd();
@@ -537,30 +566,72 @@ impl Master {
         events
     }
 
-    /// SIGUSR2: checks the new executable, then re-executes it in place
-    /// (`upgrade`). Returns only when the upgrade did not happen.
-    fn upgrade(&mut self, sup: &Supervisor) {
+    /// SIGUSR2: checks the configuration and the new executable, then
+    /// re-executes it in place (`upgrade`). Returns only when the upgrade
+    /// did not happen, with the signals that abandoned it, if any.
+    fn upgrade(&mut self, sup: &Supervisor, signals: &mut PipeSignals) -> Vec<Signal> {
         if !sup.is_settled() {
             log::warn!("binary upgrade ignored: a reload, upgrade, stop, or worker start or retirement is in progress; send USR2 again");
-            return;
+            return Vec::new();
         }
-        let result: Result<(), _> = upgrade::executable().and_then(|exe| {
+        let checked = upgrade::executable().and_then(|exe| {
+            self.upgrade_keeps_settings()?;
             upgrade::check(&exe)?;
-            log::info!(
-                "binary upgrade: {} accepts the configuration; re-executing it in place (pid {})",
-                exe.display(),
-                std::process::id()
-            );
-            notify::reloading();
-            Err(upgrade::exec(&exe, &self.handover(sup)))
+            Ok(exe)
         });
-        if let Err(e) = result {
-            log::error!(
-                "binary upgrade failed: {}; still serving",
-                crate::exit::chain(&e)
+        let exe = match checked {
+            Ok(exe) => exe,
+            Err(e) => {
+                log::error!(
+                    "binary upgrade failed: {}; still serving",
+                    crate::exit::chain(&e)
+                );
+                return Vec::new();
+            }
+        };
+        let mask = upgrade::block_signals();
+        let pending: Vec<Signal> = signals
+            .take()
+            .into_iter()
+            .filter(|s| !matches!(s, Signal::ChildExited | Signal::Upgrade))
+            .collect();
+        if !pending.is_empty() {
+            upgrade::restore_signals(mask);
+            log::warn!(
+                "binary upgrade abandoned: {pending:?} arrived while the new binary was checked"
             );
-            self.announce_ready();
+            return pending;
         }
+        log::info!(
+            "binary upgrade: {} passed check-config; re-executing it in place (pid {})",
+            exe.display(),
+            std::process::id()
+        );
+        notify::reloading();
+        let e = upgrade::exec(&exe, &self.handover(sup));
+        upgrade::restore_signals(mask);
+        log::error!(
+            "binary upgrade failed: {}; still serving",
+            crate::exit::chain(&e)
+        );
+        self.announce_ready();
+        Vec::new()
+    }
+
+    /// An upgrade keeps the running workers' address, store and user: as
+    /// a reload, it refuses a configuration that changes what needs a restart.
+    fn upgrade_keeps_settings(&self) -> Result<(), upgrade::UpgradeError> {
+        let fresh = Config::load(self.cli.clone()).map_err(|e| {
+            upgrade::UpgradeError::Refused(format!("configuration: {}", crate::exit::chain(&e)))
+        })?;
+        let changed = self.current().settings.fixed_changes(&fresh.settings);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        Err(upgrade::UpgradeError::Refused(format!(
+            "{} cannot change without a restart",
+            changed.join(", ")
+        )))
     }
 
     /// What the new image needs to adopt the workers.
@@ -784,8 +855,8 @@ fn write_pid_file(path: &Path) -> Result<(), MasterError> {
         .map_err(|e| MasterError::PidFile(path.to_path_buf(), e))
 }
 
-/// Removes the pid file if it still names this process (after a binary
-/// upgrade it names the new master).
+/// Removes the pid file if it still names this process (another server
+/// may have written it since).
 fn remove_pid_file(path: &Path) {
     let ours =
         std::fs::read_to_string(path).is_ok_and(|s| s.trim() == std::process::id().to_string());

@@ -64,9 +64,8 @@ pub const ADDRESS_VAR: &str = "X_ORDERS_ADDRESS";
 /// The variable of `READY=1` that carries the metrics address, when served.
 pub const METRICS_ADDRESS_VAR: &str = "X_ORDERS_METRICS_ADDRESS";
 
-/// `READY=1` with this process as the main pid (after an upgrade, systemd
-/// must follow the new master; needs `NotifyAccess=all`), the address and
-/// the metrics address.
+/// `READY=1` with this process as the main pid, the address and the
+/// metrics address.
 pub fn ready(addr: SocketAddr, metrics: Option<SocketAddr>) {
     let mut state = format!(
         "READY=1\nMAINPID={}\nSTATUS=serving on {addr}\n{ADDRESS_VAR}={addr}",

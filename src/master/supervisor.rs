@@ -110,6 +110,8 @@ struct Worker {
     started: Instant,
     /// Killed for not reporting ready in time.
     boot_timed_out: bool,
+    /// Asked to stop outside a reload (scaled down, or killed as stale).
+    stopping: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +179,7 @@ impl Supervisor {
                     retiring: false,
                     started: now,
                     boot_timed_out: false,
+                    stopping: false,
                 },
             )
         });
@@ -201,6 +204,7 @@ impl Supervisor {
             retiring: false,
             started: now,
             boot_timed_out: false,
+            stopping: false,
         };
         self.workers.insert(pid, worker);
     }
@@ -253,7 +257,7 @@ impl Supervisor {
             && self
                 .workers
                 .values()
-                .all(|w| w.ready && !w.retiring && w.generation == self.generation)
+                .all(|w| w.ready && !w.retiring && !w.stopping && w.generation == self.generation)
     }
 
     /// Each worker's pid and slot.
@@ -316,10 +320,7 @@ impl Supervisor {
                     .map(|(p, _)| p)
                     .collect();
                 pids.into_iter()
-                    .map(|pid| Action::Stop {
-                        pid,
-                        how: StopKind::Graceful,
-                    })
+                    .map(|pid| self.stop_one(pid, StopKind::Graceful))
                     .collect()
             }
             Signal::ScaleDown if self.phase == Phase::Running => {
@@ -422,12 +423,17 @@ impl Supervisor {
 
     fn on_stale(&mut self, pid: Pid) -> Vec<Action> {
         match self.workers.get(&pid) {
-            Some(w) if w.ready => vec![Action::Stop {
-                pid,
-                how: StopKind::Kill,
-            }],
+            Some(w) if w.ready => vec![self.stop_one(pid, StopKind::Kill)],
             _ => Vec::new(),
         }
+    }
+
+    /// Stops one worker outside a reload or stop, marking it as stopping.
+    fn stop_one(&mut self, pid: Pid, how: StopKind) -> Action {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.stopping = true;
+        }
+        Action::Stop { pid, how }
     }
 
     fn on_exit(&mut self, pid: Pid, now: Instant) -> Vec<Action> {
@@ -675,6 +681,30 @@ mod tests {
             ],
             "no second AnnounceListening: the address was announced before the upgrade"
         );
+    }
+
+    #[test]
+    fn only_a_settled_supervisor_hands_its_workers_to_an_upgrade() {
+        let (mut s, now) = serving(2);
+        assert!(s.is_settled());
+        s.handle(Event::Signal(Signal::ScaleDown), now);
+        assert!(!s.is_settled(), "a scaled-down worker is still draining");
+        s.handle(Event::WorkerExited { pid: 101 }, now);
+        assert!(s.is_settled());
+        s.handle(Event::WorkerStale(100), now);
+        assert!(!s.is_settled(), "a stale worker is being killed");
+        let respawn = s.handle(Event::WorkerExited { pid: 100 }, now);
+        assert_eq!(
+            respawn,
+            vec![Action::Spawn {
+                slot: 0,
+                generation: 1
+            }]
+        );
+        s.spawned(0, 1, 102, now);
+        assert!(!s.is_settled(), "its replacement is starting");
+        s.handle(Event::WorkerReady(102), now);
+        assert!(s.is_settled());
     }
 
     #[test]

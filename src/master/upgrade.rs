@@ -8,11 +8,17 @@
 //! a reload does. Under systemd the main pid never changes, so a later
 //! `systemctl stop` is the ordinary graceful stop.
 //!
-//! Before it execs, the master runs the new file as `<file> <arguments>
-//! check-config`: a file that does not run, or does not accept the
-//! configuration, leaves this master serving (`binary upgrade failed` in
-//! the log). If the new generation dies before serving, the adopted
-//! workers keep serving, as after a failed reload.
+//! Before it execs, the master re-reads the configuration (an upgrade, like
+//! a reload, refuses changes to settings that need a restart) and runs the
+//! new file as `<file> <arguments> check-config` with [`FORMAT_ENV`] set: the
+//! new file must accept the configuration, open the log file, use the data
+//! dir and user, and read this build's handover (its format and the layout
+//! of the shared regions). A file that fails leaves this master serving
+//! (`binary upgrade failed` in the log): once exec'd, the new image has no
+//! way back, so whatever can fail is tried first. A stop or reload signal
+//! that arrives during the check abandons the upgrade and is handled. If
+//! the new generation dies before serving, the adopted workers keep
+//! serving, as after a failed reload.
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -28,10 +34,48 @@ use super::supervisor::{Generation, Pid};
 
 /// Env var: what the old image hands to the new one.
 pub const STATE_ENV: &str = "ORDERS_UPGRADE_STATE";
-/// The handover format's version (first field of [`STATE_ENV`]).
+/// Env var for `check-config`: the handover format the new file must read.
+pub const FORMAT_ENV: &str = "ORDERS_UPGRADE_FORMAT";
+/// The handover line's version; with the shared regions' sizes it makes
+/// [`format`], the line's first field.
 const STATE_VERSION: &str = "v1";
 /// How long the new file may take to check the configuration.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the check's exit is polled.
+const CHECK_POLL: Duration = Duration::from_millis(20);
+
+/// This build's handover format: the line's version and the layout of the
+/// shared regions it maps again (a build whose regions differ cannot adopt).
+pub fn format() -> String {
+    format!(
+        "{STATE_VERSION}/h{}/m{}",
+        super::heartbeat::LEN,
+        crate::metrics::Region::LEN
+    )
+}
+
+/// In `check-config`: whether this build can take over from the server that
+/// asks ([`FORMAT_ENV`]); unset when an operator runs the check.
+pub fn check_format_from_env() -> Result<(), HandoverError> {
+    match std::env::var(FORMAT_ENV) {
+        Ok(theirs) if theirs != format() => Err(HandoverError::Format(theirs)),
+        _ => Ok(()),
+    }
+}
+
+/// A handover line this build cannot read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandoverError {
+    /// Another build's format (version or region layout).
+    #[error("handover format {0:?}, this build reads {f:?}; restart instead of upgrading in place", f = format())]
+    Format(String),
+    /// Not the line's shape.
+    #[error("expected 7 fields, got {0}")]
+    Fields(usize),
+    /// A field that does not parse.
+    #[error("{0} {1:?}")]
+    Field(&'static str, String),
+}
 
 /// The executable's path and the arguments, as started.
 struct Invocation {
@@ -67,6 +111,9 @@ pub enum UpgradeError {
     /// The new file could not be run.
     #[error("cannot run {}", .0.display())]
     Run(PathBuf, #[source] io::Error),
+    /// The configuration cannot be read, or changes a setting that needs a restart.
+    #[error("{0}")]
+    Refused(String),
     /// The new file refused the configuration or failed.
     #[error("{} check-config failed ({status}): {output}", .exe.display())]
     Check {
@@ -85,7 +132,9 @@ pub enum UpgradeError {
 /// One serving worker handed from the old image to the new.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandedWorker {
+    /// Its process id (a child of the master, before and after exec).
     pub pid: Pid,
+    /// Its slot in the supervisor.
     pub slot: usize,
     /// Its heartbeat (and metrics) slot.
     pub heartbeat: usize,
@@ -106,11 +155,12 @@ pub struct Handover {
     pub heartbeats: RawFd,
     /// The memfd of the metrics region.
     pub metrics: RawFd,
+    /// The serving workers.
     pub workers: Vec<HandedWorker>,
 }
 
 impl Handover {
-    /// One line: `v1 GEN ADDR METRICS|- HEARTBEATS_FD METRICS_FD PID:SLOT:HB:FD|-,...`.
+    /// One line: `FORMAT GEN ADDR METRICS|- HEARTBEATS_FD METRICS_FD PID:SLOT:HB:FD|-,...`.
     pub fn encode(&self) -> String {
         let workers: Vec<String> = self
             .workers
@@ -127,7 +177,8 @@ impl Handover {
             .collect();
         let metrics = self.metrics_addr.map_or("-".into(), |a| a.to_string());
         format!(
-            "{STATE_VERSION} {} {} {metrics} {} {} {}",
+            "{} {} {} {metrics} {} {} {}",
+            format(),
             self.generation,
             self.addr,
             self.heartbeats,
@@ -137,64 +188,39 @@ impl Handover {
     }
 
     /// Parses [`Handover::encode`]'s line.
-    pub fn decode(line: &str) -> Result<Handover, String> {
+    pub fn decode(line: &str) -> Result<Handover, HandoverError> {
         let fields: Vec<&str> = line.split(' ').collect();
         let [version, generation, addr, metrics, heartbeats, metrics_fd, workers] = fields[..]
         else {
-            return Err(format!("expected 7 fields, got {}", fields.len()));
+            return Err(HandoverError::Fields(fields.len()));
         };
-        if version != STATE_VERSION {
-            return Err(format!(
-                "format {version:?}, this build reads {STATE_VERSION:?}"
-            ));
+        if version != format() {
+            return Err(HandoverError::Format(version.to_string()));
         }
-        let num = |what: &str, s: &str| {
-            s.parse::<i64>()
-                .map_err(|_| format!("{what}: {s:?} is not a number"))
-        };
         let workers = workers
             .split(',')
             .filter(|w| !w.is_empty())
-            .map(|w| {
-                let parts: Vec<&str> = w.split(':').collect();
-                let [pid, slot, heartbeat, status] = parts[..] else {
-                    return Err(format!("worker {w:?}"));
-                };
-                Ok(HandedWorker {
-                    pid: num("pid", pid)? as Pid,
-                    slot: num("slot", slot)? as usize,
-                    heartbeat: num("heartbeat", heartbeat)? as usize,
-                    status: if status == "-" {
-                        None
-                    } else {
-                        Some(num("status fd", status)? as RawFd)
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+            .map(decode_worker)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Handover {
-            generation: num("generation", generation)? as Generation,
-            addr: addr.parse().map_err(|_| format!("address {addr:?}"))?,
+            generation: parse("generation", generation)?,
+            addr: parse("address", addr)?,
             metrics_addr: if metrics == "-" {
                 None
             } else {
-                Some(
-                    metrics
-                        .parse()
-                        .map_err(|_| format!("address {metrics:?}"))?,
-                )
+                Some(parse("metrics address", metrics)?)
             },
-            heartbeats: num("heartbeats fd", heartbeats)? as RawFd,
-            metrics: num("metrics fd", metrics_fd)? as RawFd,
+            heartbeats: parse("heartbeats fd", heartbeats)?,
+            metrics: parse("metrics fd", metrics_fd)?,
             workers,
         })
     }
 
     /// In the new image: the handover, if this process was started by an
     /// upgrade. The variable is removed (workers must not see it). A line
-    /// this build cannot read is logged and ignored: the process then
-    /// starts as a new server, which fails on the address its old image's
-    /// workers still hold rather than serve beside them unsupervised.
+    /// this build cannot read is logged and ignored, and the process starts
+    /// as a new server: the check before exec ([`FORMAT_ENV`]) makes that
+    /// unreachable short of a file swapped between the check and the exec.
     pub fn from_env() -> Option<Handover> {
         let line = std::env::var(STATE_ENV).ok()?;
         std::env::remove_var(STATE_ENV);
@@ -217,6 +243,33 @@ impl Handover {
     }
 }
 
+/// One `PID:SLOT:HEARTBEAT:FD|-` entry.
+fn decode_worker(w: &str) -> Result<HandedWorker, HandoverError> {
+    let parts: Vec<&str> = w.split(':').collect();
+    let [pid, slot, heartbeat, status] = parts[..] else {
+        return Err(HandoverError::Field("worker", w.to_string()));
+    };
+    let heartbeat: usize = parse("heartbeat", heartbeat)?;
+    if heartbeat >= super::heartbeat::SLOTS {
+        return Err(HandoverError::Field("heartbeat", w.to_string()));
+    }
+    Ok(HandedWorker {
+        pid: parse("pid", pid)?,
+        slot: parse("slot", slot)?,
+        heartbeat,
+        status: if status == "-" {
+            None
+        } else {
+            Some(parse("status fd", status)?)
+        },
+    })
+}
+
+fn parse<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, HandoverError> {
+    text.parse()
+        .map_err(|_| HandoverError::Field(what, text.to_string()))
+}
+
 /// The file to upgrade to: the path this process was started from.
 pub fn executable() -> Result<PathBuf, UpgradeError> {
     INVOCATION
@@ -229,12 +282,20 @@ pub fn executable() -> Result<PathBuf, UpgradeError> {
 /// for it to accept the configuration.
 pub fn check(exe: &Path) -> Result<(), UpgradeError> {
     let args = INVOCATION.get().map(|i| i.args.clone()).unwrap_or_default();
+    // The check's errors go to a memfd, read after it exits: a pipe could
+    // fill up and stall it while this (single-threaded) master waits.
+    let errors = crate::shared_memory::scratch_file("check-config")
+        .map_err(|e| UpgradeError::Run(exe.to_path_buf(), e))?;
+    let stderr = errors
+        .try_clone()
+        .map_err(|e| UpgradeError::Run(exe.to_path_buf(), e))?;
     let mut child = Command::new(exe)
         .args(args)
         .arg("check-config")
+        .env(FORMAT_ENV, format())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| UpgradeError::Run(exe.to_path_buf(), e))?;
     let deadline = Instant::now() + CHECK_TIMEOUT;
@@ -242,7 +303,7 @@ pub fn check(exe: &Path) -> Result<(), UpgradeError> {
         // The master's own reaping (waitpid(-1)) does not run while this waits.
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(CHECK_POLL),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -255,9 +316,9 @@ pub fn check(exe: &Path) -> Result<(), UpgradeError> {
         return Ok(());
     }
     let mut output = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = io::Read::read_to_string(&mut stderr, &mut output);
-    }
+    let mut errors = errors;
+    let _ = io::Seek::rewind(&mut errors);
+    let _ = io::Read::read_to_string(&mut io::Read::take(&mut errors, 64 * 1024), &mut output);
     let output = output.trim().lines().last().unwrap_or("").to_string();
     Err(UpgradeError::Check {
         exe: exe.to_path_buf(),
@@ -266,10 +327,10 @@ pub fn check(exe: &Path) -> Result<(), UpgradeError> {
     })
 }
 
-/// Re-executes `exe` in place with the handover. Returns only if exec(2)
-/// failed, with every descriptor and the signal mask as they were.
+/// Re-executes `exe` in place with the handover. The caller has blocked
+/// the master's signals ([`block_signals`]). Returns only if exec(2)
+/// failed, with every descriptor as it was.
 pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
-    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
     let invocation = INVOCATION.get();
     let to_c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).unwrap_or_default();
     let path = to_c(exe.as_os_str());
@@ -284,23 +345,37 @@ pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
     for &fd in &fds {
         let _ = crate::shared_memory::set_close_on_exec(fd, false);
     }
-    let mut old_mask = SigSet::empty();
-    let _ = sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&super::signals::master_set()),
-        Some(&mut old_mask),
-    );
     std::env::set_var(STATE_ENV, handover.encode());
     let error = match nix::unistd::execv(&path, &argv) {
         Err(e) => io::Error::from(e),
         Ok(never) => match never {},
     };
     std::env::remove_var(STATE_ENV);
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     for &fd in &fds {
         let _ = crate::shared_memory::set_close_on_exec(fd, true);
     }
     UpgradeError::Exec(exe.to_path_buf(), error)
+}
+
+/// Blocks the master's signals before exec: one that arrives from here on
+/// stays pending across exec and reaches the new image's handlers
+/// ([`unblock_signals`]); TERM's default action would otherwise kill the
+/// master mid-switch. Returns the mask to restore if the exec is abandoned.
+pub fn block_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let _ = sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&super::signals::master_set()),
+        Some(&mut old),
+    );
+    old
+}
+
+/// Restores the mask [`block_signals`] returned (the exec did not happen).
+pub fn restore_signals(old: nix::sys::signal::SigSet) {
+    use nix::sys::signal::{sigprocmask, SigmaskHow};
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
 }
 
 /// In the new image, once its signal handlers are installed: unblocks the
@@ -359,16 +434,22 @@ mod tests {
 
     #[test]
     fn a_handover_this_build_cannot_read_is_refused() {
-        assert!(Handover::decode("v2 1 127.0.0.1:1 - 5 6 ")
-            .unwrap_err()
-            .contains("v2"));
-        assert!(Handover::decode("v1 1 127.0.0.1:1 - 5").is_err());
-        assert!(Handover::decode("v1 x 127.0.0.1:1 - 5 6 ")
-            .unwrap_err()
-            .contains("generation"));
-        assert!(Handover::decode("v1 1 127.0.0.1:1 - 5 6 1:2")
-            .unwrap_err()
-            .contains("worker"));
+        let f = format();
+        let err = |line: &str| Handover::decode(line).unwrap_err().to_string();
+        assert!(
+            err("v0/h1/m1 1 127.0.0.1:1 - 5 6 ").contains("v0/h1/m1"),
+            "another build's format"
+        );
+        assert_eq!(
+            Handover::decode(&format!("{f} 1 127.0.0.1:1 - 5")),
+            Err(HandoverError::Fields(5))
+        );
+        assert!(err(&format!("{f} x 127.0.0.1:1 - 5 6 ")).contains("generation"));
+        assert!(err(&format!("{f} 1 127.0.0.1:1 - 5 6 1:2")).contains("worker"));
+        assert!(
+            err(&format!("{f} 1 127.0.0.1:1 - 5 6 1:2:99999:-")).contains("heartbeat"),
+            "slot out of range"
+        );
     }
 
     #[test]

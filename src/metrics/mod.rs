@@ -157,7 +157,8 @@ impl Region {
         Ok(*REGION.get_or_init(|| region))
     }
 
-    const LEN: usize = std::mem::size_of::<MasterBlock>() + SLOTS * std::mem::size_of::<Slot>();
+    /// The region's size in bytes (part of the binary upgrade's format).
+    pub const LEN: usize = std::mem::size_of::<MasterBlock>() + SLOTS * std::mem::size_of::<Slot>();
 
     fn over(mapping: crate::shared_memory::Mapping) -> Region {
         let ptr = mapping.ptr;
