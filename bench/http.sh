@@ -27,6 +27,11 @@
 # its own (the database's is not counted). Lists are measured on a small
 # collection because SecantusDB sorts a page with a collection scan.
 #
+# The embedded run's results also go to RESULTS_CSV (case,req_s,cpu_us;
+# bench/results/http.csv), drawn by bench/charts.py as a bar chart into
+# CHART (docs/charts/http.png; CHART= skips it) with the bench venv's
+# matplotlib (bench/venv.sh).
+#
 # Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100 BACKEND=embedded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -182,4 +187,17 @@ row "GET /orders (100 orders)" list100
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
 echo "access log cost: GET by id at $(ratio "${RPS[get_id_log]}" "${RPS[get_id]}") of the req/s with it off, $(ratio "${CPU[get_id_log]}" "${CPU[get_id]}") of the CPU per request ($LOG_LINES lines written)"
+RESULTS_CSV=${RESULTS_CSV:-bench/results/http.csv}
+CHART=${CHART-docs/charts/http.png}
+mkdir -p "$(dirname "$RESULTS_CSV")"
+{
+  echo "case,req_s,cpu_us"
+  for c in "ceiling (bare may_minihttp):ceiling" "GET /orders/<id>:get_id" "GET /orders/<id>, metrics-off:get_id_off" \
+           "GET /orders/<id>, access log:get_id_log" "GET /orders (100 orders):list100" "POST /orders (durable):post"; do
+    echo "${c%%:*},${RPS[${c##*:}]},${CPU[${c##*:}]}"
+  done
+} >"$RESULTS_CSV"
+if [ -n "$CHART" ]; then
+  "$(bench/venv.sh)" bench/charts.py bars "$RESULTS_CSV" "$CHART" >&2
+fi
 echo "metrics cost: GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_off]}") of the metrics-off build's req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_off]}") of its CPU per request"

@@ -10,7 +10,11 @@
 # with users = rate x 60, stopping early at the first failure or when the
 # server's RSS (all its processes) passes RSS_LIMIT_MB; then `by-id` at
 # 15,000 users held for 60 s, with memory per connection.
-# Prints Markdown tables in the seed's shape.
+# Prints Markdown tables in the seed's shape. Each run's Locust-format CSV
+# files go to RESULTS (bench/results/seed-protocol); from them
+# bench/charts.py draws one PNG per spawn rate (users, req/s and p99 over
+# time, the seed's own results marked) into CHARTS (docs/charts), with
+# matplotlib from the bench venv (bench/venv.sh; CHARTS= skips the charts).
 #
 # Usage: bench/seed_protocol.sh    (env: RATES="25 50 100" RUN=60s
 #        BYID_USERS=15000 RSS_LIMIT_MB=4096 SCENARIOS="seed seed-paged")
@@ -24,6 +28,9 @@ BYID_RATE=${BYID_RATE:-1000}
 RSS_LIMIT_MB=${RSS_LIMIT_MB:-4096}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+RESULTS=${RESULTS:-bench/results/seed-protocol}
+CHARTS=${CHARTS-docs/charts}
+mkdir -p "$RESULTS"
 
 cargo build --release --quiet --bin orders-server
 cargo build --release --quiet -p orders-loadtest
@@ -94,7 +101,8 @@ for scenario in $SCENARIOS; do
     RUN_NO=$((RUN_NO + 1))
     echo "== run $RUN_NO of $TOTAL_RUNS: $scenario, spawn rate $rate, $users users, $RUN" >&2
     start_server
-    run_load "$scenario-$rate" -s "$scenario" -u "$users" -r "$rate" -t "$RUN" --stop-on-failure
+    run_load "$scenario-$rate" -s "$scenario" -u "$users" -r "$rate" -t "$RUN" --stop-on-failure \
+      --csv "$RESULTS/$scenario-$rate"
     stop_server
     j="$TMP/$scenario-$rate.json"
     if [ ! -s "$j" ]; then echo "  no summary:" >&2; cat "$TMP/$scenario-$rate.txt" >&2; continue; fi
@@ -113,7 +121,7 @@ start_server
 taskset -c "$LOAD_CPU" "$LOADTEST" -H "http://127.0.0.1:$PORT" -s seed -u 20 -r 20 -t 5s >/dev/null 2>&1 || true
 idle_kb=$(server_rss_kb)
 hold=$((BYID_USERS / BYID_RATE + 60))
-run_load by-id -s by-id -u "$BYID_USERS" -r "$BYID_RATE" -t "${hold}s"
+run_load by-id -s by-id -u "$BYID_USERS" -r "$BYID_RATE" -t "${hold}s" --csv "$RESULTS/by-id-$BYID_RATE"
 stop_server
 j="$TMP/by-id.json"; cat "$TMP/by-id.txt" >&2
 
@@ -138,4 +146,9 @@ if [ -s "$j" ]; then
   echo "| $users | $(field "$j" requests) | $(field "$j" failures) | $(printf '%.0f' "$(field "$j" requests_per_second)") | $(field "$j" p50_ms) | $(field "$j" p99_ms) | $(field "$j" max_ms) | $((idle_kb / 1024)) / $((peak / 1024)) | ~$((per_conn / 1024)) KiB |"
 else
   echo "(no result)"
+fi
+
+if [ -n "$CHARTS" ]; then
+  echo "charts:" >&2
+  "$(bench/venv.sh)" bench/charts.py seed "$RESULTS" "$CHARTS" >&2
 fi

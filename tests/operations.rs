@@ -823,7 +823,10 @@ fn a_stop_during_an_upgrade_check_is_not_lost() {
     s.signal(libc::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(10));
     let log = s.log();
-    assert!(status.is_some_and(|st| st.success()), "TERM during the check must stop the server: {status:?}\n{log}");
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "TERM during the check must stop the server: {status:?}\n{log}"
+    );
     assert!(log.contains("binary upgrade abandoned"), "{log}");
     assert!(!log.contains("re-executing"), "{log}");
 }
@@ -833,12 +836,25 @@ fn an_upgrade_refuses_a_configuration_that_needs_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("orders-server.toml");
     std::fs::write(&conf, "map_size = 1073741824\n").unwrap();
-    let mut s = Server::builder().workers(1).args(&["-c", conf.to_str().unwrap()]).start();
+    let mut s = Server::builder()
+        .workers(1)
+        .args(&["-c", conf.to_str().unwrap()])
+        .start();
     std::fs::write(&conf, "map_size = 2147483648\n").unwrap();
     let pids = s.worker_pids();
     s.signal(libc::SIGUSR2);
-    assert!(wait_until(Duration::from_secs(10), || s.log().contains("binary upgrade failed")), "{}", s.log());
-    assert!(s.log().contains("map_size cannot change without a restart"), "{}", s.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .log()
+            .contains("binary upgrade failed")),
+        "{}",
+        s.log()
+    );
+    assert!(
+        s.log().contains("map_size cannot change without a restart"),
+        "{}",
+        s.log()
+    );
     assert_eq!(s.worker_pids(), pids, "the workers keep serving, untouched");
     assert_eq!(s.request("GET", "/orders", None).status, 200);
     assert!(s.stop().success());

@@ -11,11 +11,16 @@
 //! `GET /orders?limit=100`, the seed's own suggested fix), `by-id`
 //! (`GET /orders/<id>` of existing orders plus POST), `max` (by-id with no
 //! think time, for peak req/s). A failure is a connection error, a non-2xx
-//! answer, or no answer within `--timeout` seconds. Prints a summary and
-//! writes it as JSON (`--json`).
+//! answer, or no answer within `--timeout` seconds. Prints progress while it
+//! runs and a summary at the end; writes the summary as JSON (`--json`),
+//! Locust's CSV files (`--csv`) and an HTML report with charts over time
+//! (`--html`).
 
+mod locust_csv;
 mod progress;
+mod report;
 mod summary;
+mod timeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -82,6 +87,13 @@ struct Args {
     /// (0: none).
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     progress_every: u64,
+    /// Write Locust's CSV files: PREFIX_stats.csv and PREFIX_stats_history.csv.
+    #[arg(long, value_name = "PREFIX")]
+    csv: Option<String>,
+    /// Write an HTML report with charts of users, req/s, failures and
+    /// p50/p95/p99 over time.
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 /// Existing order ids, for by-id and max.
@@ -98,8 +110,10 @@ static USERS_AT_FIRST_FAILURE: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Set by --stop-on-failure.
 static STOP_ON_FAILURE: AtomicBool = AtomicBool::new(false);
 
-/// Response body bytes received.
-static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Response body bytes received per request name ("GET /orders"), for the CSV.
+static BYTES_BY_NAME: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, u64>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// Reads the body to its end, as Locust does (an unread body would also
 /// cost the connection its keep-alive), counts its bytes, and marks the
@@ -113,7 +127,10 @@ async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
     if let Ok(resp) = response {
         match resp.bytes().await {
             Ok(body) => {
-                BYTES.fetch_add(body.len() as u64, Ordering::Relaxed);
+                progress::received(body.len() as u64);
+                let key = format!("{} {}", request.raw.method, request.name);
+                let mut by_name = BYTES_BY_NAME.lock().unwrap_or_else(|e| e.into_inner());
+                *by_name.entry(key).or_default() += body.len() as u64;
             }
             Err(e) => user.set_failure(&format!("body: {e}"), &mut request, None, None)?,
         }
@@ -317,9 +334,18 @@ async fn run(args: Args) -> Result<bool, String> {
             LAUNCHED.load(Ordering::SeqCst)
         }))
     });
+    let timeline = timeline::Timeline::new(started);
+    let sampler = tokio::spawn(
+        timeline
+            .clone()
+            .sample_every_second(|| LAUNCHED.load(Ordering::SeqCst)),
+    );
     let metrics = attack.execute().await.map_err(|e| e.to_string())?;
+    sampler.abort();
+    timeline.take(LAUNCHED.load(Ordering::SeqCst));
     if let Some(r) = reporter {
         r.abort();
+        progress::finish();
     }
     let stopped_early = FIRST_FAILURE_MS.load(Ordering::SeqCst) != u64::MAX && args.stop_on_failure;
     if stopped_early {
@@ -339,10 +365,11 @@ async fn run(args: Args) -> Result<bool, String> {
                 .then_some(users_at_failure as usize),
             orders_at_start,
             orders_at_end,
-            bytes: BYTES.load(Ordering::Relaxed),
+            bytes: progress::bytes(),
         },
     );
     print!("{}", summary.text());
+    write_reports(&args, &summary, &metrics, &timeline.samples())?;
     if let Some(path) = &args.json {
         std::fs::write(
             path,
@@ -351,6 +378,30 @@ async fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(summary.failures > 0)
+}
+
+/// Writes what --json, --csv and --html ask for.
+fn write_reports(
+    args: &Args,
+    summary: &Summary,
+    metrics: &goose::metrics::GooseMetrics,
+    samples: &[timeline::Sample],
+) -> Result<(), String> {
+    if let Some(prefix) = &args.csv {
+        let by_name = BYTES_BY_NAME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let files = locust_csv::write(prefix, metrics, &by_name, samples)
+            .map_err(|e| format!("--csv {prefix}: {e}"))?;
+        println!("csv: {}", files.join(", "));
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report::html(summary, samples))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("html: {}", path.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

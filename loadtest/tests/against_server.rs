@@ -177,6 +177,98 @@ fn reloads_under_the_goose_load_fail_no_request() {
     });
 }
 
+/// The first line of a file.
+fn header(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn csv_and_html_reports_follow_the_run() {
+    let s = server(1);
+    let host = format!("http://{}", s.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("run");
+    let html = dir.path().join("report.html");
+    let (code, sum, text) = loadtest(&[
+        "-H",
+        &host,
+        "-u",
+        "30",
+        "-r",
+        "10",
+        "-t",
+        "5s",
+        "-s",
+        "seed-paged",
+        "--csv",
+        prefix.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let stats = std::fs::read_to_string(dir.path().join("run_stats.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = stats.lines().map(|l| l.split(',').collect()).collect();
+    let width = rows[0].len();
+    assert!(rows.iter().all(|r| r.len() == width), "{stats}");
+    let named = |method: &str, name: &str| {
+        rows.iter()
+            .find(|r| r[0] == method && r[1] == name)
+            .cloned()
+    };
+    let get = named("GET", "/orders?limit=100").unwrap_or_else(|| panic!("{stats}"));
+    let post = named("POST", "/orders").unwrap_or_else(|| panic!("{stats}"));
+    let total = named("", "Aggregated").unwrap_or_else(|| panic!("{stats}"));
+    let count = |r: &Vec<&str>| r[2].parse::<u64>().unwrap();
+    assert_eq!(count(&get) + count(&post), count(&total));
+    assert_eq!(
+        count(&total),
+        sum["requests"].as_u64().unwrap(),
+        "the CSV and the summary agree"
+    );
+    assert!(
+        get[8].parse::<f64>().unwrap() > 0.0,
+        "average content size of the lists: {stats}"
+    );
+
+    let history = std::fs::read_to_string(dir.path().join("run_stats_history.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(lines.len() >= 4, "one row per second:\n{history}");
+    let users: Vec<u64> = lines.iter().map(|r| r[1].parse().unwrap()).collect();
+    assert!(
+        users.windows(2).all(|w| w[0] <= w[1]) && users[0] < 30 && *users.last().unwrap() == 30,
+        "the ramp: {users:?}"
+    );
+    let last_total: u64 = lines.last().unwrap()[17].parse().unwrap();
+    assert_eq!(
+        last_total,
+        count(&total),
+        "the last row's total is the run's"
+    );
+
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "three charts");
+    for title in [
+        "Users",
+        "Requests and failures per second",
+        "Latency of each second",
+    ] {
+        assert!(page.contains(title), "{title}");
+    }
+    assert!(
+        page.contains("p99") && page.contains("<polyline"),
+        "lines are drawn"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("http://cdn") && !page.contains("https://"),
+        "self-contained"
+    );
+}
+
 #[test]
 fn locust_smoke_run_has_no_failure() {
     let locust = std::env::var("LOCUST").unwrap_or_else(|_| {
@@ -184,6 +276,7 @@ fn locust_smoke_run_has_no_failure() {
         venv.display().to_string()
     });
     let s = server(2);
+    let csv_dir = tempfile::tempdir().unwrap();
     let locustfile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locustfile.py");
     let out = Command::new(&locust)
         .args([
@@ -197,7 +290,9 @@ fn locust_smoke_run_has_no_failure() {
             "--only-summary",
             "--exit-code-on-error",
             "1",
+            "--csv",
         ])
+        .arg(csv_dir.path().join("locust"))
         .arg("-f")
         .arg(&locustfile)
         .arg("-H")
@@ -226,4 +321,27 @@ fn locust_smoke_run_has_no_failure() {
         "{agg}"
     );
     assert!(numbers[2].starts_with("0("), "failures: {agg}");
+    // Our CSV files have Locust's own columns, in its order.
+    let ours = csv_dir.path().join("ours");
+    let (code, _, text) = loadtest(&[
+        "-H",
+        &format!("http://{}", s.addr),
+        "-u",
+        "5",
+        "-r",
+        "5",
+        "-t",
+        "2s",
+        "--csv",
+        ours.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    for file in ["stats", "stats_history"] {
+        let theirs = header(&csv_dir.path().join(format!("locust_{file}.csv")));
+        assert_eq!(
+            header(&csv_dir.path().join(format!("ours_{file}.csv"))),
+            theirs,
+            "_{file}.csv"
+        );
+    }
 }
