@@ -70,7 +70,8 @@ def seed_charts(results, out):
         p99_ax.set_ylabel("p99 so far (ms)")
         p99_ax.set_yscale("log")
         p99_ax.set_xlabel("seconds")
-        users_ax.set_title(f"Seed protocol, spawn rate {rate}/s: orders-server -w 1 on one core")
+        names = ", ".join(sorted(n for n, _ in scenarios))
+        users_ax.set_title(f"{names}, spawn rate {rate}/s: orders-server -w 1 on one core")
         for ax in (users_ax, rps_ax, p99_ax):
             ax.grid(alpha=0.3)
         users_ax.legend(fontsize=8, loc="upper left")

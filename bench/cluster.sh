@@ -31,6 +31,7 @@
 # Needs root (network namespaces), nginx, python3-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 export PATH="$PATH:/usr/sbin:/sbin"
 DURATION=${DURATION:-60s}
 RATES=${RATES:-"25 50 100"}
@@ -79,8 +80,8 @@ spawn() {
   SPAWNED=$!
 }
 
-# wait_port HOST ADDR PORT: until ADDR:PORT accepts a connection from HOST.
-wait_port() {
+# wait_reachable HOST ADDR PORT: until ADDR:PORT accepts a connection from HOST.
+wait_reachable() {
   for _ in $(seq 200); do
     in_ns "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return
     sleep 0.1
@@ -92,14 +93,14 @@ start_db() { # a fresh database
   rm -rf "$TMP/db"
   spawn db "$TMP/db.log" "$DB_BIN" --host "$DB" --port $DB_PORT --storage-path "$TMP/db"
   DB_PID=$SPAWNED
-  wait_port client "$DB" $DB_PORT
+  wait_reachable client "$DB" $DB_PORT
 }
 
 start_app() { # HOST ADDR
   spawn "$1" "$TMP/$1.log" "$SERVER" -w "$WORKERS" -b "$2:$APP_PORT" --data-dir "$TMP/$1" \
     --mongo-uri "mongodb://$DB:$DB_PORT/orders_db"
   eval "PID_$1=$SPAWNED"
-  wait_port client "$2" $APP_PORT
+  wait_reachable client "$2" $APP_PORT
 }
 
 start_lb() { # conf/nginx.conf between its markers, pointed at app1 and app2
@@ -122,7 +123,7 @@ http {
 EOF
   spawn lb "$TMP/nginx/stderr.log" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
   LB_PID=$SPAWNED
-  wait_port client "$LB" 80
+  wait_reachable client "$LB" 80
 }
 
 stop_all() { # TERM everything of this run; nginx's master stops its workers
@@ -132,7 +133,6 @@ stop_all() { # TERM everything of this run; nginx's master stops its workers
   LB_PID= PID_app1= PID_app2= DB_PID=
 }
 
-field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); v=d.get(sys.argv[2]); print('' if v is None else v)" "$1" "$2"; }
 
 FAILURES=0
 declare -A ROWS

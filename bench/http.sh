@@ -35,6 +35,7 @@
 # Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100 BACKEND=embedded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
 CONNS=${CONNS:-100}
@@ -51,27 +52,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-wait_port() { # log file -> port
-  for _ in $(seq 100); do
-    port=$(grep -o 'listening on [0-9.:]*' "$1" 2>/dev/null | head -1 | sed 's/.*://') || true
-    [ -n "${port:-}" ] && { echo "$port"; return; }
-    sleep 0.1
-  done
-  echo "server did not start:" >&2; cat "$1" >&2; exit 1
-}
-
 CLK_TCK=$(getconf CLK_TCK)
-# tree_ticks PID -> utime+stime (clock ticks) of PID and its children, all threads.
-tree_ticks() {
-  local pids=("$1") total=0 p t
-  pids+=($(cat "/proc/$1/task/$1/children" 2>/dev/null))
-  for p in "${pids[@]}"; do
-    # Fields 14 and 15 of /proc/PID/stat, counted after the command name's ")".
-    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
-    total=$((total + ${t:-0}))
-  done
-  echo "$total"
-}
 
 # wrk_run PID URL [script] -> prints "req_per_s mb_per_s errors cpu_us_per_request"
 # (PID: the server whose process tree's CPU time is counted)

@@ -20,6 +20,7 @@
 #        BYID_USERS=15000 RSS_LIMIT_MB=4096 SCENARIOS="seed seed-paged")
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 RATES=${RATES:-"25 50 100"}
 RUN=${RUN:-60s}
 SCENARIOS=${SCENARIOS:-"seed seed-paged"}
@@ -32,10 +33,7 @@ RESULTS=${RESULTS:-bench/results/seed-protocol}
 CHARTS=${CHARTS-docs/charts}
 mkdir -p "$RESULTS"
 
-cargo build --release --quiet --bin orders-server
-cargo build --release --quiet -p orders-loadtest
-SERVER=target/release/orders-server
-LOADTEST=target/release/orders-loadtest
+build_release
 TMP=$(mktemp -d)
 SERVER_PID=
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -53,23 +51,10 @@ start_server() { # -> sets SERVER_PID, PORT
   rm -rf "$TMP/data"
   taskset -c "$SERVER_CPU" "$SERVER" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    PORT=$(grep -o 'listening on [0-9.:]*' "$TMP/server.log" | sed 's/.*://' || true)
-    [ -n "$PORT" ] && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; cat "$TMP/server.log" >&2; exit 1
+  PORT=$(wait_port "$TMP/server.log")
 }
 
 stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
-
-server_rss_kb() { # master + workers
-  local total=0 pid
-  for pid in "$SERVER_PID" $(pgrep -P "$SERVER_PID" || true); do
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
 
 # run_load NAME ARGS... : runs the load generator while watching RSS;
 # leaves the summary in $TMP/NAME.json and the peak RSS in PEAK_KB.
@@ -79,7 +64,7 @@ run_load() {
   local lt=$! rss
   PEAK_KB=0; STOPPED_RSS=0
   while kill -0 "$lt" 2>/dev/null; do
-    rss=$(server_rss_kb)
+    rss=$(tree_rss_kb "$SERVER_PID")
     [ "$rss" -gt "$PEAK_KB" ] && PEAK_KB=$rss
     if [ "$rss" -gt $((RSS_LIMIT_MB * 1024)) ]; then
       echo "  stopping early: server RSS $((rss / 1024)) MB passed RSS_LIMIT_MB=$RSS_LIMIT_MB" >&2
@@ -90,7 +75,6 @@ run_load() {
   wait "$lt" || true
 }
 
-field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); v=d.get(sys.argv[2]); print('' if v is None else v)" "$1" "$2"; }
 
 declare -A ROWS
 TOTAL_RUNS=$(( $(wc -w <<<"$SCENARIOS") * $(wc -w <<<"$RATES") + 1 ))
@@ -119,7 +103,7 @@ done
 echo "== run $TOTAL_RUNS of $TOTAL_RUNS: by-id, $BYID_USERS users at $BYID_RATE/s, held 60 s" >&2
 start_server
 taskset -c "$LOAD_CPU" "$LOADTEST" -H "http://127.0.0.1:$PORT" -s seed -u 20 -r 20 -t 5s >/dev/null 2>&1 || true
-idle_kb=$(server_rss_kb)
+idle_kb=$(tree_rss_kb "$SERVER_PID")
 hold=$((BYID_USERS / BYID_RATE + 60))
 run_load by-id -s by-id -u "$BYID_USERS" -r "$BYID_RATE" -t "${hold}s" --csv "$RESULTS/by-id-$BYID_RATE"
 stop_server

@@ -860,6 +860,17 @@ fn an_upgrade_refuses_a_configuration_that_needs_a_restart() {
     assert!(s.stop().success());
 }
 
+/// A child process killed when the test ends, passed or not (a panic must
+/// not leave a server running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A stand-in for systemd's notification socket that keeps the
 /// descriptors sent with `FDSTORE=1`, as systemd's store does.
 struct FdStore {
@@ -963,7 +974,7 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
             }
             cmd.spawn().unwrap()
         };
-        let mut first = start(None);
+        let mut first = KillOnDrop(start(None));
         let (ready, _) = store.until("READY=1");
         let addr: std::net::SocketAddr = ready
             .lines()
@@ -977,11 +988,11 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
 
         // Stop: the master hands a listener to the store before draining.
         // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) };
         let (stored, bridge) = store.until("FDSTORE=1");
         assert!(stored.contains("FDNAME=orders-bridge"), "{stored}");
         let bridge = bridge.expect("FDSTORE=1 carries the listening socket");
-        assert!(first.wait().unwrap().success());
+        assert!(first.0.wait().unwrap().success());
 
         // Between the stop and the start: the connection is queued, not refused.
         let mut waiting =
@@ -989,7 +1000,7 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
         waiting
             .write_all(format!("GET /orders/{id} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
             .unwrap();
-        let mut second = start(Some(&bridge));
+        let mut second = KillOnDrop(start(Some(&bridge)));
         drop(bridge); // systemd's copy goes with FDSTOREREMOVE below.
                       // Released once the workers serve, just before READY=1.
         let (removed, _) = store.until("FDSTOREREMOVE=1");
@@ -1017,7 +1028,7 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
             200
         );
         // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-        assert!(second.wait().unwrap().success());
+        unsafe { libc::kill(second.0.id() as i32, libc::SIGTERM) };
+        assert!(second.0.wait().unwrap().success());
     });
 }

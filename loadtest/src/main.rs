@@ -94,6 +94,11 @@ struct Args {
     /// p50/p95/p99 over time.
     #[arg(long, value_name = "FILE")]
     html: Option<std::path::PathBuf>,
+    /// Connect from this local address (e.g. 127.0.0.2): several processes
+    /// on several addresses spread tens of thousands of users over more
+    /// source ports than one address has.
+    #[arg(long, value_name = "IP")]
+    source_ip: Option<std::net::IpAddr>,
 }
 
 /// Existing order ids, for by-id and max.
@@ -107,9 +112,16 @@ static LAUNCHED: AtomicU64 = AtomicU64::new(0);
 /// Users launched when the first request failed (u64::MAX: none).
 static USERS_AT_FIRST_FAILURE: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Set by --source-ip: the local address and the request timeout of every
+/// user's client.
+static SOURCE: OnceLock<(std::net::IpAddr, Duration)> = OnceLock::new();
+
 /// Set by --stop-on-failure.
 static STOP_ON_FAILURE: AtomicBool = AtomicBool::new(false);
 
+/// Set by --csv: count bytes per request name (a lock per request, which
+/// only the CSV's "Average Content Size" needs).
+static COUNT_BYTES_BY_NAME: AtomicBool = AtomicBool::new(false);
 /// Response body bytes received per request name ("GET /orders"), for the CSV.
 static BYTES_BY_NAME: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -128,9 +140,11 @@ async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
         match resp.bytes().await {
             Ok(body) => {
                 progress::received(body.len() as u64);
-                let key = format!("{} {}", request.raw.method, request.name);
-                let mut by_name = BYTES_BY_NAME.lock().unwrap_or_else(|e| e.into_inner());
-                *by_name.entry(key).or_default() += body.len() as u64;
+                if COUNT_BYTES_BY_NAME.load(Ordering::Relaxed) {
+                    let key = format!("{} {}", request.raw.method, request.name);
+                    let mut by_name = BYTES_BY_NAME.lock().unwrap_or_else(|e| e.into_inner());
+                    *by_name.entry(key).or_default() += body.len() as u64;
+                }
             }
             Err(e) => user.set_failure(&format!("body: {e}"), &mut request, None, None)?,
         }
@@ -142,7 +156,7 @@ async fn finish(user: &mut GooseUser, r: GooseResponse) -> TransactionResult {
 /// Records the time of the first failed request (and stops the run there
 /// with --stop-on-failure).
 fn note(request: &goose::metrics::GooseRequestMetric) {
-    progress::record(request.response_time, request.success);
+    progress::record(request.response_time_micros(), request.success);
     if !request.success {
         let ms = STARTED
             .get()
@@ -162,8 +176,17 @@ fn note(request: &goose::metrics::GooseRequestMetric) {
 
 /// Runs once per user as it starts: counts the users actually running
 /// (under load the ramp can fall behind the planned spawn rate).
-async fn user_started(_user: &mut GooseUser) -> TransactionResult {
+/// With --source-ip, also gives the user a client bound to that address
+/// (goose's own client keeps the system's choice).
+async fn user_started(user: &mut GooseUser) -> TransactionResult {
     LAUNCHED.fetch_add(1, Ordering::SeqCst);
+    if let Some((ip, timeout)) = SOURCE.get() {
+        let builder = reqwest::Client::builder()
+            .user_agent(concat!("orders-loadtest/", env!("CARGO_PKG_VERSION")))
+            .local_address(*ip)
+            .timeout(*timeout);
+        user.set_client_builder(builder).await?;
+    }
     Ok(())
 }
 
@@ -327,6 +350,10 @@ async fn run(args: Args) -> Result<bool, String> {
         .and_then(|a| a.set_default(GooseDefault::Quiet, 1))
         .map_err(|e| e.to_string())?;
     STOP_ON_FAILURE.store(args.stop_on_failure, Ordering::SeqCst);
+    COUNT_BYTES_BY_NAME.store(args.csv.is_some(), Ordering::SeqCst);
+    if let Some(ip) = args.source_ip {
+        let _ = SOURCE.set((ip, Duration::from_secs(args.timeout)));
+    }
     let started = *STARTED.get_or_init(Instant::now);
     let reporter = (args.progress_every > 0).then(|| {
         let every = Duration::from_secs(args.progress_every);

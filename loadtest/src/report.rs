@@ -9,22 +9,33 @@ use std::fmt::Write as _;
 use crate::summary::Summary;
 use crate::timeline::Sample;
 
-/// Chart size in SVG units.
+/// Chart width in SVG units.
 const WIDTH: f64 = 860.0;
-const HEIGHT: f64 = 260.0;
-/// Room for the axes' labels.
+/// Chart height in SVG units.
+const HEIGHT: f64 = 280.0;
+/// Room left of the plot, for the values.
 const LEFT: f64 = 64.0;
+/// Room below the plot, for the seconds.
 const BOTTOM: f64 = 34.0;
-const TOP: f64 = 30.0;
+/// Room above the plot, for the title and the legend.
+const TOP: f64 = 48.0;
+/// Room right of the plot.
 const RIGHT: f64 = 16.0;
-/// Horizontal grid lines per chart.
-const Y_TICKS: usize = 4;
+/// Horizontal grid lines per chart, above zero: with an axis top of 1, 2
+/// or 5 x 10^n, every line falls on a round value.
+const Y_TICKS: usize = 5;
+/// Horizontal room per legend entry.
+const LEGEND_STEP: f64 = 110.0;
+/// The legend's baseline (below the title's).
+const LEGEND_Y: f64 = 36.0;
 
-/// One line of a chart: its name, colour and a value per sample (None: a
-/// gap, e.g. no request finished in that second).
+/// One line of a chart.
 pub struct Series<'a> {
+    /// Its name in the legend.
     pub name: &'a str,
+    /// Its colour (CSS).
     pub color: &'a str,
+    /// A value per sample; None is a gap (no request finished that second).
     pub values: Vec<Option<f64>>,
 }
 
@@ -51,10 +62,7 @@ pub fn html(summary: &Summary, samples: &[Sample]) -> String {
     let latency = |name, color, p| Series {
         name,
         color,
-        values: samples
-            .iter()
-            .map(|s| s.window(p).map(|v| v as f64))
-            .collect(),
+        values: samples.iter().map(|s| s.window_ms(p)).collect(),
     };
     let latencies = [
         latency("p50", "#1f77b4", 0.5),
@@ -176,21 +184,13 @@ pub fn chart(title: &str, unit: &str, x: &[f64], series: &[Series<'_>]) -> Strin
     );
     for (i, s) in series.iter().enumerate() {
         for run in runs(x, &s.values) {
-            let points: Vec<String> = run
-                .iter()
-                .map(|(xv, yv)| format!("{:.1},{:.1}", px(*xv), py(*yv)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"/>",
-                s.color,
-                points.join(" ")
-            );
+            svg.push_str(&draw_run(&run, s.color, px, py));
         }
-        let lx = LEFT + 140.0 + 110.0 * i as f64;
+        let lx = LEFT + LEGEND_STEP * i as f64;
         let _ = writeln!(
             svg,
-            "<rect x=\"{lx:.1}\" y=\"9\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{:.1}\" y=\"14\">{}</text>",
+            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{LEGEND_Y}\">{}</text>",
+            LEGEND_Y - 5.0,
             s.color,
             lx + 16.0,
             escape(s.name)
@@ -198,6 +198,30 @@ pub fn chart(title: &str, unit: &str, x: &[f64], series: &[Series<'_>]) -> Strin
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// One stretch of a series: a line, or a dot where it is a single point.
+fn draw_run(
+    run: &[(f64, f64)],
+    color: &str,
+    px: impl Fn(f64) -> f64,
+    py: impl Fn(f64) -> f64,
+) -> String {
+    if let [(x, y)] = run {
+        return format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"{color}\"/>\n",
+            px(*x),
+            py(*y)
+        );
+    }
+    let points: Vec<String> = run
+        .iter()
+        .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+        .collect();
+    format!(
+        "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+        points.join(" ")
+    )
 }
 
 /// The stretches of a series without gaps, as (x, y) points.

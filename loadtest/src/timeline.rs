@@ -24,30 +24,34 @@ pub struct Sample {
     pub elapsed: f64,
     /// Users running.
     pub users: u64,
-    /// Requests and failures per second over the last interval.
+    /// Requests per second over the interval.
     pub rps: f64,
+    /// Failures per second over the interval.
     pub fps: f64,
-    /// The last interval's latency percentiles ([`PERCENTILES`], ms);
-    /// None when no request finished in it.
-    pub window_ms: Option<Vec<u64>>,
+    /// The interval's latency percentiles ([`PERCENTILES`], µs); None when
+    /// no request finished in it.
+    pub window_us: Option<Vec<u64>>,
     /// The counters since the start.
     pub total: Snapshot,
 }
 
 impl Sample {
-    /// The percentiles ([`PERCENTILES`], ms) of every request so far.
-    pub fn total_percentiles(&self) -> Option<Vec<u64>> {
-        percentiles(&self.total.counts)
+    /// One of the interval's percentiles (e.g. 0.99), in ms.
+    pub fn window_ms(&self, p: f64) -> Option<f64> {
+        let i = PERCENTILES.iter().position(|&q| q == p)?;
+        self.window_us.as_ref().map(|w| w[i] as f64 / 1000.0)
     }
 
-    /// One of this interval's percentiles (e.g. 0.99), ms.
-    pub fn window(&self, p: f64) -> Option<u64> {
-        let i = PERCENTILES.iter().position(|&q| q == p)?;
-        self.window_ms.as_ref().map(|w| w[i])
+    /// [`PERCENTILES`] of every request so far (µs); None before any.
+    pub fn total_percentiles(&self) -> Option<Vec<u64>> {
+        PERCENTILES
+            .iter()
+            .map(|&q| self.total.quantile(q))
+            .collect()
     }
 }
 
-/// [`PERCENTILES`] of a latency histogram; None when it is empty.
+/// [`PERCENTILES`] of a latency histogram (µs); None when it is empty.
 pub fn percentiles(counts: &[u64]) -> Option<Vec<u64>> {
     PERCENTILES
         .iter()
@@ -77,21 +81,39 @@ impl Timeline {
     }
 
     /// Samples every [`INTERVAL`] until the task is aborted; `users` reads
-    /// the users running now.
+    /// the users running now. A starved runtime delays ticks rather than
+    /// firing the missed ones back to back.
     pub async fn sample_every_second(self, users: impl Fn() -> u64) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.take(users());
         }
     }
 
-    /// Takes one sample (also the last one, when the run ends).
+    /// Takes a sample (also the last one, when the run ends); none before
+    /// the first user starts, whose second is the timeline's zero. Less than
+    /// half an interval after the previous one, its rates would mean
+    /// little: the previous sample then only takes the new totals.
     pub fn take(&self, users: u64) {
         let mut state = self.lock();
-        let (then, before) = &state.last;
         let now = Snapshot::now();
-        let secs = then.elapsed().as_secs_f64().max(0.001);
+        if state.samples.is_empty() && users == 0 && now.requests == 0 {
+            // goose is still setting its users up: time starts with the first.
+            state.started = Instant::now();
+            state.last = (state.started, now);
+            return;
+        }
+        let (then, before) = state.last.clone();
+        let secs = then.elapsed().as_secs_f64();
+        if secs < INTERVAL.as_secs_f64() / 2.0 {
+            if let Some(previous) = state.samples.last_mut() {
+                previous.total = now;
+                return;
+            }
+        }
+        let secs = secs.max(0.001);
         let sample = Sample {
             unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -100,7 +122,7 @@ impl Timeline {
             users,
             rps: (now.requests - before.requests) as f64 / secs,
             fps: (now.failures - before.failures) as f64 / secs,
-            window_ms: percentiles(&now.counts_since(before)),
+            window_us: percentiles(&now.counts_since(&before)),
             total: now.clone(),
         };
         state.samples.push(sample);

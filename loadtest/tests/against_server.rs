@@ -177,10 +177,10 @@ fn reloads_under_the_goose_load_fail_no_request() {
     });
 }
 
-/// The first line of a file.
+/// The first line of a file, with its line ending.
 fn header(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().next().unwrap_or_default().to_string()
+    text.split_inclusive('\n').next().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -336,7 +336,7 @@ fn locust_smoke_run_has_no_failure() {
         ours.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{text}");
-    for file in ["stats", "stats_history"] {
+    for file in ["stats", "stats_history", "failures", "exceptions"] {
         let theirs = header(&csv_dir.path().join(format!("locust_{file}.csv")));
         assert_eq!(
             header(&csv_dir.path().join(format!("ours_{file}.csv"))),

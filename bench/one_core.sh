@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# How many users of the seed-paged scenario (GET /orders?limit=100 + POST,
+# 1-3 s think time) one server core holds with 0 failures and p99 under
+# 100 ms, and what gives out first.
+#
+# For each step of USERS: a fresh orders-server pinned to CPU 0, with as
+# many workers as the open-file limit needs (a process here may hold at
+# most 20,000 descriptors, a hard limit not even root can raise, and a
+# worker's worker_connections defaults to that limit less 64: one worker
+# per PER_WORKER users, all on the same core); the users spread over
+# load-generator processes of
+# at most PER_PROCESS users each (well under a process's 20,000 open
+# files), each on its own source address (127.0.0.2, .3, ...: its own
+# ephemeral ports), all pinned to CPU 1. Spawn rate RATE users/s in all,
+# then HOLD seconds at the step. Prints one row per step: users reached,
+# failures, req/s, the worst p99 of the processes, the server's peak RSS
+# and its CPU use, the load generators' CPU use. Stops at the first step
+# that fails (failures, or p99 >= 100 ms).
+#
+# Usage: bench/one_core.sh   (env: USERS="10000 20000 30000" PER_PROCESS=7500
+#        PER_WORKER=15000 RATE=1000 HOLD=60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+USERS=${USERS:-"10000 20000 30000"}
+PER_PROCESS=${PER_PROCESS:-7500}
+PER_WORKER=${PER_WORKER:-15000}
+RATE=${RATE:-1000}
+HOLD=${HOLD:-60}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+RESULTS=${RESULTS:-bench/results/one-core}
+mkdir -p "$RESULTS"
+
+build_release
+TMP=$(mktemp -d)
+SERVER_PID=
+LOADERS=()
+cleanup() {
+  for p in "${LOADERS[@]}" $SERVER_PID; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+CLK_TCK=$(getconf CLK_TCK)
+
+any_alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+# children_ticks VAR: sets VAR to the CPU time (clock ticks) of this
+# shell's reaped children. (`times` must run in this shell: a subshell
+# counts only its own children.)
+children_ticks() {
+  times >"$TMP/times"
+  printf -v "$1" '%s' "$(awk -v k="$CLK_TCK" 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * k }' "$TMP/times")"
+}
+pct() { awk -v t="$1" -v s="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.0f%%", 100 * t / k / s}'; }
+
+printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU | load generators CPU |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for users in $USERS; do
+  rm -rf "$TMP/data"
+  workers=$(( (users + PER_WORKER - 1) / PER_WORKER ))
+  taskset -c "$SERVER_CPU" "$SERVER" -w "$workers" -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  PORT=$(wait_port "$TMP/server.log")
+  procs=$(( (users + PER_PROCESS - 1) / PER_PROCESS ))
+  ramp=$(( (users + RATE - 1) / RATE ))
+  LOADERS=()
+  rm -f "$RESULTS/$users"-*.json
+  # The loaders' CPU time: bash's own count of its reaped children (this
+  # step's loaders: the server is reaped after), before and after.
+  children_ticks c0
+  for i in $(seq "$procs"); do
+    share=$((users / procs)); [ "$i" = "$procs" ] && share=$((users - (procs - 1) * (users / procs)))
+    taskset -c "$LOAD_CPU" "$LOADTEST" -H "http://127.0.0.1:$PORT" -s seed-paged \
+      -u "$share" -r "$(awk -v r="$RATE" -v p="$procs" 'BEGIN {print r / p}')" -t "$((ramp + HOLD))s" \
+      --source-ip "127.0.0.$((i + 1))" --progress-every 0 --json "$RESULTS/$users-$i.json" >"$TMP/load-$i.txt" 2>&1 &
+    LOADERS+=($!)
+  done
+  echo "== $users users: $workers server workers on CPU $SERVER_CPU, $procs load generators on CPU $LOAD_CPU, ramp ${ramp} s, hold ${HOLD} s" >&2
+  start=$(date +%s.%N); s0=$(tree_ticks "$SERVER_PID"); peak=0
+  while any_alive "${LOADERS[@]}"; do
+    r=$(tree_rss_kb "$SERVER_PID"); [ "$r" -gt "$peak" ] && peak=$r
+    sleep 1
+  done
+  s1=$(tree_ticks "$SERVER_PID"); end=$(date +%s.%N)
+  for p in "${LOADERS[@]}"; do wait "$p" || true; done
+  children_ticks c1
+  LOADERS=()
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')
+  reached=0 failures=0 rps=0 p99=0
+  for i in $(seq "$procs"); do
+    j="$RESULTS/$users-$i.json"
+    [ -s "$j" ] || { echo "no summary from load generator $i:" >&2; cat "$TMP/load-$i.txt" >&2; continue; }
+    reached=$((reached + $(field "$j" users_reached)))
+    failures=$((failures + $(field "$j" failures)))
+    rps=$(awk -v a="$rps" -v b="$(field "$j" requests_per_second)" 'BEGIN {print a + b}')
+    p99=$(awk -v a="$p99" -v b="$(field "$j" p99_ms)" 'BEGIN {print (b > a) ? b : a}')
+  done
+  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s of a core | %s of a core |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
+    "$((peak / 1024))" "$(pct $((s1 - s0)) "$secs")" "$(pct $((c1 - c0)) "$secs")"
+  if [ "$failures" -gt 0 ] || awk -v p="$p99" 'BEGIN {exit !(p >= 100)}'; then
+    echo "step $users failed (failures $failures, p99 $p99 ms): stopping" >&2
+    break
+  fi
+done
