@@ -175,7 +175,7 @@ mkdir -p "$(dirname "$RESULTS_CSV")"
   echo "case,req_s,cpu_us"
   for c in "ceiling (bare may_minihttp):ceiling" "GET /orders/<id>:get_id" "GET /orders/<id>, metrics-off:get_id_off" \
            "GET /orders/<id>, access log:get_id_log" "GET /orders (100 orders):list100" "POST /orders (durable):post"; do
-    echo "${c%%:*},${RPS[${c##*:}]},${CPU[${c##*:}]}"
+    echo "\"${c%%:*}\",${RPS[${c##*:}]},${CPU[${c##*:}]}"
   done
 } >"$RESULTS_CSV"
 if [ -n "$CHART" ]; then

@@ -52,9 +52,10 @@ children_ticks() {
   printf -v "$1" '%s' "$(awk -v k="$CLK_TCK" 'NR == 2 {
     split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * k }' "$TMP/times")"
 }
-pct() { awk -v t="$1" -v s="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.0f%%", 100 * t / k / s}'; }
+# per_request TICKS REQUESTS -> CPU µs per request
+per_request() { awk -v t="$1" -v n="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.1f", (n > 0 ? t / k * 1e6 / n : 0)}'; }
 
-printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU | load generators CPU |\n'
+printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU µs/request | load generators CPU µs/request (start-up included) |\n'
 printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for users in $USERS; do
   rm -rf "$TMP/data"
@@ -77,28 +78,28 @@ for users in $USERS; do
     LOADERS+=($!)
   done
   echo "== $users users: $workers server workers on CPU $SERVER_CPU, $procs load generators on CPU $LOAD_CPU, ramp ${ramp} s, hold ${HOLD} s" >&2
-  start=$(date +%s.%N); s0=$(tree_ticks "$SERVER_PID"); peak=0
+  s0=$(tree_ticks "$SERVER_PID"); peak=0
   while any_alive "${LOADERS[@]}"; do
     r=$(tree_rss_kb "$SERVER_PID"); [ "$r" -gt "$peak" ] && peak=$r
     sleep 1
   done
-  s1=$(tree_ticks "$SERVER_PID"); end=$(date +%s.%N)
+  s1=$(tree_ticks "$SERVER_PID")
   for p in "${LOADERS[@]}"; do wait "$p" || true; done
   children_ticks c1
   LOADERS=()
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
-  secs=$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')
-  reached=0 failures=0 rps=0 p99=0
+  reached=0 failures=0 rps=0 p99=0 requests=0
   for i in $(seq "$procs"); do
     j="$RESULTS/$users-$i.json"
     [ -s "$j" ] || { echo "no summary from load generator $i:" >&2; cat "$TMP/load-$i.txt" >&2; continue; }
     reached=$((reached + $(field "$j" users_reached)))
     failures=$((failures + $(field "$j" failures)))
+    requests=$((requests + $(field "$j" requests)))
     rps=$(awk -v a="$rps" -v b="$(field "$j" requests_per_second)" 'BEGIN {print a + b}')
     p99=$(awk -v a="$p99" -v b="$(field "$j" p99_ms)" 'BEGIN {print (b > a) ? b : a}')
   done
-  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s of a core | %s of a core |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
-    "$((peak / 1024))" "$(pct $((s1 - s0)) "$secs")" "$(pct $((c1 - c0)) "$secs")"
+  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
+    "$((peak / 1024))" "$(per_request $((s1 - s0)) "$requests")" "$(per_request $((c1 - c0)) "$requests")"
   if [ "$failures" -gt 0 ] || awk -v p="$p99" 'BEGIN {exit !(p >= 100)}'; then
     echo "step $users failed (failures $failures, p99 $p99 ms): stopping" >&2
     break
