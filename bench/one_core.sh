@@ -14,7 +14,7 @@
 # ephemeral ports), all pinned to CPU 1. Spawn rate RATE users/s in all,
 # then HOLD seconds at the step. Prints one row per step: users reached,
 # failures, req/s, the worst p99 of the processes, the server's peak RSS
-# and its CPU use, the load generators' CPU use. Stops at the first step
+# and its CPU time per request over the step. Stops at the first step
 # that fails (failures, or p99 >= 100 ms).
 #
 # Usage: bench/one_core.sh   (env: USERS="10000 20000 30000" PER_PROCESS=7500
@@ -44,19 +44,11 @@ trap cleanup EXIT
 CLK_TCK=$(getconf CLK_TCK)
 
 any_alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-# children_ticks VAR: sets VAR to the CPU time (clock ticks) of this
-# shell's reaped children. (`times` must run in this shell: a subshell
-# counts only its own children.)
-children_ticks() {
-  times >"$TMP/times"
-  printf -v "$1" '%s' "$(awk -v k="$CLK_TCK" 'NR == 2 {
-    split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * k }' "$TMP/times")"
-}
 # per_request TICKS REQUESTS -> CPU µs per request
 per_request() { awk -v t="$1" -v n="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.1f", (n > 0 ? t / k * 1e6 / n : 0)}'; }
 
-printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU µs/request | load generators CPU µs/request (start-up included) |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU µs/request (step average) |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for users in $USERS; do
   rm -rf "$TMP/data"
   workers=$(( (users + PER_WORKER - 1) / PER_WORKER ))
@@ -67,9 +59,6 @@ for users in $USERS; do
   ramp=$(( (users + RATE - 1) / RATE ))
   LOADERS=()
   rm -f "$RESULTS/$users"-*.json
-  # The loaders' CPU time: bash's own count of its reaped children (this
-  # step's loaders: the server is reaped after), before and after.
-  children_ticks c0
   for i in $(seq "$procs"); do
     share=$((users / procs)); [ "$i" = "$procs" ] && share=$((users - (procs - 1) * (users / procs)))
     taskset -c "$LOAD_CPU" "$LOADTEST" -H "http://127.0.0.1:$PORT" -s seed-paged \
@@ -85,7 +74,6 @@ for users in $USERS; do
   done
   s1=$(tree_ticks "$SERVER_PID")
   for p in "${LOADERS[@]}"; do wait "$p" || true; done
-  children_ticks c1
   LOADERS=()
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
   reached=0 failures=0 rps=0 p99=0 requests=0
@@ -98,8 +86,8 @@ for users in $USERS; do
     rps=$(awk -v a="$rps" -v b="$(field "$j" requests_per_second)" 'BEGIN {print a + b}')
     p99=$(awk -v a="$p99" -v b="$(field "$j" p99_ms)" 'BEGIN {print (b > a) ? b : a}')
   done
-  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
-    "$((peak / 1024))" "$(per_request $((s1 - s0)) "$requests")" "$(per_request $((c1 - c0)) "$requests")"
+  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
+    "$((peak / 1024))" "$(per_request $((s1 - s0)) "$requests")"
   if [ "$failures" -gt 0 ] || awk -v p="$p99" 'BEGIN {exit !(p >= 100)}'; then
     echo "step $users failed (failures $failures, p99 $p99 ms): stopping" >&2
     break
