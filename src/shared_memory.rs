@@ -22,8 +22,7 @@ pub struct Mapping {
 /// Maps `len` zeroed bytes, backed by a new memfd named `name`, shared
 /// with every process forked afterwards.
 pub fn map(name: &str, len: usize) -> io::Result<Mapping> {
-    let name = std::ffi::CString::new(format!("orders-server {name}")).map_err(io::Error::other)?;
-    let fd = nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+    let fd = memfd(name)?;
     nix::unistd::ftruncate(&fd, len as libc::off_t)?;
     map_fd(fd, len)
 }
@@ -71,8 +70,16 @@ fn map_fd(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
 
 /// An anonymous scratch file in memory (a memfd, close-on-exec).
 pub fn scratch_file(name: &str) -> io::Result<std::fs::File> {
+    Ok(memfd(name)?.into())
+}
+
+/// A new, empty memfd named `orders-server NAME` (close-on-exec).
+fn memfd(name: &str) -> io::Result<OwnedFd> {
     let name = std::ffi::CString::new(format!("orders-server {name}")).map_err(io::Error::other)?;
-    Ok(nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?.into())
+    Ok(nix::sys::memfd::memfd_create(
+        &name,
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )?)
 }
 
 /// Sets or clears close-on-exec on `fd`.

@@ -100,17 +100,7 @@ impl Row {
     /// The time (ms) under which a share `p` of the requests completed,
     /// within the shortest and the longest, rounded as Locust prints them.
     fn percentile_ms(&self, p: f64) -> u64 {
-        let total: usize = self.histogram.values().sum();
-        let target = ((total as f64) * p).ceil().max(1.0) as usize;
-        let mut seen = 0;
-        let us = self
-            .histogram
-            .iter()
-            .find_map(|(us, n)| {
-                seen += n;
-                (seen >= target).then_some(*us)
-            })
-            .unwrap_or(self.max_us);
+        let us = crate::summary::percentile(&self.histogram, p);
         (us.clamp(self.min_us.min(self.max_us), self.max_us) as f64 / 1000.0).round() as u64
     }
 }

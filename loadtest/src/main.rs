@@ -181,7 +181,11 @@ fn note(request: &goose::metrics::GooseRequestMetric) {
 /// (goose's own client keeps the system's choice).
 async fn user_started(user: &mut GooseUser) -> TransactionResult {
     LAUNCHED.fetch_add(1, Ordering::SeqCst);
-    if let Some(client) = BOUND_CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+    if let Some(client) = BOUND_CLIENTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+    {
         user.client = client;
     }
     Ok(())
@@ -189,7 +193,11 @@ async fn user_started(user: &mut GooseUser) -> TransactionResult {
 
 /// `n` clients bound to `ip`, each its own connection pool (a user holds its
 /// own connection, as a Locust user does), with goose's request timeout.
-fn bound_clients(ip: std::net::IpAddr, timeout: Duration, n: usize) -> Result<Vec<reqwest::Client>, String> {
+fn bound_clients(
+    ip: std::net::IpAddr,
+    timeout: Duration,
+    n: usize,
+) -> Result<Vec<reqwest::Client>, String> {
     (0..n)
         .map(|_| {
             reqwest::Client::builder()

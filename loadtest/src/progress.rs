@@ -164,14 +164,17 @@ fn middle(i: usize) -> u64 {
     low + width / 2
 }
 
+/// The `q` quantile so far in ms with one decimal, or `-` before any request.
+fn quantile_text(now: &Snapshot, q: f64) -> String {
+    now.quantile(q)
+        .map_or("-".to_string(), |us| format!("{:.1}", us as f64 / 1000.0))
+}
+
 /// One progress line.
 fn line(elapsed: Duration, total_secs: u64, users: u64) -> String {
     let now = Snapshot::now();
     let rate = now.requests as f64 / elapsed.as_secs_f64().max(0.001);
-    let ms = |q| {
-        now.quantile(q)
-            .map_or("-".to_string(), |us| format!("{:.1}", us as f64 / 1000.0))
-    };
+    let ms = |q| quantile_text(&now, q);
     format!(
         "[{:>4}/{total_secs} s] users {users}, requests {} ({rate:.0} req/s), failures {}, p50 {} ms, p99 {} ms",
         elapsed.as_secs(),
@@ -192,10 +195,7 @@ fn bar_line(elapsed: Duration, total_secs: u64, users: u64) -> String {
     let now = Snapshot::now();
     let done = (elapsed.as_secs_f64() / total_secs.max(1) as f64).min(1.0);
     let filled = (done * BAR_WIDTH as f64).round() as usize;
-    let ms = |q| {
-        now.quantile(q)
-            .map_or("-".to_string(), |us| format!("{:.1}", us as f64 / 1000.0))
-    };
+    let ms = |q| quantile_text(&now, q);
     let mut text = format!(
         "[{}{}] {}/{total_secs}s {users}u {:.0}/s fail {} p50 {} p99 {} ms",
         "#".repeat(filled),

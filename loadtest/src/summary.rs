@@ -133,7 +133,7 @@ impl Summary {
 }
 
 /// The time (µs) under which a share `p` of the requests completed.
-fn percentile(h: &std::collections::BTreeMap<u64, usize>, p: f64) -> u64 {
+pub fn percentile(h: &std::collections::BTreeMap<u64, usize>, p: f64) -> u64 {
     let total: usize = h.values().sum();
     if total == 0 {
         return 0;

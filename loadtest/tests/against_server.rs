@@ -180,7 +180,10 @@ fn reloads_under_the_goose_load_fail_no_request() {
 /// The first line of a file, with its line ending.
 fn header(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.split_inclusive('\n').next().unwrap_or_default().to_string()
+    text.split_inclusive('\n')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
