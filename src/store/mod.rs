@@ -9,6 +9,7 @@ pub mod datafile;
 pub mod embedded;
 pub mod mongo;
 pub mod reply;
+pub mod runtime;
 
 use std::error::Error;
 use std::fmt;

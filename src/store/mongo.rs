@@ -2,13 +2,14 @@
 //! async driver, bridged to coroutines.
 //!
 //! Each worker (after fork) runs one tokio runtime that owns the `Client`
-//! (the driver spawns its monitors on it). A coroutine hands each operation
-//! to the runtime and waits for its answer through `reply` (no may timer per
-//! operation; answers come back in batches); the operation is bounded on
-//! the tokio side too (`tokio::time::timeout` drops it), so during an outage
-//! abandoned operations do not pile up, and each request gets a 503 within
-//! `store_timeout_ms`. The driver's own server selection (30 s by default)
-//! is capped to the same deadline unless the URI sets it.
+//! (the driver spawns its monitors on it), driven by a coroutine on the
+//! worker's own scheduler thread (`runtime.rs`: no thread crossings). A
+//! coroutine hands each operation to the runtime and waits for its answer
+//! through `reply` (no may timer per operation); the operation is bounded
+//! on the tokio side too (`tokio::time::timeout` drops it), so during an
+//! outage abandoned operations do not pile up, and each request gets a 503
+//! within `store_timeout_ms`. The driver's own server selection (30 s by
+//! default) is capped to the same deadline unless the URI sets it.
 //!
 //! Writes are acknowledged only once the database has them in its journal
 //! (`j: true`), unless the URI chooses its own write concern (`w=` or
@@ -31,9 +32,8 @@ use mongodb::options::{ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, Database};
 use serde_json::{Map, Value};
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-
-use super::reply::{Answer, Courier, Replies, ReplyTo};
+use super::reply::Replies;
+use super::runtime::CoRuntime;
 use super::{Doc, Page, Store, StoreError};
 use crate::orders::{Fields, ListQuery};
 
@@ -44,8 +44,6 @@ const REPLY_GRACE: Duration = Duration::from_millis(200);
 /// own default, stated here so that a driver upgrade cannot change it
 /// silently (README, "Connection pool", has the arithmetic).
 const POOL_SIZE: u32 = 10;
-/// An operation's answer on its way back to its coroutine.
-type Delivery = (ReplyTo<Box<dyn Any + Send>>, Answer<Box<dyn Any + Send>>);
 /// Documents per round trip when streaming a list.
 const LIST_BATCH_SIZE: u32 = 1000;
 
@@ -62,10 +60,9 @@ pub struct MongoTarget {
 
 /// The MongoDB-backed store of one worker process.
 pub struct Mongo {
-    runtime: tokio::runtime::Runtime,
+    runtime: CoRuntime,
     /// Calls waiting for the runtime, and where the runtime answers them.
     replies: Replies<Box<dyn Any + Send>>,
-    done: UnboundedSender<Delivery>,
     database: Database,
     orders: Collection<Document>,
     /// The same collection, read as raw BSON (rendered to JSON directly).
@@ -80,12 +77,7 @@ impl Mongo {
     /// database: while it is unreachable, requests get 503 and service
     /// resumes by itself once it answers.
     pub fn open(target: &MongoTarget, timeout: Duration) -> Result<Mongo, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("mongo-driver")
-            .enable_all()
-            .build()
-            .map_err(StoreError::unavailable)?;
+        let runtime = CoRuntime::start().map_err(StoreError::unavailable)?;
         let password = mongodb::options::ConnectionString::parse(&target.uri)
             .ok()
             .and_then(|c| c.credential)
@@ -110,14 +102,11 @@ impl Mongo {
         })?;
         let database = client.database(&target.database);
         let orders = database.collection::<Document>(&target.collection);
-        let (replies, courier) = Replies::new(timeout + REPLY_GRACE);
-        let (done, finished) = unbounded_channel();
-        runtime.spawn(deliver_batches(finished, courier));
+        let replies = Replies::answered_in_place(timeout + REPLY_GRACE);
         let raw = orders.clone_with_type::<RawDocumentBuf>();
         Ok(Mongo {
             runtime,
             replies,
-            done,
             database,
             orders,
             raw,
@@ -136,19 +125,16 @@ impl Mongo {
     }
 
     /// Runs `op` on the runtime, bounded there by `timeout` (which cancels
-    /// it), and waits for its answer from a coroutine: with no may timer
-    /// (the deadline table of `reply` watches it) and with answers handed
-    /// back in batches (`deliver_batches`), so a busy worker pays neither a
-    /// timer nor a scheduler wake-up per operation.
+    /// it), and waits for its answer from a coroutine, with no may timer
+    /// (the deadline table of `reply` watches it).
     fn run_within<T, F>(&self, timeout: Duration, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, mongodb::error::Error>> + Send + 'static,
     {
         let (reply_to, awaiting) = self.replies.call_within(timeout + REPLY_GRACE);
-        let done = self.done.clone();
         let password = self.password.clone();
-        self.runtime.spawn(async move {
+        self.runtime.submit(async move {
             let answer = match tokio::time::timeout(timeout, op).await {
                 Ok(Ok(v)) => Ok(Box::new(v) as Box<dyn Any + Send>),
                 Ok(Err(e)) => Err(StoreError::unavailable_because(redact(
@@ -157,28 +143,12 @@ impl Mongo {
                 ))),
                 Err(_) => Err(StoreError::Timeout),
             };
-            let _ = done.send((reply_to, answer));
+            reply_to.send(answer);
         });
         let value = awaiting.wait()?;
         Ok(*value
             .downcast::<T>()
             .expect("an operation answers with its own type"))
-    }
-}
-
-/// Collects the answers of finished operations on the runtime and hands
-/// them to the coroutines in batches: everything finished by the time the
-/// first one is taken goes in one delivery (one wake-up of the scheduler).
-async fn deliver_batches(
-    mut done: UnboundedReceiver<Delivery>,
-    courier: Courier<Box<dyn Any + Send>>,
-) {
-    while let Some(first) = done.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = done.try_recv() {
-            batch.push(more);
-        }
-        courier.deliver(batch);
     }
 }
 

@@ -13,6 +13,8 @@
 //!   answering `Timeout` for calls past it (the first answer wins);
 //! - the other thread hands its answers over in batches ([`Courier`]): one
 //!   wake-up of the scheduler per batch; a coroutine then passes each on.
+//!   Work done on a scheduler thread itself (the MongoDB driver's runtime,
+//!   `runtime.rs`) answers in place ([`Replies::answered_in_place`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,31 +71,14 @@ impl<T: Send + 'static> Replies<T> {
     /// other thread answers through. Starts the deadline and delivery
     /// coroutines.
     pub fn new(timeout: Duration) -> (Replies<T>, Courier<T>) {
-        let table = Arc::new(Deadlines {
-            calls: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-        });
-        // Both coroutines end once the store is gone (they hold no strong
-        // reference to the table).
-        let watched = Arc::downgrade(&table);
-        may::go!(move || loop {
-            may::coroutine::sleep(DEADLINE_TICK);
-            let Some(table) = watched.upgrade() else {
-                return;
-            };
-            answer_where(
-                &table,
-                |deadline| deadline <= Instant::now(),
-                || StoreError::Timeout,
-            );
-        });
+        let replies = Replies::answered_in_place(timeout);
         let (batches, inbox) = channel::<Vec<(ReplyTo<T>, Answer<T>)>>();
-        let delivered = Arc::downgrade(&table);
+        // Ends once the store is gone (no strong reference to the table).
+        let delivered = Arc::downgrade(&replies.table);
         may::go!(move || {
             for batch in inbox {
                 for (to, answer) in batch {
-                    // A call that timed out has stopped listening.
-                    let _ = to.0.send(answer);
+                    to.send(answer);
                 }
             }
             // The other thread is gone (it dropped its courier): nothing
@@ -106,7 +91,31 @@ impl<T: Send + 'static> Replies<T> {
                 );
             }
         });
-        (Replies { table, timeout }, Courier(batches))
+        (replies, Courier(batches))
+    }
+
+    /// Calls answered within `timeout` (or `Timeout`) through
+    /// [`ReplyTo::send`] on a scheduler thread, where waking a coroutine is
+    /// cheap: no courier. Starts the deadline coroutine.
+    pub fn answered_in_place(timeout: Duration) -> Replies<T> {
+        let table = Arc::new(Deadlines {
+            calls: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        });
+        // Ends once the store is gone (no strong reference to the table).
+        let watched = Arc::downgrade(&table);
+        may::go!(move || loop {
+            may::coroutine::sleep(DEADLINE_TICK);
+            let Some(table) = watched.upgrade() else {
+                return;
+            };
+            answer_where(
+                &table,
+                |deadline| deadline <= Instant::now(),
+                || StoreError::Timeout,
+            );
+        });
+        Replies { table, timeout }
     }
 
     /// Starts a call: where to answer it, and the wait for the answer.
@@ -145,6 +154,14 @@ impl<T> Awaiting<T> {
 impl<T> Drop for Awaiting<T> {
     fn drop(&mut self) {
         self.table.lock().remove(&self.id);
+    }
+}
+
+impl<T> ReplyTo<T> {
+    /// Answers the call (the first answer wins).
+    pub fn send(self, answer: Answer<T>) {
+        // A call that timed out has stopped listening.
+        let _ = self.0.send(answer);
     }
 }
 
