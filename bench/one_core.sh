@@ -14,8 +14,11 @@
 # ephemeral ports), all pinned to CPU 1. Spawn rate RATE users/s in all,
 # then HOLD seconds at the step. Prints one row per step: users reached,
 # failures, req/s, the worst p99 of the processes, the server's peak RSS
-# and its CPU time per request over the step. Stops at the first step
-# that fails (failures, or p99 >= 100 ms).
+# and its CPU time per request over the step, and how busy each of the two
+# CPUs was while all users ran (from /proc/stat, over the last HOLD seconds
+# of the generators, less 5; every 5 s also on stderr): the one near 100%
+# is what gives out first. Stops at
+# the first step that fails (failures, or p99 >= 100 ms).
 #
 # Usage: bench/one_core.sh   (env: USERS="10000 20000 30000" PER_PROCESS=7500
 #        PER_WORKER=15000 RATE=1000 HOLD=60)
@@ -43,12 +46,17 @@ cleanup() {
 trap cleanup EXIT
 CLK_TCK=$(getconf CLK_TCK)
 
+# cpu_busy CPU -> "busy total" jiffies of one CPU so far (idle and iowait
+# are not busy)
+cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent busy in between
+busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }
 any_alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 # per_request TICKS REQUESTS -> CPU µs per request
 per_request() { awk -v t="$1" -v n="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.1f", (n > 0 ? t / k * 1e6 / n : 0)}'; }
 
-printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU µs/request (step average) |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| users | server workers | reached | failures | req/s | p99 ms (worst process) | server RSS peak MB | server CPU µs/request (step average) | server CPU busy %% | generators'"'"' CPU busy %% |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for users in $USERS; do
   rm -rf "$TMP/data"
   workers=$(( (users + PER_WORKER - 1) / PER_WORKER ))
@@ -67,10 +75,26 @@ for users in $USERS; do
     LOADERS+=($!)
   done
   echo "== $users users: $workers server workers on CPU $SERVER_CPU, $procs load generators on CPU $LOAD_CPU, ramp ${ramp} s, hold ${HOLD} s" >&2
-  s0=$(tree_ticks "$SERVER_PID"); peak=0
+  s0=$(tree_ticks "$SERVER_PID"); peak=0; started=$SECONDS
+  # Each second's CPU counters, to measure the last HOLD seconds (the
+  # generators build their clients first, which takes a while at 20,000
+  # users: the run starts late and ends when they exit).
+  AT=(); SERVER_BUSY=(); LOAD_BUSY=(); last=$SECONDS
   while any_alive "${LOADERS[@]}"; do
     r=$(tree_rss_kb "$SERVER_PID"); [ "$r" -gt "$peak" ] && peak=$r
+    AT+=($SECONDS); SERVER_BUSY+=("$(cpu_busy "$SERVER_CPU")"); LOAD_BUSY+=("$(cpu_busy "$LOAD_CPU")")
+    n=${#AT[@]}
+    if [ $((SECONDS - last)) -ge 5 ] && [ "$n" -gt 5 ]; then
+      echo "   $((SECONDS - started)) s: server CPU $(busy_percent "${SERVER_BUSY[n-6]}" "${SERVER_BUSY[n-1]}")% busy, generators' CPU $(busy_percent "${LOAD_BUSY[n-6]}" "${LOAD_BUSY[n-1]}")% busy" >&2
+      last=$SECONDS
+    fi
     sleep 1
+  done
+  # The window: from HOLD-3 s to 2 s before the generators ended.
+  end=${AT[${#AT[@]}-1]}; from=; to=
+  for i in "${!AT[@]}"; do
+    [ -z "$from" ] && [ "${AT[i]}" -ge $((end - HOLD + 3)) ] && from=$i
+    [ "${AT[i]}" -le $((end - 2)) ] && to=$i
   done
   s1=$(tree_ticks "$SERVER_PID")
   for p in "${LOADERS[@]}"; do wait "$p" || true; done
@@ -86,8 +110,13 @@ for users in $USERS; do
     rps=$(awk -v a="$rps" -v b="$(field "$j" requests_per_second)" 'BEGIN {print a + b}')
     p99=$(awk -v a="$p99" -v b="$(field "$j" p99_ms)" 'BEGIN {print (b > a) ? b : a}')
   done
-  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
-    "$((peak / 1024))" "$(per_request $((s1 - s0)) "$requests")"
+  server_busy=-; load_busy=-
+  if [ -n "$from" ] && [ -n "$to" ] && [ "$to" -gt "$from" ]; then
+    server_busy=$(busy_percent "${SERVER_BUSY[from]}" "${SERVER_BUSY[to]}")
+    load_busy=$(busy_percent "${LOAD_BUSY[from]}" "${LOAD_BUSY[to]}")
+  fi
+  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$users" "$workers" "$reached" "$failures" "$rps" "$p99" \
+    "$((peak / 1024))" "$(per_request $((s1 - s0)) "$requests")" "$server_busy" "$load_busy"
   if [ "$failures" -gt 0 ] || awk -v p="$p99" 'BEGIN {exit !(p >= 100)}'; then
     echo "step $users failed (failures $failures, p99 $p99 ms): stopping" >&2
     break

@@ -77,7 +77,6 @@ impl Mongo {
     /// database: while it is unreachable, requests get 503 and service
     /// resumes by itself once it answers.
     pub fn open(target: &MongoTarget, timeout: Duration) -> Result<Mongo, StoreError> {
-        let runtime = CoRuntime::start().map_err(StoreError::unavailable)?;
         let password = mongodb::options::ConnectionString::parse(&target.uri)
             .ok()
             .and_then(|c| c.credential)
@@ -86,7 +85,7 @@ impl Mongo {
         let redact = |e: mongodb::error::Error| {
             StoreError::unavailable_because(redact(&e.to_string(), password.as_deref()))
         };
-        let client = runtime.block_on(async {
+        let (runtime, client) = CoRuntime::start(async {
             let mut options = ClientOptions::parse(&target.uri).await.map_err(redact)?;
             options.server_selection_timeout.get_or_insert(timeout);
             options.connect_timeout.get_or_insert(timeout);
@@ -99,7 +98,9 @@ impl Mongo {
                 .write_concern
                 .get_or_insert_with(|| WriteConcern::builder().journal(true).build());
             Client::with_options(options).map_err(redact)
-        })?;
+        })
+        .map_err(StoreError::unavailable)?;
+        let client = client?;
         let database = client.database(&target.database);
         let orders = database.collection::<Document>(&target.collection);
         let replies = Replies::answered_in_place(timeout + REPLY_GRACE);
