@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# How many seed-paged users one server core holds, with a load generator
+# light enough not to give out first.
+#
+# bench/one_core.sh drives the users with orders-loadtest (goose: one HTTP
+# client per user), whose core is busy before the server's (see
+# BENCHMARKS.md, "How far one core goes"). Here each user is one wrk
+# connection running bench/seed_paged.lua: GET /orders?limit=100 and
+# POST /orders in turn, 1-3 s of think time after each answer, the same
+# requests and pace as the `seed-paged` scenario. wrk (C, epoll) spends a
+# few µs per request where goose spends ~90.
+#
+# For each step of USERS, in a private network namespace (so the host's
+# settings are untouched: somaxconn and tcp_max_syn_backlog 65535 as
+# tuning/ recommends, and all ephemeral ports 1024-65535 for the loopback
+# connections): a fresh orders-server pinned to CPU 0 (one worker per
+# PER_WORKER users: the 20,000-descriptor limit per process), and one wrk
+# process (-t1) per PER_PROCESS users on CPU 1, started one after the other
+# at RATE users/s, all ending together about HOLD seconds after the last
+# one started. Small processes, because wrk scans all of a thread's timers
+# (one per user thinking) on every turn of its event loop: at 1,000 users a
+# process, the generators' core was the one to give out. Prints one row per step: users, requests, failures
+# (socket errors and non-2xx answers), req/s over the hold (the server's
+# /metrics request counter), the worst p99
+# of the wrk processes (all of each one's run, ramp included), the
+# server's peak RSS, and how busy each CPU was during the hold (from
+# /proc/stat): the one near 100% is what gives out first.
+#
+# Usage: bench/one_core_wrk.sh   (env: USERS="20000 30000 40000"
+#        PER_PROCESS=200 RATE=1000 PER_WORKER=15000 HOLD=60)   Needs root, iproute2, wrk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+export PATH="$PATH:/usr/sbin:/sbin"
+USERS=${USERS:-"20000 30000 40000"}
+PER_PROCESS=${PER_PROCESS:-200}
+PER_WORKER=${PER_WORKER:-15000}
+HOLD=${HOLD:-60}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=8000
+METRICS_PORT=9180
+RATE=${RATE:-1000}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release --quiet --bin orders-server
+BIN=$PWD/target/release/orders-server
+NS=orders-one-core-$$
+TMP=$(mktemp -d)
+cleanup() {
+  ip netns pids "$NS" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+in_ns() { ip netns exec "$NS" "$@"; }
+
+# cpu_busy CPU -> "busy total" jiffies of one CPU so far
+cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent busy in between
+busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }
+# wrk_field FILE -> "requests failures p99_ms" of one wrk output
+wrk_field() {
+  awk '
+    /requests in/ { n = $1 }
+    /Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { e += $5 }
+    $1 == "99%" { v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+                  p = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : v }
+    END { printf "%d %d %.1f\n", n, e, p }' "$1"
+}
+
+# served -> requests the server has answered so far (its /metrics)
+served() { in_ns curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^orders_http_requests_total/ {s += $2} END {printf "%d", s}'; }
+
+printf '| users | server workers | requests | failures | req/s (hold) | p99 ms (worst process) | server RSS peak MB | server CPU busy %% | wrk CPU busy %% |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for users in $USERS; do
+  ip netns del "$NS" 2>/dev/null || true
+  ip netns add "$NS"
+  in_ns ip link set lo up
+  in_ns sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 \
+    net.ipv4.ip_local_port_range="1024 65535"
+  rm -rf "$TMP/data" "$TMP"/wrk-*.txt
+  workers=$(( (users + PER_WORKER - 1) / PER_WORKER ))
+  ip netns exec "$NS" taskset -c "$SERVER_CPU" "$BIN" -w "$workers" -b "127.0.0.1:$PORT" --backlog 65535 \
+    --metrics-bind "127.0.0.1:$METRICS_PORT" --data-dir "$TMP/data" >"$TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_port "$TMP/server.log" >/dev/null
+  procs=$(( (users + PER_PROCESS - 1) / PER_PROCESS ))
+  ramp=$(( (users + RATE - 1) / RATE ))
+  echo "== $users users: $workers server workers on CPU $SERVER_CPU, $procs wrk processes on CPU $LOAD_CPU (ramp $ramp s, hold $HOLD s)" >&2
+  LOADERS=()
+  for i in $(seq "$procs"); do
+    share=$((users / procs)); [ "$i" = "$procs" ] && share=$((users - (procs - 1) * (users / procs)))
+    ip netns exec "$NS" taskset -c "$LOAD_CPU" wrk -t1 -c"$share" -d"$(( (procs - i + 1) * ramp / procs + 1 + HOLD ))s" --timeout 10s --latency \
+      -s bench/seed_paged.lua "http://127.0.0.1:$PORT" -- "$i" >"$TMP/wrk-$i.txt" 2>&1 &
+    LOADERS+=($!)
+    sleep "$(awk -v n="$share" -v r="$RATE" 'BEGIN {print n / r}')"
+  done
+  # The hold: from 3 s after the last process started to 3 s before the end.
+  sleep 3
+  server_a=$(cpu_busy "$SERVER_CPU"); load_a=$(cpu_busy "$LOAD_CPU"); served_a=$(served); at_a=$SECONDS
+  peak=0
+  while [ $((SECONDS - at_a)) -lt $((HOLD - 6)) ]; do
+    r=$(tree_rss_kb "$SERVER_PID"); [ "$r" -gt "$peak" ] && peak=$r
+    sleep 1
+  done
+  server_b=$(cpu_busy "$SERVER_CPU"); load_b=$(cpu_busy "$LOAD_CPU"); served_b=$(served); at_b=$SECONDS
+  for p in "${LOADERS[@]}"; do wait "$p" || true; done
+  requests=0 failures=0 p99=0
+  for i in $(seq "$procs"); do
+    read -r n e p < <(wrk_field "$TMP/wrk-$i.txt")
+    requests=$((requests + n)); failures=$((failures + e))
+    p99=$(awk -v a="$p99" -v b="$p" 'BEGIN {print (b > a) ? b : a}')
+  done
+  kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+  rps=$(awk -v n="$((served_b - served_a))" -v t="$((at_b - at_a))" 'BEGIN {printf "%.0f", (t > 0 ? n / t : 0)}')
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$users" "$workers" "$requests" "$failures" "$rps" "$p99" \
+    "$((peak / 1024))" "$(busy_percent "$server_a" "$server_b")" "$(busy_percent "$load_a" "$load_b")"
+  [ -n "${KEEP:-}" ] && cp "$TMP"/wrk-*.txt "$KEEP"/ 2>/dev/null || true
+done
