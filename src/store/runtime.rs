@@ -4,9 +4,9 @@
 //! The driver is async and needs tokio. Running tokio on a thread of its own
 //! made every operation cross threads twice (coroutine to runtime, answer
 //! back), each crossing an eventfd or futex wake-up and a context switch on
-//! the worker's one core: a sixth of a GET's CPU went to switching (BENCHMARKS.md,
-//! "The MongoDB backend"). Here a current-thread runtime is run in turns by
-//! one coroutine (the driving coroutine) instead:
+//! the worker's one core: a sixth of a GET's CPU went to switching
+//! (BENCHMARKS.md, "The MongoDB backend"). Here a current-thread runtime is
+//! run in turns by one coroutine (the driving coroutine) instead:
 //! - a coroutine hands its operation over by queueing it and waking the
 //!   driving coroutine (no syscall when it is already awake);
 //! - the driving coroutine spawns what is queued and runs the runtime until
