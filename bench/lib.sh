@@ -49,3 +49,11 @@ build_release() {
   LOADTEST=target/release/orders-loadtest
   ulimit -n "$(ulimit -Hn)"
 }
+
+# cpu_busy CPU -> "busy total" jiffies of one CPU so far, from /proc/stat
+# (idle and iowait are not busy)
+cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+
+# busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent of the CPU busy in
+# between two cpu_busy readings
+busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }

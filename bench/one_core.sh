@@ -46,11 +46,6 @@ cleanup() {
 trap cleanup EXIT
 CLK_TCK=$(getconf CLK_TCK)
 
-# cpu_busy CPU -> "busy total" jiffies of one CPU so far (idle and iowait
-# are not busy)
-cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
-# busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent busy in between
-busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }
 any_alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 # per_request TICKS REQUESTS -> CPU µs per request
 per_request() { awk -v t="$1" -v n="$2" -v k="$CLK_TCK" 'BEGIN {printf "%.1f", (n > 0 ? t / k * 1e6 / n : 0)}'; }

@@ -56,10 +56,6 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 in_ns() { ip netns exec "$NS" "$@"; }
 
-# cpu_busy CPU -> "busy total" jiffies of one CPU so far
-cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
-# busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent busy in between
-busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }
 # wrk_field FILE -> "requests failures p99_ms" of one wrk output
 wrk_field() {
   awk '
@@ -119,5 +115,4 @@ for users in $USERS; do
   rps=$(awk -v n="$((served_b - served_a))" -v t="$((at_b - at_a))" 'BEGIN {printf "%.0f", (t > 0 ? n / t : 0)}')
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$users" "$workers" "$requests" "$failures" "$rps" "$p99" \
     "$((peak / 1024))" "$(busy_percent "$server_a" "$server_b")" "$(busy_percent "$load_a" "$load_b")"
-  [ -n "${KEEP:-}" ] && cp "$TMP"/wrk-*.txt "$KEEP"/ 2>/dev/null || true
 done
