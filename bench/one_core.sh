@@ -86,7 +86,8 @@ for users in $USERS; do
     sleep 1
   done
   # The window: from HOLD-3 s to 2 s before the generators ended.
-  end=${AT[${#AT[@]}-1]}; from=; to=
+  end=0; from=; to=
+  [ "${#AT[@]}" -gt 0 ] && end=${AT[${#AT[@]}-1]}
   for i in "${!AT[@]}"; do
     [ -z "$from" ] && [ "${AT[i]}" -ge $((end - HOLD + 3)) ] && from=$i
     [ "${AT[i]}" -le $((end - 2)) ] && to=$i

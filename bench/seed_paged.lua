@@ -1,8 +1,10 @@
--- wrk script: one seed-paged user per connection. Each connection sends
--- GET /orders?limit=100 and POST /orders (the seed's order body) in turn,
--- and waits 1-3 s (uniform) after each answer before its next request:
--- the think time of orders-loadtest's `seed-paged` scenario (and the
--- seed's Locust users). Used by bench/one_core_wrk.sh.
+-- wrk script: one seed-paged user per connection. Each connection waits
+-- 1-3 s (uniform) after each answer before its next request: the think
+-- time of orders-loadtest's `seed-paged` scenario (and the seed's Locust
+-- users). The requests are GET /orders?limit=100 and POST /orders (the
+-- seed's order body), half each: wrk's request() knows its thread, not its
+-- connection, so the thread's requests alternate (one connection's need
+-- not). Used by bench/one_core_wrk.sh.
 local order = '{"product":"ProductY","quantity":2,"customer_name":"Bob Anderson","customer_address":"101 Pine St"}'
 local sent = 0
 
