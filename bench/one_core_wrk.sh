@@ -115,13 +115,16 @@ for users in $USERS; do
   if [ -n "${DEBUG:-}" ]; then
     for w in $(cat "/proc/$SERVER_PID/task/$SERVER_PID/children"); do echo "worker $w: $(wc -l <"/proc/$w/maps") maps, $(ls "/proc/$w/fd" | wc -l) fds" >&2; done
     in_ns ss -s >&2
+    echo "listeners (Recv-Q: connections waiting to be accepted):" >&2; in_ns ss -lnt >&2
+    echo "connections still in SYN-SENT: $(in_ns ss -tn state syn-sent | tail -n +2 | wc -l)" >&2
+    in_ns curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^orders_http_connections' >&2 || true
   fi
   server_b=$(cpu_busy "$SERVER_CPU"); load_b=$(cpu_busy "$LOAD_CPU"); served_b=$(served); at_b=$EPOCHREALTIME
   for p in "${LOADERS[@]}"; do wait "$p" || true; done
   requests=0 failures=0 p99=0
   for i in $(seq "$procs"); do
     read -r n e p < <(wrk_field "$TMP/wrk-$i.txt")
-    [ "$n" = 0 ] && { echo "wrk $i: no request answered: $(grep -E 'requests in|errors' "$TMP/wrk-$i.txt" | tr -s ' ' | tr '\n' ' ')" >&2; }
+    [ "$n" = 0 ] && { echo "wrk $i: no request answered: $(grep -E 'requests in|errors' "$TMP/wrk-$i.txt" | tr -s ' ' | tr '\n' ' ')" >&2; [ -n "${DEBUG:-}" ] && cat "$TMP/wrk-$i.txt" >&2; }
     requests=$((requests + n)); failures=$((failures + e))
     p99=$(awk -v a="$p99" -v b="$p" 'BEGIN {print (b > a) ? b : a}')
   done
