@@ -28,7 +28,10 @@
 # 100% is what gives out first.
 #
 # Usage: bench/one_core_wrk.sh   (env: USERS="20000 30000 40000"
-#        PER_PROCESS=200 RATE=1000 PER_WORKER=15000 HOLD=60)   Needs root, iproute2, wrk.
+#        PER_PROCESS=200 RATE=1000 PER_WORKER=15000 HOLD=60; DEBUG=1 also
+#        prints, at the end of each hold, the workers' mappings and
+#        descriptors, socket counts, accept queues, connections in SYN-SENT
+#        and the server's connection counters)   Needs root, iproute2, wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
