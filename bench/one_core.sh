@@ -17,8 +17,8 @@
 # and its CPU time per request over the step, and how busy each of the two
 # CPUs was while all users ran (from /proc/stat, over the last HOLD seconds
 # of the generators, less 5; every 5 s also on stderr): the one near 100%
-# is what gives out first. Stops at
-# the first step that fails (failures, or p99 >= 100 ms).
+# is what gives out first. Stops at the first step that fails (failures,
+# or p99 >= 100 ms).
 #
 # Usage: bench/one_core.sh   (env: USERS="10000 20000 30000" PER_PROCESS=7500
 #        PER_WORKER=15000 RATE=1000 HOLD=60)

@@ -20,9 +20,10 @@
 # one started. Small processes, because wrk scans all of a thread's timers
 # (one per user thinking) on every turn of its event loop. Prints one row
 # per step: users, requests, failures (socket errors and non-2xx answers;
-# a wrk process none of whose requests was answered counts as one), req/s over the hold
-# (the server's /metrics request counter), the worst p99 of the wrk
-# processes (all of each one's run, ramp included), the server's peak RSS,
+# a wrk process none of whose requests was answered counts as one), req/s
+# over the hold (the server's /metrics request counter), the worst p99 of
+# the wrk processes (all of each one's run, ramp included), the server's
+# peak RSS,
 # and how busy each CPU was during the hold (from /proc/stat; CPU 0 also
 # does the kernel's loopback work for the clients' packets): the one near
 # 100% is what gives out first.
