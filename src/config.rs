@@ -10,6 +10,7 @@
 //! and another that each documented default is the real one).
 
 use crate::http::access_log::{AccessLog, Trusted};
+pub use crate::logging::LogLevel;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -293,27 +294,6 @@ pub enum UriSource {
     File,
 }
 
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl LogLevel {
-    fn parse(s: &str) -> Option<LogLevel> {
-        match s.to_ascii_lowercase().as_str() {
-            "error" => Some(LogLevel::Error),
-            "warn" | "warning" => Some(LogLevel::Warn),
-            "info" => Some(LogLevel::Info),
-            "debug" => Some(LogLevel::Debug),
-            _ => None,
-        }
-    }
-}
-
 /// The resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -478,12 +458,9 @@ pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
             600_000,
         )?),
         graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
-        log_level: LogLevel::parse(&log_level).ok_or_else(|| {
-            invalid(
-                "log_level",
-                format!("{log_level:?} is not one of error, warn, info, debug"),
-            )
-        })?,
+        log_level: log_level
+            .parse()
+            .map_err(|reason: String| invalid("log_level", reason))?,
         timeout: secs("timeout", given(s.timeout, Defaults::timeout), 1)?,
         boot_timeout: secs(
             "boot_timeout",

@@ -4,22 +4,31 @@
 //! of its own ([`http`]), on an embedded LMDB store shared by all workers
 //! (or MongoDB). Why it is built so: docs/design.md.
 //!
-//! Modules, one concern each: [`config`] (settings), [`master`] (fork,
-//! supervise, signals), [`worker`] (serving), [`http`] (the HTTP engine,
-//! routing, responses), [`orders`] (domain, validation), [`store`]
-//! (backends), [`metrics`] (Prometheus, in shared memory), [`exit`] (exit
-//! statuses), [`logging`], [`clock`], [`shared_memory`],
-//! [`tuning`] (the `check` command), [`faults`] (test-only, behind the
-//! `test-hooks` feature).
+//! Modules, one concern each, in layers: a module imports only from the
+//! layers below it (docs/design.md draws them; tests/layers.rs fails when an
+//! import runs upwards).
+//! - leaves: [`clock`], [`exit`] (exit statuses), [`net`] (sockets and
+//!   descriptors), [`shared_memory`], [`faults`] (test-only, behind the
+//!   `test-hooks` feature), [`logging`], [`tuning`] (the `check` command),
+//!   [`lifecycle`] (what the master and its workers say to each other);
+//! - [`metrics`] (Prometheus, in shared memory);
+//! - [`orders`] (domain, validation);
+//! - [`store`] (backends);
+//! - [`http`] (the HTTP engine, routing, responses);
+//! - [`config`] (settings);
+//! - [`worker`] (serving);
+//! - [`master`] (fork, supervise, signals).
 
 pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod faults;
 pub mod http;
+pub mod lifecycle;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod net;
 pub mod orders;
 pub mod shared_memory;
 pub mod store;

@@ -11,7 +11,41 @@ use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::config::LogLevel;
+/// Log verbosity (the `log_level` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            _ => Err(format!("{s:?} is not one of error, warn, info, debug")),
+        }
+    }
+}
+
+/// An error and its causes on one line: `outer: cause: root cause` (a log
+/// line, or the one line a failed start prints).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
 
 /// Which process this is, printed on every line.
 static ROLE: Mutex<String> = Mutex::new(String::new());
@@ -112,9 +146,22 @@ fn humantime_utc(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn civil_dates() {
         assert_eq!(crate::clock::civil_from_days(0), (1970, 1, 1));
         assert_eq!(crate::clock::civil_from_days(20_418), (2025, 11, 26));
+    }
+
+    #[test]
+    fn chains_and_levels() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("log_file /x/log")]
+        struct LogFile(#[source] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        assert_eq!(chain(&LogFile(io)), "log_file /x/log: No such file");
+        assert_eq!("WARNING".parse(), Ok(LogLevel::Warn));
+        assert!("loud".parse::<LogLevel>().unwrap_err().contains("loud"));
     }
 }

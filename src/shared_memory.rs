@@ -40,7 +40,7 @@ pub fn map_inherited(fd: RawFd, len: usize) -> io::Result<Mapping> {
     // SAFETY: `fd` is open (fstat succeeded) and was handed to this process
     // for this region alone; nothing else here owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_close_on_exec(fd.as_raw_fd(), true)?;
+    crate::net::set_close_on_exec(fd.as_raw_fd(), true)?;
     map_fd(fd, len)
 }
 
@@ -80,16 +80,4 @@ fn memfd(name: &str) -> io::Result<OwnedFd> {
         &name,
         nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
     )?)
-}
-
-/// Sets or clears close-on-exec on `fd`.
-pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags))?;
-    Ok(())
 }

@@ -194,8 +194,17 @@ fn line(s: &Setting, have: Option<&str>, verdict: &Verdict) -> String {
     }
 }
 
-/// Runs the check, prints a report; returns the exit status (0: nothing to do).
-pub fn run(proc_sys: &Path) -> i32 {
+/// What the check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every setting is as recommended or better.
+    AsRecommended,
+    /// This many settings need attention.
+    Findings(usize),
+}
+
+/// Runs the check and prints a report.
+pub fn run(proc_sys: &Path) -> Outcome {
     let reviewed = review(proc_sys);
     for (s, have, verdict) in &reviewed {
         println!("{}", line(s, have.as_deref(), verdict));
@@ -215,7 +224,7 @@ pub fn run(proc_sys: &Path) -> i32 {
             "all {} kernel settings are as recommended or better: nothing to do",
             reviewed.len()
         );
-        crate::exit::SUCCESS
+        Outcome::AsRecommended
     } else {
         println!(
             "{} of {} kernel settings need attention ({}): install tuning/sysctl.d/99-orders-server.conf in /etc/sysctl.d/ and run `sysctl --system` (a value you raised on purpose can stay: edit the file to match)",
@@ -223,7 +232,7 @@ pub fn run(proc_sys: &Path) -> i32 {
             reviewed.len(),
             findings.join(", ")
         );
-        crate::exit::CHECK_FOUND
+        Outcome::Findings(findings.len())
     }
 }
 

@@ -476,3 +476,79 @@ fn a_data_file_truncated_while_serving_ends_the_worker_not_hangs() {
     assert!(log.contains("exited with status 4"), "{log}");
     assert!(log.contains("is truncated"), "{log}");
 }
+
+/// Zeroes the root page of the `orders` database in an LMDB data file, as
+/// a disk that lost a page would: LMDB then reports MDB_CORRUPTED when it
+/// reads the orders (the file's size and meta pages stay whole, so nothing
+/// notices before). The offsets are LMDB's on-disk format (64-bit): the
+/// meta pages (store/datafile.rs), then the main database's leaf page, whose
+/// node for the key `orders` holds that database's record.
+fn zero_the_orders_root_page(data_mdb: &std::path::Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(data_mdb)
+        .unwrap();
+    let mut head = vec![0u8; 2 * 4096];
+    f.read_exact(&mut head).unwrap();
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes(b[at..at + 2].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let page_size = u32::from_le_bytes(head[40..44].try_into().unwrap()) as u64;
+    assert_eq!(page_size, 4096, "the test reads 4 KiB meta pages");
+    // The newer meta page (by txnid) names the main database's root.
+    let newer = if u64_at(&head, 4096 + 144) > u64_at(&head, 144) {
+        4096
+    } else {
+        0
+    };
+    let main_root = u64_at(&head, newer + 128);
+    let mut page = vec![0u8; page_size as usize];
+    f.seek(SeekFrom::Start(main_root * page_size)).unwrap();
+    f.read_exact(&mut page).unwrap();
+    let nodes = (usize::from(u16_at(&page, 12)) - 16) / 2;
+    let orders_root = (0..nodes)
+        .find_map(|i| {
+            let node = usize::from(u16_at(&page, 16 + 2 * i));
+            let key_len = usize::from(u16_at(&page, node + 6));
+            let key = &page[node + 8..node + 8 + key_len];
+            (key == b"orders").then(|| u64_at(&page, node + 8 + key_len + 40))
+        })
+        .expect("the main database names `orders`");
+    f.seek(SeekFrom::Start(orders_root * page_size)).unwrap();
+    f.write_all(&vec![0u8; page_size as usize]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// LMDB reporting corruption while the server runs: the store answers
+/// `Damaged` (never exits the process itself), the worker ends with status
+/// 4 without answering from the damaged file, and the master replaces it.
+#[test]
+fn a_store_that_reports_corruption_ends_the_worker_with_status_4() {
+    let s = Server::builder().workers(1).start();
+    let id = s.create("order");
+    let before = s.worker_pids();
+    zero_the_orders_root_page(&s.data_dir.join("data.mdb"));
+    let answer = s
+        .connect()
+        .try_request("GET", &format!("/orders/{id}"), None);
+    assert!(
+        answer.is_none(),
+        "nothing is answered from a damaged file: {:?}",
+        answer.map(|r| r.status)
+    );
+    assert!(
+        wait_until(EXIT_TIMEOUT, || s.log().contains("exited with status 4")),
+        "{}",
+        s.log()
+    );
+    let log = s.log();
+    assert!(log.contains("store damaged: MDB_CORRUPTED"), "{log}");
+    assert!(
+        wait_until(EXIT_TIMEOUT, || {
+            let now = s.worker_pids();
+            now.len() == 1 && now != before
+        }),
+        "replaced: {log}"
+    );
+}

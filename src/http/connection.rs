@@ -325,7 +325,7 @@ impl<'a> Connection<'a> {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 if let ApiError::Store(cause) = &e {
-                    log::warn!("store error: {cause}");
+                    log::warn!("store error: {}", crate::logging::chain(cause));
                 }
                 Reply::error(&e)
             }

@@ -66,7 +66,10 @@ pub fn respond(
         let page = match store.list(&read, room) {
             Ok(page) => page,
             Err(e) if streaming => {
-                log::warn!("store error while streaming a list: {e}");
+                log::warn!(
+                    "store error while streaming a list: {}",
+                    crate::logging::chain(&e)
+                );
                 return Ok(ListReply::Aborted);
             }
             Err(e) => return Err(e.into()),

@@ -16,14 +16,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::coroutine::JoinHandle;
 use may::net::{TcpListener, TcpStream};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::{SockRef, Socket};
 
 use super::connection;
 use super::response::{self, ApiError, Reply};
@@ -45,26 +45,14 @@ pub struct Bound(Socket);
 /// Binds `addr` with SO_REUSEPORT (joining the port's group of worker
 /// sockets), without listening yet.
 pub fn bind(addr: SocketAddr) -> io::Result<Bound> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    Ok(Bound(socket))
+    crate::net::bind_reuseport(addr).map(Bound)
 }
 
 impl Bound {
-    /// The bound socket itself (for a listener served elsewhere: metrics).
-    pub fn into_socket(self) -> Socket {
-        self.0
-    }
-
     /// Starts listening with `backlog` (the kernel caps it at
     /// `net.core.somaxconn`) and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
-        self.0.listen(backlog)?;
-        // SAFETY: the descriptor is the listening socket just released by
-        // socket2; the may listener takes sole ownership of it.
-        let listener = Arc::new(unsafe { TcpListener::from_raw_fd(self.0.into_raw_fd()) });
+        let listener = Arc::new(crate::net::listen(self.0, backlog)?);
         let stopping = Arc::new(AtomicBool::new(false));
         let (accepting, stop) = (listener.clone(), stopping.clone());
         // may's spawn is unsafe because a coroutine must not keep a

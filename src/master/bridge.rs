@@ -19,7 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use super::notify;
 
@@ -34,10 +34,7 @@ pub fn hand_to_systemd(addr: SocketAddr, backlog: i32) -> io::Result<bool> {
     if !notify::under_systemd() {
         return Ok(false);
     }
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
+    let socket = crate::net::bind_reuseport(addr)?;
     socket.listen(backlog)?;
     // systemd keeps its own copy; ours closes when `socket` drops.
     Ok(notify::notify_with_fds(
@@ -71,7 +68,7 @@ pub fn take_from_systemd() -> Option<Bridge> {
         // process (LISTEN_PID); nothing else here owns them. Each is either
         // taken or closed, so none leaks into workers or an upgrade.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _ = crate::shared_memory::set_close_on_exec(fd, true);
+        let _ = crate::net::set_close_on_exec(fd, true);
         if Some(index) == ours {
             bridge = Bridge::from_fd(owned);
         } else {

@@ -10,7 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 /// Why the address cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +45,7 @@ pub fn reserve(bind: SocketAddr, exclusive: bool) -> Result<Reservation, ListenE
     if exclusive && bind.port() != 0 {
         probe_exclusive(bind)?;
     }
-    let socket = new_socket(bind).map_err(|e| ListenError::Bind(bind, e))?;
-    socket
-        .set_reuse_port(true)
-        .map_err(|e| ListenError::Bind(bind, e))?;
-    socket.bind(&bind.into()).map_err(|e| bind_error(bind, e))?;
+    let socket = crate::net::bind_reuseport(bind).map_err(|e| bind_error(bind, e))?;
     let addr = socket
         .local_addr()
         .ok()
@@ -60,15 +56,8 @@ pub fn reserve(bind: SocketAddr, exclusive: bool) -> Result<Reservation, ListenE
 
 /// Binds once without SO_REUSEPORT: fails if anyone holds the address.
 fn probe_exclusive(bind: SocketAddr) -> Result<(), ListenError> {
-    let probe = new_socket(bind).map_err(|e| ListenError::Bind(bind, e))?;
+    let probe = crate::net::socket_for(bind).map_err(|e| ListenError::Bind(bind, e))?;
     probe.bind(&bind.into()).map_err(|e| bind_error(bind, e))
-}
-
-fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    // As may's own bind: a restart must not fail on TIME_WAIT connections.
-    socket.set_reuse_address(true)?;
-    Ok(socket)
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> ListenError {

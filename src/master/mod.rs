@@ -9,7 +9,6 @@
 
 pub mod bridge;
 pub mod census;
-pub mod heartbeat;
 pub mod listener;
 pub mod notify;
 pub mod signals;
@@ -24,23 +23,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal as NixSignal};
+use nix::sys::signal::{self, SigHandler, SigSet, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
 use crate::config::{Backend, Config, Settings, UriSource};
+use crate::lifecycle::heartbeat::Heartbeats;
+use crate::lifecycle::signals::{master_set, Signal, SIGNALS};
+use crate::lifecycle::Report;
+use crate::logging::chain;
 use crate::metrics::Region;
 use crate::worker;
 use census::Census;
-use heartbeat::Heartbeats;
 use listener::{ListenError, Reservation};
-use signals::{PipeSignals, Signal, SIGNALS};
+use signals::PipeSignals;
 use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor, Timeouts};
 
 /// Longest the master sleeps between checks when no timer is due.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
-/// Why the master stopped with an error (`exit` maps each to a status).
+/// Why the master stopped with an error (`main` maps each to a status).
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     /// The data directory cannot be created or written.
@@ -73,9 +75,17 @@ pub enum MasterError {
     GaveUp { failures: u32 },
 }
 
+/// What a forked worker process runs: serves as `spec` says and ends the
+/// process. The caller (`main`) gives it, so that how a worker's outcome
+/// becomes its exit status is decided where the master's own is: the
+/// master only forks (as nginx's `ngx_spawn_process` takes the child's
+/// cycle function).
+pub type WorkerMain = fn(worker::Spec<'_>) -> !;
+
 /// Runs the server: returns when the master stops. `cli` is kept to
-/// re-resolve the configuration on reload (SIGHUP).
-pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
+/// re-resolve the configuration on reload (SIGHUP); each forked worker runs
+/// `worker_main`.
+pub fn run(mut config: Config, cli: Settings, worker_main: WorkerMain) -> Result<(), MasterError> {
     upgrade::remember_executable();
     let handover = upgrade::Handover::from_env();
     if let Some(h) = &handover {
@@ -120,6 +130,7 @@ pub fn run(mut config: Config, cli: Settings) -> Result<(), MasterError> {
         stale: HashSet::new(),
         bridge,
         bridge_sent: false,
+        worker_main,
     };
     let result = master.run(&mut signals, handover);
     if let Some(pid) = pid_file {
@@ -221,6 +232,8 @@ struct Master {
     bridge: Option<bridge::Bridge>,
     /// Whether this stop handed a bridge to systemd already.
     bridge_sent: bool,
+    /// What each forked worker runs.
+    worker_main: WorkerMain,
 }
 
 impl Master {
@@ -537,10 +550,9 @@ impl Master {
             }
             Ok(n) => buf[..n]
                 .iter()
-                .filter_map(|b| match *b {
-                    worker::READY_BYTE => Some(Event::WorkerReady(pid)),
-                    worker::RETIRE_BYTE => Some(Event::WorkerRetiring(pid)),
-                    _ => None,
+                .filter_map(|b| match Report::from_byte(*b)? {
+                    Report::Ready => Some(Event::WorkerReady(pid)),
+                    Report::Retire => Some(Event::WorkerRetiring(pid)),
                 })
                 .collect(),
         }
@@ -582,21 +594,24 @@ impl Master {
         let exe = match checked {
             Ok(exe) => exe,
             Err(e) => {
-                log::error!(
-                    "binary upgrade failed: {}; still serving",
-                    crate::exit::chain(&e)
-                );
+                log::error!("binary upgrade failed: {}; still serving", chain(&e));
                 return Vec::new();
             }
         };
-        let mask = upgrade::block_signals();
+        let blocked = match signals::block(&master_set()) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("binary upgrade failed: cannot block signals ({e}); still serving");
+                return Vec::new();
+            }
+        };
         let pending: Vec<Signal> = signals
             .take()
             .into_iter()
             .filter(|s| !matches!(s, Signal::ChildExited | Signal::Upgrade))
             .collect();
         if !pending.is_empty() {
-            upgrade::restore_signals(mask);
+            let _ = blocked.restore();
             log::warn!(
                 "binary upgrade abandoned: {pending:?} arrived while the new binary was checked"
             );
@@ -609,11 +624,8 @@ impl Master {
         );
         notify::reloading();
         let e = upgrade::exec(&exe, &self.handover(sup));
-        upgrade::restore_signals(mask);
-        log::error!(
-            "binary upgrade failed: {}; still serving",
-            crate::exit::chain(&e)
-        );
+        let _ = blocked.restore();
+        log::error!("binary upgrade failed: {}; still serving", chain(&e));
         self.announce_ready();
         Vec::new()
     }
@@ -621,9 +633,8 @@ impl Master {
     /// An upgrade keeps the running workers' address, store and user: as
     /// a reload, it refuses a configuration that changes what needs a restart.
     fn upgrade_keeps_settings(&self) -> Result<(), upgrade::UpgradeError> {
-        let fresh = Config::load(self.cli.clone()).map_err(|e| {
-            upgrade::UpgradeError::Refused(format!("configuration: {}", crate::exit::chain(&e)))
-        })?;
+        let fresh = Config::load(self.cli.clone())
+            .map_err(|e| upgrade::UpgradeError::Refused(format!("configuration: {}", chain(&e))))?;
         let changed = self.current().settings.fixed_changes(&fresh.settings);
         if changed.is_empty() {
             return Ok(());
@@ -673,7 +684,7 @@ impl Master {
                 .filter(|&fd| upgrade::is_pipe(fd))
                 .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
             for fd in status.iter() {
-                let _ = crate::shared_memory::set_close_on_exec(fd.as_raw_fd(), true);
+                let _ = crate::net::set_close_on_exec(fd.as_raw_fd(), true);
             }
             self.workers.insert(
                 w.pid,
@@ -731,12 +742,7 @@ impl Master {
         // The worker's metrics slot is its heartbeat slot.
         self.metrics.slot_taken(hb_index);
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mut old_mask = SigSet::empty();
-        signal::sigprocmask(
-            SigmaskHow::SIG_BLOCK,
-            Some(&SigSet::all()),
-            Some(&mut old_mask),
-        )?;
+        let blocked = signals::block(&SigSet::all())?;
         let master_pid = nix::unistd::getpid();
         // SAFETY: the master is single-threaded (no runtime, no store, no
         // helper thread), so the child inherits no lock held by another thread.
@@ -761,20 +767,16 @@ impl Master {
                 title::set(&format!("orders-server: worker {slot} [gen {generation}]"));
                 crate::metrics::use_slot(hb_index);
                 let config = self.config(generation);
-                let spec = worker::Spec {
+                (self.worker_main)(worker::Spec {
                     config,
                     addr: self.reservation.addr,
                     metrics_addr: self.metrics_reservation.as_ref().map(|r| r.addr),
                     status: status_write,
                     beat,
-                };
-                // Never unwind from the child into the master's frames.
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
-                std::process::exit(crate::exit::of_worker(outcome));
+                })
             }
             Ok(ForkResult::Parent { child }) => {
-                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+                blocked.restore()?;
                 let pid = child.as_raw();
                 self.workers.insert(
                     pid,
@@ -787,7 +789,7 @@ impl Master {
                 Ok(pid)
             }
             Err(e) => {
-                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+                blocked.restore()?;
                 self.heartbeats.release(hb_index);
                 Err(e.into())
             }
@@ -883,7 +885,7 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
     if nix::unistd::getppid() != master_pid {
         std::process::exit(0); // the master died before prctl took effect
     }
-    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&signals::worker_set()), None);
+    let _ = crate::lifecycle::signals::worker_set().thread_set_mask();
     crate::logging::set_role(&format!("{role} pid {}", std::process::id()));
 }
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::signals::Signal;
+use crate::lifecycle::signals::Signal;
 
 /// Consecutive workers that may die before serving before the master gives up.
 pub const MAX_BOOT_FAILURES: u32 = 5;

@@ -49,7 +49,7 @@ const CHECK_POLL: Duration = Duration::from_millis(20);
 pub fn format() -> String {
     format!(
         "{STATE_VERSION}/h{}/m{}",
-        super::heartbeat::LEN,
+        crate::lifecycle::heartbeat::LEN,
         crate::metrics::Region::LEN
     )
 }
@@ -250,7 +250,7 @@ fn decode_worker(w: &str) -> Result<HandedWorker, HandoverError> {
         return Err(HandoverError::Field("worker", w.to_string()));
     };
     let heartbeat: usize = parse("heartbeat", heartbeat)?;
-    if heartbeat >= super::heartbeat::SLOTS {
+    if heartbeat >= crate::lifecycle::heartbeat::SLOTS {
         return Err(HandoverError::Field("heartbeat", w.to_string()));
     }
     Ok(HandedWorker {
@@ -328,7 +328,7 @@ pub fn check(exe: &Path) -> Result<(), UpgradeError> {
 }
 
 /// Re-executes `exe` in place with the handover. The caller has blocked
-/// the master's signals ([`block_signals`]). Returns only if exec(2)
+/// the master's signals (`signals::block`). Returns only if exec(2)
 /// failed, with every descriptor as it was.
 pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
     let invocation = INVOCATION.get();
@@ -343,7 +343,7 @@ pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
         .unwrap_or_else(|| vec![path.clone()]);
     let fds = handover.fds();
     for &fd in &fds {
-        let _ = crate::shared_memory::set_close_on_exec(fd, false);
+        let _ = crate::net::set_close_on_exec(fd, false);
     }
     std::env::set_var(STATE_ENV, handover.encode());
     let error = match nix::unistd::execv(&path, &argv) {
@@ -352,42 +352,18 @@ pub fn exec(exe: &Path, handover: &Handover) -> UpgradeError {
     };
     std::env::remove_var(STATE_ENV);
     for &fd in &fds {
-        let _ = crate::shared_memory::set_close_on_exec(fd, true);
+        let _ = crate::net::set_close_on_exec(fd, true);
     }
     UpgradeError::Exec(exe.to_path_buf(), error)
 }
 
-/// Blocks the master's signals before exec: one that arrives from here on
-/// stays pending across exec and reaches the new image's handlers
-/// ([`unblock_signals`]); TERM's default action would otherwise kill the
-/// master mid-switch. Returns the mask to restore if the exec is abandoned.
-pub fn block_signals() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-    let mut old = SigSet::empty();
-    let _ = sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&super::signals::master_set()),
-        Some(&mut old),
-    );
-    old
-}
-
-/// Restores the mask [`block_signals`] returned (the exec did not happen).
-pub fn restore_signals(old: nix::sys::signal::SigSet) {
-    use nix::sys::signal::{sigprocmask, SigmaskHow};
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-}
-
 /// In the new image, once its signal handlers are installed: unblocks the
-/// signals the old image blocked before exec (what arrived meanwhile is
+/// signals the old image blocked before exec (`signals::block` of the
+/// table's set: one that arrived meanwhile stayed pending across exec, where
+/// TERM's default action would have killed the master mid-switch, and is
 /// delivered now).
 pub fn unblock_signals() {
-    use nix::sys::signal::{sigprocmask, SigmaskHow};
-    let _ = sigprocmask(
-        SigmaskHow::SIG_UNBLOCK,
-        Some(&super::signals::master_set()),
-        None,
-    );
+    let _ = crate::lifecycle::signals::master_set().thread_unblock();
 }
 
 /// Whether `fd` is an open pipe (a handed-on status pipe).

@@ -13,7 +13,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,12 +35,7 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Binds `addr` with SO_REUSEPORT (before privileges drop) and listens.
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let bound = crate::http::server::bind(addr)?;
-    let socket = bound.into_socket();
-    socket.listen(backlog)?;
-    // SAFETY: the descriptor is the listening socket just released by
-    // socket2; the may listener takes sole ownership of it.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    crate::net::listen(crate::net::bind_reuseport(addr)?, backlog)
 }
 
 /// The metrics listener of a worker, accepting in a coroutine.

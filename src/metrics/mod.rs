@@ -1,9 +1,10 @@
 //! Metrics of the whole server, for Prometheus.
 //!
-//! The numbers live in one anonymous shared mapping that the master makes
-//! before it forks (`Region::new`): a block the master writes (workers by
-//! state, restarts, generation) and one slot per worker process, taken with
-//! the worker's heartbeat slot and given back when it is reaped. A worker
+//! The numbers live in one shared mapping (a memfd, `shared_memory`) that
+//! the master makes before it forks ([`Region::install`]): a block the
+//! master writes (workers by state, restarts, generation) and one slot per
+//! worker process, taken with the worker's heartbeat slot and given back
+//! when it is reaped. A worker
 //! updates only its own slot, with relaxed atomic adds on cache lines no
 //! other process writes, so counting costs a few nanoseconds a request.
 //! Whoever renders (`render`, any worker serving `/metrics` on
@@ -53,8 +54,8 @@ pub const COMMIT_BUCKETS: [f64; 10] = [
 pub const RESTART_CAUSES: [&str; 4] = ["crash", "timeout", "max_requests", "reload"];
 /// Worker states the master knows.
 pub const WORKER_STATES: [&str; 3] = ["booting", "serving", "retiring"];
-/// Worker slots, as many as heartbeat slots (`master::heartbeat::SLOTS`).
-pub const SLOTS: usize = crate::master::heartbeat::SLOTS;
+/// Worker slots, as many as heartbeat slots (`lifecycle::heartbeat`).
+pub const SLOTS: usize = crate::lifecycle::heartbeat::SLOTS;
 /// Whether updates count: off only in the `metrics-off` benchmark baseline.
 const ENABLED: bool = !cfg!(feature = "metrics-off");
 /// Buckets a histogram can hold (the longest table above, plus +Inf).
@@ -372,25 +373,50 @@ pub fn connection_refused() {
     slot().connections_refused.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A store operation (STORE_OPS index) ended with `result`.
-pub fn store_op(op: StoreOp, result: Result<(), &crate::store::StoreError>) {
+/// How a store operation ended, as the metrics tell it: its result
+/// (STORE_RESULTS) and, for a failure, its kind (STORE_ERRORS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// It answered (an order not found included).
+    Ok,
+    /// It did not answer before its deadline.
+    Timeout,
+    /// The store is unreachable, failing or damaged.
+    Unavailable,
+    /// The store is full.
+    Full,
+}
+
+impl StoreOutcome {
+    /// Index in STORE_RESULTS.
+    fn result(self) -> usize {
+        match self {
+            StoreOutcome::Ok => 0,
+            StoreOutcome::Unavailable | StoreOutcome::Full => 1,
+            StoreOutcome::Timeout => 2,
+        }
+    }
+
+    /// Index in STORE_ERRORS, for a failure.
+    fn error(self) -> Option<usize> {
+        match self {
+            StoreOutcome::Ok => None,
+            StoreOutcome::Timeout => Some(0),
+            StoreOutcome::Unavailable => Some(1),
+            StoreOutcome::Full => Some(2),
+        }
+    }
+}
+
+/// A store operation (STORE_OPS index) ended so.
+pub fn store_op(op: StoreOp, outcome: StoreOutcome) {
     if !ENABLED {
         return;
     }
-    use crate::store::StoreError;
     let s = slot();
-    let outcome = match result {
-        Ok(()) => 0,
-        Err(StoreError::Timeout) => 2,
-        Err(_) => 1,
-    };
-    s.store_ops[op as usize * STORE_RESULTS.len() + outcome].fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = result {
-        let kind = match e {
-            StoreError::Timeout => 0,
-            StoreError::Unavailable(_) => 1,
-            StoreError::Full => 2,
-        };
+    s.store_ops[op as usize * STORE_RESULTS.len() + outcome.result()]
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(kind) = outcome.error() {
         s.store_errors[kind].fetch_add(1, Ordering::Relaxed);
     }
 }

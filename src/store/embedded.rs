@@ -82,29 +82,24 @@ impl Embedded {
     /// Opens (creating if needed) the environment in `dir` and starts the
     /// writer thread. Call once per process, after fork.
     pub fn open(dir: &Path, map_size: usize, timeout: Duration) -> Result<Embedded, StoreError> {
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options
-            .map_size(map_size)
-            .max_dbs(4)
-            .max_readers(MAX_READERS);
         // SAFETY: the environment is opened once per process, after fork, and
         // its files are only modified through LMDB (multi-process locking).
-        let env = unsafe { options.open(dir) }.map_err(unavailable)?;
+        let env = unsafe { env_options(map_size).open(dir) }.map_err(store_error)?;
         // The environment lives as long as the worker process: leaking it
         // gives the 'static lifetime heed's database handles need.
         let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
-        let cleared = env.clear_stale_readers().map_err(unavailable)?;
+        let cleared = env.clear_stale_readers().map_err(store_error)?;
         if cleared > 0 {
             log::info!("store: cleared {cleared} stale LMDB reader slots");
         }
-        let wtxn = env.write_txn().map_err(unavailable)?;
+        let wtxn = env.write_txn().map_err(store_error)?;
         let (orders, meta) = env
             .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
                 let orders: Db = opener.create_database(wtxn, Some("orders"))?;
                 let meta: Db = opener.create_database(wtxn, Some("meta"))?;
                 Ok(heed::CommitOrAbort::<_, ()>::Commit((orders, meta)))
             })
-            .map_err(unavailable)?
+            .map_err(store_error)?
             .unwrap_commit();
         let (tx, rx) = std_mpsc::channel();
         let stats = Arc::new(WriterStats::default());
@@ -115,6 +110,7 @@ impl Embedded {
             meta,
             stats: stats.clone(),
             courier,
+            damaged: None,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -142,13 +138,13 @@ impl Embedded {
 
 impl Store for Embedded {
     fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(unavailable)?;
-        let doc = self.orders.get(&rtxn, &id.bytes()).map_err(unavailable)?;
+        let rtxn = self.env.read_txn().map_err(store_error)?;
+        let doc = self.orders.get(&rtxn, &id.bytes()).map_err(store_error)?;
         Ok(doc.map(|bytes| Doc(bytes.to_vec())))
     }
 
     fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
-        let rtxn = self.env.read_txn().map_err(unavailable)?;
+        let rtxn = self.env.read_txn().map_err(store_error)?;
         let after = query.after.map(|id| id.bytes());
         let lower = match &after {
             Some(key) => Bound::Excluded(&key[..]),
@@ -159,8 +155,8 @@ impl Store for Embedded {
         let limit = query.limit.unwrap_or(usize::MAX);
         let mut last_key: Option<[u8; 12]> = None;
         let mut bytes = 0;
-        for item in self.orders.range(&rtxn, &range).map_err(unavailable)? {
-            let (key, value) = item.map_err(unavailable)?;
+        for item in self.orders.range(&rtxn, &range).map_err(store_error)? {
+            let (key, value) = item.map_err(store_error)?;
             if page.docs.len() == limit || bytes >= max_bytes {
                 // One document beyond the page: more follow.
                 page.next = last_key.map(ObjectId::from_bytes);
@@ -196,7 +192,7 @@ impl Store for Embedded {
 
     /// LMDB is in this process: a read transaction that opens is an answer.
     fn ping(&self, _timeout: std::time::Duration) -> Result<(), StoreError> {
-        self.env.read_txn().map(drop).map_err(unavailable)
+        self.env.read_txn().map(drop).map_err(store_error)
     }
 
     fn stats(&self) -> Option<String> {
@@ -211,6 +207,18 @@ impl Store for Embedded {
             "{ops} writes in {commits} commits (mean batch {mean:.1})"
         ))
     }
+}
+
+/// How every process opens the environment: read transactions without
+/// thread-local storage (may moves coroutines between threads), and the
+/// same limits whoever opens it.
+fn env_options(map_size: usize) -> EnvOpenOptions<WithoutTls> {
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options
+        .map_size(map_size)
+        .max_dbs(4)
+        .max_readers(MAX_READERS);
+    options
 }
 
 /// Why a backup could not be made.
@@ -247,13 +255,9 @@ pub fn backup(dir: &Path, map_size: usize, dest: &Path) -> Result<u64, BackupErr
         return Err(BackupError::DestinationInUse(dest.to_path_buf()));
     }
     std::fs::create_dir_all(dest).map_err(|e| BackupError::Copy(dest.to_path_buf(), e))?;
-    let mut options = EnvOpenOptions::new().read_txn_without_tls();
-    options
-        .map_size(map_size)
-        .max_dbs(4)
-        .max_readers(MAX_READERS);
     // SAFETY: opened once in this process, which only reads through it.
-    let env = unsafe { options.open(dir) }.map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
+    let env = unsafe { env_options(map_size).open(dir) }
+        .map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
     let file = env
         .copy_to_path(&target, heed::CompactionOption::Enabled)
         .map_err(|e| BackupError::Lmdb(dir.to_path_buf(), e))?;
@@ -271,11 +275,13 @@ struct Writer {
     meta: Db,
     stats: Arc<WriterStats>,
     courier: Courier<WriteResult>,
+    /// Set once a write found the file damaged: no later write touches it.
+    damaged: Option<StoreError>,
 }
 
 impl Writer {
     /// Group commit loop: runs until every sender is gone.
-    fn run(self, rx: std_mpsc::Receiver<WriteOp>) {
+    fn run(mut self, rx: std_mpsc::Receiver<WriteOp>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -284,7 +290,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let results = self.apply(&mut batch);
+            let results = match &self.damaged {
+                Some(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+                None => self.apply(&mut batch),
+            };
+            self.damaged = results
+                .iter()
+                .find_map(|r| {
+                    r.as_ref()
+                        .err()
+                        .filter(|e| matches!(e, StoreError::Damaged(_)))
+                })
+                .cloned();
             self.courier
                 .deliver(batch.into_iter().map(|op| op.reply).zip(results).collect());
         }
@@ -297,7 +314,7 @@ impl Writer {
         let fail_all = |e: StoreError| (0..n).map(|_| Err(e.clone())).collect();
         let mut wtxn = match self.env.write_txn() {
             Ok(t) => t,
-            Err(e) => return fail_all(map_err(e)),
+            Err(e) => return fail_all(store_error(e)),
         };
         let mut high_water = match self.high_water(&wtxn) {
             Ok(h) => h,
@@ -313,12 +330,12 @@ impl Writer {
                 .meta
                 .put(&mut wtxn, HIGH_WATER_KEY, &high_water.bytes())
             {
-                return fail_all(map_err(e));
+                return fail_all(store_error(e));
             }
         }
         if let Err(e) = wtxn.commit() {
             log::error!("store: commit failed: {e}");
-            return fail_all(map_err(e));
+            return fail_all(store_error(e));
         }
         self.stats
             .ops
@@ -336,36 +353,40 @@ impl Writer {
         kind: &mut WriteKind,
         high_water: &mut ObjectId,
     ) -> Result<WriteResult, StoreError> {
-        let mut txn = self.env.nested_write_txn(parent).map_err(map_err)?;
+        let mut txn = self.env.nested_write_txn(parent).map_err(store_error)?;
         let result = match kind {
             WriteKind::Create(fields) => {
                 let id = next_id(*high_water);
                 let doc = render_new(&id, fields);
                 self.orders
                     .put(&mut txn, &id.bytes(), &doc.0)
-                    .map_err(map_err)?;
+                    .map_err(store_error)?;
                 *high_water = id;
                 WriteResult::Created(doc)
             }
             WriteKind::Update(id, fields) => {
                 let key = id.bytes();
-                let Some(old) = self.orders.get(&txn, &key).map_err(map_err)? else {
+                let Some(old) = self.orders.get(&txn, &key).map_err(store_error)? else {
                     return Ok(WriteResult::Updated(None));
                 };
                 let doc = apply_patch(old, fields)?;
-                self.orders.put(&mut txn, &key, &doc.0).map_err(map_err)?;
+                self.orders
+                    .put(&mut txn, &key, &doc.0)
+                    .map_err(store_error)?;
                 WriteResult::Updated(Some(doc))
             }
-            WriteKind::Delete(id) => {
-                WriteResult::Deleted(self.orders.delete(&mut txn, &id.bytes()).map_err(map_err)?)
-            }
+            WriteKind::Delete(id) => WriteResult::Deleted(
+                self.orders
+                    .delete(&mut txn, &id.bytes())
+                    .map_err(store_error)?,
+            ),
         };
-        txn.commit().map_err(map_err)?;
+        txn.commit().map_err(store_error)?;
         Ok(result)
     }
 
     fn high_water(&self, txn: &RwTxn<'static>) -> Result<ObjectId, StoreError> {
-        match self.meta.get(txn, HIGH_WATER_KEY).map_err(map_err)? {
+        match self.meta.get(txn, HIGH_WATER_KEY).map_err(store_error)? {
             Some(bytes) => {
                 let bytes: [u8; 12] = bytes
                     .try_into()
@@ -409,24 +430,17 @@ fn apply_patch(stored: &[u8], fields: &mut Fields) -> Result<Doc, StoreError> {
     ))
 }
 
-fn map_err(e: heed::Error) -> StoreError {
+/// Every LMDB error of the embedded store passes here. Corruption is
+/// `Damaged`: answering from damaged pages, or writing over them, could lose
+/// or garble acknowledged orders, so the writer stops writing and the
+/// worker ends (`worker`); its replacements check the file before they open
+/// it. A full map is `Full`; the rest `Unavailable`.
+fn store_error(e: heed::Error) -> StoreError {
     match e {
+        e if is_corruption(&e) => StoreError::damaged(e),
         heed::Error::Mdb(MdbError::MapFull) => StoreError::Full,
-        other => unavailable(other),
+        other => StoreError::unavailable(other),
     }
-}
-
-/// Every LMDB error of the embedded store passes here. Corruption ends
-/// the worker at once (`exit::STORE_FAULT`): answering from damaged pages,
-/// or writing over them, could lose or garble acknowledged orders; the
-/// master sees the exit and its replacements check the file before they
-/// open it.
-fn unavailable(e: heed::Error) -> StoreError {
-    if is_corruption(&e) {
-        log::error!("store: {e}: the data file is damaged; this worker stops (restore a backup made with `orders-server backup`)");
-        std::process::exit(crate::exit::STORE_FAULT);
-    }
-    StoreError::unavailable(e)
 }
 
 /// LMDB's own verdicts of a damaged file.
@@ -447,6 +461,22 @@ mod tests {
         assert!(is_corruption(&heed::Error::Mdb(MdbError::PageNotFound)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::MapFull)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::ReadersFull)));
+    }
+
+    #[test]
+    fn corruption_is_damage_and_a_full_map_is_full() {
+        assert!(matches!(
+            store_error(heed::Error::Mdb(MdbError::Corrupted)),
+            StoreError::Damaged(_)
+        ));
+        assert_eq!(
+            store_error(heed::Error::Mdb(MdbError::MapFull)),
+            StoreError::Full
+        );
+        assert!(matches!(
+            store_error(heed::Error::Mdb(MdbError::ReadersFull)),
+            StoreError::Unavailable(_)
+        ));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bson::oid::ObjectId;
 
-use crate::metrics::{self, StoreOp};
+use crate::metrics::{self, StoreOp, StoreOutcome};
 use crate::orders::{Fields, ListQuery};
 
 /// One stored document as a JSON object (UTF-8 bytes).
@@ -36,7 +36,7 @@ pub struct Page {
 }
 
 /// Why a store could not answer. Each is a 503 to the client; the cause
-/// is for the log only.
+/// is for the log only (its `source()`: log it with `logging::chain`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// The operation did not finish before its deadline (it may still
@@ -44,11 +44,16 @@ pub enum StoreError {
     #[error("store operation timed out")]
     Timeout,
     /// The store is unreachable or failing.
-    #[error("store unavailable: {0}")]
+    #[error("store unavailable")]
     Unavailable(#[source] Cause),
     /// The store is full (LMDB map size reached).
     #[error("store is full (raise map_size)")]
     Full,
+    /// The store's data is damaged (LMDB found corruption): nothing read
+    /// from it can be trusted, and nothing more is written to it. The
+    /// worker ends on seeing it (`worker`), as on a SIGBUS.
+    #[error("store damaged")]
+    Damaged(#[source] Cause),
 }
 
 impl StoreError {
@@ -60,6 +65,20 @@ impl StoreError {
     /// Unavailable, for a reason with no error value of its own.
     pub fn unavailable_because(why: impl Into<String>) -> StoreError {
         StoreError::Unavailable(Cause(Arc::new(Reason(why.into()))))
+    }
+
+    /// Damaged because of `cause`.
+    pub fn damaged(cause: impl Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Damaged(Cause(Arc::new(cause)))
+    }
+
+    /// How the metrics count it (a damaged store is one unavailable).
+    pub fn outcome(&self) -> StoreOutcome {
+        match self {
+            StoreError::Timeout => StoreOutcome::Timeout,
+            StoreError::Unavailable(_) | StoreError::Damaged(_) => StoreOutcome::Unavailable,
+            StoreError::Full => StoreOutcome::Full,
+        }
     }
 }
 
@@ -141,7 +160,11 @@ pub struct Counted<'a>(pub &'a dyn Store);
 
 impl Counted<'_> {
     fn count<T>(&self, op: StoreOp, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        metrics::store_op(op, result.as_ref().map(|_| ()));
+        let outcome = match &result {
+            Ok(_) => StoreOutcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        metrics::store_op(op, outcome);
         result
     }
 }

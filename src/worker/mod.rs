@@ -10,6 +10,7 @@
 //! left or `graceful_timeout` passes. INT and QUIT exit at once: a write is
 //! acknowledged only after its commit, so none is lost.
 
+pub mod damage;
 pub mod privileges;
 
 use std::fs::File;
@@ -19,7 +20,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::{Backend, Config};
 use crate::http::access_log::{self, AccessLog};
@@ -27,17 +29,14 @@ use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
 use crate::http::sweep::SweepPolicy;
 use crate::http::{server, App, HttpLimits, ServerState};
-use crate::master::heartbeat::Beat;
-use crate::master::signals::{in_worker, worker_set, InWorker};
+use crate::lifecycle::heartbeat::{self, Beat};
+use crate::lifecycle::signals::{in_worker, worker_set, InWorker};
+use crate::lifecycle::Report;
 use crate::metrics::{endpoint, Region};
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
 use crate::store::{Store, StoreError};
 
-/// Status byte: the worker serves.
-pub const READY_BYTE: u8 = b'R';
-/// Status byte: the worker reached max_requests and asks to be replaced.
-pub const RETIRE_BYTE: u8 = b'Q';
 /// How often the worker sweeps its connections while serving.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a draining worker sweeps and checks for open connections.
@@ -45,21 +44,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// While draining, a connection idle this long is closed (a client that
 /// keeps sending is answered with `Connection: close` instead).
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
-/// How often the heartbeat coroutine beats.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// The heartbeat samples the worker's memory and descriptors for the
 /// metrics every this many beats (listing /proc/self/fd costs ~1 ms per
 /// 10,000 connections).
 const SAMPLE_EVERY_BEATS: u32 = 10;
-
-/// Lifecycle phases of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Starting,
-    Serving,
-    Draining,
-    Exited,
-}
 
 /// What the master hands a new worker.
 pub struct Spec<'a> {
@@ -75,7 +63,7 @@ pub struct Spec<'a> {
     pub beat: Beat,
 }
 
-/// Why a worker could not start (`exit` maps it to the exit status).
+/// Why a worker could not start (`main` maps it to an exit status).
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// The address cannot be bound.
@@ -103,6 +91,9 @@ pub enum BootError {
     /// The master cannot be told.
     #[error("cannot report readiness to the master")]
     Report(#[source] std::io::Error),
+    /// The worker's signals cannot be read.
+    #[error("cannot read the worker's signals")]
+    Signals(#[source] nix::Error),
 }
 
 /// Runs a worker until it is stopped.
@@ -115,7 +106,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         beat,
     } = spec;
     let mut status = File::from(status);
-    enter(Phase::Starting);
+    let signals = Signals::new().map_err(BootError::Signals)?;
     configure_may(config);
     log_panics();
     let bound = server::bind(addr).map_err(|e| BootError::Bind(addr, e))?;
@@ -134,6 +125,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         crate::store::datafile::check(&config.data_dir)?;
     }
     let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
+    let store = Box::new(damage::EndOnDamage(store));
     let access = start_access_log(config)?;
     let mut limits = limits(config);
     // The head parser keeps these headers for the access log; the list
@@ -158,23 +150,28 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         ),
         _ => None,
     };
-    exit_on_sigbus();
+    damage::exit_on_sigbus();
     start_heartbeat(beat);
-    status.write_all(&[READY_BYTE]).map_err(BootError::Report)?;
-    enter(Phase::Serving);
+    status
+        .write_all(&[Report::Ready.byte()])
+        .map_err(BootError::Report)?;
     log::info!("serving on {addr}");
-    let graceful = serve_until_stopped(config, &app.state, app.limits.max_requests, &mut status);
+    let graceful = serve_until_stopped(
+        config,
+        &signals,
+        &app.state,
+        app.limits.max_requests,
+        &mut status,
+    );
     if graceful {
-        enter(Phase::Draining);
         log::info!("draining ({} connections open)", app.state.registry.len());
         acceptor.stop();
         if let Some(m) = metrics {
             m.stop();
         }
         app.state.start_draining();
-        drain(config, &app.state);
+        drain(config, &signals, &app.state);
     }
-    enter(Phase::Exited);
     log::info!(
         "exiting ({}): {} requests",
         if graceful { "graceful" } else { "fast" },
@@ -205,18 +202,18 @@ fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
 /// graceful stop (TERM).
 fn serve_until_stopped(
     config: &Config,
+    signals: &Signals,
     state: &ServerState,
     max_requests: u64,
     status: &mut File,
 ) -> bool {
-    let set = worker_set();
     let policy = SweepPolicy {
         keepalive: config.keepalive,
         client_timeout: config.client_timeout,
     };
     let mut asked_to_retire = false;
     loop {
-        match wait_signal(&set, SWEEP_INTERVAL) {
+        match signals.wait(SWEEP_INTERVAL) {
             Some(InWorker::Drain) => return true,
             Some(InWorker::Exit) => return false,
             Some(InWorker::ReopenLogs) => {
@@ -239,7 +236,7 @@ fn serve_until_stopped(
                 "max_requests reached ({} requests): asking to be replaced",
                 state.requests()
             );
-            if status.write_all(&[RETIRE_BYTE]).is_err() {
+            if status.write_all(&[Report::Retire.byte()]).is_err() {
                 return true;
             }
         }
@@ -248,16 +245,15 @@ fn serve_until_stopped(
 
 /// Closes idle connections as they become idle; returns when none is left
 /// or at the graceful timeout (INT or QUIT cut it short).
-fn drain(config: &Config, state: &ServerState) {
+fn drain(config: &Config, signals: &Signals, state: &ServerState) {
     let deadline = Instant::now() + config.graceful_timeout;
     let policy = SweepPolicy {
         keepalive: DRAIN_IDLE.min(config.keepalive),
         client_timeout: config.client_timeout,
     };
-    let set = worker_set();
     while !state.registry.is_empty() && Instant::now() < deadline {
         state.registry.sweep(&policy);
-        if let Some(InWorker::Exit) = wait_signal(&set, DRAIN_POLL) {
+        if let Some(InWorker::Exit) = signals.wait(DRAIN_POLL) {
             log::info!("fast stop while draining");
             return;
         }
@@ -270,24 +266,29 @@ fn drain(config: &Config, state: &ServerState) {
     }
 }
 
-/// Records a phase change in the debug log.
-fn enter(phase: Phase) {
-    log::debug!("phase {phase:?}");
-}
+/// The worker's signals (the table's worker set, blocked since the fork),
+/// read from a signalfd.
+struct Signals(SignalFd);
 
-/// Waits up to `timeout` for one of `set`; what the worker does with it.
-fn wait_signal(set: &SigSet, timeout: Duration) -> Option<InWorker> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: `set` is a valid sigset_t, `ts` a valid timespec; no siginfo
-    // wanted (nix has no wrapper for sigtimedwait).
-    let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-    if n <= 0 {
-        return None;
+impl Signals {
+    fn new() -> nix::Result<Signals> {
+        let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
+        SignalFd::with_flags(&worker_set(), flags).map(Signals)
     }
-    in_worker(n)
+
+    /// Waits up to `timeout` for a signal; what the worker does with it.
+    fn wait(&self, timeout: Duration) -> Option<InWorker> {
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.0),
+            PollFlags::POLLIN,
+        )];
+        if poll(&mut fds, PollTimeout::from(millis)).ok()? == 0 {
+            return None;
+        }
+        let info = self.0.read_signal().ok()??;
+        in_worker(info.ssi_signo as i32)
+    }
 }
 
 /// may settings, before may's first use: thread count, stack size, and no
@@ -299,7 +300,7 @@ fn configure_may(config: &Config) {
         .set_worker_pin(false);
 }
 
-/// Beats every half second from a coroutine: if the scheduler hangs, the
+/// Beats every `heartbeat::INTERVAL` from a coroutine: if the scheduler hangs, the
 /// heartbeat stops and the master replaces the worker.
 ///
 /// may resumes a coroutine whose sleep expired on its timer thread, not on
@@ -314,7 +315,7 @@ fn start_heartbeat(beat: Beat) {
             if n % SAMPLE_EVERY_BEATS == 0 {
                 crate::metrics::sample_worker();
             }
-            may::coroutine::sleep(HEARTBEAT_INTERVAL);
+            may::coroutine::sleep(heartbeat::INTERVAL);
             may::coroutine::yield_now();
             beat.beat();
         }
@@ -338,34 +339,6 @@ fn limits(config: &Config) -> HttpLimits {
         worker_connections: config.worker_connections,
         max_buffered_body_bytes: config.max_buffered_body_bytes,
         max_requests: max_requests_with_jitter(config),
-    }
-}
-
-/// A SIGBUS (LMDB reading a page of a data file truncated or damaged while
-/// the worker serves) ends the worker at once with `exit::STORE_FAULT`;
-/// the master sees it, and a replacement refuses to start on the damaged
-/// file (`store::datafile`). The coroutine library's own handler would
-/// deadlock instead (docs/design.md). Its handler is installed when the
-/// first coroutine runs, so one runs first and this one replaces it for
-/// SIGBUS (stack overflows are SIGSEGV, which it keeps).
-fn exit_on_sigbus() {
-    extern "C" fn on_sigbus(_: libc::c_int) {
-        const MESSAGE: &[u8] = b"orders-server worker: SIGBUS reading the store's data file (truncated or damaged?); exiting\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe.
-        unsafe {
-            libc::write(libc::STDERR_FILENO, MESSAGE.as_ptr().cast(), MESSAGE.len());
-            libc::_exit(crate::exit::STORE_FAULT);
-        }
-    }
-    let _ = may::go!(|| ()).join();
-    let action = SigAction::new(
-        SigHandler::Handler(on_sigbus),
-        SaFlags::SA_ONSTACK,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only calls async-signal-safe functions.
-    if let Err(e) = unsafe { sigaction(NixSignal::SIGBUS, &action) } {
-        log::warn!("cannot install the SIGBUS handler: {e}");
     }
 }
 

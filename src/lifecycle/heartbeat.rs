@@ -1,8 +1,10 @@
 //! Worker heartbeats in shared memory: one slot per worker in a shared
-//! mapping (`shared_memory`) made by the master before it forks. A worker's heartbeat
-//! coroutine stores the monotonic time into its slot every 500 ms; if the
-//! worker's scheduler hangs, the coroutine stops running and the slot goes
-//! stale, which the master sees without any message from the worker.
+//! mapping (`shared_memory`) made by the master before it forks. A worker's
+//! heartbeat coroutine stores the monotonic time into its slot every
+//! [`INTERVAL`]; if the worker's scheduler hangs, the coroutine stops
+//! running and the slot goes stale, which the master sees without any
+//! message from the worker. The metrics use the same slots (a worker's
+//! metrics slot is its heartbeat slot), so [`SLOTS`] bounds both.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,8 @@ use crate::clock::monotonic_ms;
 
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;
+/// How often a worker beats.
+pub const INTERVAL: Duration = Duration::from_millis(500);
 /// The region's size in bytes.
 pub const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
