@@ -10,15 +10,18 @@
 //! - leaves: [`clock`], [`exit`] (exit statuses), [`net`] (sockets and
 //!   descriptors), [`shared_memory`], [`faults`] (test-only, behind the
 //!   `test-hooks` feature), [`logging`], [`tuning`] (the `check` command),
-//!   [`lifecycle`] (what the master and its workers say to each other);
+//!   [`lifecycle`] (what the master and its workers say to each other),
+//!   [`proto`] (HTTP/1.1 as a protocol: it knows no application), [`api`]
+//!   (the route table);
 //! - [`metrics`] (Prometheus, in shared memory);
 //! - [`orders`] (domain, validation);
 //! - [`store`] (backends);
-//! - [`http`] (the HTTP engine, routing, responses);
+//! - [`http`] (the API over HTTP: accept, dispatch, routes, handlers);
 //! - [`config`] (settings);
 //! - [`worker`] (serving);
 //! - [`master`] (fork, supervise, signals).
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod exit;
@@ -30,6 +33,7 @@ pub mod master;
 pub mod metrics;
 pub mod net;
 pub mod orders;
+pub mod proto;
 pub mod shared_memory;
 pub mod store;
 pub mod tuning;

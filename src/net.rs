@@ -1,16 +1,35 @@
 //! Sockets and descriptors, the one way each is done: a socket bound into
 //! the port's SO_REUSEPORT group (the master's reservation, each worker's
 //! listeners, the bridge systemd keeps across a restart), a bound socket
-//! handed to may as a listener, and close-on-exec on any descriptor.
+//! handed to may as a listener, the accept loop of a listener
+//! ([`Acceptor`], for the API and the metrics alike), and close-on-exec on
+//! any descriptor.
 //!
 //! Every socket is close-on-exec from birth and sets SO_REUSEADDR (as may's
 //! own bind does: a restart must not fail on connections in TIME_WAIT).
+//!
+//! The accept loop never spins. When the process is out of descriptors or
+//! memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) it backs off, 10 ms doubling to
+//! 1 s, logging at most once a second with a count, while the connections
+//! it has go on being served.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use may::coroutine::JoinHandle;
+use may::net::{TcpListener, TcpStream};
+use socket2::{Domain, SockRef, Socket, Type};
+
+/// First pause after an accept failed for want of resources.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accept attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Least time between two log lines about the same trouble.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A new TCP socket for `addr` (close-on-exec, SO_REUSEADDR), unbound.
 pub fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
@@ -30,11 +49,125 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
 
 /// Starts `socket` listening with `backlog` (the kernel caps it at
 /// `net.core.somaxconn`) and hands it to may.
-pub fn listen(socket: Socket, backlog: i32) -> io::Result<may::net::TcpListener> {
+pub fn listen(socket: Socket, backlog: i32) -> io::Result<TcpListener> {
     socket.listen(backlog)?;
     // SAFETY: the descriptor is the listening socket just released by
     // socket2; the may listener takes sole ownership of it.
-    Ok(unsafe { may::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// A listener's accept loop, in a coroutine of its own until [`Acceptor::stop`].
+pub struct Acceptor {
+    listener: Arc<TcpListener>,
+    stopping: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` in a coroutine named `name`, handing each
+    /// connection to `admit`.
+    pub fn start(
+        listener: TcpListener,
+        name: &str,
+        mut admit: impl FnMut(TcpStream) + Send + 'static,
+    ) -> io::Result<Acceptor> {
+        let listener = Arc::new(listener);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (accepting, stop) = (listener.clone(), stopping.clone());
+        // may's spawn is unsafe because a coroutine must not keep a
+        // thread-local across a yield (it may resume on another thread);
+        // this loop keeps none.
+        let handle = may::go!(
+            may::coroutine::Builder::new().name(name.to_string()),
+            move || {
+                let mut backoff = Backoff::default();
+                while !stop.load(Ordering::SeqCst) {
+                    match accepting.accept() {
+                        Ok((stream, _)) => {
+                            backoff.reset();
+                            admit(stream);
+                        }
+                        Err(_) if stop.load(Ordering::SeqCst) => break,
+                        Err(e) if out_of_resources(&e) => backoff.pause(&e),
+                        Err(e) => log::debug!("accept failed: {e}"),
+                    }
+                }
+            }
+        )?;
+        Ok(Acceptor {
+            listener,
+            stopping,
+            handle,
+        })
+    }
+
+    /// Stops accepting and closes the listener: the kernel sends new
+    /// connections to the other listeners of the port (and, with
+    /// `net.ipv4.tcp_migrate_req`, moves the ones waiting in this queue).
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Shutting a listening socket down wakes the parked accept with an
+        // error; the loop then ends. The socket closes when the last
+        // reference to it goes, at the end of this function.
+        let _ = SockRef::from(self.listener.inner()).shutdown(Shutdown::Read);
+        let _ = self.handle.join();
+    }
+}
+
+/// Failures that mean "no descriptor or memory now": retrying at once
+/// would spin.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Growing pauses between accept attempts while resources are short.
+#[derive(Default)]
+struct Backoff {
+    delay: Option<Duration>,
+    log: Throttle,
+}
+
+impl Backoff {
+    fn pause(&mut self, e: &io::Error) {
+        let delay = self.next_delay();
+        self.log.note(|n| {
+            log::warn!("accept failed {n} times ({e}): pausing accepts, serving open connections")
+        });
+        may::coroutine::sleep(delay);
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.delay.map_or(BACKOFF_MIN, |d| (d * 2).min(BACKOFF_MAX));
+        self.delay = Some(delay);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.delay = None;
+    }
+}
+
+/// Logs a recurring event at most once per [`LOG_EVERY`], with a count.
+#[derive(Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    /// Counts one event; calls `log` with the count of those not logged
+    /// yet, when the last line is older than [`LOG_EVERY`].
+    pub fn note(&mut self, log: impl FnOnce(u64)) {
+        self.count += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            log(self.count);
+            self.count = 0;
+            self.last = Some(Instant::now());
+        }
+    }
 }
 
 /// Sets or clears close-on-exec on `fd` (a descriptor handed on across a
@@ -53,6 +186,35 @@ pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_second() {
+        let mut b = Backoff::default();
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(out_of_resources(&e));
+        assert!(!out_of_resources(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+        let delays: Vec<Duration> = (0..9).map(|_| b.next_delay()).collect();
+        assert_eq!(delays[0], BACKOFF_MIN);
+        assert_eq!(delays[1], BACKOFF_MIN * 2);
+        assert_eq!(*delays.last().unwrap(), BACKOFF_MAX);
+        b.reset();
+        assert!(b.delay.is_none());
+    }
+
+    #[test]
+    fn throttle_logs_once_per_interval_with_a_count() {
+        let mut t = Throttle::default();
+        let mut logged = Vec::new();
+        for _ in 0..5 {
+            t.note(|n| logged.push(n));
+        }
+        assert_eq!(logged, vec![1], "the first at once, the rest counted");
+        t.last = Some(Instant::now() - LOG_EVERY);
+        t.note(|n| logged.push(n));
+        assert_eq!(logged, vec![1, 5]);
+    }
 
     #[test]
     fn two_reuseport_sockets_share_a_port() {

@@ -2,7 +2,8 @@
 //! status the file lists is exercised over real HTTP, each answer's status
 //! is one the file lists for that operation (or its `default`), and each
 //! body matches the schema the file gives for it. Methods the file does not
-//! list on its paths are answered 405.
+//! list on its paths are answered 405, and the server's route table lists
+//! exactly the file's paths and methods.
 
 use orders_harness as support;
 
@@ -259,6 +260,34 @@ fn every_documented_operation_and_status_matches_the_server() {
         missing.is_empty(),
         "documented but never answered: {missing:?}"
     );
+}
+
+/// The server's route table (`api::ROUTES`: what it routes, labels in its
+/// metrics and lists in `Allow`) is the spec's paths and their methods.
+#[test]
+fn the_route_table_is_the_specs_paths_and_methods() {
+    let spec = spec();
+    let documented: BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(move |m| (path.clone(), m.to_uppercase()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = orders_server::api::ROUTES
+        .iter()
+        .flat_map(|r| {
+            r.methods
+                .iter()
+                .map(|m| (r.path.to_string(), m.to_string()))
+        })
+        .collect();
+    assert_eq!(routed, documented);
 }
 
 #[test]

@@ -21,6 +21,8 @@ const LAYERS: &[&str] = &[
     "logging",
     "tuning",
     "lifecycle",
+    "proto",
+    "api",
     "metrics",
     "orders",
     "store",

@@ -3,21 +3,20 @@
 
 use proptest::prelude::*;
 
-use orders_server::http::request::{self, HeadLimits};
-use orders_server::http::response::ApiError;
-use orders_server::http::routes::ListLimits;
+use orders_server::http::error::ApiError;
+use orders_server::http::routes::{self, ListLimits};
 use orders_server::orders;
+use orders_server::proto::request::{self, HeadLimits};
 
 const LIMITS: HeadLimits = HeadLimits {
     line: 4094,
     fields: 100,
     field_size: 8190,
     max_body: 1 << 20,
-    list: ListLimits {
-        max_page_size: 1000,
-        cap_unpaged_list: false,
-    },
-    capture: None,
+};
+const LIST: ListLimits = ListLimits {
+    max_page_size: 1000,
+    cap_unpaged_list: false,
 };
 
 /// Statuses a request head can be refused with.
@@ -80,22 +79,23 @@ proptest! {
     /// Any bytes: a complete head, an incomplete one, or a contract status.
     #[test]
     fn random_bytes_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        if let Err(e) = request::parse(&bytes, &LIMITS) {
-            assert_head_status(&e);
+        if let Err(e) = request::parse(&bytes, &LIMITS, |_| ()) {
+            assert_head_status(&e.into());
         }
     }
 
     /// Built heads: same, and a routed head's refusal is a contract status too.
     #[test]
     fn built_heads_get_contract_statuses(head in heads()) {
-        match request::parse(head.as_bytes(), &LIMITS) {
-            Ok(Some(h)) => {
-                if let Err(e) = h.route {
+        let route = |h: &request::Head<'_>| routes::route(h.method, h.path(), &LIST).route;
+        match request::parse(head.as_bytes(), &LIMITS, route) {
+            Ok(Some(parsed)) => {
+                if let Err(e) = parsed.taken {
                     assert_head_status(&e);
                 }
             }
             Ok(None) => {}
-            Err(e) => assert_head_status(&e),
+            Err(e) => assert_head_status(&e.into()),
         }
     }
 

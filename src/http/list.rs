@@ -14,26 +14,15 @@
 //! MongoDB cursor. A store failure after the head was sent aborts the
 //! connection, so the client sees a truncated body, never a wrong one.
 
-use std::io;
-
 use bson::oid::ObjectId;
 
-use super::response::{ApiError, Reply};
+use super::error::ApiError;
 use crate::orders::ListQuery;
+use crate::proto::response::{ChunkSink, Reply};
 use crate::store::Store;
 
 /// Most documents read from the store at once.
 pub const CHUNK_DOCS: usize = 1000;
-
-/// Where a streamed list goes (the connection).
-pub trait ChunkSink {
-    /// Sends the response head (200, chunked).
-    fn start(&mut self) -> io::Result<()>;
-    /// Sends one chunk.
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Ends the body (the last, empty chunk).
-    fn finish(&mut self) -> io::Result<()>;
-}
 
 /// How the list was answered.
 #[derive(Debug)]
@@ -126,6 +115,7 @@ mod tests {
     use super::*;
     use crate::orders::Fields;
     use crate::store::{Doc, Page, StoreError};
+    use std::io;
     use std::sync::Mutex;
 
     /// A store of `n` documents with ids 1..=n, padded with `pad` bytes.
@@ -199,6 +189,9 @@ mod tests {
         fn finish(&mut self) -> io::Result<()> {
             self.finished = true;
             Ok(())
+        }
+        fn started(&self) -> bool {
+            self.started
         }
     }
 

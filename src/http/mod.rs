@@ -1,36 +1,35 @@
-//! The HTTP/1.1 engine of a worker, on may coroutines: the listener and
-//! its accept loop (`server`), one keep-alive loop per connection
-//! (`connection`), request heads (`request`, parsed with httparse, and
-//! `framing`), bodies in bounded memory (`body`), routing and handlers
-//! (`routes`, `list`), responses and the one mapping of errors to statuses
-//! (`response`), and the connection sweep that enforces timeouts
-//! (`sweep`), and the access log (`access_log`).
+//! The orders API over HTTP, on the protocol engine (`proto`): a worker's
+//! listener and the admission of its connections (`server`), the service
+//! every connection calls (`dispatch`: routing, authentication, metrics,
+//! access log, panics), the routes and their handlers (`routes`, by the
+//! route table of `api`; `list` streams long lists), API tokens (`auth`),
+//! the access log (`access_log`), and the one mapping of errors to statuses
+//! and error responses (`error`).
 
 pub mod access_log;
 pub mod auth;
-pub mod body;
-pub mod connection;
-pub mod framing;
+pub mod dispatch;
+pub mod error;
 pub mod list;
-pub mod request;
-pub mod response;
 pub mod routes;
 pub mod server;
-pub mod sweep;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::proto::body::BodyMemory;
+use crate::proto::request::HeadLimits;
+use crate::proto::sweep::Registry;
 use crate::store::Store;
-use body::BodyMemory;
-use request::HeadLimits;
-use sweep::Registry;
+use routes::ListLimits;
 
 /// Request limits and response policy.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     /// What a request head may be, and the largest body.
     pub head: HeadLimits,
+    /// Pagination limits, for routing.
+    pub list: ListLimits,
     /// Largest response body built in memory; a longer list is streamed
     /// in chunks of about this size.
     pub response_buffer: usize,

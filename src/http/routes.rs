@@ -1,6 +1,6 @@
-//! Routing: the two paths of the API and the two health checks, the
-//! methods each allows, and the handlers that turn a request into a store
-//! call and a JSON reply.
+//! Routing and handlers: a request's method and target become a [`Route`]
+//! (by the one route table, `api`), and a route with its body becomes a
+//! store call and a JSON reply.
 //!
 //! `GET /healthz`: the worker serves (200, without touching the store).
 //! `GET /readyz`: the store answers a ping within [`READY_TIMEOUT`] and the
@@ -9,19 +9,16 @@
 
 use bson::oid::ObjectId;
 
-use super::list::{self, ChunkSink, ListReply};
-use super::response::{ApiError, Reply};
-use super::ServerState;
-use crate::orders::{self, ListQuery};
-use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `Allow` of `/orders`.
-const ALLOW_COLLECTION: &str = "Allow: GET, POST";
-/// `Allow` of `/orders/<id>`.
-const ALLOW_ITEM: &str = "Allow: GET, PUT, DELETE";
-/// `Allow` of the health checks.
-const ALLOW_HEALTH: &str = "Allow: GET";
+use super::error::ApiError;
+use super::list::{self, ListReply};
+use super::ServerState;
+use crate::api::{self, RouteId};
+use crate::orders::{self, ListQuery};
+use crate::proto::response::{ChunkSink, Reply};
+use crate::store::{Store, StoreError};
+
 /// How long `/readyz` waits for the store.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 /// How long a readiness answer is reused: a flood of `/readyz` (it needs no
@@ -90,48 +87,58 @@ impl Route {
     }
 }
 
-/// Maps method and path (with query) to a [`Route`]. Unknown path: 404;
-/// known path, other method: 405; then the id and query are checked (400).
-pub fn route(method: &str, target: &str, limits: &ListLimits) -> Result<Route, ApiError> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path == "/healthz" || path == "/readyz" {
-        return match method {
-            "GET" if path == "/healthz" => Ok(Route::Health),
-            "GET" => Ok(Route::Ready),
-            _ => Err(ApiError::MethodNotAllowed(ALLOW_HEALTH)),
-        };
-    }
-    if path == "/orders" {
-        return match method {
-            "GET" => Ok(Route::List(list_query(query, limits)?)),
-            "POST" => Ok(Route::Create),
-            _ => Err(ApiError::MethodNotAllowed(ALLOW_COLLECTION)),
-        };
-    }
-    let id = match path.strip_prefix("/orders/") {
-        Some(id) if !id.is_empty() && !id.contains('/') => id,
-        _ => return Err(ApiError::NoRoute),
-    };
-    let make: fn(ObjectId) -> Route = match method {
-        "GET" => Route::Get,
-        "PUT" => Route::Update,
-        "DELETE" => Route::Delete,
-        _ => return Err(ApiError::MethodNotAllowed(ALLOW_ITEM)),
-    };
-    Ok(make(orders::parse_id(id)?))
+/// A request target, routed.
+#[derive(Debug)]
+pub struct Routed {
+    /// The API route its path takes, if any (the metrics label).
+    pub id: Option<RouteId>,
+    /// Where it goes, or why it goes nowhere.
+    pub route: Result<Route, ApiError>,
 }
 
-/// The route label of a request target for the metrics: one of the
-/// paths above (with `{id}` for any id), or `other`; never the raw path.
-pub fn label(target: &str) -> &'static str {
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    match path {
-        "/orders" => "/orders",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        p if p.starts_with("/orders/") => "/orders/{id}",
-        _ => "other",
+/// Maps method and target (path with query) to a [`Route`] by the route
+/// table. Unknown path: 404; known path, a method the table does not list:
+/// 405; then the id and query are checked (400).
+pub fn route(method: &str, target: &str, limits: &ListLimits) -> Routed {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some((api_route, id)) = api::find(path) else {
+        return Routed {
+            id: None,
+            route: Err(ApiError::NoRoute),
+        };
+    };
+    let route = if api_route.methods.contains(&method) {
+        handler(api_route, method, id.unwrap_or_default(), query, limits)
+    } else {
+        Err(ApiError::MethodNotAllowed(api_route.allow))
+    };
+    Routed {
+        id: Some(api_route.id),
+        route,
     }
+}
+
+/// The route of a method the table allows on `api_route`, with its id or
+/// query parsed.
+fn handler(
+    api_route: &api::Route,
+    method: &str,
+    id: &str,
+    query: &str,
+    limits: &ListLimits,
+) -> Result<Route, ApiError> {
+    Ok(match (api_route.id, method) {
+        (RouteId::Orders, "GET") => Route::List(list_query(query, limits)?),
+        (RouteId::Orders, "POST") => Route::Create,
+        (RouteId::Order, "GET") => Route::Get(orders::parse_id(id)?),
+        (RouteId::Order, "PUT") => Route::Update(orders::parse_id(id)?),
+        (RouteId::Order, "DELETE") => Route::Delete(orders::parse_id(id)?),
+        (RouteId::Health, "GET") => Route::Health,
+        (RouteId::Ready, "GET") => Route::Ready,
+        // A method the table lists that no handler takes: none (a test
+        // routes every method of every route).
+        _ => return Err(ApiError::MethodNotAllowed(api_route.allow)),
+    })
 }
 
 fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
@@ -206,50 +213,74 @@ mod tests {
         cap_unpaged_list: false,
     };
 
+    fn route_of(method: &str, target: &str) -> Result<Route, ApiError> {
+        route(method, target, &L).route
+    }
+
     #[test]
     fn routes_and_their_errors() {
-        assert!(matches!(route("GET", "/orders", &L), Ok(Route::List(_))));
-        assert!(matches!(route("POST", "/orders", &L), Ok(Route::Create)));
+        assert!(matches!(route_of("GET", "/orders"), Ok(Route::List(_))));
+        assert!(matches!(route_of("POST", "/orders"), Ok(Route::Create)));
         assert!(matches!(
-            route("HEAD", "/orders", &L),
+            route_of("HEAD", "/orders"),
             Err(ApiError::MethodNotAllowed(_))
         ));
         assert!(matches!(
-            route("GET", "/orders/", &L),
+            route_of("GET", "/orders/"),
             Err(ApiError::NoRoute)
         ));
-        assert!(matches!(route("GET", "/other", &L), Err(ApiError::NoRoute)));
         assert!(matches!(
-            route("GET", "/orders/abc", &L),
+            route_of("PATCH", "/orders/"),
+            Err(ApiError::NoRoute)
+        ));
+        assert!(matches!(route_of("GET", "/other"), Err(ApiError::NoRoute)));
+        assert!(matches!(
+            route_of("GET", "/orders/abc"),
             Err(ApiError::Order(_))
         ));
         assert!(matches!(
-            route("PATCH", "/orders/abc", &L),
+            route_of("PATCH", "/orders/abc"),
             Err(ApiError::MethodNotAllowed(_))
         ));
         assert!(matches!(
-            route("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718", &L),
+            route_of("DELETE", "/orders/6566f0c2a1b2c3d4e5f60718"),
             Ok(Route::Delete(_))
         ));
         assert!(matches!(
-            route("GET", "/orders?limit=0", &L),
+            route_of("GET", "/orders?limit=0"),
             Err(ApiError::Order(_))
         ));
-        assert!(matches!(route("GET", "/healthz", &L), Ok(Route::Health)));
-        assert!(matches!(route("GET", "/readyz?x", &L), Ok(Route::Ready)));
+        assert!(matches!(route_of("GET", "/healthz"), Ok(Route::Health)));
+        assert!(matches!(route_of("GET", "/readyz?x"), Ok(Route::Ready)));
         assert!(matches!(
-            route("POST", "/readyz", &L),
+            route_of("POST", "/readyz"),
             Err(ApiError::MethodNotAllowed(_))
         ));
     }
 
     #[test]
+    fn every_method_of_the_table_has_a_handler() {
+        for r in api::ROUTES {
+            let target = r.path.replace("{id}", "6566f0c2a1b2c3d4e5f60718");
+            for method in r.methods {
+                assert!(route_of(method, &target).is_ok(), "{method} {}", r.path);
+            }
+        }
+    }
+
+    #[test]
     fn metrics_labels_never_carry_the_raw_path() {
-        assert_eq!(label("/orders?limit=5"), "/orders");
-        assert_eq!(label("/orders/6566f0c2a1b2c3d4e5f60718"), "/orders/{id}");
-        assert_eq!(label("/orders/anything/else"), "/orders/{id}");
-        assert_eq!(label("/healthz"), "/healthz");
-        assert_eq!(label("/etc/passwd"), "other");
+        let id = |target| route("GET", target, &L).id;
+        assert_eq!(id("/orders?limit=5"), Some(RouteId::Orders));
+        assert_eq!(id("/orders/6566f0c2a1b2c3d4e5f60718"), Some(RouteId::Order));
+        assert_eq!(id("/orders/nothex"), Some(RouteId::Order));
+        assert_eq!(id("/healthz"), Some(RouteId::Health));
+        assert_eq!(id("/etc/passwd"), None);
+        assert_eq!(
+            id("/orders/anything/else"),
+            None,
+            "no route takes it: other"
+        );
     }
 
     #[test]
@@ -258,7 +289,7 @@ mod tests {
             cap_unpaged_list: true,
             ..L
         };
-        let Ok(Route::List(q)) = route("GET", "/orders", &capped) else {
+        let Ok(Route::List(q)) = route("GET", "/orders", &capped).route else {
             panic!()
         };
         assert_eq!(q.limit, Some(10));

@@ -13,11 +13,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
+
+use crate::net::Acceptor;
 
 use super::render::{self, CONTENT_TYPE};
 use super::Region;
@@ -26,8 +28,6 @@ use super::Region;
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a scraper has to send its whole request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a failed accept (out of descriptors, say) before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Time a scraper has to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Metrics connections per worker at once; more are closed at once.
@@ -38,54 +38,20 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     crate::net::listen(crate::net::bind_reuseport(addr)?, backlog)
 }
 
-/// The metrics listener of a worker, accepting in a coroutine.
-pub struct Endpoint {
-    listener: Arc<TcpListener>,
-    stopping: Arc<AtomicBool>,
-}
-
-impl Endpoint {
-    /// Stops accepting and closes the listener (a draining worker).
-    pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wakes the parked accept with an error; the loop then ends.
-        let _ = socket2::SockRef::from(self.listener.inner()).shutdown(Shutdown::Read);
-    }
-}
-
-/// Accepts scrapes on `listener` in a coroutine until `Endpoint::stop`.
-pub fn serve(listener: TcpListener, region: Region) -> io::Result<Endpoint> {
-    let listener = Arc::new(listener);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (accepting, stop) = (listener.clone(), stopping.clone());
+/// Accepts scrapes on `listener` in a coroutine until the acceptor stops.
+pub fn serve(listener: TcpListener, region: Region) -> io::Result<Acceptor> {
     let open = Arc::new(AtomicUsize::new(0));
-    // See http::server::Bound::serve on may's spawn.
-    may::go!(
-        may::coroutine::Builder::new().name("metrics".into()),
-        move || {
-            while !stop.load(Ordering::SeqCst) {
-                let stream = match accepting.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(_) if stop.load(Ordering::SeqCst) => break,
-                    Err(e) => {
-                        log::debug!("metrics: accept failed: {e}");
-                        may::coroutine::sleep(ACCEPT_BACKOFF);
-                        continue;
-                    }
-                };
-                if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    continue; // dropped: closed
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                let open = open.clone();
-                may::go!(move || {
-                    answer(stream, &region);
-                    open.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
+    Acceptor::start(listener, "metrics", move |stream| {
+        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            return; // dropped: closed
         }
-    )?;
-    Ok(Endpoint { listener, stopping })
+        open.fetch_add(1, Ordering::Relaxed);
+        let open = open.clone();
+        may::go!(move || {
+            answer(stream, &region);
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    })
 }
 
 /// Reads one request head and answers it.

@@ -24,16 +24,17 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::api::{self, RouteId};
+use crate::proto::status;
+
 /// Method labels; anything else counts as `other`.
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "other"];
-/// Route labels: the API's two paths (never the raw path), the health
-/// checks, and `other` for paths no route takes.
-pub const ROUTES: [&str; 5] = ["/orders", "/orders/{id}", "/healthz", "/readyz", "other"];
-/// Status labels: the statuses the server sends (`http::response::status`);
+/// Route labels: the paths of the route table (`api::ROUTES`, `{id}` for
+/// any id: never the raw path), and `other` for paths no route takes.
+pub const ROUTES: [&str; api::ROUTES.len() + 1] = route_labels();
+/// Status labels: the statuses the server sends (`proto::status::ALL`);
 /// the last entry, 0, is any other.
-pub const STATUSES: [u16; 15] = [
-    200, 400, 401, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503, 505, 0,
-];
+pub const STATUSES: [u16; status::ALL.len() + 1] = status_labels();
 /// Upper bounds (seconds) of the request duration histogram's buckets.
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -60,6 +61,26 @@ pub const SLOTS: usize = crate::lifecycle::heartbeat::SLOTS;
 const ENABLED: bool = !cfg!(feature = "metrics-off");
 /// Buckets a histogram can hold (the longest table above, plus +Inf).
 const MAX_BUCKETS: usize = 13;
+
+const fn route_labels() -> [&'static str; api::ROUTES.len() + 1] {
+    let mut labels = ["other"; api::ROUTES.len() + 1];
+    let mut i = 0;
+    while i < api::ROUTES.len() {
+        labels[i] = api::ROUTES[i].path;
+        i += 1;
+    }
+    labels
+}
+
+const fn status_labels() -> [u16; status::ALL.len() + 1] {
+    let mut labels = [0; status::ALL.len() + 1];
+    let mut i = 0;
+    while i < status::ALL.len() {
+        labels[i] = status::ALL[i].code;
+        i += 1;
+    }
+    labels
+}
 
 /// A histogram: a count per bucket (not cumulative: `render` adds them up)
 /// and the sum of the observations in millionths (microseconds for
@@ -320,11 +341,11 @@ pub struct RequestLabels {
 }
 
 impl RequestLabels {
-    /// Labels for `method` on route `route` (a ROUTES entry, else `other`).
-    pub fn new(method: &str, route: &str) -> RequestLabels {
+    /// Labels for `method` on `route` (None: no route takes the path).
+    pub fn new(method: &str, route: Option<RouteId>) -> RequestLabels {
         RequestLabels {
             method: index_of(&METHODS, &method),
-            route: index_of(&ROUTES, &route),
+            route: route.map_or(ROUTES.len() - 1, |r| r as usize),
         }
     }
 
@@ -464,13 +485,21 @@ mod tests {
 
     #[test]
     fn labels_fall_back_to_other() {
-        assert_eq!(RequestLabels::new("PATCH", "/x"), RequestLabels::unrouted());
+        assert_eq!(RequestLabels::new("PATCH", None), RequestLabels::unrouted());
         assert_eq!(
-            RequestLabels::new("GET", "/orders"),
+            RequestLabels::new("GET", Some(RouteId::Orders)),
             RequestLabels {
                 method: 0,
                 route: 0
             }
+        );
+        assert_eq!(
+            ROUTES,
+            ["/orders", "/orders/{id}", "/healthz", "/readyz", "other"]
+        );
+        assert_eq!(
+            STATUSES,
+            [200, 400, 401, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503, 505, 0]
         );
         assert_eq!(index_of(&STATUSES, &418), STATUSES.len() - 1);
     }

@@ -25,14 +25,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::{Backend, Config};
 use crate::http::access_log::{self, AccessLog};
-use crate::http::request::HeadLimits;
 use crate::http::routes::ListLimits;
-use crate::http::sweep::SweepPolicy;
 use crate::http::{server, App, HttpLimits, ServerState};
 use crate::lifecycle::heartbeat::{self, Beat};
 use crate::lifecycle::signals::{in_worker, worker_set, InWorker};
 use crate::lifecycle::Report;
 use crate::metrics::{endpoint, Region};
+use crate::proto::request::HeadLimits;
+use crate::proto::sweep::SweepPolicy;
 use crate::store::embedded::Embedded;
 use crate::store::mongo::Mongo;
 use crate::store::{Store, StoreError};
@@ -127,12 +127,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
     let store = Box::new(damage::EndOnDamage(store));
     let access = start_access_log(config)?;
-    let mut limits = limits(config);
-    // The head parser keeps these headers for the access log; the list
-    // lives as long as the worker.
-    limits.head.capture = access
-        .as_ref()
-        .map(|a| &*Box::leak(a.headers.clone().into_boxed_slice()));
+    let limits = limits(config);
     let app = Arc::new(App {
         store,
         limits,
@@ -329,11 +324,10 @@ fn limits(config: &Config) -> HttpLimits {
             fields: config.limit_request_fields,
             field_size: config.limit_request_field_size,
             max_body: config.max_body_size,
-            list: ListLimits {
-                max_page_size: config.max_page_size,
-                cap_unpaged_list: config.cap_unpaged_list,
-            },
-            capture: None,
+        },
+        list: ListLimits {
+            max_page_size: config.max_page_size,
+            cap_unpaged_list: config.cap_unpaged_list,
         },
         response_buffer: config.response_buffer_size,
         worker_connections: config.worker_connections,

@@ -1,20 +1,19 @@
-//! The request head: parsed with httparse from the connection's buffer,
-//! checked against the request limits, framed ([`framing`]) and routed
-//! ([`routes`]) before any body byte is read. Everything the rest of the
-//! request needs is copied out, so the buffer can be consumed afterwards.
+//! Request heads: parsed with httparse from the connection's buffer,
+//! checked against the limits and framed ([`framing`]) before any body byte
+//! is read. A [`Head`] is the protocol's facts of a request (method,
+//! target, version, framing, headers) and nothing of what the application
+//! makes of them. Its headers borrow the buffer, so [`parse`] hands the head
+//! to the caller's closure, which takes what it needs; the buffer can then
+//! be consumed to read the body.
 //!
 //! [`framing`]: super::framing
-//! [`routes`]: super::routes
 
 use std::mem::MaybeUninit;
 
 use httparse::{Header, ParserConfig, Status};
 
 use super::framing::{self, Framing};
-use super::response::ApiError;
-use super::routes::{self, ListLimits, Route};
-use crate::faults::{self, Fault};
-use crate::metrics::RequestLabels;
+use super::Error;
 
 /// The longest request head (request line and headers) a connection
 /// buffers, whatever the per-line limits allow: 64 KiB (nginx allows 32).
@@ -22,57 +21,81 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Headers parsed into an array on the coroutine's stack; more go to the heap.
 const STACK_HEADERS: usize = 128;
 
-/// The limits a head is checked against.
+/// The limits a request is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
     /// Longest request line (method, target, version).
     pub line: usize,
-    /// Most headers.
+    /// Most headers (and trailer lines of a chunked body).
     pub fields: usize,
     /// Longest header line (name, colon, space, value).
     pub field_size: usize,
     /// Largest body.
     pub max_body: u64,
-    /// Pagination limits, for routing.
-    pub list: ListLimits,
-    /// With the access log on: the request headers to keep for it.
-    pub capture: Option<&'static [String]>,
 }
 
-/// What the access log needs of a request head (kept only when it is on).
+/// The HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: answered, then the connection closes; no chunked coding.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+/// A complete, checked request head, borrowing the connection's buffer.
 #[derive(Debug)]
-pub struct Captured {
-    /// The method.
-    pub method: String,
+pub struct Head<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
     /// The request target, as sent.
-    pub target: String,
-    /// Values of `HeadLimits::capture`'s headers, by index.
-    pub headers: Vec<Option<Vec<u8>>>,
+    pub target: &'a str,
+    /// The version.
+    pub version: Version,
+    /// How the body is framed (and `Connection`, `Expect`).
+    pub framing: Framing,
+    /// Every header, in order.
+    pub headers: &'a [Header<'a>],
 }
 
-/// A complete, checked request head.
+impl<'a> Head<'a> {
+    /// The target's path and query in origin form (`/orders?limit=1`),
+    /// also from an absolute-form target (`http://host/orders`), which
+    /// servers must accept (RFC 9112 §3.2.2).
+    pub fn path(&self) -> &'a str {
+        origin_form(self.target)
+    }
+
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// What the connection keeps of a head once its bytes are consumed: their
+/// length, the version and framing, and what the caller took from it.
 #[derive(Debug)]
-pub struct Head {
+pub struct Parsed<T> {
     /// Bytes of the head in the buffer, blank line included.
     pub len: usize,
-    /// An HTTP/1.0 request (answered, then the connection closes).
-    pub http10: bool,
+    /// The version.
+    pub version: Version,
     /// How the body is framed.
     pub framing: Framing,
-    /// Where the request goes, or why it goes nowhere.
-    pub route: Result<Route, ApiError>,
-    /// A test-only fault to run (`faults`).
-    pub fault: Option<Fault>,
-    /// The `Authorization` header's value, when there is one.
-    pub authorization: Option<Vec<u8>>,
-    /// Method and route labels for the metrics.
-    pub labels: RequestLabels,
-    /// For the access log, when it is on.
-    pub captured: Option<Captured>,
+    /// What the closure given to [`parse`] returned.
+    pub taken: T,
 }
 
-/// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete.
-pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> {
+/// Parses the head at the start of `buf`: `Ok(None)` while it is
+/// incomplete; once complete and within the limits, `take` sees it.
+pub fn parse<T>(
+    buf: &[u8],
+    limits: &HeadLimits,
+    take: impl FnOnce(&Head<'_>) -> T,
+) -> Result<Option<Parsed<T>>, Error> {
     let mut stack: [MaybeUninit<Header<'_>>; STACK_HEADERS] =
         [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap;
@@ -88,45 +111,34 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<Head>, ApiError> 
     match ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers) {
         Ok(Status::Complete(len)) => {
             if len > MAX_HEAD_BYTES {
-                return Err(ApiError::HeadTooLarge(MAX_HEAD_BYTES));
+                return Err(Error::HeadTooLarge(MAX_HEAD_BYTES));
             }
             let method = req.method.unwrap_or_default();
             let target = req.path.unwrap_or_default();
-            let http10 = req.version == Some(0);
+            let version = match req.version {
+                Some(0) => Version::Http10,
+                _ => Version::Http11,
+            };
             check_limits(method, target, req.headers, limits)?;
-            let framing = framing::check(req.headers, limits.max_body, http10)?;
-            let path = origin_form(target);
-            Ok(Some(Head {
-                len,
-                http10,
+            let framing = framing::check(req.headers, limits.max_body, version == Version::Http10)?;
+            let head = Head {
+                method,
+                target,
+                version,
                 framing,
-                route: routes::route(method, path, &limits.list),
-                fault: faults::for_path(path),
-                labels: RequestLabels::new(method, routes::label(path)),
-                captured: limits.capture.map(|names| Captured {
-                    method: method.to_string(),
-                    target: target.to_string(),
-                    headers: names
-                        .iter()
-                        .map(|n| {
-                            req.headers
-                                .iter()
-                                .find(|h| h.name.eq_ignore_ascii_case(n))
-                                .map(|h| h.value.to_vec())
-                        })
-                        .collect(),
-                }),
-                authorization: req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| h.value.to_vec()),
+                headers: req.headers,
+            };
+            Ok(Some(Parsed {
+                len,
+                version,
+                framing,
+                taken: take(&head),
             }))
         }
         Ok(Status::Partial) => check_partial(buf, limits).map(|()| None),
-        Err(httparse::Error::TooManyHeaders) => Err(ApiError::TooManyHeaders(limits.fields)),
+        Err(httparse::Error::TooManyHeaders) => Err(Error::TooManyHeaders(limits.fields)),
         Err(httparse::Error::Version) => Err(version_error(buf)),
-        Err(e) => Err(ApiError::Malformed(describe(e))),
+        Err(e) => Err(Error::Malformed(describe(e))),
     }
 }
 
@@ -136,23 +148,23 @@ fn check_limits(
     target: &str,
     headers: &[Header<'_>],
     limits: &HeadLimits,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     // "METHOD SP TARGET SP HTTP/1.x"
     if method.len() + 1 + target.len() + 1 + "HTTP/1.1".len() > limits.line {
-        return Err(ApiError::RequestLineTooLong(limits.line));
+        return Err(Error::RequestLineTooLong(limits.line));
     }
     if headers
         .iter()
         .any(|h| h.name.len() + 2 + h.value.len() > limits.field_size)
     {
-        return Err(ApiError::HeaderTooLong(limits.field_size));
+        return Err(Error::HeaderTooLong(limits.field_size));
     }
     Ok(())
 }
 
 /// Limits that an incomplete head already breaks: a request line with no
 /// end in sight, or more bytes than any head may have.
-fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), ApiError> {
+fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Error> {
     let start = buf
         .iter()
         .position(|b| !matches!(b, b'\r' | b'\n'))
@@ -160,17 +172,17 @@ fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), ApiError> {
     let first_line = &buf[start..];
     // The line plus its CRLF.
     if first_line.len() > limits.line + 2 && !first_line[..limits.line + 2].contains(&b'\n') {
-        return Err(ApiError::RequestLineTooLong(limits.line));
+        return Err(Error::RequestLineTooLong(limits.line));
     }
     if buf.len() > MAX_HEAD_BYTES {
-        return Err(ApiError::HeadTooLarge(MAX_HEAD_BYTES));
+        return Err(Error::HeadTooLarge(MAX_HEAD_BYTES));
     }
     Ok(())
 }
 
 /// httparse says "version" both for `HTTP/1.2` (505) and for a request line
 /// with no version at all (400).
-fn version_error(buf: &[u8]) -> ApiError {
+fn version_error(buf: &[u8]) -> Error {
     let line = buf
         .split(|b| *b == b'\n')
         .find(|l| !l.trim_ascii().is_empty())
@@ -186,9 +198,9 @@ fn version_error(buf: &[u8]) -> ApiError {
         && version[6] == b'.'
         && version[7].is_ascii_digit();
     if looks_like_http {
-        ApiError::VersionNotSupported
+        Error::VersionNotSupported
     } else {
-        ApiError::Malformed("invalid HTTP version in the request line")
+        Error::Malformed("invalid HTTP version in the request line")
     }
 }
 
@@ -205,8 +217,7 @@ fn describe(e: httparse::Error) -> &'static str {
 }
 
 /// The path of an origin-form target (`/orders?limit=1`), also from an
-/// absolute-form one (`http://host/orders`), which servers must accept
-/// (RFC 9112 §3.2.2).
+/// absolute-form one (`http://host/orders`).
 fn origin_form(target: &str) -> &str {
     if target.starts_with('/') {
         return target;
@@ -229,26 +240,26 @@ fn origin_form(target: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::framing::BodyKind;
+    use crate::proto::framing::BodyKind;
 
     const LIMITS: HeadLimits = HeadLimits {
         line: 100,
         fields: 3,
         field_size: 40,
         max_body: 1000,
-        list: ListLimits {
-            max_page_size: 10,
-            cap_unpaged_list: false,
-        },
-        capture: None,
     };
 
-    fn parse_str(s: &str) -> Result<Option<Head>, ApiError> {
-        parse(s.as_bytes(), &LIMITS)
+    /// The parsed head's method, target and version, owned.
+    type Facts = (String, String, Version);
+
+    fn parse_str(s: &str) -> Result<Option<Parsed<Facts>>, Error> {
+        parse(s.as_bytes(), &LIMITS, |h| {
+            (h.method.to_string(), h.path().to_string(), h.version)
+        })
     }
 
     #[test]
-    fn a_complete_head_is_framed_and_routed() {
+    fn a_complete_head_is_framed() {
         let head = parse_str("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
             .unwrap()
             .unwrap();
@@ -257,13 +268,28 @@ mod tests {
             "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n".len()
         );
         assert_eq!(head.framing.body, BodyKind::Length(5));
-        assert!(matches!(head.route, Ok(Route::Create)));
-        assert!(!head.http10);
+        assert_eq!(
+            head.taken,
+            ("POST".to_string(), "/orders".to_string(), Version::Http11)
+        );
         assert!(
             parse_str("GET /orders HTTP/1.1\r\nHost: x\r\n")
                 .unwrap()
                 .is_none(),
             "partial"
+        );
+        let head = parse(
+            b"GET / HTTP/1.0\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            &LIMITS,
+            |h| h.header("X-a").map(<[u8]>::to_vec),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.version, Version::Http10);
+        assert_eq!(
+            head.taken.as_deref(),
+            Some(&b"1"[..]),
+            "the first of its name"
         );
     }
 
@@ -277,7 +303,7 @@ mod tests {
             "\0\0\0\0\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_str(bad), Err(ApiError::Malformed(_))),
+                matches!(parse_str(bad), Err(Error::Malformed(_))),
                 "{bad:?}"
             );
         }
@@ -287,7 +313,7 @@ mod tests {
             "GET / HTTP/3.0\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_str(version), Err(ApiError::VersionNotSupported)),
+                matches!(parse_str(version), Err(Error::VersionNotSupported)),
                 "{version:?}"
             );
         }
@@ -298,24 +324,21 @@ mod tests {
         let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
         assert!(matches!(
             parse_str(&long_line),
-            Err(ApiError::RequestLineTooLong(100))
+            Err(Error::RequestLineTooLong(100))
         ));
         let unfinished = format!("GET /{}", "a".repeat(200));
         assert!(
-            matches!(
-                parse_str(&unfinished),
-                Err(ApiError::RequestLineTooLong(100))
-            ),
+            matches!(parse_str(&unfinished), Err(Error::RequestLineTooLong(100))),
             "caught before the line ends"
         );
         let three = "GET / HTTP/1.1\r\nHost: x\r\nB: 2\r\nC: 3\r\n\r\n";
         assert!(parse_str(three).unwrap().is_some(), "at the limit");
         let four = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
-        assert!(matches!(parse_str(four), Err(ApiError::TooManyHeaders(3))));
+        assert!(matches!(parse_str(four), Err(Error::TooManyHeaders(3))));
         let long_header = format!("GET / HTTP/1.1\r\nA: {}\r\n\r\n", "v".repeat(50));
         assert!(matches!(
             parse_str(&long_header),
-            Err(ApiError::HeaderTooLong(40))
+            Err(Error::HeaderTooLong(40))
         ));
         let many = HeadLimits {
             fields: 200,
@@ -325,10 +348,11 @@ mod tests {
         assert!(
             parse(
                 format!("GET /orders HTTP/1.1\r\nHost: x\r\n{head}\r\n").as_bytes(),
-                &many
+                &many,
+                |h| h.headers.len()
             )
             .unwrap()
-            .is_some(),
+            .is_some_and(|p| p.taken == 151),
             "more headers than the stack array"
         );
         let endless = format!(
@@ -340,8 +364,8 @@ mod tests {
             ..LIMITS
         };
         assert!(matches!(
-            parse(endless.as_bytes(), &wide),
-            Err(ApiError::HeadTooLarge(_))
+            parse(endless.as_bytes(), &wide, |_| ()),
+            Err(Error::HeadTooLarge(_))
         ));
     }
 
@@ -362,6 +386,6 @@ mod tests {
         let head = parse_str("GET http://h/orders HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(matches!(head.route, Ok(Route::List(_))));
+        assert_eq!(head.taken.1, "/orders");
     }
 }

@@ -8,7 +8,7 @@
 
 use httparse::Header;
 
-use super::response::ApiError;
+use super::Error;
 
 /// How the body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct Framing {
 /// Checks Transfer-Encoding, Content-Length (plain ASCII digits, at most
 /// once, at most `max_body`), Connection and Expect. `http10`: chunked is
 /// not HTTP/1.0 and `Expect` is ignored there.
-pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Framing, ApiError> {
+pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Framing, Error> {
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut close_requested = false;
@@ -45,7 +45,7 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             if content_length.is_some() {
-                return Err(ApiError::BadContentLength);
+                return Err(Error::BadContentLength);
             }
             content_length = Some(parse_content_length(h.value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -56,33 +56,27 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
             close_requested |= has_token(h.value, b"close");
         } else if name.eq_ignore_ascii_case(b"expect") && !http10 {
             if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                return Err(ApiError::UnsupportedExpectation);
+                return Err(Error::UnsupportedExpectation);
             }
             expect_continue = true;
         }
     }
     match hosts {
-        0 if !http10 => {
-            return Err(ApiError::Malformed(
-                "an HTTP/1.1 request needs a Host header",
-            ))
-        }
+        0 if !http10 => return Err(Error::Malformed("an HTTP/1.1 request needs a Host header")),
         0 | 1 => {}
-        _ => return Err(ApiError::Malformed("more than one Host header")),
+        _ => return Err(Error::Malformed("more than one Host header")),
     }
     let body = match (chunked, content_length) {
         (true, Some(_)) => {
-            return Err(ApiError::Malformed(
+            return Err(Error::Malformed(
                 "both Transfer-Encoding and Content-Length",
             ))
         }
         (true, None) if http10 => {
-            return Err(ApiError::Malformed(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ))
+            return Err(Error::Malformed("Transfer-Encoding in an HTTP/1.0 request"))
         }
         (true, None) => BodyKind::Chunked,
-        (false, Some(n)) if n > max_body => return Err(ApiError::BodyTooLarge(max_body)),
+        (false, Some(n)) if n > max_body => return Err(Error::BodyTooLarge(max_body)),
         (false, Some(0)) | (false, None) => BodyKind::None,
         (false, Some(n)) => BodyKind::Length(n),
     };
@@ -96,33 +90,33 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
 /// One Transfer-Encoding header (there may be several, applied in order):
 /// whether chunked is the last coding so far. Only `chunked`, once, last, is
 /// accepted; another known coding is 501, chunked not last is 400.
-fn transfer_coding_is_chunked(value: &[u8], chunked_before: bool) -> Result<bool, ApiError> {
+fn transfer_coding_is_chunked(value: &[u8], chunked_before: bool) -> Result<bool, Error> {
     let mut chunked = chunked_before;
     for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
         if coding.is_empty() {
             continue;
         }
         if chunked {
-            return Err(ApiError::Malformed(
+            return Err(Error::Malformed(
                 "chunked must be the last Transfer-Encoding",
             ));
         }
         if !coding.eq_ignore_ascii_case(b"chunked") {
-            return Err(ApiError::UnsupportedTransferEncoding);
+            return Err(Error::UnsupportedTransferEncoding);
         }
         chunked = true;
     }
     if !chunked {
-        return Err(ApiError::Malformed("empty Transfer-Encoding"));
+        return Err(Error::Malformed("empty Transfer-Encoding"));
     }
     Ok(chunked)
 }
 
 /// Plain ASCII digits, nothing else. A value too big for u64 is simply
 /// too large (413), not malformed.
-fn parse_content_length(value: &[u8]) -> Result<u64, ApiError> {
+fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(ApiError::BadContentLength);
+        return Err(Error::BadContentLength);
     }
     let mut n: u64 = 0;
     for d in value {
@@ -155,26 +149,26 @@ mod tests {
     };
 
     /// `check` of an HTTP/1.1 request with a Host header and these.
-    fn check11(headers: &[Header<'_>], max_body: u64) -> Result<Framing, ApiError> {
+    fn check11(headers: &[Header<'_>], max_body: u64) -> Result<Framing, Error> {
         let all: Vec<Header<'_>> = std::iter::once(HOST)
             .chain(headers.iter().copied())
             .collect();
         check(&all, max_body, false)
     }
 
-    fn body(headers: &[Header<'_>]) -> Result<BodyKind, ApiError> {
+    fn body(headers: &[Header<'_>]) -> Result<BodyKind, Error> {
         check11(headers, 100).map(|f| f.body)
     }
 
     #[test]
     fn host_rules() {
         assert!(
-            matches!(check(&[], 10, false), Err(ApiError::Malformed(_))),
+            matches!(check(&[], 10, false), Err(Error::Malformed(_))),
             "HTTP/1.1 without Host"
         );
         assert!(check(&[], 10, true).is_ok(), "HTTP/1.0 without Host");
         assert!(
-            matches!(check(&[HOST, HOST], 10, true), Err(ApiError::Malformed(_))),
+            matches!(check(&[HOST, HOST], 10, true), Err(Error::Malformed(_))),
             "two Hosts"
         );
     }
@@ -190,20 +184,20 @@ mod tests {
             assert!(
                 matches!(
                     body(&[h("Content-Length", bad)]),
-                    Err(ApiError::BadContentLength)
+                    Err(Error::BadContentLength)
                 ),
                 "{bad:?}"
             );
         }
         let twice = [h("content-length", "1"), h("Content-Length", "1")];
-        assert!(matches!(body(&twice), Err(ApiError::BadContentLength)));
+        assert!(matches!(body(&twice), Err(Error::BadContentLength)));
         assert!(matches!(
             body(&[h("Content-Length", "101")]),
-            Err(ApiError::BodyTooLarge(100))
+            Err(Error::BodyTooLarge(100))
         ));
         assert!(matches!(
             body(&[h("Content-Length", "99999999999999999999999")]),
-            Err(ApiError::BodyTooLarge(_))
+            Err(Error::BodyTooLarge(_))
         ));
     }
 
@@ -219,26 +213,26 @@ mod tests {
         );
         assert!(matches!(
             body(&[h("Transfer-Encoding", "gzip, chunked")]),
-            Err(ApiError::UnsupportedTransferEncoding)
+            Err(Error::UnsupportedTransferEncoding)
         ));
         assert!(matches!(
             body(&[h("Transfer-Encoding", "chunked, gzip")]),
-            Err(ApiError::Malformed(_))
+            Err(Error::Malformed(_))
         ));
         let twice = [
             h("Transfer-Encoding", "chunked"),
             h("Transfer-Encoding", "chunked"),
         ];
-        assert!(matches!(body(&twice), Err(ApiError::Malformed(_))));
+        assert!(matches!(body(&twice), Err(Error::Malformed(_))));
         let both = [h("Transfer-Encoding", "chunked"), h("Content-Length", "3")];
-        assert!(matches!(body(&both), Err(ApiError::Malformed(_))));
+        assert!(matches!(body(&both), Err(Error::Malformed(_))));
         assert!(matches!(
             check(&[HOST, h("Transfer-Encoding", "chunked")], 100, true),
-            Err(ApiError::Malformed(_))
+            Err(Error::Malformed(_))
         ));
         assert!(matches!(
             body(&[h("Transfer-Encoding", "")]),
-            Err(ApiError::Malformed(_))
+            Err(Error::Malformed(_))
         ));
     }
 
@@ -260,7 +254,7 @@ mod tests {
         assert!(!f.expect_continue, "no body: nothing to wait for");
         assert!(matches!(
             check11(&[h("Expect", "x")], 10),
-            Err(ApiError::UnsupportedExpectation)
+            Err(Error::UnsupportedExpectation)
         ));
         assert!(
             check(&[h("Expect", "x")], 10, true).is_ok(),

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::response::ApiError;
+use super::Error;
 
 /// Longest a body waits for room in the budget before its request gets a 503.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
@@ -49,11 +49,11 @@ impl BodyMemory {
 
     /// Takes `n` bytes, waiting (without blocking the scheduler thread) up
     /// to [`BUDGET_WAIT`] for others to give theirs back.
-    fn take(&self, n: usize) -> Result<(), ApiError> {
+    fn take(&self, n: usize) -> Result<(), Error> {
         let deadline = Instant::now() + BUDGET_WAIT;
         while !self.try_take(n) {
             if Instant::now() >= deadline {
-                return Err(ApiError::BodyMemoryFull);
+                return Err(Error::BodyMemoryFull);
             }
             may::coroutine::sleep(BUDGET_POLL);
         }
@@ -93,7 +93,7 @@ impl<'a> Body<'a> {
     }
 
     /// Appends `data`.
-    pub fn extend(&mut self, data: &[u8]) -> Result<(), ApiError> {
+    pub fn extend(&mut self, data: &[u8]) -> Result<(), Error> {
         self.make_room(data.len())?;
         self.bytes.extend_from_slice(data);
         Ok(())
@@ -101,7 +101,7 @@ impl<'a> Body<'a> {
 
     /// Room for `want` more bytes at the end, for a read straight from the
     /// socket; pass [`Body::filled`] what the read wrote there.
-    pub fn spare(&mut self, want: usize) -> Result<&mut [u8], ApiError> {
+    pub fn spare(&mut self, want: usize) -> Result<&mut [u8], Error> {
         self.make_room(want)?;
         let len = self.bytes.len();
         self.bytes.resize(len + want, 0);
@@ -117,10 +117,10 @@ impl<'a> Body<'a> {
     /// Grows the buffer within the budget so `extra` more bytes fit. It
     /// at most doubles (never past `max_len`), so it stays within twice
     /// what arrived.
-    fn make_room(&mut self, extra: usize) -> Result<(), ApiError> {
+    fn make_room(&mut self, extra: usize) -> Result<(), Error> {
         let needed = self.bytes.len().saturating_add(extra);
         if needed > self.max_len {
-            return Err(ApiError::BodyTooLarge(self.max_len as u64));
+            return Err(Error::BodyTooLarge(self.max_len as u64));
         }
         if needed > self.counted {
             let grow_to = needed
@@ -189,11 +189,8 @@ mod tests {
         let memory = BodyMemory::new(4096);
         let mut a = Body::new(&memory, 10);
         a.extend(&[1; 10]).unwrap();
-        assert!(matches!(a.extend(&[1]), Err(ApiError::BodyTooLarge(10))));
-        assert!(matches!(
-            a.spare(usize::MAX),
-            Err(ApiError::BodyTooLarge(10))
-        ));
+        assert!(matches!(a.extend(&[1]), Err(Error::BodyTooLarge(10))));
+        assert!(matches!(a.spare(usize::MAX), Err(Error::BodyTooLarge(10))));
     }
 
     #[test]
@@ -203,7 +200,7 @@ mod tests {
         a.extend(&[1; 1024]).unwrap();
         let mut b = Body::new(&memory, 1 << 20);
         let started = Instant::now();
-        assert!(matches!(b.extend(&[1; 10]), Err(ApiError::BodyMemoryFull)));
+        assert!(matches!(b.extend(&[1; 10]), Err(Error::BodyMemoryFull)));
         assert!(started.elapsed() >= BUDGET_WAIT);
         drop(a);
         b.extend(&[1; 10]).unwrap();

@@ -1,0 +1,110 @@
+//! What the connection loop needs of a connection ([`Io`]), and the plain
+//! TCP socket's implementation ([`TcpIo`]). A TLS stream is a second
+//! implementation; the loop's unit tests drive it with scripted bytes.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use may::io::WaitIo;
+use may::net::TcpStream;
+
+/// A connection as the loop uses it. Reads park the coroutine until bytes
+/// arrive; writes never park: a write that would block says so, and the
+/// loop waits ([`Io::wait`]) while it times the client.
+pub trait Io {
+    /// Reads what the peer sent into `buf`, parking until something
+    /// arrives; 0 at the end of input.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes what fits of `buf` now, without parking: `WouldBlock` when
+    /// nothing does.
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Parks until the connection can make progress: readable, writable,
+    /// or its peer ending.
+    fn wait(&mut self);
+    /// Reads, parking at most `timeout` (then an error): what a closing
+    /// connection discards while the client takes its last response.
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
+    /// Shuts one or both directions down.
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
+}
+
+/// Events of a wait that mean the peer will send nothing more (or the
+/// socket failed): after them a short read no longer proves the socket
+/// drained, since the read that took the last bytes also took the FIN,
+/// and no event follows a FIN.
+const END_EVENTS: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
+
+/// A TCP socket on may's event loop: non-blocking and registered with
+/// may's edge-triggered epoll, so reads and writes are plain system calls
+/// and the coroutine parks on `wait_io` only when the socket has nothing.
+/// A read that did not fill its buffer has drained the socket, so the next
+/// read waits first: one `recv` and one `send` per request, no `recv` that
+/// returns EAGAIN. Any wait resets that knowledge (a wait for writing
+/// consumes the read event as well), and so does a wait that reports the
+/// peer's end (EPOLLRDHUP): the read that takes the last bytes takes the
+/// FIN with them, and no event follows a FIN.
+pub struct TcpIo {
+    stream: TcpStream,
+    /// The last read drained the socket, and no wait has happened since.
+    must_wait: bool,
+    /// A wait reported the peer's end of input (or an error): every read
+    /// from now on goes to the socket.
+    peer_ending: bool,
+}
+
+impl TcpIo {
+    /// The accepted socket `stream`.
+    pub fn new(stream: TcpStream) -> TcpIo {
+        TcpIo {
+            stream,
+            must_wait: false,
+            peer_ending: false,
+        }
+    }
+}
+
+impl Io for TcpIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.must_wait {
+                self.wait();
+            }
+            match self.stream.inner_mut().read(buf) {
+                Ok(n) => {
+                    // A short read took everything the socket had: an event
+                    // comes when more arrives (unless the peer is ending).
+                    self.must_wait = n > 0 && n < buf.len() && !self.peer_ending;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.must_wait = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.inner_mut().write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn wait(&mut self) {
+        let events = self.stream.wait_io();
+        self.must_wait = false;
+        self.peer_ending |= events & END_EVENTS != 0;
+    }
+
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.read(buf)
+    }
+
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.stream.shutdown(how)
+    }
+}
