@@ -1,15 +1,23 @@
 //! Configuration: raw values from the command line, the environment and a
 //! TOML file, merged with precedence CLI > env > file > default, then
-//! validated into one resolved [`Config`] that is passed down.
+//! resolved into one [`Config`] whose parts go to the layers that use them
+//! ([`HttpConfig`], [`StoreConfig`], [`ProcessConfig`]).
 //!
 //! Every setting is declared once, in the `settings!` table below: its
-//! meaning, type, flag, environment variable, documented default and
-//! whether a reload may change it. Adding a setting is one row there, its
-//! validation in `resolve` (and its field in `Config`), and its paragraph
-//! in conf/orders-server.toml (a test checks that every setting has one,
-//! and another that each documented default is the real one).
+//! meaning, type, flag, environment variable, documented default, the rule
+//! its value must follow (`check`) and whether a reload may change it.
+//! Adding a setting is one row there, its field in one of the configs and
+//! a line of [`resolve`], and its paragraph in conf/orders-server.toml (a
+//! test checks that every setting has one, another that each documented
+//! default is the real one and follows its rule).
+//!
+//! Loading is in three steps: [`read_file`] and [`Environment::read`] do
+//! the I/O (the file, the environment variables that are not flags, the
+//! machine's CPUs and open-file limit, the API tokens file); [`resolve`]
+//! is a pure function of what they read, which checks each value against
+//! its row's rule and then keeps only the derived defaults and the rules
+//! between settings.
 
-use crate::http::access_log::{AccessLog, Trusted};
 pub use crate::logging::LogLevel;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -18,7 +26,13 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-pub use crate::store::mongo::MongoTarget;
+use crate::http::access_log::{AccessLog, AccessLogConfig, Trusted};
+use crate::http::auth::{Tokens, TokensError};
+use crate::http::routes::ListLimits;
+use crate::http::{HttpConfig, HttpLimits};
+use crate::proto::request::HeadLimits;
+use crate::store::mongo::{redact_uri, MongoTarget};
+use crate::store::{Backend, StoreConfig};
 
 /// The default of max_buffered_body_bytes, unless max_body_size is larger
 /// (64 MiB: 64 bodies of the default largest size).
@@ -43,13 +57,16 @@ pub const MAX_THREADS: u64 = 256;
 pub const MIN_STACK_SIZE: u64 = 64 * 1024;
 /// Largest page size accepted as the operator's cap.
 pub const MAX_MAX_PAGE_SIZE: u64 = 1_000_000;
+/// The rule of a setting in seconds: at least one, at most a day.
+const SECONDS: Range = Range(1, 86_400);
 
 /// Declares every setting once: its meaning (the doc comment), type, flag,
-/// environment variable, default (as documented) and whether a reload may
-/// change it. From this follow the command line and `--help` (clap), the
-/// file format (serde, unknown keys refused), the precedence (`or`), the
-/// reload check (`fixed_changes`) and the list of settings (`SETTINGS`,
-/// which the test of conf/orders-server.toml walks).
+/// environment variable, default (as documented), the rule its value must
+/// follow and whether a reload may change it. From this follow the command
+/// line and `--help` (clap), the file format (serde, unknown keys refused),
+/// the precedence (`or`), each value's check (`check`), the reload check
+/// (`fixed_changes`) and the list of settings (`SETTINGS`, which the test
+/// of conf/orders-server.toml walks).
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])*
@@ -59,6 +76,7 @@ macro_rules! settings {
         $(value_name = $value_name:literal,)?
         $(formerly = $old_flag:literal / $old_key:literal,)?
         default = $default:literal,
+        check = $rule:expr,
         reload = $reload:literal;
     )*) => {
         /// The settings as given on the command line (and its environment
@@ -89,6 +107,17 @@ macro_rules! settings {
             /// (command line and environment over the file).
             pub fn or(self, lower: Settings) -> Settings {
                 Settings { command: self.command, config: self.config, $($name: self.$name.or(lower.$name),)* }
+            }
+
+            /// Checks every value given against its row's rule; the first
+            /// that breaks it is the error, named for the setting.
+            pub fn check(&self) -> Result<(), ConfigError> {
+                $(
+                    if let Some(value) = &self.$name {
+                        Check::check(&$rule, value).map_err(|reason| invalid(stringify!($name), reason))?;
+                    }
+                )*
+                Ok(())
             }
 
             /// The settings a reload may not change that differ in `new`.
@@ -133,98 +162,174 @@ pub struct SettingInfo {
     pub reloadable: bool,
 }
 
+/// A rule a setting's value must follow (the `check` of its row).
+pub trait Check<T: ?Sized> {
+    /// Why `value` breaks the rule, if it does.
+    fn check(&self, value: &T) -> Result<(), String>;
+}
+
+/// Any value of the type will do.
+pub struct Any;
+
+impl<T: ?Sized> Check<T> for Any {
+    fn check(&self, _: &T) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A number in `min..=max`.
+pub struct Range(pub u64, pub u64);
+
+impl Check<u64> for Range {
+    fn check(&self, value: &u64) -> Result<(), String> {
+        let Range(min, max) = *self;
+        if *value < min || *value > max {
+            return Err(format!("{value} is outside {min}..={max}"));
+        }
+        Ok(())
+    }
+}
+
+/// Text that this function accepts.
+pub struct Valid(pub fn(&str) -> Result<(), String>);
+
+impl Check<String> for Valid {
+    fn check(&self, value: &String) -> Result<(), String> {
+        (self.0)(value)
+    }
+}
+
 settings! {
     /// Number of worker processes.
-    workers: u64, short = 'w', env = "ORDERS_WORKERS", default = "number of CPUs", reload = true;
+    workers: u64, short = 'w', env = "ORDERS_WORKERS", default = "number of CPUs",
+        check = Range(1, MAX_WORKERS), reload = true;
     /// Address to listen on, HOST:PORT (port 0 picks a free port).
-    bind: String, short = 'b', env = "ORDERS_BIND", value_name = "ADDR", default = "127.0.0.1:8000", reload = false;
+    bind: String, short = 'b', env = "ORDERS_BIND", value_name = "ADDR", default = "127.0.0.1:8000",
+        check = Valid(check_addr), reload = false;
     /// Directory of the embedded store.
-    data_dir: PathBuf, env = "ORDERS_DATA_DIR", value_name = "DIR", default = "data", reload = false;
+    data_dir: PathBuf, env = "ORDERS_DATA_DIR", value_name = "DIR", default = "data",
+        check = Any, reload = false;
     /// Coroutine scheduler threads per worker.
-    threads: u64, env = "ORDERS_THREADS", default = "1", reload = true;
+    threads: u64, env = "ORDERS_THREADS", default = "1",
+        check = Range(1, MAX_THREADS), reload = true;
     /// Coroutine stack size in bytes.
-    coroutine_stack_size: u64, env = "ORDERS_COROUTINE_STACK_SIZE", value_name = "BYTES", default = "262144", reload = true;
+    coroutine_stack_size: u64, env = "ORDERS_COROUTINE_STACK_SIZE", value_name = "BYTES", default = "262144",
+        check = Range(MIN_STACK_SIZE, 64 << 20), reload = true;
     /// Largest request body in bytes.
-    max_body_size: u64, env = "ORDERS_MAX_BODY_SIZE", value_name = "BYTES", default = "1048576", reload = true;
+    max_body_size: u64, env = "ORDERS_MAX_BODY_SIZE", value_name = "BYTES", default = "1048576",
+        check = Range(1, 1 << 30), reload = true;
     /// Bytes of request bodies one worker holds at once; more bodies wait, then get 503.
     max_buffered_body_bytes: u64, env = "ORDERS_MAX_BUFFERED_BODY_BYTES", value_name = "BYTES",
-        default = "67108864, or max_body_size if larger", reload = true;
+        default = "67108864, or max_body_size if larger",
+        check = Range(1, 1 << 40), reload = true;
     /// Largest `limit` a client may ask for.
-    max_page_size: u64, env = "ORDERS_MAX_PAGE_SIZE", value_name = "N", default = "1000", reload = true;
+    max_page_size: u64, env = "ORDERS_MAX_PAGE_SIZE", value_name = "N", default = "1000",
+        check = Range(1, MAX_MAX_PAGE_SIZE), reload = true;
     /// Apply max_page_size to a bare GET /orders too.
-    cap_unpaged_list: bool, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL", default = "false", reload = true;
+    cap_unpaged_list: bool, env = "ORDERS_CAP_UNPAGED_LIST", value_name = "BOOL", default = "false",
+        check = Any, reload = true;
     /// Largest response built in memory; a longer list is streamed in chunks of about this size.
     response_buffer_size: u64, env = "ORDERS_RESPONSE_BUFFER_SIZE", value_name = "BYTES",
-        formerly = "close-after-response-bytes" / "close_after_response_bytes", default = "262144", reload = true;
+        formerly = "close-after-response-bytes" / "close_after_response_bytes", default = "262144",
+        check = Range(4096, 1 << 30), reload = true;
     /// Largest size the embedded store may grow to, in bytes.
-    map_size: u64, env = "ORDERS_MAP_SIZE", value_name = "BYTES", default = "4294967296", reload = false;
+    map_size: u64, env = "ORDERS_MAP_SIZE", value_name = "BYTES", default = "4294967296",
+        check = Range(1 << 20, 1 << 44), reload = false;
     /// Deadline of one store operation in milliseconds.
-    store_timeout_ms: u64, env = "ORDERS_STORE_TIMEOUT_MS", value_name = "MS", default = "2000", reload = true;
+    store_timeout_ms: u64, env = "ORDERS_STORE_TIMEOUT_MS", value_name = "MS", default = "2000",
+        check = Range(10, 600_000), reload = true;
     /// Seconds a graceful stop may take.
-    graceful_timeout: u64, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    graceful_timeout: u64, env = "ORDERS_GRACEFUL_TIMEOUT", value_name = "SECONDS", default = "30",
+        check = Range(0, 3600), reload = true;
     /// Log level: error, warn, info, debug.
-    log_level: String, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL", default = "info", reload = true;
+    log_level: String, env = "ORDERS_LOG_LEVEL", value_name = "LEVEL", default = "info",
+        check = Valid(check_log_level), reload = true;
     /// Seconds a new worker may take to report ready before it is killed (a
     /// boot failure).
-    boot_timeout: u64, env = "ORDERS_BOOT_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    boot_timeout: u64, env = "ORDERS_BOOT_TIMEOUT", value_name = "SECONDS", default = "30",
+        check = SECONDS, reload = true;
     /// Seconds without a heartbeat before a worker is killed and replaced.
-    timeout: u64, short = 't', env = "ORDERS_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    timeout: u64, short = 't', env = "ORDERS_TIMEOUT", value_name = "SECONDS", default = "30",
+        check = SECONDS, reload = true;
     /// Seconds an idle keep-alive connection is kept open.
-    keepalive: u64, env = "ORDERS_KEEPALIVE", value_name = "SECONDS", default = "75", reload = true;
+    keepalive: u64, env = "ORDERS_KEEPALIVE", value_name = "SECONDS", default = "75",
+        check = SECONDS, reload = true;
     /// Seconds a client may take to send one request, or stay blocked reading a response.
-    client_timeout: u64, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS", default = "30", reload = true;
+    client_timeout: u64, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS", default = "30",
+        check = SECONDS, reload = true;
     /// Recycle a worker after this many requests; 0 = never.
-    max_requests: u64, env = "ORDERS_MAX_REQUESTS", value_name = "N", default = "0", reload = true;
+    max_requests: u64, env = "ORDERS_MAX_REQUESTS", value_name = "N", default = "0",
+        check = Range(0, MAX_REQUESTS), reload = true;
     /// Add up to this many requests at random to max_requests, per worker.
-    max_requests_jitter: u64, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N", default = "0", reload = true;
+    max_requests_jitter: u64, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N", default = "0",
+        check = Range(0, MAX_REQUESTS), reload = true;
     /// Most connections per worker; over it, new ones get 503 and are closed at once.
     worker_connections: u64, env = "ORDERS_WORKER_CONNECTIONS", value_name = "N",
-        default = "the open-file limit less 64", reload = true;
+        default = "the open-file limit less 64",
+        check = Range(1, u64::MAX), reload = true;
     /// Longest request line in bytes.
-    limit_request_line: u64, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES", default = "4094", reload = true;
+    limit_request_line: u64, env = "ORDERS_LIMIT_REQUEST_LINE", value_name = "BYTES", default = "4094",
+        check = Range(16, 1 << 20), reload = true;
     /// Most request headers.
-    limit_request_fields: u64, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N", default = "100", reload = true;
+    limit_request_fields: u64, env = "ORDERS_LIMIT_REQUEST_FIELDS", value_name = "N", default = "100",
+        check = Range(1, MAX_REQUEST_FIELDS), reload = true;
     /// Longest request header line in bytes.
-    limit_request_field_size: u64, env = "ORDERS_LIMIT_REQUEST_FIELD_SIZE", value_name = "BYTES", default = "8190", reload = true;
+    limit_request_field_size: u64, env = "ORDERS_LIMIT_REQUEST_FIELD_SIZE", value_name = "BYTES", default = "8190",
+        check = Range(16, 1 << 20), reload = true;
     /// Accept backlog of each worker's listener.
-    backlog: u64, env = "ORDERS_BACKLOG", value_name = "N", default = "2048", reload = true;
+    backlog: u64, env = "ORDERS_BACKLOG", value_name = "N", default = "2048",
+        check = Range(1, 1 << 20), reload = true;
     /// Serve as this user after binding (the master keeps its own).
-    user: String, short = 'u', env = "ORDERS_USER", value_name = "USER", default = "not set", reload = false;
+    user: String, short = 'u', env = "ORDERS_USER", value_name = "USER", default = "not set",
+        check = Valid(check_not_empty), reload = false;
     /// Serve as this group after binding.
-    group: String, short = 'g', env = "ORDERS_GROUP", value_name = "GROUP", default = "the user's group", reload = false;
+    group: String, short = 'g', env = "ORDERS_GROUP", value_name = "GROUP", default = "the user's group",
+        check = Valid(check_not_empty), reload = false;
     /// Write the master's pid to this file.
-    pid: PathBuf, short = 'p', env = "ORDERS_PID", value_name = "FILE", default = "not set", reload = false;
+    pid: PathBuf, short = 'p', env = "ORDERS_PID", value_name = "FILE", default = "not set",
+        check = Any, reload = false;
     /// Raise the open-file limit to this at start.
-    rlimit_nofile: u64, env = "ORDERS_RLIMIT_NOFILE", value_name = "N", default = "the hard limit", reload = false;
+    rlimit_nofile: u64, env = "ORDERS_RLIMIT_NOFILE", value_name = "N", default = "the hard limit",
+        check = Range(1, u64::MAX), reload = false;
     /// Write logs to this file instead of stderr (reopened on SIGUSR1).
-    log_file: PathBuf, env = "ORDERS_LOG_FILE", value_name = "FILE", default = "standard error", reload = false;
+    log_file: PathBuf, env = "ORDERS_LOG_FILE", value_name = "FILE", default = "standard error",
+        check = Any, reload = false;
     /// Store orders in MongoDB at this URI instead of the embedded store
     /// (also read from ORDERS_MONGO_URI, then MONGO_URI). Prefer the
     /// environment: a password on the command line is visible to every
     /// local user.
-    mongo_uri: String, value_name = "URI", default = "unset: the embedded store", reload = false;
+    mongo_uri: String, value_name = "URI", default = "unset: the embedded store",
+        check = Any, reload = false;
     /// MongoDB database, when the URI names none.
-    mongo_database: String, env = "ORDERS_MONGO_DATABASE", value_name = "NAME", default = "orders_db", reload = false;
+    mongo_database: String, env = "ORDERS_MONGO_DATABASE", value_name = "NAME", default = "orders_db",
+        check = Valid(check_database_name), reload = false;
     /// File of API tokens (`name:token` per line): writes then need
     /// `Authorization: Bearer <token>`. Read again on reload.
-    api_tokens_file: PathBuf, env = "ORDERS_API_TOKENS_FILE", value_name = "FILE", default = "not set", reload = true;
+    api_tokens_file: PathBuf, env = "ORDERS_API_TOKENS_FILE", value_name = "FILE", default = "not set",
+        check = Any, reload = true;
     /// With api_tokens_file: reads need a token too.
-    api_tokens_for_reads: bool, env = "ORDERS_API_TOKENS_FOR_READS", value_name = "BOOL", default = "false", reload = true;
+    api_tokens_for_reads: bool, env = "ORDERS_API_TOKENS_FOR_READS", value_name = "BOOL", default = "false",
+        check = Any, reload = true;
     /// MongoDB collection.
-    mongo_collection: String, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME", default = "orders", reload = false;
+    mongo_collection: String, env = "ORDERS_MONGO_COLLECTION", value_name = "NAME", default = "orders",
+        check = Valid(check_collection_name), reload = false;
     /// Serve Prometheus metrics (`GET /metrics`) of the whole server on
     /// this address; never the API's own address.
-    metrics_bind: String, env = "ORDERS_METRICS_BIND", value_name = "ADDR", default = "not set: no metrics endpoint", reload = false;
+    metrics_bind: String, env = "ORDERS_METRICS_BIND", value_name = "ADDR", default = "not set: no metrics endpoint",
+        check = Valid(check_addr), reload = false;
     /// Write an access log line per request to this file (`-`: standard
     /// output); reopened on SIGUSR1.
-    access_log: String, env = "ORDERS_ACCESS_LOG", value_name = "FILE", default = "not set: no access log", reload = true;
+    access_log: String, env = "ORDERS_ACCESS_LOG", value_name = "FILE", default = "not set: no access log",
+        check = Any, reload = true;
     /// The access log's format: gunicorn's atoms (`%(h)s`, `%(r)s`, ...,
     /// `%(rid)s` the request id) or `json`.
     access_log_format: String, env = "ORDERS_ACCESS_LOG_FORMAT", value_name = "FORMAT",
-        default = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#, reload = true;
+        default = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#,
+        check = Valid(check_access_log_format), reload = true;
     /// Peers trusted to name the client in X-Forwarded-For (comma-separated
     /// addresses, or `*`).
-    forwarded_allow_ips: String, env = "ORDERS_FORWARDED_ALLOW_IPS", value_name = "IPS", default = "127.0.0.1", reload = true;
+    forwarded_allow_ips: String, env = "ORDERS_FORWARDED_ALLOW_IPS", value_name = "IPS", default = "127.0.0.1",
+        check = Valid(check_forwarded_allow_ips), reload = true;
 }
 
 /// Commands other than serving.
@@ -266,7 +371,7 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
     /// The API tokens file cannot be used.
     #[error(transparent)]
-    Tokens(#[from] crate::http::auth::TokensError),
+    Tokens(#[from] TokensError),
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -276,13 +381,53 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Where orders are stored.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// LMDB in `data_dir` (the default).
-    Embedded,
-    /// MongoDB.
-    Mongo(MongoTarget),
+// The rules of the table's rows that are functions.
+
+/// An address the server can resolve: HOST:PORT.
+fn check_addr(s: &str) -> Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not a HOST:PORT address"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{s:?} is not a HOST:PORT address"));
+    }
+    Ok(())
+}
+
+fn check_log_level(s: &str) -> Result<(), String> {
+    s.parse::<LogLevel>().map(drop)
+}
+
+fn check_not_empty(s: &str) -> Result<(), String> {
+    match s.is_empty() {
+        true => Err("must not be empty".into()),
+        false => Ok(()),
+    }
+}
+
+/// A MongoDB database name (the setting's, or the one a URI names).
+fn check_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['/', '.', ' ', '"', '$', '\\']) {
+        return Err(format!("{name:?} is not a valid database name"));
+    }
+    Ok(())
+}
+
+fn check_collection_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.starts_with("system.") || name.contains('$') {
+        return Err(format!("{name:?} is not a valid collection name"));
+    }
+    Ok(())
+}
+
+fn check_access_log_format(format: &str) -> Result<(), String> {
+    AccessLog::new(format, Trusted::Any)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn check_forwarded_allow_ips(ips: &str) -> Result<(), String> {
+    Trusted::parse(ips).map(drop)
 }
 
 /// Where the mongo_uri setting came from (a password on the command line
@@ -294,77 +439,15 @@ pub enum UriSource {
     File,
 }
 
-/// The resolved, validated configuration.
+/// The resolved, validated configuration, by concern.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Worker processes.
-    pub workers: usize,
-    /// The address as the operator wrote it (port 0 allowed).
-    pub bind: SocketAddr,
-    /// Data directory of the embedded store.
-    pub data_dir: PathBuf,
-    /// may scheduler threads per worker.
-    pub threads: usize,
-    /// Coroutine stack size in bytes.
-    pub coroutine_stack_size: usize,
-    /// Request body limit in bytes.
-    pub max_body_size: u64,
-    /// Cap on `limit`.
-    pub max_page_size: usize,
-    /// Whether the cap applies to a bare `GET /orders`.
-    pub cap_unpaged_list: bool,
-    /// Largest response body built in memory (longer lists stream).
-    pub response_buffer_size: usize,
-    /// Bytes of request bodies one worker holds at once.
-    pub max_buffered_body_bytes: usize,
-    /// LMDB map size in bytes.
-    pub map_size: usize,
-    /// Deadline of one store operation.
-    pub store_timeout: Duration,
-    /// Time a graceful stop may take.
-    pub graceful_timeout: Duration,
-    /// Log verbosity.
-    pub log_level: LogLevel,
-    /// Heartbeat timeout of a worker.
-    pub timeout: Duration,
-    /// Time a new worker may take to report ready.
-    pub boot_timeout: Duration,
-    /// Idle keep-alive time.
-    pub keepalive: Duration,
-    /// Time a client may take to send one request.
-    pub client_timeout: Duration,
-    /// Recycle a worker after this many requests (0: never).
-    pub max_requests: u64,
-    /// Random extra requests per worker before recycling.
-    pub max_requests_jitter: u64,
-    /// Connections per worker.
-    pub worker_connections: usize,
-    /// Longest request line.
-    pub limit_request_line: usize,
-    /// Most request headers.
-    pub limit_request_fields: usize,
-    /// Longest header line.
-    pub limit_request_field_size: usize,
-    /// Accept backlog per worker.
-    pub backlog: i32,
-    /// Unprivileged user and group to serve as.
-    pub user: Option<String>,
-    /// See `user`.
-    pub group: Option<String>,
-    /// Pid file of the master.
-    pub pid: Option<PathBuf>,
-    /// Open-file limit to raise to (None: the hard limit).
-    pub rlimit_nofile: Option<u64>,
-    /// Log file (None: stderr).
-    pub log_file: Option<PathBuf>,
-    /// Where `GET /metrics` is served, if anywhere.
-    pub metrics_bind: Option<SocketAddr>,
-    /// The access log, if one is written.
-    pub access_log: Option<AccessLogConfig>,
-    /// The store backend.
-    pub backend: Backend,
-    /// API tokens, when requests need them.
-    pub tokens: Option<crate::http::auth::Tokens>,
+    /// The processes: how many, where, as whom, for how long.
+    pub process: ProcessConfig,
+    /// What the HTTP layer is told.
+    pub http: HttpConfig,
+    /// Where orders are stored.
+    pub store: StoreConfig,
     /// Where mongo_uri came from, when set.
     pub mongo_uri_source: Option<UriSource>,
     /// The config file the settings came from, if any.
@@ -373,14 +456,53 @@ pub struct Config {
     pub settings: Settings,
 }
 
+/// The settings of the master and its worker processes.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Worker processes.
+    pub workers: usize,
+    /// The address as the operator wrote it (port 0 allowed).
+    pub bind: SocketAddr,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
+    /// may scheduler threads per worker.
+    pub threads: usize,
+    /// Coroutine stack size in bytes.
+    pub coroutine_stack_size: usize,
+    /// Time a graceful stop may take.
+    pub graceful_timeout: Duration,
+    /// Heartbeat timeout of a worker.
+    pub timeout: Duration,
+    /// Time a new worker may take to report ready.
+    pub boot_timeout: Duration,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Random extra requests per worker before recycling.
+    pub max_requests_jitter: u64,
+    /// Unprivileged user and group to serve as.
+    pub user: Option<String>,
+    /// See `user`.
+    pub group: Option<String>,
+    /// Pid file of the master.
+    pub pid: Option<PathBuf>,
+    /// Open-file limit to raise to (None: the hard limit).
+    pub rlimit_nofile: Option<u64>,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// Log file (None: stderr).
+    pub log_file: Option<PathBuf>,
+}
+
 impl Config {
-    /// Reads the file named by `cli.config`, merges, and validates.
+    /// Reads the file named by `cli.config` and the environment, then
+    /// resolves.
     pub fn load(cli: Settings) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
             None => Settings::default(),
         };
-        resolve(cli, file)
+        let env = Environment::read(&cli, &file);
+        resolve(cli, file, env)
     }
 }
 
@@ -390,169 +512,180 @@ pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile(path.into(), e.message().to_string()))
 }
 
-/// Merges CLI/env values over file values over defaults, then validates.
-pub fn resolve(cli: Settings, file: Settings) -> Result<Config, ConfigError> {
-    let env_uri = std::env::var(MONGO_URI_ENV)
-        .ok()
-        .or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok());
+/// What the configuration depends on besides the settings: read before
+/// [`resolve`], so that resolving is a pure function.
+#[derive(Debug, Default)]
+pub struct Environment {
+    /// ORDERS_MONGO_URI, else the seed's MONGO_URI.
+    pub mongo_uri: Option<String>,
+    /// The CPUs this process may run on (the default of `workers`).
+    pub cpus: u64,
+    /// The hard open-file limit (bounds `worker_connections`).
+    pub hard_nofile: u64,
+    /// The API tokens file's text, when one is named (read errors kept).
+    pub tokens_file: Option<(PathBuf, Result<String, std::sync::Arc<std::io::Error>>)>,
+}
+
+impl Environment {
+    /// Reads the environment the merged `cli` over `file` settings need.
+    pub fn read(cli: &Settings, file: &Settings) -> Environment {
+        let tokens_path = cli
+            .api_tokens_file
+            .as_ref()
+            .or(file.api_tokens_file.as_ref());
+        Environment {
+            mongo_uri: std::env::var(MONGO_URI_ENV)
+                .ok()
+                .or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok()),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            hard_nofile: hard_nofile_limit(),
+            tokens_file: tokens_path.map(|p| {
+                let text = std::fs::read_to_string(p).map_err(std::sync::Arc::new);
+                (p.clone(), text)
+            }),
+        }
+    }
+}
+
+/// Merges CLI/env values over file values over defaults, checks each
+/// against its rule, and resolves the derived defaults and the rules
+/// between settings. Reads nothing: `env` holds what it depends on.
+pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config, ConfigError> {
     let (mongo_uri, mongo_uri_source) =
-        match (cli.mongo_uri.clone(), env_uri, file.mongo_uri.clone()) {
+        match (cli.mongo_uri.clone(), env.mongo_uri, file.mongo_uri.clone()) {
             (Some(u), _, _) => (Some(u), Some(UriSource::CommandLine)),
             (None, Some(u), _) => (Some(u), Some(UriSource::Environment)),
             (None, None, Some(u)) => (Some(u), Some(UriSource::File)),
             (None, None, None) => (None, None),
         };
     let settings = cli.or(file);
+    settings.check()?;
     let s = settings.clone();
-    let access_log = access_log(&s)?;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u64)
-        .unwrap_or(1);
-    let workers = s.workers.unwrap_or(cpus);
-    let bind = given(s.bind, Defaults::bind);
-    let threads = given(s.threads, Defaults::threads);
-    let stack = given(s.coroutine_stack_size, Defaults::coroutine_stack_size);
-    let max_page_size = given(s.max_page_size, Defaults::max_page_size);
-    let max_body_size = given(s.max_body_size, Defaults::max_body_size);
-    let response_buffer = given(s.response_buffer_size, Defaults::response_buffer_size);
-    let body_memory = s
-        .max_buffered_body_bytes
-        .unwrap_or(BODY_BUDGET_FLOOR.max(max_body_size));
-    let map_size = given(s.map_size, Defaults::map_size);
-    let store_timeout_ms = given(s.store_timeout_ms, Defaults::store_timeout_ms);
-    let graceful = given(s.graceful_timeout, Defaults::graceful_timeout);
-    let log_level = given(s.log_level, Defaults::log_level);
-    let nofile = s.rlimit_nofile;
-    let fd_budget = nofile
-        .unwrap_or_else(hard_nofile_limit)
+    let access_log = access_log(&s);
+    let fd_budget = s
+        .rlimit_nofile
+        .unwrap_or(env.hard_nofile)
         .saturating_sub(RESERVED_FDS)
         .max(1);
-    let backend = match mongo_uri.filter(|u| !u.is_empty()) {
-        Some(uri) => Backend::Mongo(mongo_target(uri, s.mongo_database, s.mongo_collection)?),
-        None => Backend::Embedded,
-    };
-
-    let config = Config {
-        workers: in_range("workers", workers, 1, MAX_WORKERS)? as usize,
-        bind: parse_bind(&bind)?,
-        data_dir: given(s.data_dir, Defaults::data_dir),
-        threads: in_range("threads", threads, 1, MAX_THREADS)? as usize,
-        coroutine_stack_size: in_range("coroutine_stack_size", stack, MIN_STACK_SIZE, 64 << 20)?
+    let process = ProcessConfig {
+        workers: s.workers.unwrap_or(env.cpus.clamp(1, MAX_WORKERS)) as usize,
+        bind: parse_bind("bind", &given(s.bind, Defaults::bind))?,
+        metrics_bind: match s.metrics_bind.as_deref() {
+            Some(m) => Some(parse_bind("metrics_bind", m)?),
+            None => None,
+        },
+        threads: given(s.threads, Defaults::threads) as usize,
+        coroutine_stack_size: given(s.coroutine_stack_size, Defaults::coroutine_stack_size)
             as usize,
-        max_body_size: in_range("max_body_size", max_body_size, 1, 1 << 30)?,
-        max_page_size: in_range("max_page_size", max_page_size, 1, MAX_MAX_PAGE_SIZE)? as usize,
-        cap_unpaged_list: given(s.cap_unpaged_list, Defaults::cap_unpaged_list),
-        response_buffer_size: in_range("response_buffer_size", response_buffer, 4096, 1 << 30)?
-            as usize,
-        max_buffered_body_bytes: in_range(
-            "max_buffered_body_bytes",
-            body_memory,
-            max_body_size,
-            1 << 40,
-        )? as usize,
-        map_size: in_range("map_size", map_size, 1 << 20, 1 << 44)? as usize,
-        store_timeout: Duration::from_millis(in_range(
-            "store_timeout_ms",
-            store_timeout_ms,
-            10,
-            600_000,
-        )?),
-        graceful_timeout: Duration::from_secs(in_range("graceful_timeout", graceful, 0, 3600)?),
-        log_level: log_level
-            .parse()
-            .map_err(|reason: String| invalid("log_level", reason))?,
-        timeout: secs("timeout", given(s.timeout, Defaults::timeout), 1)?,
-        boot_timeout: secs(
-            "boot_timeout",
-            given(s.boot_timeout, Defaults::boot_timeout),
-            1,
-        )?,
-        keepalive: secs("keepalive", given(s.keepalive, Defaults::keepalive), 1)?,
-        client_timeout: secs(
-            "client_timeout",
-            given(s.client_timeout, Defaults::client_timeout),
-            1,
-        )?,
-        max_requests: in_range(
-            "max_requests",
-            given(s.max_requests, Defaults::max_requests),
-            0,
-            MAX_REQUESTS,
-        )?,
-        max_requests_jitter: in_range(
-            "max_requests_jitter",
-            given(s.max_requests_jitter, Defaults::max_requests_jitter),
-            0,
-            MAX_REQUESTS,
-        )?,
-        worker_connections: in_range(
-            "worker_connections",
-            s.worker_connections.unwrap_or(fd_budget),
-            1,
-            fd_budget,
-        )? as usize,
-        limit_request_line: in_range(
-            "limit_request_line",
-            given(s.limit_request_line, Defaults::limit_request_line),
-            16,
-            1 << 20,
-        )? as usize,
-        limit_request_fields: in_range(
-            "limit_request_fields",
-            given(s.limit_request_fields, Defaults::limit_request_fields),
-            1,
-            MAX_REQUEST_FIELDS,
-        )? as usize,
-        limit_request_field_size: in_range(
-            "limit_request_field_size",
-            given(
-                s.limit_request_field_size,
-                Defaults::limit_request_field_size,
-            ),
-            16,
-            1 << 20,
-        )? as usize,
-        backlog: in_range("backlog", given(s.backlog, Defaults::backlog), 1, 1 << 20)? as i32,
+        graceful_timeout: Duration::from_secs(given(
+            s.graceful_timeout,
+            Defaults::graceful_timeout,
+        )),
+        timeout: Duration::from_secs(given(s.timeout, Defaults::timeout)),
+        boot_timeout: Duration::from_secs(given(s.boot_timeout, Defaults::boot_timeout)),
+        max_requests: given(s.max_requests, Defaults::max_requests),
+        max_requests_jitter: given(s.max_requests_jitter, Defaults::max_requests_jitter),
         user: s.user,
         group: s.group,
         pid: s.pid,
-        rlimit_nofile: nofile,
+        rlimit_nofile: s.rlimit_nofile,
+        log_level: given(s.log_level, Defaults::log_level)
+            .parse()
+            .map_err(|reason: String| invalid("log_level", reason))?,
         log_file: s.log_file,
-        access_log,
-        metrics_bind: match s.metrics_bind.as_deref() {
-            Some(m) => Some(parse_bind(m).map_err(|_| {
-                invalid(
-                    "metrics_bind",
-                    format!("{m:?} is not an IP address with a port"),
-                )
-            })?),
-            None => None,
-        },
-        backend,
-        tokens: match s.api_tokens_file {
-            Some(path) => Some(crate::http::auth::Tokens::load(
-                &path,
-                given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads),
-            )?),
-            None if s.api_tokens_for_reads == Some(true) => {
-                return Err(invalid("api_tokens_for_reads", "needs api_tokens_file"));
-            }
-            None => None,
-        },
-        mongo_uri_source,
-        config_file: s.config,
-        settings,
     };
-    if config.metrics_bind.is_some_and(|m| clashes(m, config.bind)) {
+    let max_body_size = given(s.max_body_size, Defaults::max_body_size);
+    let body_memory = s
+        .max_buffered_body_bytes
+        .unwrap_or(BODY_BUDGET_FLOOR.max(max_body_size));
+    if body_memory < max_body_size {
+        return Err(invalid(
+            "max_buffered_body_bytes",
+            format!("{body_memory} is less than max_body_size ({max_body_size})"),
+        ));
+    }
+    let worker_connections = s.worker_connections.unwrap_or(fd_budget);
+    if worker_connections > fd_budget {
+        return Err(invalid(
+            "worker_connections",
+            format!("{worker_connections} is more than the open-file limit less {RESERVED_FDS} ({fd_budget})"),
+        ));
+    }
+    let http = HttpConfig {
+        limits: HttpLimits {
+            head: HeadLimits {
+                line: given(s.limit_request_line, Defaults::limit_request_line) as usize,
+                fields: given(s.limit_request_fields, Defaults::limit_request_fields) as usize,
+                field_size: given(
+                    s.limit_request_field_size,
+                    Defaults::limit_request_field_size,
+                ) as usize,
+                max_body: max_body_size,
+            },
+            list: ListLimits {
+                max_page_size: given(s.max_page_size, Defaults::max_page_size) as usize,
+                cap_unpaged_list: given(s.cap_unpaged_list, Defaults::cap_unpaged_list),
+            },
+            response_buffer: given(s.response_buffer_size, Defaults::response_buffer_size) as usize,
+            worker_connections: worker_connections as usize,
+            max_buffered_body_bytes: body_memory as usize,
+        },
+        keepalive: Duration::from_secs(given(s.keepalive, Defaults::keepalive)),
+        client_timeout: Duration::from_secs(given(s.client_timeout, Defaults::client_timeout)),
+        backlog: given(s.backlog, Defaults::backlog) as i32,
+        access_log,
+        tokens: tokens(
+            env.tokens_file,
+            given(s.api_tokens_for_reads, Defaults::api_tokens_for_reads),
+        )?,
+    };
+    let store = StoreConfig {
+        backend: match mongo_uri.filter(|u| !u.is_empty()) {
+            Some(uri) => Backend::Mongo(mongo_target(uri, s.mongo_database, s.mongo_collection)?),
+            None => Backend::Embedded,
+        },
+        data_dir: given(s.data_dir, Defaults::data_dir),
+        map_size: given(s.map_size, Defaults::map_size) as usize,
+        timeout: Duration::from_millis(given(s.store_timeout_ms, Defaults::store_timeout_ms)),
+    };
+    if process
+        .metrics_bind
+        .is_some_and(|m| clashes(m, process.bind))
+    {
         return Err(invalid(
             "metrics_bind",
             "must not be the API's address (bind): metrics are internals",
         ));
     }
-    if config.group.is_some() && config.user.is_none() {
+    if process.group.is_some() && process.user.is_none() {
         return Err(invalid("group", "needs user as well"));
     }
-    Ok(config)
+    if http.tokens.is_none() && s.api_tokens_for_reads == Some(true) {
+        return Err(invalid("api_tokens_for_reads", "needs api_tokens_file"));
+    }
+    Ok(Config {
+        process,
+        http,
+        store,
+        mongo_uri_source,
+        config_file: settings.config.clone(),
+        settings,
+    })
+}
+
+/// The API tokens, from the file's text [`Environment::read`] read.
+fn tokens(
+    file: Option<(PathBuf, Result<String, std::sync::Arc<std::io::Error>>)>,
+    for_reads: bool,
+) -> Result<Option<Tokens>, ConfigError> {
+    let Some((path, text)) = file else {
+        return Ok(None);
+    };
+    let text = text.map_err(|e| {
+        let e = std::io::Error::new(e.kind(), e.to_string());
+        TokensError::Read(path.clone(), e)
+    })?;
+    Ok(Some(Tokens::parse(&path, &text, for_reads)?))
 }
 
 /// Whether two listening addresses would take the same connections: the
@@ -563,27 +696,15 @@ fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-/// The access log's settings, validated (a bad format stops the start).
-fn access_log(s: &Settings) -> Result<Option<AccessLogConfig>, ConfigError> {
-    let Some(target) = s.access_log.as_deref().filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
+/// The access log's settings (their rules are checked already).
+fn access_log(s: &Settings) -> Option<AccessLogConfig> {
+    let target = s.access_log.as_deref().filter(|t| !t.is_empty())?;
     let format = given(s.access_log_format.clone(), Defaults::access_log_format);
     let allowed = given(s.forwarded_allow_ips.clone(), Defaults::forwarded_allow_ips);
-    let trusted = Trusted::parse(&allowed).map_err(|e| invalid("forwarded_allow_ips", e))?;
-    let log = AccessLog::new(&format, trusted)
-        .map_err(|e| invalid("access_log_format", e.to_string()))?;
+    let trusted = Trusted::parse(&allowed).expect("forwarded_allow_ips follows its rule");
+    let log = AccessLog::new(&format, trusted).expect("access_log_format follows its rule");
     let path = (target != "-").then(|| PathBuf::from(target));
-    Ok(Some(AccessLogConfig { path, log }))
-}
-
-/// Where the access log goes and what it says.
-#[derive(Debug, Clone)]
-pub struct AccessLogConfig {
-    /// The file; None for standard output.
-    pub path: Option<PathBuf>,
-    /// The parsed format and the trusted proxies.
-    pub log: AccessLog,
+    Some(AccessLogConfig { path, log })
 }
 
 /// Validates a MongoDB URI (synchronously, before any fork) and settles the
@@ -593,7 +714,6 @@ fn mongo_target(
     database: Option<String>,
     collection: Option<String>,
 ) -> Result<MongoTarget, ConfigError> {
-    use crate::store::mongo::redact_uri;
     let parsed = mongodb::options::ConnectionString::parse(&uri).map_err(|e| {
         invalid(
             "mongo_uri",
@@ -615,23 +735,11 @@ fn mongo_target(
         (None, Some(b)) => b,
         (None, None) => given(None, Defaults::mongo_database),
     };
-    if database.is_empty() || database.contains(['/', '.', ' ', '"', '$', '\\']) {
-        return Err(invalid(
-            "mongo_database",
-            format!("{database:?} is not a valid database name"),
-        ));
-    }
-    let collection = given(collection, Defaults::mongo_collection);
-    if collection.is_empty() || collection.starts_with("system.") || collection.contains('$') {
-        return Err(invalid(
-            "mongo_collection",
-            format!("{collection:?} is not a valid collection name"),
-        ));
-    }
+    check_database_name(&database).map_err(|reason| invalid("mongo_database", reason))?;
     Ok(MongoTarget {
         uri,
         database,
-        collection,
+        collection: given(collection, Defaults::mongo_collection),
     })
 }
 
@@ -650,10 +758,6 @@ fn given<T>(value: Option<T>, documented: fn() -> Option<T>) -> T {
         .expect("every setting given here documents a value as its default")
 }
 
-fn secs(name: &'static str, value: u64, min: u64) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(in_range(name, value, min, 86_400)?))
-}
-
 /// The hard open-file limit of this process.
 pub fn hard_nofile_limit() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -661,25 +765,28 @@ pub fn hard_nofile_limit() -> u64 {
         .unwrap_or(1024)
 }
 
-fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(name, format!("{value} is outside {min}..={max}")));
-    }
-    Ok(value)
-}
-
-fn parse_bind(s: &str) -> Result<SocketAddr, ConfigError> {
+/// Resolves a HOST:PORT setting to its first address.
+fn parse_bind(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
     let mut addrs = s
         .to_socket_addrs()
-        .map_err(|e| invalid("bind", format!("{s:?} is not a HOST:PORT address ({e})")))?;
+        .map_err(|e| invalid(name, format!("{s:?} is not a HOST:PORT address ({e})")))?;
     addrs
         .next()
-        .ok_or_else(|| invalid("bind", format!("{s:?} resolves to no address")))
+        .ok_or_else(|| invalid(name, format!("{s:?} resolves to no address")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An environment with no MongoDB URI and no tokens file.
+    fn env() -> Environment {
+        Environment {
+            cpus: 2,
+            hard_nofile: 1 << 20,
+            ..Environment::default()
+        }
+    }
 
     #[test]
     fn cli_beats_file_beats_default() {
@@ -692,10 +799,13 @@ mod tests {
             threads: Some(2),
             ..Settings::default()
         };
-        let c = resolve(cli, file).unwrap();
-        assert_eq!(c.workers, 3);
-        assert_eq!(c.threads, 2);
-        assert_eq!(c.max_page_size as u64, Defaults::max_page_size().unwrap());
+        let c = resolve(cli, file, env()).unwrap();
+        assert_eq!(c.process.workers, 3);
+        assert_eq!(c.process.threads, 2);
+        assert_eq!(
+            c.http.limits.list.max_page_size as u64,
+            Defaults::max_page_size().unwrap()
+        );
     }
 
     #[test]
@@ -704,14 +814,72 @@ mod tests {
             workers: Some(0),
             ..Settings::default()
         };
-        let e = resolve(cli, Settings::default()).unwrap_err().to_string();
+        let e = resolve(cli, Settings::default(), env())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
         let cli = Settings {
             bind: Some("nonsense".into()),
             ..Settings::default()
         };
-        let e = resolve(cli, Settings::default()).unwrap_err().to_string();
+        let e = resolve(cli, Settings::default(), env())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bind"), "{e}");
+    }
+
+    /// What resolve depends on comes in `Environment`: the URI and the
+    /// tokens file's text, the CPUs and the open-file limit.
+    #[test]
+    fn resolve_depends_only_on_what_it_is_given() {
+        let given = Environment {
+            mongo_uri: Some("mongodb://db.example:27017/shop".into()),
+            cpus: 6,
+            hard_nofile: 1064,
+            tokens_file: Some(("t".into(), Ok("ci:0123456789abcdef0123".into()))),
+        };
+        let c = resolve(Settings::default(), Settings::default(), given).unwrap();
+        assert_eq!(c.process.workers, 6);
+        assert_eq!(c.http.limits.worker_connections, 1000);
+        assert_eq!(c.mongo_uri_source, Some(UriSource::Environment));
+        assert!(matches!(&c.store.backend, Backend::Mongo(t) if t.database == "shop"));
+        assert!(c.http.tokens.is_some());
+        let too_many = Settings {
+            worker_connections: Some(1001),
+            ..Settings::default()
+        };
+        let small = Environment {
+            hard_nofile: 1064,
+            ..env()
+        };
+        let e = resolve(too_many, Settings::default(), small).unwrap_err();
+        assert!(e.to_string().contains("worker_connections"), "{e}");
+    }
+
+    /// Each row's rule is checked where the value is given, before any
+    /// default or derived value: a file value breaking it is refused.
+    #[test]
+    fn every_rule_is_checked_for_given_values() {
+        for (line, name) in [
+            ("threads = 0", "threads"),
+            ("timeout = 0", "timeout"),
+            ("log_level = \"loud\"", "log_level"),
+            ("bind = \"nope\"", "bind"),
+            ("metrics_bind = \"1.2.3.4\"", "metrics_bind"),
+            ("mongo_collection = \"system.x\"", "mongo_collection"),
+            ("access_log_format = \"%(\"", "access_log_format"),
+            (
+                "forwarded_allow_ips = \"10.0.0.300\"",
+                "forwarded_allow_ips",
+            ),
+            ("user = \"\"", "user"),
+        ] {
+            let file: Settings = toml::from_str(line).unwrap();
+            let e = resolve(Settings::default(), file, env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("setting {name}: ")), "{line}: {e}");
+        }
     }
 
     #[test]
@@ -818,7 +986,7 @@ mod tests {
     #[test]
     fn documented_defaults_are_the_defaults() {
         let resolved = |file: Settings| {
-            let mut c = resolve(Settings::default(), file).unwrap();
+            let mut c = resolve(Settings::default(), file, env()).unwrap();
             c.settings = Settings::default();
             format!("{c:?}")
         };

@@ -84,7 +84,7 @@ fn main() {
 fn run(cli: Settings) -> Result<(), Error> {
     let config = Config::load(cli.clone())?;
     if let Some(Command::CheckConfig) = &cli.command {
-        if let Some(path) = &config.log_file {
+        if let Some(path) = &config.process.log_file {
             let opened = std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -96,8 +96,11 @@ fn run(cli: Settings) -> Result<(), Error> {
         return Ok(());
     }
     if let Some(Command::Backup { dest }) = &cli.command {
-        let bytes =
-            orders_server::store::embedded::backup(&config.data_dir, config.map_size, dest)?;
+        let bytes = orders_server::store::embedded::backup(
+            &config.store.data_dir,
+            config.store.map_size,
+            dest,
+        )?;
         println!(
             "backup: {bytes} bytes written to {}",
             dest.join("data.mdb").display()
@@ -105,9 +108,10 @@ fn run(cli: Settings) -> Result<(), Error> {
         return Ok(());
     }
     let role = format!("master {}", std::process::id());
-    if let Err(e) = logging::init(config.log_level, &role, config.log_file.as_deref()) {
+    let process = &config.process;
+    if let Err(e) = logging::init(process.log_level, &role, process.log_file.as_deref()) {
         return Err(Error::LogFile(
-            config.log_file.clone().unwrap_or_default(),
+            process.log_file.clone().unwrap_or_default(),
             e,
         ));
     }

@@ -166,6 +166,15 @@ impl Trusted {
     }
 }
 
+/// Where the access log goes and what it says (`config` resolves it).
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    /// The file; None for standard output.
+    pub path: Option<PathBuf>,
+    /// The parsed format and the trusted proxies.
+    pub log: AccessLog,
+}
+
 /// The access log settings of a worker.
 #[derive(Debug, Clone)]
 pub struct AccessLog {

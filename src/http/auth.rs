@@ -53,6 +53,11 @@ impl Tokens {
     pub fn load(path: &Path, for_reads: bool) -> Result<Tokens, TokensError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| TokensError::Read(path.to_path_buf(), e))?;
+        Tokens::parse(path, &text, for_reads)
+    }
+
+    /// Parses the text of the tokens file at `path` (named in errors).
+    pub fn parse(path: &Path, text: &str, for_reads: bool) -> Result<Tokens, TokensError> {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();

@@ -16,12 +16,31 @@ pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::proto::body::BodyMemory;
 use crate::proto::request::HeadLimits;
 use crate::proto::sweep::Registry;
 use crate::store::Store;
 use routes::ListLimits;
+
+/// What the HTTP layer is told by the configuration (`config` resolves it).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Request limits and response policy.
+    pub limits: HttpLimits,
+    /// Time an idle keep-alive connection is kept open.
+    pub keepalive: Duration,
+    /// Time a client may take to send one request, or stay blocked reading
+    /// a response.
+    pub client_timeout: Duration,
+    /// Accept backlog of each listener.
+    pub backlog: i32,
+    /// The access log, if one is written.
+    pub access_log: Option<access_log::AccessLogConfig>,
+    /// API tokens, when requests need them.
+    pub tokens: Option<auth::Tokens>,
+}
 
 /// Request limits and response policy.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +56,6 @@ pub struct HttpLimits {
     pub worker_connections: usize,
     /// Bytes of request bodies the worker holds at once.
     pub max_buffered_body_bytes: usize,
-    /// Ask to be recycled after this many requests (0: never).
-    pub max_requests: u64,
 }
 
 /// Counters and flags shared by a worker's connections and its lifecycle.

@@ -27,12 +27,13 @@ use nix::sys::signal::{self, SigHandler, SigSet, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
 
-use crate::config::{Backend, Config, Settings, UriSource};
+use crate::config::{Config, Settings, UriSource};
 use crate::lifecycle::heartbeat::Heartbeats;
 use crate::lifecycle::signals::{master_set, Signal, SIGNALS};
 use crate::lifecycle::Report;
 use crate::logging::chain;
 use crate::metrics::Region;
+use crate::store::Backend;
 use crate::worker;
 use census::Census;
 use listener::{ListenError, Reservation};
@@ -90,33 +91,33 @@ pub fn run(mut config: Config, cli: Settings, worker_main: WorkerMain) -> Result
     let handover = upgrade::Handover::from_env();
     if let Some(h) = &handover {
         // The workers' concrete addresses (either port may have been 0).
-        config.bind = h.addr;
-        if config.metrics_bind.is_some() {
-            config.metrics_bind = h.metrics_addr;
+        config.process.bind = h.addr;
+        if config.process.metrics_bind.is_some() {
+            config.process.metrics_bind = h.metrics_addr;
         }
     }
     warn_about_cli_password(&config);
-    raise_nofile(config.rlimit_nofile);
+    raise_nofile(config.process.rlimit_nofile);
     preflight(&config)?;
-    let bridge = bridge_for(bridge::take_from_systemd(), config.bind);
+    let bridge = bridge_for(bridge::take_from_systemd(), config.process.bind);
     if let Some(b) = &bridge {
-        config.bind = b.addr;
+        config.process.bind = b.addr;
     }
     // After an upgrade the adopted workers hold the address, after a
     // restart the bridge does: join them.
     let exclusive = handover.is_none() && bridge.is_none();
-    let reservation = listener::reserve(config.bind, exclusive)?;
-    let metrics_reservation = match config.metrics_bind {
+    let reservation = listener::reserve(config.process.bind, exclusive)?;
+    let metrics_reservation = match config.process.metrics_bind {
         Some(m) => Some(listener::reserve(m, exclusive)?),
         None => None,
     };
     let (heartbeats, metrics) = shared_regions(handover.as_ref())?;
     let mut signals = PipeSignals::install().map_err(MasterError::Signals)?;
     upgrade::unblock_signals();
-    if let Some(pid) = &config.pid {
+    if let Some(pid) = &config.process.pid {
         write_pid_file(pid)?;
     }
-    let pid_file = config.pid.clone();
+    let pid_file = config.process.pid.clone();
     let mut master = Master {
         configs: BTreeMap::from([(1, config)]),
         cli,
@@ -142,13 +143,14 @@ pub fn run(mut config: Config, cli: Settings, worker_main: WorkerMain) -> Result
 /// What a start needs beyond a valid configuration: the serving user, and
 /// the embedded store's data dir, writable and undamaged.
 fn preflight(config: &Config) -> Result<(), MasterError> {
-    let owner = match &config.user {
-        Some(u) => Some(worker::privileges::resolve(u, config.group.as_deref())?),
+    let process = &config.process;
+    let owner = match &process.user {
+        Some(u) => Some(worker::privileges::resolve(u, process.group.as_deref())?),
         None => None,
     };
-    if let Backend::Embedded = config.backend {
-        prepare_data_dir(&config.data_dir, owner)?;
-        crate::store::datafile::check(&config.data_dir)?;
+    if let Backend::Embedded = config.store.backend {
+        prepare_data_dir(&config.store.data_dir, owner)?;
+        crate::store::datafile::check(&config.store.data_dir)?;
     }
     Ok(())
 }
@@ -262,11 +264,11 @@ impl Master {
                 let config = self.current();
                 log::info!(
                     "starting {} workers on {} (store: {})",
-                    config.workers,
+                    config.process.workers,
                     self.reservation.addr,
-                    worker::describe_backend(config)
+                    crate::store::describe(&config.store)
                 );
-                Supervisor::new(config.workers, timeouts(config))
+                Supervisor::new(config.process.workers, timeouts(config))
             }
         };
         let mut queue: VecDeque<Action> = initial.into();
@@ -364,7 +366,7 @@ impl Master {
         if std::mem::replace(&mut self.bridge_sent, true) {
             return;
         }
-        match bridge::hand_to_systemd(self.reservation.addr, self.current().backlog) {
+        match bridge::hand_to_systemd(self.reservation.addr, self.current().http.backlog) {
             Ok(true) => log::info!("stopping: handed a listener on {} to systemd for a restart", self.reservation.addr),
             Ok(false) => {}
             Err(e) => log::warn!("stopping: cannot open a listener for a restart ({e}); a restart refuses connections until the new workers listen"),
@@ -396,8 +398,8 @@ impl Master {
             self.announce_ready();
             return None;
         }
-        crate::logging::set_level(fresh.log_level);
-        let (workers, timeouts) = (fresh.workers, timeouts(&fresh));
+        crate::logging::set_level(fresh.process.log_level);
+        let (workers, timeouts) = (fresh.process.workers, timeouts(&fresh));
         self.configs.insert(sup.generation() + 1, fresh);
         log::info!(
             "reloading: starting generation {} ({workers} workers)",
@@ -459,7 +461,7 @@ impl Master {
             }
             Action::Exit(_) => unreachable!("handled by the loop"),
             Action::BootTimedOut { pid } => {
-                let boot = self.config(sup.generation()).boot_timeout;
+                let boot = self.config(sup.generation()).process.boot_timeout;
                 log::error!(
                     "worker pid {pid} did not report ready within boot_timeout ({} s): killing it",
                     boot.as_secs()
@@ -565,7 +567,7 @@ impl Master {
             let Some(meta) = self.workers.get(&pid) else {
                 continue;
             };
-            let timeout = self.config(meta.generation).timeout;
+            let timeout = self.config(meta.generation).process.timeout;
             let age = self.heartbeats.age(meta.heartbeat);
             if age > timeout && self.stale.insert(pid) {
                 log::error!(
@@ -707,7 +709,7 @@ impl Master {
             adopted.len(),
             generation + 1
         );
-        let (workers, timeouts) = (config.workers, timeouts(&config));
+        let (workers, timeouts) = (config.process.workers, timeouts(&config));
         self.configs = BTreeMap::from([(generation, config.clone()), (generation + 1, config)]);
         let spawns = sup.handle(Event::Reload { workers, timeouts }, now);
         (sup, spawns)
@@ -798,7 +800,7 @@ impl Master {
 }
 
 fn warn_about_cli_password(config: &Config) {
-    if let Backend::Mongo(target) = &config.backend {
+    if let Backend::Mongo(target) = &config.store.backend {
         if config.mongo_uri_source == Some(UriSource::CommandLine)
             && crate::config::uri_has_password(&target.uri)
         {
@@ -892,8 +894,8 @@ fn become_worker(master_pid: NixPid, role: &str, inherited: &[RawFd]) {
 /// The supervisor's deadlines from a generation's settings.
 fn timeouts(config: &Config) -> Timeouts {
     Timeouts {
-        graceful: config.graceful_timeout,
-        boot: config.boot_timeout,
+        graceful: config.process.graceful_timeout,
+        boot: config.process.boot_timeout,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Storage: the [`Store`] trait the HTTP layer calls, and its backends.
+//! Storage: the [`Store`] trait the HTTP layer calls, its backends, and
+//! how a worker opens the one its configuration names ([`open`]).
 //!
 //! The trait deals in stored documents, rendered as JSON objects exactly as
 //! stored (`_id` as 24 hex characters), not in a validated order type: a
@@ -13,12 +14,61 @@ pub mod runtime;
 
 use std::error::Error;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bson::oid::ObjectId;
 
 use crate::metrics::{self, StoreOp, StoreOutcome};
 use crate::orders::{Fields, ListQuery};
+
+/// What the store layer is told by the configuration (`config` resolves it).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where orders are stored.
+    pub backend: Backend,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Largest size the embedded store may grow to, in bytes.
+    pub map_size: usize,
+    /// Deadline of one store operation.
+    pub timeout: Duration,
+}
+
+/// Where orders are stored.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// LMDB in `data_dir` (the default).
+    Embedded,
+    /// MongoDB.
+    Mongo(mongo::MongoTarget),
+}
+
+/// Opens the store `config` names (in a worker, after fork).
+pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match &config.backend {
+        Backend::Embedded => Box::new(embedded::Embedded::open(
+            &config.data_dir,
+            config.map_size,
+            config.timeout,
+        )?),
+        Backend::Mongo(target) => Box::new(mongo::Mongo::open(target, config.timeout)?),
+    })
+}
+
+/// The store, for log lines (never the URI's password).
+pub fn describe(config: &StoreConfig) -> String {
+    match &config.backend {
+        Backend::Embedded => format!("embedded, data_dir {}", config.data_dir.display()),
+        Backend::Mongo(t) => format!(
+            "mongo {} database {} collection {}",
+            mongo::redact_uri(&t.uri),
+            t.database,
+            t.collection
+        ),
+    }
+}
 
 /// One stored document as a JSON object (UTF-8 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]

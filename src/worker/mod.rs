@@ -23,19 +23,15 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::{Backend, Config};
+use crate::config::{Config, ProcessConfig};
 use crate::http::access_log::{self, AccessLog};
-use crate::http::routes::ListLimits;
-use crate::http::{server, App, HttpLimits, ServerState};
+use crate::http::{server, App, HttpConfig, ServerState};
 use crate::lifecycle::heartbeat::{self, Beat};
 use crate::lifecycle::signals::{in_worker, worker_set, InWorker};
 use crate::lifecycle::Report;
 use crate::metrics::{endpoint, Region};
-use crate::proto::request::HeadLimits;
 use crate::proto::sweep::SweepPolicy;
-use crate::store::embedded::Embedded;
-use crate::store::mongo::Mongo;
-use crate::store::{Store, StoreError};
+use crate::store::{self, Backend, StoreError};
 
 /// How often the worker sweeps its connections while serving.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -107,36 +103,43 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     } = spec;
     let mut status = File::from(status);
     let signals = Signals::new().map_err(BootError::Signals)?;
-    configure_may(config);
+    let Config {
+        process,
+        http,
+        store: store_config,
+        ..
+    } = config;
+    configure_may(process.threads, process.coroutine_stack_size);
     log_panics();
     let bound = server::bind(addr).map_err(|e| BootError::Bind(addr, e))?;
     let metrics = match metrics_addr {
-        Some(m) => Some(endpoint::bind(m, config.backlog).map_err(|e| BootError::Bind(m, e))?),
+        Some(m) => Some(endpoint::bind(m, http.backlog).map_err(|e| BootError::Bind(m, e))?),
         None => None,
     };
-    privileges::drop_to(config.user.as_deref(), config.group.as_deref())?;
-    if crate::faults::boot_must_fail(&config.data_dir) {
+    privileges::drop_to(process.user.as_deref(), process.group.as_deref())?;
+    let data_dir = &store_config.data_dir;
+    if crate::faults::boot_must_fail(data_dir) {
         return Err(BootError::TestHook);
     }
-    if crate::faults::boot_must_hang(&config.data_dir) {
+    if crate::faults::boot_must_hang(data_dir) {
         std::thread::sleep(Duration::from_secs(3600));
     }
-    if let Backend::Embedded = config.backend {
-        crate::store::datafile::check(&config.data_dir)?;
+    if let Backend::Embedded = store_config.backend {
+        crate::store::datafile::check(data_dir)?;
     }
-    let store = open_store(config).map_err(|e| BootError::Store(describe_backend(config), e))?;
+    let store = store::open(store_config)
+        .map_err(|e| BootError::Store(store::describe(store_config), e))?;
     let store = Box::new(damage::EndOnDamage(store));
-    let access = start_access_log(config)?;
-    let limits = limits(config);
+    let access = start_access_log(http)?;
     let app = Arc::new(App {
         store,
-        limits,
-        state: ServerState::new(&limits),
-        tokens: config.tokens.clone(),
+        limits: http.limits,
+        state: ServerState::new(&http.limits),
+        tokens: http.tokens.clone(),
         access,
     });
     let acceptor = bound
-        .serve(config.backlog, app.clone())
+        .serve(http.backlog, app.clone())
         .map_err(|e| BootError::Listen(addr, e))?;
     let metrics = match (metrics, Region::get()) {
         (Some(listener), Some(region)) => Some(
@@ -152,10 +155,10 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         .map_err(BootError::Report)?;
     log::info!("serving on {addr}");
     let graceful = serve_until_stopped(
-        config,
+        http,
         &signals,
         &app.state,
-        app.limits.max_requests,
+        max_requests_with_jitter(process),
         &mut status,
     );
     if graceful {
@@ -165,7 +168,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
             m.stop();
         }
         app.state.start_draining();
-        drain(config, &signals, &app.state);
+        drain(http, process.graceful_timeout, &signals, &app.state);
     }
     log::info!(
         "exiting ({}): {} requests",
@@ -180,7 +183,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
 }
 
 /// Opens the access log and starts its writer thread, when there is one.
-fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
+fn start_access_log(config: &HttpConfig) -> Result<Option<AccessLog>, BootError> {
     let Some(c) = &config.access_log else {
         return Ok(None);
     };
@@ -196,7 +199,7 @@ fn start_access_log(config: &Config) -> Result<Option<AccessLog>, BootError> {
 /// request count against `max_requests` (0: never). Returns true for a
 /// graceful stop (TERM).
 fn serve_until_stopped(
-    config: &Config,
+    config: &HttpConfig,
     signals: &Signals,
     state: &ServerState,
     max_requests: u64,
@@ -240,8 +243,8 @@ fn serve_until_stopped(
 
 /// Closes idle connections as they become idle; returns when none is left
 /// or at the graceful timeout (INT or QUIT cut it short).
-fn drain(config: &Config, signals: &Signals, state: &ServerState) {
-    let deadline = Instant::now() + config.graceful_timeout;
+fn drain(config: &HttpConfig, graceful_timeout: Duration, signals: &Signals, state: &ServerState) {
+    let deadline = Instant::now() + graceful_timeout;
     let policy = SweepPolicy {
         keepalive: DRAIN_IDLE.min(config.keepalive),
         client_timeout: config.client_timeout,
@@ -288,10 +291,10 @@ impl Signals {
 
 /// may settings, before may's first use: thread count, stack size, and no
 /// CPU pinning (may pins thread N to CPU N: every worker would share CPU 0).
-fn configure_may(config: &Config) {
+fn configure_may(threads: usize, stack_size: usize) {
     may::config()
-        .set_workers(config.threads)
-        .set_stack_size(config.coroutine_stack_size / std::mem::size_of::<usize>())
+        .set_workers(threads)
+        .set_stack_size(stack_size / std::mem::size_of::<usize>())
         .set_worker_pin(false);
 }
 
@@ -317,25 +320,6 @@ fn start_heartbeat(beat: Beat) {
     });
 }
 
-fn limits(config: &Config) -> HttpLimits {
-    HttpLimits {
-        head: HeadLimits {
-            line: config.limit_request_line,
-            fields: config.limit_request_fields,
-            field_size: config.limit_request_field_size,
-            max_body: config.max_body_size,
-        },
-        list: ListLimits {
-            max_page_size: config.max_page_size,
-            cap_unpaged_list: config.cap_unpaged_list,
-        },
-        response_buffer: config.response_buffer_size,
-        worker_connections: config.worker_connections,
-        max_buffered_body_bytes: config.max_buffered_body_bytes,
-        max_requests: max_requests_with_jitter(config),
-    }
-}
-
 /// Panics are bugs: log them as one line through the logger (a panic in
 /// a handler costs its request a 500, never the worker).
 fn log_panics() {
@@ -356,7 +340,7 @@ fn log_panics() {
 
 /// max_requests plus a random share of the jitter, so workers started
 /// together do not all recycle at once.
-fn max_requests_with_jitter(config: &Config) -> u64 {
+fn max_requests_with_jitter(config: &ProcessConfig) -> u64 {
     if config.max_requests == 0 {
         return 0;
     }
@@ -368,28 +352,4 @@ fn max_requests_with_jitter(config: &Config) -> u64 {
         0
     };
     config.max_requests + jitter
-}
-
-fn open_store(config: &Config) -> Result<Box<dyn Store>, StoreError> {
-    Ok(match &config.backend {
-        Backend::Embedded => Box::new(Embedded::open(
-            &config.data_dir,
-            config.map_size,
-            config.store_timeout,
-        )?),
-        Backend::Mongo(target) => Box::new(Mongo::open(target, config.store_timeout)?),
-    })
-}
-
-/// The store, for log lines (never the URI's password).
-pub fn describe_backend(config: &Config) -> String {
-    match &config.backend {
-        Backend::Embedded => format!("embedded, data_dir {}", config.data_dir.display()),
-        Backend::Mongo(t) => format!(
-            "mongo {} database {} collection {}",
-            crate::store::mongo::redact_uri(&t.uri),
-            t.database,
-            t.collection
-        ),
-    }
 }
