@@ -27,7 +27,8 @@
 # database, not the app tier, sets every number.
 #
 # Usage: bench/cluster.sh     (env: DURATION=60s RATES="25 50 100" WORKERS=2
-#                              SECANTUSD_RS=path)
+#                              SECANTUSD_RS=path SECANTUSD_PY=path)
+# With neither database binary it stops at once, saying so.
 # Needs root (network namespaces), nginx, python3-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,17 +44,25 @@ P=ocl$$
 
 cargo build --release --quiet --bin orders-server
 cargo build --release --quiet -p orders-loadtest
-if ! .venv-db/bin/pip show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION\$"; then
-  python3 -m venv .venv-db && .venv-db/bin/pip install -q "SecantusDB==$SECANTUS_VERSION"
-fi
 SECANTUSD_RS=${SECANTUSD_RS:-$HOME/.cache/secantus-mdb/bin/secantusd-rs}
+SECANTUSD_PY=${SECANTUSD_PY:-$PWD/.venv-db/bin/secantusd-py}
 if [ -x "$SECANTUSD_RS" ]; then
   DB_KIND="SecantusDB $(basename "$SECANTUSD_RS") (Rust build 0.5.3-beta.193, WiredTiger)"
   DB_BIN=$SECANTUSD_RS
 else
+  if [ "$SECANTUSD_PY" = "$PWD/.venv-db/bin/secantusd-py" ] &&
+     ! .venv-db/bin/pip show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION\$"; then
+    { python3 -m venv .venv-db && .venv-db/bin/pip install -q "SecantusDB==$SECANTUS_VERSION"; } ||
+      echo "cannot install SecantusDB $SECANTUS_VERSION into .venv-db" >&2
+  fi
   DB_KIND="SecantusDB $SECANTUS_VERSION secantusd-py (Python, WiredTiger): the database bounds these numbers"
   echo "note: $SECANTUSD_RS not built; using secantusd-py (see the header)" >&2
-  DB_BIN=$PWD/.venv-db/bin/secantusd-py
+  DB_BIN=$SECANTUSD_PY
+fi
+# Without a database every user would fail: say so and stop instead.
+if [ ! -x "$DB_BIN" ]; then
+  echo "no database could be started: neither $SECANTUSD_RS nor $SECANTUSD_PY is an executable (see the header)" >&2
+  exit 1
 fi
 SERVER=$PWD/target/release/orders-server
 LOADTEST=$PWD/target/release/orders-loadtest
@@ -93,7 +102,14 @@ start_db() { # a fresh database
   rm -rf "$TMP/db"
   spawn db "$TMP/db.log" "$DB_BIN" --host "$DB" --port $DB_PORT --storage-path "$TMP/db"
   DB_PID=$SPAWNED
-  wait_reachable client "$DB" $DB_PORT
+  for _ in $(seq 200); do
+    in_ns client bash -c "exec 3<>/dev/tcp/$DB/$DB_PORT" 2>/dev/null && return
+    kill -0 "$DB_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "no database could be started ($DB_BIN); its output:" >&2
+  tail -n 20 "$TMP/db.log" >&2
+  exit 1
 }
 
 start_app() { # HOST ADDR

@@ -32,7 +32,13 @@
 # CHART (docs/charts/http.png; CHART= skips it) with the bench venv's
 # matplotlib (bench/venv.sh).
 #
-# Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100 BACKEND=embedded)
+# BASELINE=REV (a git revision): GET by id also runs against that
+# revision's build (built here into target/baseline from a git worktree),
+# in the same alternation, and the ratios of req/s and of CPU per request
+# to it are printed: how a change compares with the build before it.
+#
+# Usage: bench/http.sh            (env: DURATION=10s RUNS=3 CONNS=100 BACKEND=embedded
+#                                  BASELINE=REV)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -47,6 +53,14 @@ cargo build --release --quiet --bin orders-server --example ceiling
 cargo build --release --quiet --bin orders-server --features metrics-off --target-dir target/metrics-off
 BIN=${ORDERS_SERVER_BIN:-target/release/orders-server}
 BIN_OFF=target/metrics-off/release/orders-server
+if [ -n "${BASELINE:-}" ]; then
+  BASE_SRC=target/baseline-src
+  git worktree remove --force "$BASE_SRC" 2>/dev/null || rm -rf "$BASE_SRC"
+  git worktree add --detach --force "$BASE_SRC" "$BASELINE" >&2
+  BASE_REV=$(git -C "$BASE_SRC" rev-parse --short HEAD)
+  cargo build --release --quiet --bin orders-server --manifest-path "$BASE_SRC/Cargo.toml" --target-dir target/baseline
+  BIN_BASE=target/baseline/release/orders-server
+fi
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -144,11 +158,20 @@ taskset -c "$SERVER_CPU" "$BIN" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" --acc
 PIDS+=($!)
 LOG_PID=$!
 LOG_PORT=$(wait_port "$TMP/server-log.log")
+BASE_CASE=()
+if [ -n "${BIN_BASE:-}" ]; then
+  taskset -c "$SERVER_CPU" "$BIN_BASE" -w 1 -b 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/server-base.log" 2>&1 &
+  PIDS+=($!)
+  BASE_PID=$!
+  BASE_PORT=$(wait_port "$TMP/server-base.log")
+  BASE_CASE=("get_id_base $BASE_PID http://127.0.0.1:$BASE_PORT/orders/")
+fi
 ID=$(seed "$PORT")
 
 bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" \
-  "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID" "get_id_log $LOG_PID http://127.0.0.1:$LOG_PORT/orders/$ID"
-kill -TERM "$OFF_PID" "$LOG_PID"; wait "$OFF_PID" "$LOG_PID" || true
+  "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID" "get_id_log $LOG_PID http://127.0.0.1:$LOG_PORT/orders/$ID" \
+  ${BASE_CASE:+"${BASE_CASE[0]}$ID"}
+kill -TERM "$OFF_PID" "$LOG_PID" ${BASE_PID:-}; wait "$OFF_PID" "$LOG_PID" ${BASE_PID:-} || true
 LOG_LINES=$(wc -l <"$TMP/access.log")
 bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
 # POST last: it grows the store.
@@ -164,6 +187,7 @@ row "ceiling (bare may_minihttp)" ceiling
 row "GET /orders/<id>" get_id
 row "GET /orders/<id>, metrics-off build" get_id_off
 row "GET /orders/<id>, access log on" get_id_log
+[ -n "${BIN_BASE:-}" ] && row "GET /orders/<id>, baseline $BASE_REV" get_id_base
 row "GET /orders (100 orders)" list100
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
@@ -182,3 +206,6 @@ if [ -n "$CHART" ]; then
   "$(bench/venv.sh)" bench/charts.py bars "$RESULTS_CSV" "$CHART" >&2
 fi
 echo "metrics cost: GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_off]}") of the metrics-off build's req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_off]}") of its CPU per request"
+if [ -n "${BIN_BASE:-}" ]; then
+  echo "vs baseline $BASELINE ($BASE_REV): GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_base]}") of its req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_base]}") of its CPU per request"
+fi

@@ -71,14 +71,21 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # The test-only fault routes (src/faults.rs) are compiled in for the tests
 # and never into a release build.
 FEATURES=orders-server/test-hooks
+# Style first (seconds): formatted as rustfmt formats, and no clippy warning
+# in any target of the workspace, with the test hooks compiled in or not.
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --features "$FEATURES" -- -D warnings
 # The loadtest crate's tests start the server binary: build it first.
 cargo build --locked --features "$FEATURES" --bin orders-server
 cargo test --locked --workspace --all-targets --features "$FEATURES" "$@"
 
 # A release build carries none of the test hooks.
 cargo build --locked --release --bin orders-server
-if grep -q -a '/__test/' target/release/orders-server; then
-  echo "target/release/orders-server contains the test hooks" >&2
+RELEASE_BIN=${CARGO_TARGET_DIR:-target}/release/orders-server
+[ -x "$RELEASE_BIN" ] || { echo "$RELEASE_BIN was not built" >&2; exit 1; }
+if grep -q -a '/__test/' "$RELEASE_BIN"; then
+  echo "$RELEASE_BIN contains the test hooks" >&2
   exit 1
 fi
 echo "release build: no test hooks"

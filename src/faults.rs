@@ -1,6 +1,9 @@
-//! Test-only faults, compiled in only with the `test-hooks` cargo feature
-//! (the test command enables it; a release build contains none of this:
-//! `strings target/release/orders-server | grep __test` finds nothing).
+//! Test-only faults, triggered only with the `test-hooks` cargo feature
+//! (the test command enables it). Without it, the triggers below are
+//! compiled as "never" (`for_path` finds no fault, `boot_must_*` are
+//! false): `Fault` and `run` remain but nothing reaches them, and no
+//! trigger's path or file name is in the binary (the test command checks
+//! that a release build holds no `/__test/` string).
 //!
 //! - `GET /__test/panic`: the handler panics (a panic must cost one
 //!   request a 500, never the worker);

@@ -157,8 +157,7 @@ fn nginx_in_front_of_two_instances_sharing_one_store() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     for pid in a.worker_pids().into_iter().chain([a.pid() as i32]) {
-        // SAFETY: kill(2) on processes of instance A.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        support::send_signal(pid, libc::SIGKILL);
     }
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::SeqCst);

@@ -77,8 +77,7 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
 
     // A worker killed: its counts stay, the restart is counted.
     let victim = s.worker_pids()[0];
-    // SAFETY: kill(2) on a worker of our server.
-    unsafe { libc::kill(victim, libc::SIGKILL) };
+    support::send_signal(victim, libc::SIGKILL);
     // The master publishes after it has handled the exit and the respawn:
     // wait for the crash to be counted, not just for a new pid (the
     // published states may lag the process list by a loop).

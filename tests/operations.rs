@@ -703,8 +703,7 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
     std::fs::remove_file(&exe).unwrap();
     std::fs::write(&exe, "#!/bin/sh\necho broken build >&2\nexit 1\n").unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGUSR2) };
+    support::send_signal(child.id() as i32, libc::SIGUSR2);
     assert!(
         wait_until(Duration::from_secs(10), || log
             .lock()
@@ -721,7 +720,7 @@ fn a_failing_new_binary_leaves_the_old_master_serving() {
         Client::connect(addr).request("GET", "/orders", None).status,
         200
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    support::send_signal(child.id() as i32, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
 }
 
@@ -733,8 +732,7 @@ fn a_worker_killed_under_load_is_replaced_within_a_second() {
         let (wrk, _dir) = start_wrk(s.addr, 20, 4);
         sleep_ms(1000);
         let killed_at = Instant::now();
-        // SAFETY: kill(2) on one of our server's workers.
-        unsafe { libc::kill(before[0], libc::SIGKILL) };
+        support::send_signal(before[0], libc::SIGKILL);
         assert!(
             wait_until(Duration::from_secs(1), || {
                 let now = s.worker_pids();
@@ -987,8 +985,7 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
         let id = created.json()["order"]["_id"].as_str().unwrap().to_string();
 
         // Stop: the master hands a listener to the store before draining.
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) };
+        support::send_signal(first.0.id() as i32, libc::SIGTERM);
         let (stored, bridge) = store.until("FDSTORE=1");
         assert!(stored.contains("FDNAME=orders-bridge"), "{stored}");
         let bridge = bridge.expect("FDSTORE=1 carries the listening socket");
@@ -1027,8 +1024,7 @@ fn a_restart_under_systemd_keeps_the_port_answering_through_the_bridge() {
                 .status,
             200
         );
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(second.0.id() as i32, libc::SIGTERM) };
+        support::send_signal(second.0.id() as i32, libc::SIGTERM);
         assert!(second.0.wait().unwrap().success());
     });
 }

@@ -123,8 +123,7 @@ fn a_killed_worker_is_replaced_and_others_keep_serving() {
     let before = s.worker_pids();
     assert_eq!(before.len(), 2);
     let id = s.create("survivor");
-    // SAFETY: kill(2) on a child of our child.
-    unsafe { libc::kill(before[0], libc::SIGKILL) };
+    support::send_signal(before[0], libc::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(2), || {
             let now = s.worker_pids();

@@ -420,15 +420,14 @@ impl Server {
 
     /// Sends a signal to the master.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(self.pid() as i32, sig) };
+        send_signal(self.pid() as i32, sig);
     }
 
     /// SIGKILL to the master and every worker at once (a crash, a power
     /// cut as the processes see it); waits for the master to be gone.
     pub fn kill_everything(&mut self) {
-        // SAFETY: killpg(2) on the process group the server was started in.
-        unsafe { libc::killpg(self.pid() as i32, libc::SIGKILL) };
+        let group = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child().wait();
     }
 
@@ -930,4 +929,11 @@ pub fn finish_wrk(child: std::process::Child) -> WrkResult {
         }
     }
     r
+}
+
+/// Sends signal `sig` (a libc number, e.g. `libc::SIGTERM`) to `pid`; a
+/// process that is gone already is no error.
+pub fn send_signal(pid: i32, sig: i32) {
+    let sig = nix::sys::signal::Signal::try_from(sig).expect("a valid signal number");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }

@@ -50,30 +50,22 @@ pub struct MockMongo {
 impl MockMongo {
     /// Starts on a free loopback port.
     pub fn start() -> MockMongo {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut m = MockMongo {
-            inner: Arc::new(Inner::default()),
-            port,
-            accept: None,
-        };
-        m.inner.next_cursor.store(1000, Ordering::SeqCst);
-        m.serve(listener);
-        m
+        MockMongo::serving(TcpListener::bind("127.0.0.1:0").unwrap())
     }
 
     /// A port nothing listens on yet; `start_on` it later (start-up with the database down).
     pub fn reserve_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        crate::secantus::reserve_port()
     }
 
     /// Starts on a given port.
     pub fn start_on(port: u16) -> MockMongo {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        MockMongo::serving(TcpListener::bind(("127.0.0.1", port)).unwrap())
+    }
+
+    /// Serves on `listener`.
+    fn serving(listener: TcpListener) -> MockMongo {
+        let port = listener.local_addr().unwrap().port();
         let mut m = MockMongo {
             inner: Arc::new(Inner::default()),
             port,

@@ -1,7 +1,7 @@
 //! Private network namespaces for load tests: they set
 //! `net.ipv4.tcp_migrate_req` without touching the host; named namespaces
 //! (`ip netns`) of a test topology, entered per thread. Shared by the
-//! server's tests and orders-loadtest's (included there by path).
+//! server's tests and orders-loadtest's (through this crate).
 
 /// Runs `f` on a thread of its own in a new network namespace (loopback up,
 /// `net.ipv4.tcp_migrate_req` set as asked); the processes it starts (server,
@@ -9,11 +9,10 @@
 /// as on the development and CI machines. Isolates the sysctl from the host.
 pub fn in_netns<T: Send + 'static>(migrate_req: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
-        // SAFETY: unshare affects only this thread (CLONE_NEWNET alone).
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        // CLONE_NEWNET alone affects only this thread.
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
             panic!(
-                "unshare(CLONE_NEWNET) failed ({}): these tests need root, as on the dev and CI machines",
-                std::io::Error::last_os_error()
+                "unshare(CLONE_NEWNET) failed ({e}): these tests need root, as on the dev and CI machines"
             );
         }
         loopback_up();
@@ -61,14 +60,10 @@ pub fn run_in<T: Send + 'static>(
 pub fn enter(name: &str) {
     let path = format!("/run/netns/{name}");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // SAFETY: setns(2) on a namespace file we hold open; affects this thread only.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "setns into {name}: {}",
-        std::io::Error::last_os_error()
-    );
+    // Affects this thread only.
+    if let Err(e) = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET) {
+        panic!("setns into {name}: {e}");
+    }
 }
 
 /// A command for `program`, run in the named network namespace when given

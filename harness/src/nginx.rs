@@ -61,8 +61,7 @@ impl Drop for Nginx {
     /// TERM (nginx's fast shutdown: the master stops its workers, then
     /// exits); SIGKILL would leave the workers running without a master.
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        crate::send_signal(self.child.id() as i32, libc::SIGTERM);
         let exited = wait_until(START_TIMEOUT, || {
             self.child.try_wait().ok().flatten().is_some()
         });
@@ -94,8 +93,7 @@ pub fn shipped_conf(listen: SocketAddr, a: SocketAddr, b: SocketAddr, dir: &Path
         "markers moved"
     );
     let d = dir.display();
-    // SAFETY: geteuid(2) cannot fail.
-    let user = if unsafe { libc::geteuid() } == 0 {
+    let user = if nix::unistd::geteuid().is_root() {
         "user root;"
     } else {
         ""

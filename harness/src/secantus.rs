@@ -152,8 +152,7 @@ impl Secantus {
     /// SIGTERM (`systemctl stop`): a clean shutdown; waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            crate::send_signal(child.id() as i32, libc::SIGTERM);
             let _ = child.wait();
         }
     }
@@ -175,8 +174,7 @@ impl Secantus {
     /// request sent right after kill(2) could still be answered).
     pub fn pause(&self) {
         let pid = self.pid();
-        // SAFETY: kill(2) on our child's pid.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        crate::send_signal(pid, libc::SIGSTOP);
         let stopped = wait_until(Duration::from_secs(5), || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // The state is the field after the command name's ")".
@@ -189,8 +187,7 @@ impl Secantus {
 
     /// SIGCONT after `pause`.
     pub fn resume(&self) {
-        // SAFETY: kill(2) on our child's pid.
-        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        crate::send_signal(self.pid(), libc::SIGCONT);
     }
 
     /// Runs a Python script with pymongo against this database: `URI` (for

@@ -8,7 +8,6 @@
 //! this module carries them out (fork, kill, reload, upgrade, notify).
 
 pub mod bridge;
-pub mod census;
 pub mod listener;
 pub mod notify;
 pub mod signals;
@@ -16,13 +15,13 @@ pub mod supervisor;
 pub mod title;
 pub mod upgrade;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid as NixPid};
@@ -35,7 +34,6 @@ use crate::logging::chain;
 use crate::metrics::Region;
 use crate::store::Backend;
 use crate::worker;
-use census::Census;
 use listener::{ListenError, Reservation};
 use signals::PipeSignals;
 use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor, Timeouts};
@@ -124,11 +122,8 @@ pub fn run(mut config: Config, cli: Settings, worker_main: WorkerMain) -> Result
         reservation,
         metrics_reservation,
         heartbeats,
-        census: Census::default(),
         metrics,
         titled: 0,
-        workers: HashMap::new(),
-        stale: HashSet::new(),
         bridge,
         bridge_sent: false,
         worker_main,
@@ -206,13 +201,18 @@ fn shared_regions(
     Ok((heartbeats, metrics))
 }
 
-/// What the master keeps about each worker.
-struct WorkerMeta {
-    generation: Generation,
+/// What the master keeps of each worker's process, in the supervisor's
+/// record of the worker.
+#[derive(Debug)]
+struct WorkerProcess {
+    /// Its heartbeat slot (also its metrics slot).
     heartbeat: usize,
     /// Read end of the worker's status pipe, until it closes.
     status: Option<OwnedFd>,
 }
+
+/// The supervisor, with the master's part of each worker's record.
+type Sup = Supervisor<WorkerProcess>;
 
 struct Master {
     /// The configuration of each live generation.
@@ -224,12 +224,8 @@ struct Master {
     heartbeats: Heartbeats,
     /// The shared metrics region, and what the master publishes to it.
     metrics: Region,
-    census: Census,
     /// The generation the process title shows.
     titled: Generation,
-    workers: HashMap<Pid, WorkerMeta>,
-    /// Workers already reported stale.
-    stale: HashSet<Pid>,
     /// The listener systemd kept across a restart, until the workers serve.
     bridge: Option<bridge::Bridge>,
     /// Whether this stop handed a bridge to systemd already.
@@ -282,17 +278,13 @@ impl Master {
                     Action::Exit(Outcome::GaveUp { failures }) => {
                         return Err(MasterError::GaveUp { failures })
                     }
-                    other => {
-                        self.census.action(&other);
-                        queue.extend(self.execute(other, &mut sup, signals))
-                    }
+                    other => queue.extend(self.execute(other, &mut sup, signals)),
                 }
             }
             self.publish_metrics(&sup);
-            for event in self.wait(&sup, signals) {
+            for event in self.wait(&mut sup, signals) {
                 let events = self.intercept(event, &sup, signals);
                 for e in events {
-                    self.census.event(&e);
                     queue.extend(sup.handle(e, Instant::now()));
                 }
             }
@@ -310,7 +302,7 @@ impl Master {
 
     /// Writes the master's numbers to the shared metrics region, and its
     /// generation to its process title.
-    fn publish_metrics(&mut self, sup: &Supervisor) {
+    fn publish_metrics(&mut self, sup: &Sup) {
         if self.titled != sup.generation() {
             self.titled = sup.generation();
             title::set(&format!(
@@ -318,27 +310,20 @@ impl Master {
                 self.titled, self.reservation.addr
             ));
         }
-        self.metrics.publish(
-            sup.generation(),
-            self.census.by_state(),
-            self.census.restarts(),
-        );
+        let census = sup.census();
+        self.metrics
+            .publish(sup.generation(), census.by_state, census.restarts);
         self.metrics.sample_master();
     }
 
     /// Signals that need the master's own work (reading the config, logs,
     /// exec) become supervisor events here.
-    fn intercept(
-        &mut self,
-        event: Event,
-        sup: &Supervisor,
-        signals: &mut PipeSignals,
-    ) -> Vec<Event> {
+    fn intercept(&mut self, event: Event, sup: &Sup, signals: &mut PipeSignals) -> Vec<Event> {
         match event {
             Event::Signal(Signal::Reload) => self.reload(sup).into_iter().collect(),
             Event::Signal(Signal::ReopenLogs) => {
                 crate::logging::reopen();
-                self.signal_workers(NixSignal::SIGUSR1);
+                signal_workers(sup, NixSignal::SIGUSR1);
                 log::info!("log file reopened");
                 Vec::new()
             }
@@ -375,29 +360,20 @@ impl Master {
 
     /// SIGHUP: re-reads the configuration; a valid one that changes nothing
     /// that needs downtime starts a new generation.
-    fn reload(&mut self, sup: &Supervisor) -> Option<Event> {
+    fn reload(&mut self, sup: &Sup) -> Option<Event> {
         if !sup.can_reload() {
             log::warn!("reload ignored: a reload, upgrade or stop is in progress");
             return None;
         }
         notify::reloading();
-        let fresh = match Config::load(self.cli.clone()) {
+        let fresh = match self.fresh_config() {
             Ok(c) => c,
-            Err(e) => {
-                log::error!("reload refused, old workers keep serving: {e}");
+            Err(why) => {
+                log::error!("reload refused, old workers keep serving: {why}");
                 self.announce_ready();
                 return None;
             }
         };
-        let changed = self.current().settings.fixed_changes(&fresh.settings);
-        if !changed.is_empty() {
-            log::error!(
-                "reload refused, old workers keep serving: {} cannot change without a restart",
-                changed.join(", ")
-            );
-            self.announce_ready();
-            return None;
-        }
         crate::logging::set_level(fresh.process.log_level);
         let (workers, timeouts) = (fresh.process.workers, timeouts(&fresh));
         self.configs.insert(sup.generation() + 1, fresh);
@@ -409,25 +385,21 @@ impl Master {
     }
 
     /// Carries out one action; returns follow-up actions.
-    fn execute(
-        &mut self,
-        action: Action,
-        sup: &mut Supervisor,
-        signals: &PipeSignals,
-    ) -> Vec<Action> {
+    fn execute(&mut self, action: Action, sup: &mut Sup, signals: &PipeSignals) -> Vec<Action> {
         match action {
-            Action::Spawn { slot, generation } => match self.spawn(slot, generation, signals) {
-                Ok(pid) => {
-                    log::info!("worker {slot} gen {generation} started (pid {pid})");
-                    self.census.spawned(pid, generation);
-                    sup.spawned(slot, generation, pid, Instant::now());
-                    Vec::new()
+            Action::Spawn { slot, generation } => {
+                match self.spawn(slot, generation, sup, signals) {
+                    Ok((pid, process)) => {
+                        log::info!("worker {slot} gen {generation} started (pid {pid})");
+                        sup.spawned(slot, generation, pid, process, Instant::now());
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        log::error!("cannot fork worker {slot}: {e}");
+                        sup.spawn_failed(slot, generation, Instant::now())
+                    }
                 }
-                Err(e) => {
-                    log::error!("cannot fork worker {slot}: {e}");
-                    sup.spawn_failed(slot, generation, Instant::now())
-                }
-            },
+            }
             Action::Stop { pid, how } => {
                 let sig = match how {
                     StopKind::Graceful => NixSignal::SIGTERM,
@@ -477,13 +449,13 @@ impl Master {
     }
 
     /// Waits for signals, worker status, exits or the next timer.
-    fn wait(&mut self, sup: &Supervisor, signals: &mut PipeSignals) -> Vec<Event> {
+    fn wait(&mut self, sup: &mut Sup, signals: &mut PipeSignals) -> Vec<Event> {
         let timeout = sup
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(IDLE_POLL)
             .min(IDLE_POLL);
-        let (ready, watched) = self.poll(signals, timeout);
+        let (ready, watched) = poll(sup, signals, timeout);
         let mut events = Vec::new();
         if ready {
             for s in signals.take() {
@@ -494,82 +466,34 @@ impl Master {
             }
         }
         for pid in watched {
-            events.extend(self.read_status(pid));
+            events.extend(read_status(sup, pid));
         }
-        for pid in reap_children() {
-            if let Some(meta) = self.workers.remove(&pid) {
-                self.heartbeats.release(meta.heartbeat);
-                self.metrics.slot_released(meta.heartbeat);
-                self.stale.remove(&pid);
-                events.push(Event::WorkerExited { pid });
+        let exited: Vec<Pid> = reap_children()
+            .into_iter()
+            .filter(|&pid| sup.worker(pid).is_some())
+            .collect();
+        // Checked before the exits are handled, without the exited: their
+        // heartbeat slots are released below (and their pids may be reused).
+        events.extend(self.stale_workers(sup, &exited));
+        for pid in exited {
+            if let Some(w) = sup.worker(pid) {
+                self.heartbeats.release(w.process.heartbeat);
+                self.metrics.slot_released(w.process.heartbeat);
             }
+            events.push(Event::WorkerExited { pid });
         }
-        events.extend(self.stale_workers(sup));
         events.push(Event::Tick);
         events
     }
 
-    /// Waits up to `timeout` for the signal pipe and the workers' status
-    /// pipes: whether signals are pending, and the workers whose pipe is
-    /// readable (or closed).
-    fn poll(&self, signals: &PipeSignals, timeout: Duration) -> (bool, Vec<Pid>) {
-        let workers: Vec<(Pid, &OwnedFd)> = self
-            .workers
-            .iter()
-            .filter_map(|(&pid, w)| w.status.as_ref().map(|fd| (pid, fd)))
-            .collect();
-        let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.wake_fd())
-            .chain(workers.iter().map(|(_, fd)| fd.as_fd()))
-            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
-            .collect();
-        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-        let _ = poll(&mut fds, PollTimeout::from(millis));
-        let readable = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
-        let ready = readable(&fds[0]);
-        let watched = workers
-            .iter()
-            .zip(&fds[1..])
-            .filter(|(_, p)| readable(p))
-            .map(|((pid, _), _)| *pid)
-            .collect();
-        (ready, watched)
-    }
-
-    /// Reads a worker's status pipe: `R` serves, `Q` asks to be replaced; EOF
-    /// means it exited (reaped separately).
-    fn read_status(&mut self, pid: Pid) -> Vec<Event> {
-        let Some(meta) = self.workers.get_mut(&pid) else {
-            return Vec::new();
-        };
-        let Some(fd) = meta.status.as_ref() else {
-            return Vec::new();
-        };
-        let mut buf = [0u8; 8];
-        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-            Ok(0) | Err(_) => {
-                meta.status = None;
-                Vec::new()
-            }
-            Ok(n) => buf[..n]
-                .iter()
-                .filter_map(|b| match Report::from_byte(*b)? {
-                    Report::Ready => Some(Event::WorkerReady(pid)),
-                    Report::Retire => Some(Event::WorkerRetiring(pid)),
-                })
-                .collect(),
-        }
-    }
-
-    /// Serving workers whose heartbeat is older than `timeout`.
-    fn stale_workers(&mut self, sup: &Supervisor) -> Vec<Event> {
+    /// Serving workers whose heartbeat is older than `timeout` (but for
+    /// those that just `exited`).
+    fn stale_workers(&self, sup: &Sup, exited: &[Pid]) -> Vec<Event> {
         let mut events = Vec::new();
-        for pid in sup.ready_workers() {
-            let Some(meta) = self.workers.get(&pid) else {
-                continue;
-            };
-            let timeout = self.config(meta.generation).process.timeout;
-            let age = self.heartbeats.age(meta.heartbeat);
-            if age > timeout && self.stale.insert(pid) {
+        for (pid, w) in sup.watched().filter(|(p, _)| !exited.contains(p)) {
+            let timeout = self.config(w.generation).process.timeout;
+            let age = self.heartbeats.age(w.process.heartbeat);
+            if age > timeout {
                 log::error!(
                     "worker pid {pid} timed out (no heartbeat for {:.1} s): killing it",
                     age.as_secs_f64()
@@ -583,7 +507,7 @@ impl Master {
     /// SIGUSR2: checks the configuration and the new executable, then
     /// re-executes it in place (`upgrade`). Returns only when the upgrade
     /// did not happen, with the signals that abandoned it, if any.
-    fn upgrade(&mut self, sup: &Supervisor, signals: &mut PipeSignals) -> Vec<Signal> {
+    fn upgrade(&mut self, sup: &Sup, signals: &mut PipeSignals) -> Vec<Signal> {
         if !sup.is_settled() {
             log::warn!("binary upgrade ignored: a reload, upgrade, stop, or worker start or retirement is in progress; send USR2 again");
             return Vec::new();
@@ -635,32 +559,36 @@ impl Master {
     /// An upgrade keeps the running workers' address, store and user: as
     /// a reload, it refuses a configuration that changes what needs a restart.
     fn upgrade_keeps_settings(&self) -> Result<(), upgrade::UpgradeError> {
-        let fresh = Config::load(self.cli.clone())
-            .map_err(|e| upgrade::UpgradeError::Refused(format!("configuration: {}", chain(&e))))?;
+        self.fresh_config()
+            .map(drop)
+            .map_err(upgrade::UpgradeError::Refused)
+    }
+
+    /// The configuration read again for a reload or an upgrade, refused
+    /// (with the reason, causes included) when it is invalid or changes a
+    /// setting that needs a restart.
+    fn fresh_config(&self) -> Result<Config, String> {
+        let fresh =
+            Config::load(self.cli.clone()).map_err(|e| format!("configuration: {}", chain(&e)))?;
         let changed = self.current().settings.fixed_changes(&fresh.settings);
-        if changed.is_empty() {
-            return Ok(());
+        if !changed.is_empty() {
+            return Err(format!(
+                "{} cannot change without a restart",
+                changed.join(", ")
+            ));
         }
-        Err(upgrade::UpgradeError::Refused(format!(
-            "{} cannot change without a restart",
-            changed.join(", ")
-        )))
+        Ok(fresh)
     }
 
     /// What the new image needs to adopt the workers.
-    fn handover(&self, sup: &Supervisor) -> upgrade::Handover {
+    fn handover(&self, sup: &Sup) -> upgrade::Handover {
         let workers = sup
-            .slots()
-            .into_iter()
-            .filter_map(|(pid, slot)| {
-                let meta = self.workers.get(&pid)?;
-                let status = meta.status.as_ref().map(|f| f.as_raw_fd());
-                Some(upgrade::HandedWorker {
-                    pid,
-                    slot,
-                    heartbeat: meta.heartbeat,
-                    status,
-                })
+            .workers()
+            .map(|(pid, w)| upgrade::HandedWorker {
+                pid,
+                slot: w.slot,
+                heartbeat: w.process.heartbeat,
+                status: w.process.status.as_ref().map(|f| f.as_raw_fd()),
             })
             .collect();
         upgrade::Handover {
@@ -675,7 +603,7 @@ impl Master {
 
     /// In the new image of an upgrade: takes the handed-on workers as a
     /// serving generation and starts the next one with this binary.
-    fn adopt(&mut self, handover: upgrade::Handover) -> (Supervisor, Vec<Action>) {
+    fn adopt(&mut self, handover: upgrade::Handover) -> (Sup, Vec<Action>) {
         let generation = handover.generation;
         let mut adopted = Vec::new();
         for w in handover.workers {
@@ -688,25 +616,19 @@ impl Master {
             for fd in status.iter() {
                 let _ = crate::net::set_close_on_exec(fd.as_raw_fd(), true);
             }
-            self.workers.insert(
-                w.pid,
-                WorkerMeta {
-                    generation,
-                    heartbeat: w.heartbeat,
-                    status,
-                },
-            );
-            adopted.push((w.pid, w.slot));
+            let process = WorkerProcess {
+                heartbeat: w.heartbeat,
+                status,
+            };
+            adopted.push((w.pid, w.slot, process));
         }
-        let pids: Vec<(Pid, Generation)> =
-            adopted.iter().map(|&(pid, _)| (pid, generation)).collect();
-        self.census = Census::resume(self.metrics.restarts(), &pids);
         let config = self.current().clone();
         let now = Instant::now();
-        let mut sup = Supervisor::adopt(&adopted, generation, timeouts(&config), now);
+        let restarts = self.metrics.restarts();
+        let mut sup = Supervisor::adopt(adopted, generation, timeouts(&config), restarts, now);
         log::info!(
             "binary upgrade: adopted {} workers of generation {generation}; starting generation {} with the new binary",
-            adopted.len(),
+            sup.workers().count(),
             generation + 1
         );
         let (workers, timeouts) = (config.process.workers, timeouts(&config));
@@ -715,14 +637,8 @@ impl Master {
         (sup, spawns)
     }
 
-    fn signal_workers(&self, sig: NixSignal) {
-        for &pid in self.workers.keys() {
-            let _ = signal::kill(NixPid::from_raw(pid), sig);
-        }
-    }
-
     /// Drops the settings of generations that have no worker left.
-    fn forget_old_configs(&mut self, sup: &Supervisor) {
+    fn forget_old_configs(&mut self, sup: &Sup) {
         let live = sup.live_generations();
         let current = sup.generation();
         self.configs
@@ -735,8 +651,9 @@ impl Master {
         &mut self,
         slot: usize,
         generation: Generation,
+        sup: &Sup,
         signals: &PipeSignals,
-    ) -> io::Result<Pid> {
+    ) -> io::Result<(Pid, WorkerProcess)> {
         let (hb_index, beat) = self
             .heartbeats
             .allocate()
@@ -755,9 +672,8 @@ impl Master {
                 inherited.push(self.reservation.fd());
                 inherited.extend(self.metrics_reservation.as_ref().map(|r| r.fd()));
                 inherited.extend(
-                    self.workers
-                        .values()
-                        .filter_map(|w| w.status.as_ref().map(|f| f.as_raw_fd())),
+                    sup.workers()
+                        .filter_map(|(_, w)| w.process.status.as_ref().map(|f| f.as_raw_fd())),
                 );
                 inherited.extend([self.heartbeats.fd(), self.metrics.fd()]);
                 inherited.extend(self.bridge.as_ref().map(bridge::Bridge::fd));
@@ -779,16 +695,11 @@ impl Master {
             }
             Ok(ForkResult::Parent { child }) => {
                 blocked.restore()?;
-                let pid = child.as_raw();
-                self.workers.insert(
-                    pid,
-                    WorkerMeta {
-                        generation,
-                        heartbeat: hb_index,
-                        status: Some(status_read),
-                    },
-                );
-                Ok(pid)
+                let process = WorkerProcess {
+                    heartbeat: hb_index,
+                    status: Some(status_read),
+                };
+                Ok((child.as_raw(), process))
             }
             Err(e) => {
                 blocked.restore()?;
@@ -796,6 +707,62 @@ impl Master {
                 Err(e.into())
             }
         }
+    }
+}
+
+fn signal_workers(sup: &Sup, sig: NixSignal) {
+    for (pid, _) in sup.workers() {
+        let _ = signal::kill(NixPid::from_raw(pid), sig);
+    }
+}
+
+/// Waits up to `timeout` for the signal pipe and the workers' status
+/// pipes: whether signals are pending, and the workers whose pipe is
+/// readable (or closed).
+fn poll(sup: &Sup, signals: &PipeSignals, timeout: Duration) -> (bool, Vec<Pid>) {
+    let workers: Vec<(Pid, &OwnedFd)> = sup
+        .workers()
+        .filter_map(|(pid, w)| w.process.status.as_ref().map(|fd| (pid, fd)))
+        .collect();
+    let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.wake_fd())
+        .chain(workers.iter().map(|(_, fd)| fd.as_fd()))
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    let _ = nix::poll::poll(&mut fds, PollTimeout::from(millis));
+    let readable = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+    let ready = readable(&fds[0]);
+    let watched = workers
+        .iter()
+        .zip(&fds[1..])
+        .filter(|(_, p)| readable(p))
+        .map(|((pid, _), _)| *pid)
+        .collect();
+    (ready, watched)
+}
+
+/// Reads a worker's status pipe: `R` serves, `Q` asks to be replaced; EOF
+/// means it exited (reaped separately).
+fn read_status(sup: &mut Sup, pid: Pid) -> Vec<Event> {
+    let Some(w) = sup.worker_mut(pid) else {
+        return Vec::new();
+    };
+    let Some(fd) = w.process.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut buf = [0u8; 8];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) | Err(_) => {
+            w.process.status = None;
+            Vec::new()
+        }
+        Ok(n) => buf[..n]
+            .iter()
+            .filter_map(|b| match Report::from_byte(*b)? {
+                Report::Ready => Some(Event::WorkerReady(pid)),
+                Report::Retire => Some(Event::WorkerRetiring(pid)),
+            })
+            .collect(),
     }
 }
 

@@ -2,6 +2,12 @@
 //! [`Action`]s. It forks nothing and sends no signal itself, so every
 //! transition is visible here and tested without processes.
 //!
+//! Each worker is one record ([`Worker`]): its slot, generation,
+//! [`WorkerState`] and whatever the master keeps of its process (`P`: the
+//! heartbeat slot and status pipe; `()` in tests). The counts the metrics
+//! show (workers by state, restarts by cause) are read from these records
+//! and the transitions ([`Supervisor::census`]).
+//!
 //! Workers belong to a generation. A reload starts generation g+1 beside g
 //! and retires g only once every new worker serves; if a new worker dies
 //! before serving, the reload is abandoned and g keeps serving. A worker
@@ -12,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::lifecycle::signals::Signal;
+use crate::metrics::{RestartCause, RESTART_CAUSES, WORKER_STATES};
 
 /// Consecutive workers that may die before serving before the master gives up.
 pub const MAX_BOOT_FAILURES: u32 = 5;
@@ -99,19 +106,79 @@ pub enum Outcome {
     GaveUp { failures: u32 },
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Worker {
-    slot: usize,
-    generation: Generation,
-    ready: bool,
-    /// Replaced (max_requests or stale): exits without being respawned.
-    retiring: bool,
-    /// When it was forked.
-    started: Instant,
-    /// Killed for not reporting ready in time.
-    boot_timed_out: bool,
-    /// Asked to stop outside a reload (scaled down, or killed as stale).
-    stopping: bool,
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Not serving yet; `timed_out` once it was killed for not serving
+    /// within `boot_timeout`.
+    Booting { timed_out: bool },
+    /// Serves.
+    Serving,
+    /// Serves until its replacement does (it reached max_requests).
+    Retiring,
+    /// Told to stop (`how`): its exit is expected. `served`: it had served
+    /// (its heartbeat is watched until it is killed). `refill`: its slot is
+    /// filled again when it exits (a hung worker killed), rather than left
+    /// to a new generation, a replacement or a smaller target.
+    Stopping {
+        how: StopKind,
+        served: bool,
+        refill: bool,
+    },
+}
+
+/// One worker: what the supervisor decides with, and the master's `process`.
+#[derive(Debug)]
+pub struct Worker<P> {
+    /// Its slot (0..workers) in its generation.
+    pub slot: usize,
+    /// The generation it was started for.
+    pub generation: Generation,
+    /// When it was forked (or adopted).
+    pub started: Instant,
+    /// Where it is in its life.
+    pub state: WorkerState,
+    /// What the master keeps of its process.
+    pub process: P,
+}
+
+impl<P> Worker<P> {
+    fn serves(&self) -> bool {
+        matches!(self.state, WorkerState::Serving | WorkerState::Retiring)
+    }
+
+    fn booting(&self) -> bool {
+        matches!(self.state, WorkerState::Booting { .. })
+    }
+
+    /// Whether it must report ready by `started` + `boot_timeout` or be
+    /// killed: it never served and was not killed yet (a worker asked to
+    /// stop while booting reads no signal until it serves).
+    fn boot_watched(&self) -> bool {
+        match self.state {
+            WorkerState::Booting { timed_out } => !timed_out,
+            WorkerState::Stopping { how, served, .. } => !served && how != StopKind::Kill,
+            WorkerState::Serving | WorkerState::Retiring => false,
+        }
+    }
+
+    /// Whether its heartbeat is watched: it served, and was not killed.
+    fn watched(&self) -> bool {
+        match self.state {
+            WorkerState::Serving | WorkerState::Retiring => true,
+            WorkerState::Stopping { how, served, .. } => served && how != StopKind::Kill,
+            WorkerState::Booting { .. } => false,
+        }
+    }
+}
+
+/// What the metrics show of the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Workers by state (WORKER_STATES: booting, serving, retiring).
+    pub by_state: [u64; WORKER_STATES.len()],
+    /// Workers replaced so far, by cause (RESTART_CAUSES).
+    pub restarts: [u64; RESTART_CAUSES.len()],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,21 +197,23 @@ enum Phase {
 
 /// The master's state.
 #[derive(Debug)]
-pub struct Supervisor {
+pub struct Supervisor<P = ()> {
     target: usize,
     generation: Generation,
-    workers: BTreeMap<Pid, Worker>,
+    workers: BTreeMap<Pid, Worker<P>>,
     /// Slots waiting to be respawned, with the time they are due.
     pending: Vec<(usize, Instant)>,
     boot_failures: u32,
     announced: bool,
     phase: Phase,
     timeouts: Timeouts,
+    /// Workers replaced so far, by cause.
+    restarts: [u64; RESTART_CAUSES.len()],
 }
 
-impl Supervisor {
+impl<P> Supervisor<P> {
     /// A supervisor for `workers` workers; returns the initial spawns.
-    pub fn new(workers: usize, timeouts: Timeouts) -> (Supervisor, Vec<Action>) {
+    pub fn new(workers: usize, timeouts: Timeouts) -> (Supervisor<P>, Vec<Action>) {
         let s = Supervisor {
             target: workers,
             generation: 1,
@@ -154,6 +223,7 @@ impl Supervisor {
             announced: false,
             phase: Phase::Running,
             timeouts,
+            restarts: [0; RESTART_CAUSES.len()],
         };
         let spawns = s.spawn_all();
         (s, spawns)
@@ -161,30 +231,32 @@ impl Supervisor {
 
     /// A supervisor that takes over serving workers of `generation` (a
     /// binary upgrade: the new image adopts the workers the old one forked,
-    /// given as `(pid, slot)`), already announced. A reload then replaces
-    /// them with workers of the new binary.
+    /// given as `(pid, slot, process)`), already announced, its restart
+    /// counts going on from `restarts`. A reload then replaces them with
+    /// workers of the new binary.
     pub fn adopt(
-        workers: &[(Pid, usize)],
+        workers: Vec<(Pid, usize, P)>,
         generation: Generation,
         timeouts: Timeouts,
+        restarts: [u64; RESTART_CAUSES.len()],
         now: Instant,
-    ) -> Supervisor {
-        let adopted = workers.iter().map(|&(pid, slot)| {
+    ) -> Supervisor<P> {
+        let target = workers.len().max(1);
+        let adopted = workers.into_iter().map(|(pid, slot, process)| {
+            let state = WorkerState::Serving;
             (
                 pid,
                 Worker {
                     slot,
                     generation,
-                    ready: true,
-                    retiring: false,
                     started: now,
-                    boot_timed_out: false,
-                    stopping: false,
+                    state,
+                    process,
                 },
             )
         });
         Supervisor {
-            target: workers.len().max(1),
+            target,
             generation,
             workers: adopted.collect(),
             pending: Vec::new(),
@@ -192,19 +264,25 @@ impl Supervisor {
             announced: true,
             phase: Phase::Running,
             timeouts,
+            restarts,
         }
     }
 
     /// Records a forked worker.
-    pub fn spawned(&mut self, slot: usize, generation: Generation, pid: Pid, now: Instant) {
+    pub fn spawned(
+        &mut self,
+        slot: usize,
+        generation: Generation,
+        pid: Pid,
+        process: P,
+        now: Instant,
+    ) {
         let worker = Worker {
             slot,
             generation,
-            ready: false,
-            retiring: false,
             started: now,
-            boot_timed_out: false,
-            stopping: false,
+            state: WorkerState::Booting { timed_out: false },
+            process,
         };
         self.workers.insert(pid, worker);
     }
@@ -224,28 +302,51 @@ impl Supervisor {
         self.boot_failed(slot, now)
     }
 
-    /// Number of live workers.
-    pub fn live(&self) -> usize {
-        self.workers.len()
-    }
-
     /// The current generation.
     pub fn generation(&self) -> Generation {
         self.generation
     }
 
-    /// Pids of workers that serve (for heartbeat checks).
-    pub fn ready_workers(&self) -> Vec<Pid> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| w.ready)
-            .map(|(&p, _)| p)
-            .collect()
+    /// Every worker, by pid.
+    pub fn workers(&self) -> impl Iterator<Item = (Pid, &Worker<P>)> + '_ {
+        self.workers.iter().map(|(&p, w)| (p, w))
+    }
+
+    /// One worker's record.
+    pub fn worker_mut(&mut self, pid: Pid) -> Option<&mut Worker<P>> {
+        self.workers.get_mut(&pid)
+    }
+
+    /// One worker's record.
+    pub fn worker(&self, pid: Pid) -> Option<&Worker<P>> {
+        self.workers.get(&pid)
+    }
+
+    /// Workers whose heartbeat is watched: they served and were not killed.
+    pub fn watched(&self) -> impl Iterator<Item = (Pid, &Worker<P>)> + '_ {
+        self.workers().filter(|(_, w)| w.watched())
     }
 
     /// Generations that still have live workers.
     pub fn live_generations(&self) -> BTreeSet<Generation> {
         self.workers.values().map(|w| w.generation).collect()
+    }
+
+    /// What the metrics show: workers by state and restarts by cause.
+    pub fn census(&self) -> Census {
+        let mut by_state = [0; WORKER_STATES.len()];
+        for w in self.workers.values() {
+            let shown = match w.state {
+                WorkerState::Booting { .. } => 0,
+                WorkerState::Serving | WorkerState::Retiring => 1,
+                WorkerState::Stopping { .. } => 2,
+            };
+            by_state[shown] += 1;
+        }
+        Census {
+            by_state,
+            restarts: self.restarts,
+        }
     }
 
     /// Whether every worker serves and none is starting, retiring or due
@@ -257,12 +358,7 @@ impl Supervisor {
             && self
                 .workers
                 .values()
-                .all(|w| w.ready && !w.retiring && !w.stopping && w.generation == self.generation)
-    }
-
-    /// Each worker's pid and slot.
-    pub fn slots(&self) -> Vec<(Pid, usize)> {
-        self.workers.iter().map(|(&pid, w)| (pid, w.slot)).collect()
+                .all(|w| w.state == WorkerState::Serving && w.generation == self.generation)
     }
 
     /// Whether a reload may start now.
@@ -277,7 +373,12 @@ impl Supervisor {
             Phase::Stopping { deadline, .. } => Some(deadline),
             _ => None,
         };
-        respawn.into_iter().chain(stop).min()
+        let boot = self
+            .workers
+            .values()
+            .filter(|w| w.boot_watched())
+            .map(|w| w.started + self.timeouts.boot);
+        respawn.into_iter().chain(stop).chain(boot).min()
     }
 
     /// Handles one event.
@@ -320,7 +421,7 @@ impl Supervisor {
                     .map(|(p, _)| p)
                     .collect();
                 pids.into_iter()
-                    .map(|pid| self.stop_one(pid, StopKind::Graceful))
+                    .map(|pid| self.stop_one(pid, StopKind::Graceful, false))
                     .collect()
             }
             Signal::ScaleDown if self.phase == Phase::Running => {
@@ -357,7 +458,12 @@ impl Supervisor {
         let Some(worker) = self.workers.get_mut(&pid) else {
             return Vec::new();
         };
-        worker.ready = true;
+        match &mut worker.state {
+            WorkerState::Booting { .. } => worker.state = WorkerState::Serving,
+            // Asked to stop while booting: it reads that signal now.
+            WorkerState::Stopping { served, .. } => *served = true,
+            WorkerState::Serving | WorkerState::Retiring => {}
+        }
         let (slot, generation) = (worker.slot, worker.generation);
         self.boot_failures = 0;
         let mut actions = Vec::new();
@@ -366,34 +472,22 @@ impl Supervisor {
             .workers
             .iter()
             .filter(|(&p, w)| {
-                p != pid && w.retiring && w.slot == slot && w.generation == generation
+                p != pid
+                    && w.state == WorkerState::Retiring
+                    && w.slot == slot
+                    && w.generation == generation
             })
             .map(|(&p, _)| p)
             .collect();
-        actions.extend(replaced.into_iter().map(|p| Action::Stop {
-            pid: p,
-            how: StopKind::Graceful,
-        }));
+        for p in replaced {
+            actions.push(self.stop_one(p, StopKind::Graceful, false));
+        }
 
-        let current_ready = self.current().filter(|(_, w)| w.ready).count();
+        let current_ready = self.current().filter(|(_, w)| w.serves()).count();
         if let Phase::Reloading { .. } = self.phase {
             if generation == self.generation && current_ready >= self.target {
                 self.phase = Phase::Running;
-                let old: Vec<Pid> = self
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.generation < generation)
-                    .map(|(&p, _)| p)
-                    .collect();
-                for p in old {
-                    if let Some(w) = self.workers.get_mut(&p) {
-                        w.retiring = true;
-                    }
-                    actions.push(Action::Stop {
-                        pid: p,
-                        how: StopKind::Graceful,
-                    });
-                }
+                actions.extend(self.retire_generations_before(generation));
                 actions.push(Action::ReloadDone { generation });
             }
         }
@@ -404,34 +498,81 @@ impl Supervisor {
         actions
     }
 
+    /// A reload is done: every worker of an older generation stops; those
+    /// not already replaced for another cause count as replaced by it.
+    fn retire_generations_before(&mut self, generation: Generation) -> Vec<Action> {
+        let old: Vec<(Pid, WorkerState)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation < generation)
+            .map(|(&p, w)| (p, w.state))
+            .collect();
+        let mut actions = Vec::new();
+        for (pid, state) in old {
+            if matches!(
+                state,
+                WorkerState::Serving | WorkerState::Booting { timed_out: false }
+            ) {
+                self.count(RestartCause::Reload);
+            }
+            if let WorkerState::Stopping { .. } = state {
+                continue; // asked already (scaled down, or killed)
+            }
+            actions.push(self.stop_one(pid, StopKind::Graceful, false));
+        }
+        actions
+    }
+
     fn on_retiring(&mut self, pid: Pid) -> Vec<Action> {
         if self.phase != Phase::Running {
             return Vec::new();
         }
+        let (generation, target) = (self.generation, self.target);
         let Some(worker) = self.workers.get_mut(&pid) else {
             return Vec::new();
         };
-        if worker.retiring || worker.generation != self.generation || worker.slot >= self.target {
+        if worker.state != WorkerState::Serving
+            || worker.generation != generation
+            || worker.slot >= target
+        {
             return Vec::new();
         }
-        worker.retiring = true;
-        vec![Action::Spawn {
+        worker.state = WorkerState::Retiring;
+        let spawn = Action::Spawn {
             slot: worker.slot,
             generation: worker.generation,
-        }]
+        };
+        self.count(RestartCause::MaxRequests);
+        vec![spawn]
     }
 
     fn on_stale(&mut self, pid: Pid) -> Vec<Action> {
-        match self.workers.get(&pid) {
-            Some(w) if w.ready => vec![self.stop_one(pid, StopKind::Kill)],
-            _ => Vec::new(),
+        let Some(worker) = self.workers.get(&pid).filter(|w| w.watched()) else {
+            return Vec::new();
+        };
+        // A worker already replaced for another cause is not counted twice.
+        let (serving, refill) = match worker.state {
+            WorkerState::Serving => (true, true),
+            _ => (false, false),
+        };
+        if serving {
+            self.count(RestartCause::Timeout);
         }
+        vec![self.stop_one(pid, StopKind::Kill, refill)]
     }
 
-    /// Stops one worker outside a reload or stop, marking it as stopping.
-    fn stop_one(&mut self, pid: Pid, how: StopKind) -> Action {
+    /// Asks one worker to stop (`refill`: its slot is filled again when it
+    /// exits, with no boot failure counted).
+    fn stop_one(&mut self, pid: Pid, how: StopKind, refill: bool) -> Action {
         if let Some(w) = self.workers.get_mut(&pid) {
-            w.stopping = true;
+            let served =
+                w.serves() || matches!(w.state, WorkerState::Stopping { served: true, .. });
+            let refill = refill || matches!(w.state, WorkerState::Stopping { refill: true, .. });
+            w.state = WorkerState::Stopping {
+                how,
+                served,
+                refill,
+            };
         }
         Action::Stop { pid, how }
     }
@@ -440,23 +581,36 @@ impl Supervisor {
         let Some(worker) = self.workers.remove(&pid) else {
             return Vec::new();
         };
+        let unexpected = match worker.state {
+            WorkerState::Serving => true,
+            WorkerState::Booting { timed_out, .. } => !timed_out,
+            WorkerState::Retiring | WorkerState::Stopping { .. } => false,
+        };
+        if unexpected {
+            self.count(RestartCause::Crash);
+        }
         match self.phase {
             Phase::Stopping { outcome, .. } => return self.exit_if_done(outcome),
-            Phase::Reloading { from } if worker.generation == self.generation && !worker.ready => {
+            Phase::Reloading { from }
+                if worker.generation == self.generation && worker.booting() =>
+            {
                 return self.abandon_reload(from);
             }
             _ => {}
         }
-        if worker.retiring || worker.generation != self.generation || worker.slot >= self.target {
+        if worker.generation != self.generation || worker.slot >= self.target {
             return Vec::new();
         }
-        if !worker.ready {
-            return self.boot_failed(worker.slot, now);
+        match worker.state {
+            WorkerState::Booting { .. } => self.boot_failed(worker.slot, now),
+            WorkerState::Serving | WorkerState::Stopping { refill: true, .. } => {
+                vec![Action::Spawn {
+                    slot: worker.slot,
+                    generation: worker.generation,
+                }]
+            }
+            WorkerState::Retiring | WorkerState::Stopping { refill: false, .. } => Vec::new(),
         }
-        vec![Action::Spawn {
-            slot: worker.slot,
-            generation: worker.generation,
-        }]
     }
 
     /// A new worker died before serving: stop the new generation, go back.
@@ -468,20 +622,12 @@ impl Supervisor {
             .filter(|(_, w)| w.generation == failed)
             .map(|(&p, _)| p)
             .collect();
-        for p in &new {
-            if let Some(w) = self.workers.get_mut(p) {
-                w.retiring = true;
-            }
-        }
         self.generation = from;
-        self.target = self.current().filter(|(_, w)| !w.retiring).count().max(1);
+        self.target = self.current().count().max(1);
         self.phase = Phase::Running;
         let mut actions: Vec<Action> = new
             .into_iter()
-            .map(|pid| Action::Stop {
-                pid,
-                how: StopKind::Fast,
-            })
+            .map(|pid| self.stop_one(pid, StopKind::Fast, false))
             .collect();
         actions.push(Action::ReloadFailed { generation: failed });
         actions
@@ -514,16 +660,7 @@ impl Supervisor {
                     .into_iter()
                     .map(|(slot, _)| Action::Spawn { slot, generation })
                     .collect();
-                let boot = self.timeouts.boot;
-                for (&pid, w) in self.workers.iter_mut() {
-                    if !w.ready
-                        && !w.boot_timed_out
-                        && now.saturating_duration_since(w.started) >= boot
-                    {
-                        w.boot_timed_out = true;
-                        actions.push(Action::BootTimedOut { pid });
-                    }
-                }
+                actions.extend(self.boot_timeouts(now));
                 actions
             }
             Phase::Stopping { deadline, .. } if now >= deadline => self
@@ -538,6 +675,34 @@ impl Supervisor {
         }
     }
 
+    /// Workers that did not serve within `boot_timeout`: killed, once each.
+    fn boot_timeouts(&mut self, now: Instant) -> Vec<Action> {
+        let boot = self.timeouts.boot;
+        let late: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.boot_watched() && now.saturating_duration_since(w.started) >= boot)
+            .map(|(&p, _)| p)
+            .collect();
+        for &pid in &late {
+            let Some(w) = self.workers.get_mut(&pid) else {
+                continue;
+            };
+            w.state = match w.state {
+                WorkerState::Stopping { served, refill, .. } => WorkerState::Stopping {
+                    how: StopKind::Kill,
+                    served,
+                    refill,
+                },
+                _ => WorkerState::Booting { timed_out: true },
+            };
+            self.count(RestartCause::Timeout);
+        }
+        late.into_iter()
+            .map(|pid| Action::BootTimedOut { pid })
+            .collect()
+    }
+
     fn stop(&mut self, how: StopKind, deadline: Instant, outcome: Outcome) -> Vec<Action> {
         let (deadline, outcome) = match self.phase {
             // A second stop signal can only hurry the first.
@@ -549,10 +714,10 @@ impl Supervisor {
         };
         self.phase = Phase::Stopping { deadline, outcome };
         self.pending.clear();
-        let mut actions: Vec<Action> = self
-            .workers
-            .keys()
-            .map(|&pid| Action::Stop { pid, how })
+        let pids: Vec<Pid> = self.workers.keys().copied().collect();
+        let mut actions: Vec<Action> = pids
+            .into_iter()
+            .map(|pid| self.stop_one(pid, how, false))
             .collect();
         actions.extend(self.exit_if_done(outcome));
         actions
@@ -574,11 +739,23 @@ impl Supervisor {
             .collect()
     }
 
-    /// Workers of the current generation that are not being replaced.
-    fn current(&self) -> impl Iterator<Item = (Pid, &Worker)> + '_ {
+    fn count(&mut self, cause: RestartCause) {
+        self.restarts[cause as usize] += 1;
+    }
+
+    /// Workers of the current generation that hold their slot: not being
+    /// replaced, nor stopped for good.
+    fn current(&self) -> impl Iterator<Item = (Pid, &Worker<P>)> + '_ {
         self.workers
             .iter()
-            .filter(move |(_, w)| w.generation == self.generation && !w.retiring)
+            .filter(move |(_, w)| {
+                w.generation == self.generation
+                    && match w.state {
+                        WorkerState::Booting { .. } | WorkerState::Serving => true,
+                        WorkerState::Stopping { refill, .. } => refill,
+                        WorkerState::Retiring => false,
+                    }
+            })
             .map(|(&p, w)| (p, w))
     }
 }
@@ -615,12 +792,23 @@ mod tests {
         assert_eq!(s.boot_failures, 1);
     }
 
+    fn live(s: &Supervisor) -> usize {
+        s.workers().count()
+    }
+
+    fn serving_pids(s: &Supervisor) -> Vec<Pid> {
+        s.workers()
+            .filter(|(_, w)| w.state == WorkerState::Serving)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     fn start(n: usize) -> (Supervisor, Instant) {
         let now = Instant::now();
         let (mut s, actions) = Supervisor::new(n, TIMEOUTS);
         assert_eq!(actions.len(), n);
         for slot in 0..n {
-            s.spawned(slot, 1, 100 + slot as Pid, now);
+            s.spawned(slot, 1, 100 + slot as Pid, (), now);
         }
         (s, now)
     }
@@ -636,9 +824,9 @@ mod tests {
     #[test]
     fn adopted_workers_are_replaced_by_a_reload_like_any_generation() {
         let now = Instant::now();
-        let mut s = Supervisor::adopt(&[(500, 0), (501, 1)], 3, TIMEOUTS, now);
+        let mut s = Supervisor::adopt(vec![(500, 0, ()), (501, 1, ())], 3, TIMEOUTS, [0; 4], now);
         assert_eq!(
-            (s.live(), s.generation(), s.ready_workers()),
+            (live(&s), s.generation(), serving_pids(&s)),
             (2, 3, vec![500, 501])
         );
         assert!(s.can_reload());
@@ -662,8 +850,8 @@ mod tests {
                 }
             ]
         );
-        s.spawned(0, 4, 600, now);
-        s.spawned(1, 4, 601, now);
+        s.spawned(0, 4, 600, (), now);
+        s.spawned(1, 4, 601, (), now);
         assert!(s.handle(Event::WorkerReady(600), now).is_empty());
         let done = s.handle(Event::WorkerReady(601), now);
         assert_eq!(
@@ -701,7 +889,7 @@ mod tests {
                 generation: 1
             }]
         );
-        s.spawned(0, 1, 102, now);
+        s.spawned(0, 1, 102, (), now);
         assert!(!s.is_settled(), "its replacement is starting");
         s.handle(Event::WorkerReady(102), now);
         assert!(s.is_settled());
@@ -710,7 +898,7 @@ mod tests {
     #[test]
     fn adopted_workers_keep_serving_when_the_new_binary_cannot() {
         let now = Instant::now();
-        let mut s = Supervisor::adopt(&[(500, 0)], 3, TIMEOUTS, now);
+        let mut s = Supervisor::adopt(vec![(500, 0, ())], 3, TIMEOUTS, [0; 4], now);
         s.handle(
             Event::Reload {
                 workers: 1,
@@ -718,10 +906,10 @@ mod tests {
             },
             now,
         );
-        s.spawned(0, 4, 600, now);
+        s.spawned(0, 4, 600, (), now);
         let failed = s.handle(Event::WorkerExited { pid: 600 }, now);
         assert_eq!(failed, vec![Action::ReloadFailed { generation: 4 }]);
-        assert_eq!((s.generation(), s.ready_workers()), (3, vec![500]));
+        assert_eq!((s.generation(), serving_pids(&s)), (3, vec![500]));
         // The adopted worker is supervised: if it dies, it is replaced.
         assert_eq!(
             s.handle(Event::WorkerExited { pid: 500 }, now),
@@ -776,7 +964,7 @@ mod tests {
                 }]
             );
             pid += 1;
-            s.spawned(0, 1, pid, now);
+            s.spawned(0, 1, pid, (), now);
         }
         let a = s.handle(Event::WorkerExited { pid }, now);
         assert_eq!(
@@ -828,7 +1016,7 @@ mod tests {
                 generation: 1
             }]
         );
-        s.spawned(1, 1, 200, now);
+        s.spawned(1, 1, 200, (), now);
         let a = s.handle(Event::Signal(Signal::ScaleDown), now);
         assert_eq!(
             a,
@@ -866,7 +1054,7 @@ mod tests {
             .iter()
             .all(|x| matches!(x, Action::Spawn { generation: 2, .. })));
         for (slot, pid) in [(0, 300), (1, 301), (2, 302)] {
-            s.spawned(slot, 2, pid, now);
+            s.spawned(slot, 2, pid, (), now);
         }
         assert!(s.handle(Event::WorkerReady(300), now).is_empty());
         assert!(
@@ -888,15 +1076,16 @@ mod tests {
             "not respawned"
         );
         assert!(s.handle(Event::WorkerExited { pid: 101 }, now).is_empty());
-        assert_eq!(s.live(), 3);
+        assert_eq!(live(&s), 3);
         // The reloaded graceful_timeout (5 s) governs the next stop.
         s.handle(Event::Signal(Signal::GracefulStop), now);
         assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(5)));
     }
 
-    #[test]
-    fn a_failing_new_generation_leaves_the_old_one_serving() {
-        let (mut s, now) = serving(2);
+    /// `serving(n)`, then a reload to two workers (300, 301) of which the
+    /// first dies at boot: what the supervisor answers to that death.
+    fn failed_reload(n: usize) -> (Supervisor, Instant, Vec<Action>) {
+        let (mut s, now) = serving(n);
         s.handle(
             Event::Reload {
                 workers: 2,
@@ -904,9 +1093,15 @@ mod tests {
             },
             now,
         );
-        s.spawned(0, 2, 300, now);
-        s.spawned(1, 2, 301, now);
+        s.spawned(0, 2, 300, (), now);
+        s.spawned(1, 2, 301, (), now);
         let a = s.handle(Event::WorkerExited { pid: 300 }, now);
+        (s, now, a)
+    }
+
+    #[test]
+    fn a_failing_new_generation_leaves_the_old_one_serving() {
+        let (mut s, now, a) = failed_reload(2);
         assert!(a.contains(&Action::Stop {
             pid: 301,
             how: StopKind::Fast
@@ -938,7 +1133,7 @@ mod tests {
             s.handle(Event::WorkerRetiring(100), now).is_empty(),
             "asked once"
         );
-        s.spawned(0, 1, 400, now);
+        s.spawned(0, 1, 400, (), now);
         assert_eq!(
             s.handle(Event::WorkerReady(400), now),
             vec![Action::Stop {
@@ -947,7 +1142,7 @@ mod tests {
             }]
         );
         assert!(s.handle(Event::WorkerExited { pid: 100 }, now).is_empty());
-        assert_eq!(s.live(), 1);
+        assert_eq!(live(&s), 1);
     }
 
     #[test]
@@ -967,5 +1162,89 @@ mod tests {
                 generation: 1
             }]
         );
+    }
+
+    /// The census the metrics show follows each worker's record: booting,
+    /// serving, then retiring once asked to stop; a stop is no restart.
+    #[test]
+    fn states_follow_the_lifecycle() {
+        let now = Instant::now();
+        let (mut s, _) = Supervisor::<()>::new(2, TIMEOUTS);
+        s.spawned(1, 1, 10, (), now);
+        s.spawned(0, 1, 11, (), now);
+        assert_eq!(s.census().by_state, [2, 0, 0]);
+        s.handle(Event::WorkerReady(10), now);
+        assert_eq!(s.census().by_state, [1, 1, 0]);
+        assert_eq!(
+            s.handle(Event::Signal(Signal::ScaleDown), now),
+            vec![Action::Stop {
+                pid: 10,
+                how: StopKind::Graceful
+            }]
+        );
+        assert_eq!(s.census().by_state, [1, 0, 1]);
+        s.handle(Event::WorkerExited { pid: 10 }, now);
+        assert_eq!(s.census().by_state, [1, 0, 0]);
+        assert_eq!(s.census().restarts, [0; 4], "a stop is no restart");
+    }
+
+    /// Restarts by cause (crash, timeout, max_requests, reload), each
+    /// worker counted once.
+    #[test]
+    fn each_cause_is_counted_once() {
+        let (mut s, now) = serving(6);
+        let pid = |slot: Pid| 100 + slot;
+        s.handle(Event::WorkerExited { pid: pid(0) }, now); // crash
+        s.handle(Event::WorkerStale(pid(1)), now); // timeout, then killed
+        s.handle(Event::WorkerExited { pid: pid(1) }, now);
+        s.handle(Event::WorkerRetiring(pid(2)), now); // max_requests
+        s.handle(Event::WorkerExited { pid: pid(2) }, now);
+        // A reload: the new generation serves, the old workers are
+        // asked to stop.
+        s.handle(
+            Event::Reload {
+                workers: 1,
+                timeouts: TIMEOUTS,
+            },
+            now,
+        );
+        s.spawned(0, 2, 7, (), now);
+        let done = s.handle(Event::WorkerReady(7), now);
+        assert!(done.contains(&Action::ReloadDone { generation: 2 }));
+        assert_eq!(s.census().restarts, [1, 1, 1, 3]);
+        for slot in 3..=5 {
+            s.handle(Event::WorkerExited { pid: pid(slot) }, now);
+        }
+        assert_eq!(
+            s.census().restarts,
+            [1, 1, 1, 3],
+            "their exits are no crashes"
+        );
+        s.handle(Event::Signal(Signal::ScaleUp), now);
+        s.spawned(1, 2, 8, (), now);
+        let late = now + TIMEOUTS.boot;
+        assert_eq!(
+            s.handle(Event::Tick, late),
+            vec![Action::BootTimedOut { pid: 8 }]
+        );
+        s.handle(Event::WorkerExited { pid: 8 }, late);
+        assert_eq!(s.census().restarts[RestartCause::Timeout as usize], 2);
+    }
+
+    /// A worker asked to stop while it boots reads no signal until it
+    /// serves: it is killed at the boot deadline all the same.
+    #[test]
+    fn a_worker_stopped_while_booting_is_killed_at_the_boot_deadline() {
+        let (mut s, now, failed) = failed_reload(1);
+        assert!(failed.contains(&Action::Stop {
+            pid: 301,
+            how: StopKind::Fast
+        }));
+        assert_eq!(s.next_deadline(), Some(now + TIMEOUTS.boot));
+        assert_eq!(
+            s.handle(Event::Tick, now + TIMEOUTS.boot),
+            vec![Action::BootTimedOut { pid: 301 }]
+        );
+        assert_eq!(s.next_deadline(), None, "killed once");
     }
 }
