@@ -304,16 +304,16 @@ fn spawn_driver(shared: Weak<Shared>, epoll: EpollWait) -> std::io::Result<()> {
         .stack_size(DRIVER_STACK_BYTES / std::mem::size_of::<usize>());
     // SAFETY: may's `spawn` is unsafe because a coroutine must not hold a
     // thread-local across a yield and must not overflow its stack. This
-    // one holds none (tokio's context is entered and left within each
-    // `block_on`, which never yields: jobs do not wait on may primitives,
-    // see `submit`), and its stack is sized for the driver's futures.
+    // one holds none: tokio's context is entered and left within each
+    // `block_on`, which never yields (jobs do not wait on may primitives,
+    // see `submit`), and every call that touches tokio's thread-locals is
+    // out of line (`drive_turn`), so no address of one is kept across a
+    // yield either. Its stack is sized for the driver's futures.
     let spawned = unsafe {
         builder.spawn(move || loop {
-            let Some(shared) = shared.upgrade() else {
+            let Some(end) = drive_turn(&shared) else {
                 return;
             };
-            let end = turn(&shared);
-            drop(shared);
             if end == TurnEnd::Idle {
                 epoll.io.wait_io();
             }
@@ -323,6 +323,24 @@ fn spawn_driver(shared: Weak<Shared>, epoll: EpollWait) -> std::io::Result<()> {
         })
     };
     spawned.map(drop)
+}
+
+/// A turn, if the runtime is still there; dropping it when this held the
+/// last reference.
+///
+/// Never inlined, nor is anything that touches tokio's thread-locals
+/// (`block_on`, the runtime's drop) from a coroutine: a coroutine moves
+/// between scheduler threads across its waits, and the optimizer, which
+/// takes a thread-local's address to be constant within a function,
+/// computes it once in the caller's loop, on the first thread, and reuses
+/// it on the next. `block_on` then sets up tokio's context in another
+/// thread's locals and the runtime panics ("no reactor running"), which
+/// ends the driving coroutine. Out of line, each call finds its own
+/// thread's locals (nothing here yields).
+#[inline(never)]
+fn drive_turn(shared: &Weak<Shared>) -> Option<TurnEnd> {
+    let shared = shared.upgrade()?;
+    Some(turn(&shared))
 }
 
 /// Spawns the queued operations and runs the runtime until it is idle or
@@ -341,21 +359,39 @@ fn turn(shared: &Shared) -> TurnEnd {
 /// Wakes the driving coroutine every tick (see [`BUSY_TICK`]).
 fn spawn_ticker(shared: Weak<Shared>) {
     may::go!(move || loop {
-        let tick = match shared.upgrade() {
-            Some(s) if s.turns.in_flight.load(Ordering::Relaxed) > 0 => BUSY_TICK,
-            Some(_) => IDLE_TICK,
-            None => return,
+        let Some(tick) = next_tick(&shared) else {
+            return;
         };
         may::coroutine::sleep(tick);
         // A sleep resumes on may's timer thread: back to a scheduler
         // thread, where dropping the last reference (and the runtime) is
         // allowed to take its time.
         may::coroutine::yield_now();
-        match shared.upgrade() {
-            Some(s) => s.wake.wakeup(),
-            None => return,
+        if !wake_driver(&shared) {
+            return;
         }
     });
+}
+
+/// The next tick, if the runtime is still there. Out of line, as is
+/// [`wake_driver`]: the runtime may be dropped here (see [`drive_turn`]).
+#[inline(never)]
+fn next_tick(shared: &Weak<Shared>) -> Option<Duration> {
+    let shared = shared.upgrade()?;
+    match shared.turns.in_flight.load(Ordering::Relaxed) {
+        0 => Some(IDLE_TICK),
+        _ => Some(BUSY_TICK),
+    }
+}
+
+/// Wakes the driving coroutine, if the runtime is still there.
+#[inline(never)]
+fn wake_driver(shared: &Weak<Shared>) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    shared.wake.wakeup();
+    true
 }
 
 /// tokio's I/O driver's epoll instance (a copy of its descriptor). tokio
