@@ -4,7 +4,9 @@
 # Builds release, starts orders-server (-w 1) pinned to CPU 0 on a fresh
 # data dir, seeds 100 orders, and drives it with wrk (-t1 -c100, keep-alive)
 # pinned to CPU 1: GET /orders/<id>, POST /orders (bench/post.lua) and
-# GET /orders (the 100 orders, also in MB/s); then the same GET against
+# GET /orders (the 100 orders, also in MB/s), and GET by id revalidated
+# with its ETag (If-None-Match, bench/revalidate.lua: a 304 with no body);
+# then the same GET against
 # examples/ceiling.rs (a bare may_minihttp server answering a fixed order).
 # Each case RUNS times (the ceiling and GET by id in alternation, both servers
 # up on the same CPU); prints the median req/s, the ratio to the ceiling,
@@ -167,10 +169,15 @@ if [ -n "${BIN_BASE:-}" ]; then
   BASE_CASE=("get_id_base $BASE_PID http://127.0.0.1:$BASE_PORT/orders/")
 fi
 ID=$(seed "$PORT")
+# The order's tag, for the revalidation case (none from a build without ETags).
+ETAG=$(curl -sfI "http://127.0.0.1:$PORT/orders/$ID" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+export ETAG
+REVALIDATE=()
+[ -n "$ETAG" ] && REVALIDATE=("revalidate $SERVER_PID http://127.0.0.1:$PORT/orders/$ID bench/revalidate.lua")
 
 bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_PID http://127.0.0.1:$PORT/orders/$ID" \
   "get_id_off $OFF_PID http://127.0.0.1:$OFF_PORT/orders/$ID" "get_id_log $LOG_PID http://127.0.0.1:$LOG_PORT/orders/$ID" \
-  ${BASE_CASE:+"${BASE_CASE[0]}$ID"}
+  ${BASE_CASE:+"${BASE_CASE[0]}$ID"} "${REVALIDATE[@]}"
 kill -TERM "$OFF_PID" "$LOG_PID" ${BASE_PID:-}; wait "$OFF_PID" "$LOG_PID" ${BASE_PID:-} || true
 LOG_LINES=$(wc -l <"$TMP/access.log")
 bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
@@ -188,6 +195,7 @@ row "GET /orders/<id>" get_id
 row "GET /orders/<id>, metrics-off build" get_id_off
 row "GET /orders/<id>, access log on" get_id_log
 [ -n "${BIN_BASE:-}" ] && row "GET /orders/<id>, baseline $BASE_REV" get_id_base
+[ -n "$ETAG" ] && row "GET /orders/<id>, If-None-Match (304)" revalidate
 row "GET /orders (100 orders)" list100
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
@@ -208,4 +216,7 @@ fi
 echo "metrics cost: GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_off]}") of the metrics-off build's req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_off]}") of its CPU per request"
 if [ -n "${BIN_BASE:-}" ]; then
   echo "vs baseline $BASELINE ($BASE_REV): GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_base]}") of its req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_base]}") of its CPU per request"
+fi
+if [ -n "$ETAG" ]; then
+  echo "revalidation: a 304 (If-None-Match) costs $(ratio "${CPU[revalidate]}" "${CPU[get_id]}") of the CPU of the 200 it replaces"
 fi

@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 LOCUST_VERSION=2.47.0
 # Schemathesis's version, pinned.
 SCHEMATHESIS_VERSION=4.32.5
+# REDbot's and httplint's versions, pinned (tests/checkers.rs: HTTP checkers
+# no one here wrote, run on the live server).
+REDBOT_VERSION=2.7.1
+HTTPLINT_VERSION=2026.10.4
 # SecantusDB's version, pinned: a MongoDB wire-protocol server on WiredTiger
 # (GPL-2.0, beta), run as a separate process by the MongoDB tests, never
 # linked. Its venv also has pymongo (the seed's driver, for the interop tests).
@@ -23,6 +27,7 @@ SECANTUS_VERSION=0.7.0b3
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
 # sysctl (scripts/topology.sh).
 command -v sysctl >/dev/null || [ -x /usr/sbin/sysctl ] || [ -x /sbin/sysctl ] || need+=(procps)
 command -v ss >/dev/null && command -v ip >/dev/null || need+=(iproute2)
@@ -60,6 +65,13 @@ if ! .venv-contract/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSIO
   .venv-contract/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# REDbot and httplint (tests/checkers.rs), in a venv of their own.
+if ! .venv-lint/bin/pip show redbot 2>/dev/null | grep -q "^Version: $REDBOT_VERSION\$" ||
+   ! .venv-lint/bin/pip show httplint 2>/dev/null | grep -q "^Version: $HTTPLINT_VERSION\$"; then
+  python3 -m venv .venv-lint
+  .venv-lint/bin/pip install -q "redbot==$REDBOT_VERSION" "httplint==$HTTPLINT_VERSION"
+fi
+
 # SecantusDB (harness/src/secantus.rs starts .venv-db/bin/secantusd-py).
 if ! .venv-db/bin/pip show SecantusDB 2>/dev/null | grep -q "^Version: $SECANTUS_VERSION\$"; then
   python3 -m venv .venv-db
@@ -82,6 +94,10 @@ cargo test --locked --workspace --all-targets --features "$FEATURES" "$@"
 
 # A release build carries none of the test hooks.
 cargo build --locked --release --bin orders-server
+# The coroutine-driven runtimes, optimized as they ship: an optimizer that
+# keeps a thread-local's address across a coroutine's move between
+# threads broke the MongoDB runtime in release builds only.
+cargo test --locked --release --lib runtime
 RELEASE_BIN=${CARGO_TARGET_DIR:-target}/release/orders-server
 [ -x "$RELEASE_BIN" ] || { echo "$RELEASE_BIN was not built" >&2; exit 1; }
 if grep -q -a '/__test/' "$RELEASE_BIN"; then

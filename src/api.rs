@@ -1,5 +1,6 @@
 //! The API's surface as data: each route's path (as docs/openapi.yaml
-//! writes it), the methods it allows and its `Allow` header. The one route
+//! writes it), the methods it allows and its `Allow` header. Every route
+//! with GET has HEAD (RFC 9110 §9.1), and every route has OPTIONS. The one route
 //! table: `http::routes` routes by it, the metrics label requests by it
 //! (a fixed set of labels, never a raw path), and the contract test
 //! compares it with docs/openapi.yaml.
@@ -35,28 +36,31 @@ pub const ROUTES: [Route; 4] = [
     Route {
         id: RouteId::Orders,
         path: "/orders",
-        methods: &["GET", "POST"],
-        allow: "Allow: GET, POST",
+        methods: &["GET", "HEAD", "POST", "OPTIONS"],
+        allow: "Allow: GET, HEAD, POST, OPTIONS",
     },
     Route {
         id: RouteId::Order,
         path: "/orders/{id}",
-        methods: &["GET", "PUT", "DELETE"],
-        allow: "Allow: GET, PUT, DELETE",
+        methods: &["GET", "HEAD", "PUT", "DELETE", "OPTIONS"],
+        allow: "Allow: GET, HEAD, PUT, DELETE, OPTIONS",
     },
     Route {
         id: RouteId::Health,
         path: "/healthz",
-        methods: &["GET"],
-        allow: "Allow: GET",
+        methods: &["GET", "HEAD", "OPTIONS"],
+        allow: "Allow: GET, HEAD, OPTIONS",
     },
     Route {
         id: RouteId::Ready,
         path: "/readyz",
-        methods: &["GET"],
-        allow: "Allow: GET",
+        methods: &["GET", "HEAD", "OPTIONS"],
+        allow: "Allow: GET, HEAD, OPTIONS",
     },
 ];
+
+/// The `Allow` line of `OPTIONS *`: every method some route allows.
+pub const SERVER_ALLOW: &str = "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS";
 
 /// The prefix of `/orders/{id}`.
 const ORDER_PREFIX: &str = "/orders/";
@@ -88,6 +92,22 @@ mod tests {
                 "{}",
                 r.path
             );
+        }
+    }
+
+    #[test]
+    fn get_brings_head_and_every_route_has_options() {
+        for r in &ROUTES {
+            assert_eq!(
+                r.methods.contains(&"GET"),
+                r.methods.contains(&"HEAD"),
+                "{}",
+                r.path
+            );
+            assert!(r.methods.contains(&"OPTIONS"), "{}", r.path);
+            for m in r.methods {
+                assert!(SERVER_ALLOW.contains(m), "{m}");
+            }
         }
     }
 

@@ -6,24 +6,8 @@ use orders_harness as support;
 use serde_json::Value;
 use support::{order_json, Backend, Server};
 
-/// Each test in the list runs on every backend: `embedded::NAME`,
-/// `mongo::NAME` (the strict in-memory wire-protocol server) and
-/// `secantus::NAME` (SecantusDB: WiredTiger storage, a real server).
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )*
-        }
-        mod mongo {
-            $( #[test] fn $name() { super::$name(super::Backend::Mongo) } )*
-        }
-        mod secantus {
-            $( #[test] fn $name() { super::$name(super::Backend::Secantus) } )*
-        }
-    };
-}
-
-on_every_backend!(
+// Each on every backend: embedded::NAME, mongo::NAME, secantus::NAME.
+support::on_every_backend!(
     crud_flow_matches_app_py,
     extra_fields_are_not_stored,
     reads_see_writes_from_any_worker,
@@ -395,19 +379,20 @@ fn ids_paths_and_methods(b: Backend) {
         assert_eq!(r.status, 404, "{path}");
         assert!(!r.message().is_empty());
     }
+    // HEAD and OPTIONS are answered on every route (tests/semantics.rs).
     for (m, path, allow) in [
-        ("HEAD", "/orders", "GET, POST"),
-        ("PATCH", "/orders", "GET, POST"),
-        ("DELETE", "/orders", "GET, POST"),
+        ("TRACE", "/orders", "GET, HEAD, POST, OPTIONS"),
+        ("PATCH", "/orders", "GET, HEAD, POST, OPTIONS"),
+        ("DELETE", "/orders", "GET, HEAD, POST, OPTIONS"),
         (
             "POST",
             "/orders/6566f0c2a1b2c3d4e5f60718",
-            "GET, PUT, DELETE",
+            "GET, HEAD, PUT, DELETE, OPTIONS",
         ),
         (
-            "HEAD",
+            "TRACE",
             "/orders/6566f0c2a1b2c3d4e5f60718",
-            "GET, PUT, DELETE",
+            "GET, HEAD, PUT, DELETE, OPTIONS",
         ),
     ] {
         let r = s.request(m, path, None);

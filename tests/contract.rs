@@ -41,9 +41,104 @@ fn exchanges() -> Vec<Exchange> {
     );
     let mut c = s.connect();
     let mut out = Vec::new();
-    let mut ex = |c: &mut Client, path, method: &'static str, target: &str, body: Option<&str>| {
-        let resp = c.request(method, target, body);
+    let mut exh = |c: &mut Client,
+                   path,
+                   method: &'static str,
+                   target: &str,
+                   headers: &[&str],
+                   body: Option<&str>| {
+        let resp = c.request_with(method, target, headers, body);
         out.push(Exchange { path, method, resp });
+    };
+    // HEAD and OPTIONS of every path; 304 and 412 of the conditional ones.
+    let tag = c
+        .request("GET", &format!("/orders/{id}"), None)
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let page_tag = c
+        .request("GET", "/orders", None)
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let stale = "If-Match: \"0000000000000000\"";
+    for (path, target) in [
+        ("/orders", "/orders".to_string()),
+        ("/orders/{id}", format!("/orders/{id}")),
+        ("/healthz", "/healthz".to_string()),
+        ("/readyz", "/readyz".to_string()),
+    ] {
+        exh(&mut c, path, "HEAD", &target, &[], None);
+        exh(&mut c, path, "OPTIONS", &target, &[], None);
+    }
+    for (path, target, tag) in [
+        ("/orders", "/orders".to_string(), &page_tag),
+        ("/orders/{id}", format!("/orders/{id}"), &tag),
+    ] {
+        for method in ["GET", "HEAD"] {
+            exh(
+                &mut c,
+                path,
+                method,
+                &target,
+                &[&format!("If-None-Match: {tag}")],
+                None,
+            );
+            exh(&mut c, path, method, &target, &[stale], None);
+        }
+    }
+    exh(&mut c, "/orders/{id}", "HEAD", "/orders/nothex", &[], None);
+    exh(
+        &mut c,
+        "/orders/{id}",
+        "OPTIONS",
+        "/orders/nothex",
+        &[],
+        None,
+    );
+    exh(
+        &mut c,
+        "/orders/{id}",
+        "OPTIONS",
+        &format!("/orders/{missing}"),
+        &[],
+        None,
+    );
+    exh(
+        &mut c,
+        "/orders/{id}",
+        "HEAD",
+        &format!("/orders/{missing}"),
+        &[],
+        None,
+    );
+    exh(&mut c, "/orders", "HEAD", "/orders?limit=0", &[], None);
+    exh(
+        &mut c,
+        "/orders",
+        "POST",
+        "/orders",
+        &["If-None-Match: *"],
+        Some(&order_json("no", 1)),
+    );
+    exh(
+        &mut c,
+        "/orders/{id}",
+        "PUT",
+        &format!("/orders/{id}"),
+        &[stale],
+        Some(r#"{"quantity":9}"#),
+    );
+    exh(
+        &mut c,
+        "/orders/{id}",
+        "DELETE",
+        &format!("/orders/{id}"),
+        &[stale],
+        None,
+    );
+    let mut ex = |c: &mut Client, path, method: &'static str, target: &str, body: Option<&str>| {
+        exh(c, path, method, target, &[], body)
     };
     ex(&mut c, "/orders", "GET", "/orders", None);
     ex(&mut c, "/healthz", "GET", "/healthz", None);
@@ -175,6 +270,49 @@ fn exchanges() -> Vec<Exchange> {
         None,
     );
     ex(&mut c, "/readyz", "GET", "/readyz", None);
+    ex(&mut c, "/readyz", "HEAD", "/readyz", None);
+    ex(&mut c, "/orders", "HEAD", "/orders", None);
+    ex(
+        &mut c,
+        "/orders/{id}",
+        "HEAD",
+        &format!("/orders/{mongo_id}"),
+        None,
+    );
+
+    // 401: API tokens, reads included.
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "ci:0123456789abcdef0123\n").unwrap();
+    let file = tokens.path().to_str().unwrap();
+    let t = Server::start(&["--api-tokens-file", file, "--api-tokens-for-reads", "true"]);
+    let mut c = t.connect();
+    for (path, method, target, body) in [
+        ("/orders", "GET", "/orders".to_string(), None),
+        ("/orders", "HEAD", "/orders".to_string(), None),
+        (
+            "/orders",
+            "POST",
+            "/orders".to_string(),
+            Some(order_json("t", 1)),
+        ),
+        ("/orders/{id}", "GET", format!("/orders/{missing}"), None),
+        ("/orders/{id}", "HEAD", format!("/orders/{missing}"), None),
+        (
+            "/orders/{id}",
+            "PUT",
+            format!("/orders/{missing}"),
+            Some(r#"{"quantity":1}"#.to_string()),
+        ),
+        ("/orders/{id}", "DELETE", format!("/orders/{missing}"), None),
+    ] {
+        // A refused body is not read: the connection closes after a 401 with one.
+        let c = if body.is_some() {
+            &mut t.connect()
+        } else {
+            &mut c
+        };
+        ex(c, path, method, &target, body.as_deref());
+    }
     out.push(expectation);
     out
 }
@@ -231,6 +369,48 @@ fn every_documented_operation_and_status_matches_the_server() {
         if key != "default" {
             exercised.insert((e.path.to_string(), e.method.to_string(), status.clone()));
         }
+        for (name, header) in response["headers"].as_object().into_iter().flatten() {
+            let header = resolve(&spec, header);
+            let value = e.resp.header(name);
+            if header["required"] == true {
+                assert!(
+                    value.is_some(),
+                    "{} {} {status}: no {name} header",
+                    e.method,
+                    e.path
+                );
+            }
+            if let (Some(v), Some(schema)) = (value, header.get("schema")) {
+                let v = match schema["type"].as_str() {
+                    Some("integer") => Value::from(v.parse::<i64>().unwrap_or(-1)),
+                    _ => Value::String(v.into()),
+                };
+                if let Err(why) = validate(&spec, schema, &v, name) {
+                    panic!("{} {} {status}: {why}", e.method, e.path);
+                }
+            }
+        }
+        // HEAD, 204 and 304 have no body (a HEAD error has the GET's
+        // Content-Type); a response without `content` has no Content-Type.
+        let bodiless = e.method == "HEAD" || matches!(e.resp.status, 204 | 304);
+        if bodiless || response.get("content").is_none() {
+            assert!(
+                e.resp.body.is_empty(),
+                "{} {} {status}: a body",
+                e.method,
+                e.path
+            );
+            if response.get("content").is_none() && e.method != "HEAD" {
+                assert_eq!(
+                    e.resp.header("content-type"),
+                    None,
+                    "{} {} {status}",
+                    e.method,
+                    e.path
+                );
+            }
+            continue;
+        }
         assert_eq!(
             e.resp.header("content-type"),
             Some("application/json"),
@@ -243,16 +423,6 @@ fn every_documented_operation_and_status_matches_the_server() {
             .unwrap_or_else(|err| panic!("{err}: {}", e.resp.text()));
         if let Err(why) = validate(&spec, schema, &body, "$") {
             panic!("{} {} {status}: {why}\nbody: {body}", e.method, e.path);
-        }
-        for (name, header) in response["headers"].as_object().into_iter().flatten() {
-            if header["required"] == true {
-                assert!(
-                    e.resp.header(name).is_some(),
-                    "{} {} {status}: no {name} header",
-                    e.method,
-                    e.path
-                );
-            }
         }
     }
     let missing: Vec<_> = documented.difference(&exercised).collect();
@@ -412,17 +582,24 @@ fn validate(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
                 }
             }
             "pattern" => {
-                assert_eq!(
-                    rule, "^[0-9a-f]{24}$",
-                    "the validator knows this one pattern only"
-                );
+                // An ObjectId, or an entity tag (the same digits, quoted).
+                let (quoted, digits) = match rule.as_str() {
+                    Some("^[0-9a-f]{24}$") => (false, 24),
+                    Some("^\"[0-9a-f]{16}\"$") => (true, 16),
+                    _ => panic!("the validator does not know the pattern {rule}"),
+                };
                 if let Some(s) = v.as_str() {
-                    if s.len() != 24
-                        || !s
-                            .bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                    {
-                        return Err(format!("{at}: {s:?} is not an ObjectId"));
+                    let inner = match quoted {
+                        true => s.strip_prefix('"').and_then(|s| s.strip_suffix('"')),
+                        false => Some(s),
+                    };
+                    let ok = inner.is_some_and(|i| {
+                        i.len() == digits
+                            && i.bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    });
+                    if !ok {
+                        return Err(format!("{at}: {s:?} does not match {rule}"));
                     }
                 }
             }

@@ -186,6 +186,82 @@ fn nginx_in_front_of_two_instances_sharing_one_store() {
 /// one address past the limit gets 429s from nginx (and those never reach
 /// the server), reads are never limited, and connections past the per-
 /// address limit (lowered here to 20) get 503.
+/// The shipped configuration's optional cache, turned on: it keeps orders
+/// and pages but asks the app every time (If-None-Match with the stored
+/// ETag), so a write shows at once, and an unchanged page costs the app a
+/// 304 and no body.
+#[test]
+fn the_optional_nginx_cache_revalidates_every_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let metrics = |port: u16| format!("127.0.0.1:{port}");
+    let (ma, mb) = (free_port(), free_port());
+    let a = Server::start_in(&data, &["-w", "1", "--metrics-bind", &metrics(ma)]);
+    let b = Server::start_in(&data, &["-w", "1", "--metrics-bind", &metrics(mb)]);
+    let cache = tmp.path().join("cache");
+    let nginx = start_nginx_with(a.addr, b.addr, |conf| {
+        let enabled = conf
+            .replace("# proxy_cache_path /var/cache/nginx/orders", &format!("proxy_cache_path {}", cache.display()))
+            .replace("# proxy_cache orders_cache;", "proxy_cache orders_cache; add_header X-Cache-Status $upstream_cache_status always;")
+            .replace("# proxy_cache_revalidate on;", "proxy_cache_revalidate on;");
+        assert_eq!(
+            enabled.matches("proxy_cache").count(),
+            3,
+            "the three lines moved"
+        );
+        enabled
+    });
+    let mut c = Client::connect(nginx.addr);
+    let id = c
+        .request("POST", "/orders", Some(&order_json("cached", 1)))
+        .json()["order"]["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let not_modified = || {
+        let series = r#"orders_http_requests_total{method="GET",route="/orders",status="304"}"#;
+        a.metric_or_zero(series) + b.metric_or_zero(series)
+    };
+    let first = c.request("GET", "/orders?limit=10", None);
+    assert_eq!(first.header("x-cache-status"), Some("MISS"));
+    for n in 1..=3 {
+        let again = c.request("GET", "/orders?limit=10", None);
+        assert_eq!(
+            again.header("x-cache-status"),
+            Some("REVALIDATED"),
+            "use {n}"
+        );
+        assert_eq!(again.body, first.body);
+        assert_eq!(not_modified(), n as f64, "the app answered 304, no body");
+    }
+    // A write, through nginx: the next GETs show it.
+    let path = format!("/orders/{id}");
+    assert_eq!(c.request("GET", &path, None).json()["order"]["quantity"], 1);
+    assert_eq!(
+        c.request("GET", &path, None).header("x-cache-status"),
+        Some("REVALIDATED")
+    );
+    assert_eq!(
+        c.request("PUT", &path, Some(r#"{"quantity":9}"#)).status,
+        200
+    );
+    let r = c.request("GET", &path, None);
+    assert_eq!(r.json()["order"]["quantity"], 9, "never the cached order");
+    assert_eq!(r.header("x-cache-status"), Some("EXPIRED"));
+    let page = c.request("GET", "/orders?limit=10", None);
+    assert_eq!(
+        page.json()["orders"][0]["quantity"],
+        9,
+        "never the cached page"
+    );
+    assert_eq!(c.request("DELETE", &path, None).status, 200);
+    assert_eq!(c.request("GET", &path, None).status, 404);
+    assert!(c.request("GET", "/orders?limit=10", None).json()["orders"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
 #[test]
 fn nginx_limits_writes_and_connections_per_address() {
     let a = Server::start(&["-w", "1"]);

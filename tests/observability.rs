@@ -189,7 +189,10 @@ fn health_checks_answer_without_touching_the_orders() {
         (200, serde_json::json!({"status": "ready"}))
     );
     let m = s.request("POST", "/healthz", Some("{}"));
-    assert_eq!((m.status, m.header("allow")), (405, Some("GET")));
+    assert_eq!(
+        (m.status, m.header("allow")),
+        (405, Some("GET, HEAD, OPTIONS"))
+    );
 }
 
 #[test]

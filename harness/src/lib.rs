@@ -718,7 +718,7 @@ impl Client {
         self.stream
             .write_all(&request_bytes(method, path, &[], body))
             .ok()?;
-        self.read_response()
+        self.read_response_to(method)
     }
 
     /// As `request`, with extra header lines ("Name: value").
@@ -730,7 +730,7 @@ impl Client {
         body: Option<&str>,
     ) -> Resp {
         self.send_raw(&request_bytes(method, path, extra, body));
-        self.read_response().expect("a response")
+        self.read_response_to(method).expect("a response")
     }
 
     /// Sends `raw` and reads its answer, which must close the connection:
@@ -759,6 +759,12 @@ impl Client {
 
     /// Reads one response; None if the connection closed first.
     pub fn read_response(&mut self) -> Option<Resp> {
+        self.read_response_to("GET")
+    }
+
+    /// Reads the response to a `method` request: one to HEAD, and a 1xx,
+    /// 204 or 304, has no body whatever its header fields say.
+    pub fn read_response_to(&mut self, method: &str) -> Option<Resp> {
         let mut line = String::new();
         if self.reader.read_line(&mut line).ok()? == 0 {
             return None;
@@ -774,6 +780,13 @@ impl Client {
             }
             let (k, v) = h.split_once(':')?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if method == "HEAD" || matches!(status, 100..=199 | 204 | 304) {
+            return Some(Resp {
+                status,
+                headers,
+                body: Vec::new(),
+            });
         }
         let chunked = headers.iter().any(|(k, v)| {
             k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
@@ -929,6 +942,25 @@ pub fn finish_wrk(child: std::process::Child) -> WrkResult {
         }
     }
     r
+}
+
+/// Runs each named test function (`fn NAME(b: Backend)`, in the calling
+/// file) on every backend, as `embedded::NAME`, `mongo::NAME` (the strict
+/// in-memory wire-protocol server) and `secantus::NAME` (SecantusDB:
+/// WiredTiger storage, a real server).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name($crate::Backend::Embedded) } )*
+        }
+        mod mongo {
+            $( #[test] fn $name() { super::$name($crate::Backend::Mongo) } )*
+        }
+        mod secantus {
+            $( #[test] fn $name() { super::$name($crate::Backend::Secantus) } )*
+        }
+    };
 }
 
 /// Sends signal `sig` (a libc number, e.g. `libc::SIGTERM`) to `pid`; a

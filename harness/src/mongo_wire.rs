@@ -317,6 +317,26 @@ fn id_filter(filter: &Document) -> Option<ObjectId> {
     }
 }
 
+/// A write's filter: `{_id}`, or the compare-and-set of a conditional
+/// write, `{_id, $expr: {$eq: ["$$ROOT", {$literal: DOC}]}}`: the id, and
+/// the whole document it must still be.
+fn write_filter(filter: &Document) -> Option<(ObjectId, Option<Document>)> {
+    if let Some(id) = id_filter(filter) {
+        return Some((id, None));
+    }
+    if filter.len() != 2 {
+        return None;
+    }
+    let id = filter.get_object_id("_id").ok()?;
+    let eq = filter.get_document("$expr").ok()?.get_array("$eq").ok()?;
+    match eq.as_slice() {
+        [Bson::String(root), Bson::Document(literal)] if root == "$$ROOT" && literal.len() == 1 => {
+            Some((id, Some(literal.get_document("$literal").ok()?.clone())))
+        }
+        _ => None,
+    }
+}
+
 fn insert(inner: &Inner, c: &Document) -> Document {
     let Ok(docs) = c.get_array("documents") else {
         return error(inner, "insert without documents".into());
@@ -431,7 +451,7 @@ fn get_more(inner: &Inner, c: &Document) -> Document {
 
 fn find_and_modify(inner: &Inner, c: &Document) -> Document {
     let query = c.get_document("query").cloned().unwrap_or_default();
-    let Some(id) = id_filter(&query) else {
+    let Some((id, expected)) = write_filter(&query) else {
         return error(inner, format!("findAndModify with query {query}"));
     };
     let update = c.get_document("update").cloned().unwrap_or_default();
@@ -440,7 +460,8 @@ fn find_and_modify(inner: &Inner, c: &Document) -> Document {
     };
     let new = c.get_bool("new").unwrap_or(false);
     let mut store = inner.docs.lock().unwrap();
-    let Some(d) = store.get_mut(&id.bytes()) else {
+    let found = store.get_mut(&id.bytes());
+    let Some(d) = found.filter(|d| expected.as_ref().is_none_or(|e| *d == e)) else {
         return doc! { "lastErrorObject": { "n": 0, "updatedExisting": false }, "value": Bson::Null, "ok": 1.0 };
     };
     let before = d.clone();
@@ -460,10 +481,14 @@ fn delete(inner: &Inner, c: &Document) -> Document {
         let Some(q) = d.as_document().and_then(|d| d.get_document("q").ok()) else {
             return error(inner, "delete without q".into());
         };
-        let Some(id) = id_filter(q) else {
+        let Some((id, expected)) = write_filter(q) else {
             return error(inner, format!("delete with query {q}"));
         };
-        if inner.docs.lock().unwrap().remove(&id.bytes()).is_some() {
+        let mut store = inner.docs.lock().unwrap();
+        let matches = store
+            .get(&id.bytes())
+            .is_some_and(|d| expected.as_ref().is_none_or(|e| d == e));
+        if matches && store.remove(&id.bytes()).is_some() {
             n += 1;
         }
     }

@@ -48,6 +48,8 @@ const USER_AGENT: usize = 1;
 const FORWARDED_FOR: usize = 2;
 /// Index of `X-Request-Id` among the captured headers.
 pub const REQUEST_ID: usize = 3;
+/// The request id's header, echoed in every response.
+pub const REQUEST_ID_HEADER: &str = BASE_HEADERS[REQUEST_ID];
 
 /// A format, parsed once.
 #[derive(Debug, Clone, PartialEq)]

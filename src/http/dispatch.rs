@@ -16,6 +16,7 @@ use super::routes::{self, Route};
 use super::App;
 use crate::faults::{self, Fault};
 use crate::metrics::{self, RequestLabels};
+use crate::proto::etag::Preconditions;
 use crate::proto::framing::{BodyKind, Framing};
 use crate::proto::request::{Head, Version};
 use crate::proto::response::{ChunkSink, Reply};
@@ -49,8 +50,6 @@ struct Captured {
     target: String,
     /// Values of the access log's headers, by index.
     headers: Vec<Option<Vec<u8>>>,
-    /// The client's `X-Request-Id`, or a new one (echoed in the response).
-    request_id: String,
     /// The name of the API token that authorized the request.
     user: Option<String>,
 }
@@ -58,6 +57,11 @@ struct Captured {
 /// One request, from its complete head to its answer.
 pub struct Exchange {
     route: Result<Route, ApiError>,
+    /// `If-Match` and `If-None-Match`.
+    pre: Preconditions,
+    /// The client's `X-Request-Id` (when usable), else with the access log
+    /// on a new one: echoed in the response.
+    request_id: Option<String>,
     /// A test-only fault to run (`faults`).
     fault: Option<Fault>,
     /// Method and route labels for the metrics.
@@ -96,8 +100,18 @@ impl Service for Dispatch<'_> {
         app.state.count_request();
         let path = head.path();
         let routed = routes::route(head.method, path, &app.limits.list);
+        let fields = head.headers.iter().map(|h| (h.name, h.value));
+        let (pre, route) = match Preconditions::from_fields(fields) {
+            Ok(pre) => (pre, routed.route),
+            Err(bad) => (
+                Preconditions::default(),
+                Err(ApiError::BadPrecondition(bad.0)),
+            ),
+        };
         let mut exchange = Exchange {
-            route: routed.route,
+            route,
+            pre,
+            request_id: request_id(head, app.access.is_some()),
             fault: faults::for_path(path),
             labels: RequestLabels::new(head.method, routed.id),
             started: Instant::now(),
@@ -125,21 +139,19 @@ impl Service for Dispatch<'_> {
         let app = self.app;
         let route = std::mem::replace(&mut exchange.route, Err(ApiError::Internal));
         let fault = exchange.fault;
+        let pre = &exchange.pre;
         let handled = catch_unwind(AssertUnwindSafe(|| {
             if let Some(fault) = fault {
                 faults::run(fault);
             }
             let store = Counted(app.store.as_ref());
-            route.and_then(|r| {
-                routes::handle(
-                    &store,
-                    r,
-                    body,
-                    app.limits.response_buffer,
-                    &app.state,
-                    &mut *stream,
-                )
-            })
+            let request = routes::Request {
+                body,
+                pre,
+                sink: &mut *stream,
+                buffer_limit: app.limits.response_buffer,
+            };
+            route.and_then(|r| routes::handle(&store, r, request, &app.state))
         }));
         match handled {
             Ok(Ok(reply)) => reply,
@@ -160,7 +172,7 @@ impl Service for Dispatch<'_> {
     }
 
     fn request_id(&self, exchange: &Exchange) -> Option<String> {
-        exchange.captured.as_ref().map(|c| c.request_id.clone())
+        exchange.request_id.clone()
     }
 
     /// Counts the request (or, with no exchange, one refused before its
@@ -185,7 +197,7 @@ impl Service for Dispatch<'_> {
                 took,
                 user: c.user.as_deref(),
                 headers: &c.headers,
-                request_id: &c.request_id,
+                request_id: exchange.request_id.as_deref().unwrap_or_default(),
             });
         }
     }
@@ -202,7 +214,7 @@ impl Dispatch<'_> {
         let (Some(tokens), Ok(route)) = (&self.app.tokens, &exchange.route) else {
             return;
         };
-        if route.is_health_check() || !tokens.required_for(route.is_read()) {
+        if route.is_public() || !tokens.required_for(route.is_read()) {
             return;
         }
         match head.header("authorization").and_then(|a| tokens.check(a)) {
@@ -217,21 +229,30 @@ impl Dispatch<'_> {
     }
 }
 
-/// What the access log keeps of `head`: its method, target, the headers
-/// named in `names`, and its request id (the client's, if usable).
+/// What the access log keeps of `head`: its method, target and the
+/// headers named in `names`.
 fn capture(head: &Head<'_>, names: &[String]) -> Captured {
     let headers: Vec<Option<Vec<u8>>> = names
         .iter()
         .map(|n| head.header(n).map(<[u8]>::to_vec))
         .collect();
-    let theirs = headers[access_log::REQUEST_ID]
-        .as_deref()
-        .and_then(access_log::valid_request_id);
     Captured {
         method: head.method.to_string(),
         target: head.target.to_string(),
-        request_id: theirs.map_or_else(access_log::new_request_id, str::to_string),
         headers,
         user: None,
+    }
+}
+
+/// The request id echoed in the response: the client's `X-Request-Id`
+/// when it is usable, else (only when the access log is on, where it
+/// ties a log line to a response) a new one.
+fn request_id(head: &Head<'_>, access_log: bool) -> Option<String> {
+    let theirs = head
+        .header(access_log::REQUEST_ID_HEADER)
+        .and_then(access_log::valid_request_id);
+    match theirs {
+        Some(id) => Some(id.to_string()),
+        None => access_log.then(access_log::new_request_id),
     }
 }

@@ -1,12 +1,14 @@
 //! Every error a request can end in, and the one place where errors become
 //! HTTP statuses ([`ApiError::status`]) and error responses
 //! ([`ApiError::reply`]): a JSON `{"message": ...}` body, with `Allow`,
-//! `WWW-Authenticate` or `Retry-After` where the status calls for it. A
+//! `WWW-Authenticate`, `ETag` or `Retry-After` where the status calls for
+//! it, and `Cache-Control: no-store` (an error is never cached). A
 //! client's mistake is always a 4xx; only a bug is a 500.
 
 use std::fmt;
 
 use crate::orders::OrderError;
+use crate::proto::etag::EntityTag;
 use crate::proto::response::Reply;
 use crate::proto::status::{self, Status};
 use crate::proto::Error as ProtocolError;
@@ -24,6 +26,12 @@ pub enum ApiError {
     Order(OrderError),
     /// No order with that id.
     OrderNotFound,
+    /// `If-Match` or `If-None-Match` (named) is neither `*` nor a list of
+    /// entity tags.
+    BadPrecondition(&'static str),
+    /// `If-Match` or `If-None-Match` is false; carries the current tag,
+    /// when there is a current representation with one.
+    PreconditionFailed(Option<EntityTag>),
     /// The request needs an API token it did not present.
     Unauthorized,
     /// No such path.
@@ -59,7 +67,8 @@ impl ApiError {
                 ProtocolError::BodyMemoryFull => status::SERVICE_UNAVAILABLE,
                 ProtocolError::VersionNotSupported => status::VERSION_NOT_SUPPORTED,
             },
-            ApiError::Order(_) => status::BAD_REQUEST,
+            ApiError::Order(_) | ApiError::BadPrecondition(_) => status::BAD_REQUEST,
+            ApiError::PreconditionFailed(_) => status::PRECONDITION_FAILED,
             ApiError::OrderNotFound | ApiError::NoRoute => status::NOT_FOUND,
             ApiError::Unauthorized => status::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => status::METHOD_NOT_ALLOWED,
@@ -76,7 +85,9 @@ impl ApiError {
         !matches!(
             self,
             ApiError::Order(_)
+                | ApiError::BadPrecondition(_)
                 | ApiError::OrderNotFound
+                | ApiError::PreconditionFailed(_)
                 | ApiError::Unauthorized
                 | ApiError::NoRoute
                 | ApiError::MethodNotAllowed(_)
@@ -94,6 +105,7 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed(allow) => reply.headers.push(allow),
             ApiError::Unauthorized => reply.headers.push("WWW-Authenticate: Bearer"),
+            ApiError::PreconditionFailed(tag) => reply.etag = *tag,
             _ => {}
         }
         if reply.status == status::SERVICE_UNAVAILABLE {
@@ -109,6 +121,12 @@ impl fmt::Display for ApiError {
             ApiError::Protocol(e) => e.fmt(f),
             ApiError::Order(e) => e.fmt(f),
             ApiError::OrderNotFound => f.write_str("Order not found"),
+            ApiError::BadPrecondition(name) => {
+                write!(f, "{name} must be * or a list of entity tags (\"...\" or W/\"...\")")
+            }
+            ApiError::PreconditionFailed(_) => f.write_str(
+                "Precondition failed: the order is not in the state If-Match or If-None-Match asks for",
+            ),
             ApiError::Unauthorized => {
                 f.write_str("This request needs an API token: Authorization: Bearer <token>")
             }

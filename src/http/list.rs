@@ -13,11 +13,18 @@
 //! created or deleted while it streams may or may not appear, as with a
 //! MongoDB cursor. A store failure after the head was sent aborts the
 //! connection, so the client sees a truncated body, never a wrong one.
+//!
+//! A list answered in one piece carries a strong `ETag`, the tag of its
+//! bytes, and its preconditions are evaluated against it (`304`, `412`);
+//! a streamed list has no tag (its bytes are not known before they are
+//! sent), so its preconditions see a representation without one. A HEAD
+//! request's stream ends once its head is sent.
 
 use bson::oid::ObjectId;
 
 use super::error::ApiError;
 use crate::orders::ListQuery;
+use crate::proto::etag::{Current, EntityTag, Preconditions, Verdict};
 use crate::proto::response::{ChunkSink, Reply};
 use crate::store::Store;
 
@@ -40,6 +47,7 @@ pub enum ListReply {
 pub fn respond(
     store: &dyn Store,
     query: &ListQuery,
+    pre: &Preconditions,
     buffer_limit: usize,
     sink: &mut dyn ChunkSink,
 ) -> Result<ListReply, ApiError> {
@@ -79,7 +87,7 @@ pub fn respond(
                 if more { page.next } else { None },
             );
             if !streaming {
-                return Ok(ListReply::Buffered(Reply::ok(body)));
+                return buffered(body, pre);
             }
             return Ok(match sink.chunk(&body).and_then(|()| sink.finish()) {
                 Ok(()) => ListReply::Streamed,
@@ -88,14 +96,40 @@ pub fn respond(
         }
         after = page.next;
         if body.len() >= buffer_limit {
-            let sent = if streaming { Ok(()) } else { sink.start() };
+            if !streaming {
+                match pre.for_read(Current::Untagged) {
+                    Verdict::Proceed => {}
+                    Verdict::NotModified => {
+                        return Ok(ListReply::Buffered(Reply::not_modified(None)))
+                    }
+                    Verdict::Failed => return Err(ApiError::PreconditionFailed(None)),
+                }
+                if sink.start().is_err() {
+                    return Ok(ListReply::Aborted);
+                }
+                if !sink.wants_body() {
+                    return Ok(ListReply::Streamed);
+                }
+            }
             streaming = true;
-            if sent.and_then(|()| sink.chunk(&body)).is_err() {
+            if sink.chunk(&body).is_err() {
                 return Ok(ListReply::Aborted);
             }
             body.clear();
         }
     }
+}
+
+/// A list answered in one piece: tagged, its preconditions evaluated.
+fn buffered(body: Vec<u8>, pre: &Preconditions) -> Result<ListReply, ApiError> {
+    let tag = EntityTag::of(&body);
+    Ok(ListReply::Buffered(
+        match pre.for_read(Current::Tagged(tag)) {
+            Verdict::Proceed => Reply::ok(body).revalidated(Some(tag)),
+            Verdict::NotModified => Reply::not_modified(Some(tag)),
+            Verdict::Failed => return Err(ApiError::PreconditionFailed(Some(tag))),
+        },
+    ))
 }
 
 /// `]`, `"next"` for a paged request, `}`.
@@ -114,7 +148,7 @@ fn finish_body(body: &mut Vec<u8>, paged: bool, next: Option<ObjectId>) {
 mod tests {
     use super::*;
     use crate::orders::Fields;
-    use crate::store::{Doc, Page, StoreError};
+    use crate::store::{Doc, Page, StoreError, Written};
     use std::io;
     use std::sync::Mutex;
 
@@ -159,10 +193,15 @@ mod tests {
         fn create(&self, _: Fields) -> Result<Doc, StoreError> {
             unimplemented!()
         }
-        fn update(&self, _: &ObjectId, _: Fields) -> Result<Option<Doc>, StoreError> {
+        fn update(
+            &self,
+            _: &ObjectId,
+            _: Fields,
+            _: &Preconditions,
+        ) -> Result<Written<Doc>, StoreError> {
             unimplemented!()
         }
-        fn delete(&self, _: &ObjectId) -> Result<bool, StoreError> {
+        fn delete(&self, _: &ObjectId, _: &Preconditions) -> Result<Written<()>, StoreError> {
             unimplemented!()
         }
         fn ping(&self, _: std::time::Duration) -> Result<(), StoreError> {
@@ -203,7 +242,14 @@ mod tests {
     fn small_lists_are_buffered() {
         let store = Numbers(10, Mutex::new(0), 0);
         let mut sink = Sink::default();
-        let r = respond(&store, &ListQuery::default(), 1 << 20, &mut sink).unwrap();
+        let r = respond(
+            &store,
+            &ListQuery::default(),
+            &Preconditions::default(),
+            1 << 20,
+            &mut sink,
+        )
+        .unwrap();
         let ListReply::Buffered(reply) = r else {
             panic!("streamed")
         };
@@ -215,7 +261,14 @@ mod tests {
     fn large_lists_stream_in_chunks_and_stay_valid_json() {
         let store = Numbers(3500, Mutex::new(0), 0);
         let mut sink = Sink::default();
-        let r = respond(&store, &ListQuery::default(), 4096, &mut sink).unwrap();
+        let r = respond(
+            &store,
+            &ListQuery::default(),
+            &Preconditions::default(),
+            4096,
+            &mut sink,
+        )
+        .unwrap();
         assert!(matches!(r, ListReply::Streamed));
         assert!(sink.started && sink.finished);
         assert!(sink.chunks.len() >= 4, "{} chunks", sink.chunks.len());
@@ -238,7 +291,14 @@ mod tests {
         // chunk holds more than about one buffer, whatever the count.
         let store = Numbers(300, Mutex::new(0), 100_000);
         let mut sink = Sink::default();
-        let r = respond(&store, &ListQuery::default(), 256 * 1024, &mut sink).unwrap();
+        let r = respond(
+            &store,
+            &ListQuery::default(),
+            &Preconditions::default(),
+            256 * 1024,
+            &mut sink,
+        )
+        .unwrap();
         assert!(matches!(r, ListReply::Streamed));
         assert!(
             sink.chunks.iter().all(|c| c.len() <= 256 * 1024 + 100_100),
@@ -263,7 +323,7 @@ mod tests {
             limit: Some(2500),
             after: None,
         };
-        respond(&store, &q, 4096, &mut sink).unwrap();
+        respond(&store, &q, &Preconditions::default(), 4096, &mut sink).unwrap();
         let v = parse(&sink.chunks.concat());
         assert_eq!(v["orders"].as_array().unwrap().len(), 2500);
         assert_eq!(v["next"], id(2500).to_hex());
@@ -273,7 +333,7 @@ mod tests {
             limit: Some(2500),
             after: Some(id(2500)),
         };
-        respond(&store, &q, 4096, &mut sink).unwrap();
+        respond(&store, &q, &Preconditions::default(), 4096, &mut sink).unwrap();
         let v = parse(&sink.chunks.concat());
         assert_eq!(v["orders"].as_array().unwrap().len(), 2500);
         assert_eq!(v["next"], serde_json::Value::Null);

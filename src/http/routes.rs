@@ -16,8 +16,9 @@ use super::list::{self, ListReply};
 use super::ServerState;
 use crate::api::{self, RouteId};
 use crate::orders::{self, ListQuery};
+use crate::proto::etag::{Current, Preconditions, Verdict};
 use crate::proto::response::{ChunkSink, Reply};
-use crate::store::{Store, StoreError};
+use crate::store::{tag_of, Store, StoreError, Written};
 
 /// How long `/readyz` waits for the store.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -73,17 +74,29 @@ pub enum Route {
     Health,
     /// `GET /readyz`.
     Ready,
+    /// `OPTIONS`: a 204 with this `Allow` line.
+    Options(&'static str),
+    /// `OPTIONS /orders/ID`: a 204 with its `Allow` line when the order
+    /// exists (else a 404, as for any method of a missing order).
+    OrderOptions(ObjectId),
 }
 
 impl Route {
-    /// Whether it only reads.
+    /// Whether it only reads (GET, HEAD, OPTIONS).
     pub fn is_read(&self) -> bool {
-        matches!(self, Route::List(_) | Route::Get(_))
+        matches!(
+            self,
+            Route::List(_) | Route::Get(_) | Route::Options(_) | Route::OrderOptions(_)
+        )
     }
 
-    /// `/healthz` or `/readyz`: never needs a token (a load balancer asks).
-    pub fn is_health_check(&self) -> bool {
-        matches!(self, Route::Health | Route::Ready)
+    /// `/healthz`, `/readyz` (a load balancer asks) and OPTIONS (it tells
+    /// only what docs/api.md does): never need a token.
+    pub fn is_public(&self) -> bool {
+        matches!(
+            self,
+            Route::Health | Route::Ready | Route::Options(_) | Route::OrderOptions(_)
+        )
     }
 }
 
@@ -98,8 +111,15 @@ pub struct Routed {
 
 /// Maps method and target (path with query) to a [`Route`] by the route
 /// table. Unknown path: 404; known path, a method the table does not list:
-/// 405; then the id and query are checked (400).
+/// 405; then the id and query are checked (400). `OPTIONS *` asks about
+/// the server as a whole (the protocol refuses `*` with any other method).
 pub fn route(method: &str, target: &str, limits: &ListLimits) -> Routed {
+    if target == "*" && method == "OPTIONS" {
+        return Routed {
+            id: None,
+            route: Ok(Route::Options(api::SERVER_ALLOW)),
+        };
+    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let Some((api_route, id)) = api::find(path) else {
         return Routed {
@@ -127,14 +147,17 @@ fn handler(
     query: &str,
     limits: &ListLimits,
 ) -> Result<Route, ApiError> {
+    // HEAD is GET without the body (the protocol drops it).
     Ok(match (api_route.id, method) {
-        (RouteId::Orders, "GET") => Route::List(list_query(query, limits)?),
+        (RouteId::Order, "OPTIONS") => Route::OrderOptions(orders::parse_id(id)?),
+        (_, "OPTIONS") => Route::Options(api_route.allow),
+        (RouteId::Orders, "GET" | "HEAD") => Route::List(list_query(query, limits)?),
         (RouteId::Orders, "POST") => Route::Create,
-        (RouteId::Order, "GET") => Route::Get(orders::parse_id(id)?),
+        (RouteId::Order, "GET" | "HEAD") => Route::Get(orders::parse_id(id)?),
         (RouteId::Order, "PUT") => Route::Update(orders::parse_id(id)?),
         (RouteId::Order, "DELETE") => Route::Delete(orders::parse_id(id)?),
-        (RouteId::Health, "GET") => Route::Health,
-        (RouteId::Ready, "GET") => Route::Ready,
+        (RouteId::Health, "GET" | "HEAD") => Route::Health,
+        (RouteId::Ready, "GET" | "HEAD") => Route::Ready,
         // A method the table lists that no handler takes: none (a test
         // routes every method of every route).
         _ => return Err(ApiError::MethodNotAllowed(api_route.allow)),
@@ -149,18 +172,36 @@ fn list_query(query: &str, limits: &ListLimits) -> Result<ListQuery, ApiError> {
     Ok(q)
 }
 
-/// Runs a routed request against the store. A list larger than
-/// `buffer_limit` bytes is streamed to `sink` (see `list`); the reply then
-/// says it was sent already (and, if the stream broke off, that the
-/// connection must close).
+/// What a handler gets besides its route: the request's body and
+/// preconditions, and where a long answer goes.
+pub struct Request<'a> {
+    /// The body (empty without one).
+    pub body: &'a [u8],
+    /// `If-Match` and `If-None-Match`.
+    pub pre: &'a Preconditions,
+    /// Where a list longer than `buffer_limit` bytes is streamed (see
+    /// `list`); the reply then says it was sent already (and, if the
+    /// stream broke off, that the connection must close).
+    pub sink: &'a mut dyn ChunkSink,
+    /// Largest answer built in memory.
+    pub buffer_limit: usize,
+}
+
+/// Runs a routed request against the store. Reads carry their tag (`ETag`)
+/// and are answered `304` or `412` as their preconditions say; writes
+/// compare the preconditions with the stored order atomically (`store`).
 pub fn handle(
     store: &dyn Store,
     route: Route,
-    body: &[u8],
-    buffer_limit: usize,
+    request: Request<'_>,
     state: &ServerState,
-    sink: &mut dyn ChunkSink,
 ) -> Result<Reply, ApiError> {
+    let Request {
+        body,
+        pre,
+        sink,
+        buffer_limit,
+    } = request;
     match route {
         Route::Health => Ok(Reply::ok(b"{\"status\":\"ok\"}".to_vec())),
         Route::Ready if state.is_draining() => Err(ApiError::Draining),
@@ -168,16 +209,39 @@ pub fn handle(
             state.ready.check(store)?;
             Ok(Reply::ok(b"{\"status\":\"ready\"}".to_vec()))
         }
-        Route::List(q) => match list::respond(store, &q, buffer_limit, sink)? {
+        Route::Options(allow) => Ok(Reply {
+            headers: vec![allow],
+            ..Reply::no_content()
+        }),
+        Route::OrderOptions(id) => {
+            store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
+            Ok(Reply {
+                headers: vec![api::ROUTES[RouteId::Order as usize].allow],
+                ..Reply::no_content()
+            })
+        }
+        Route::List(q) => match list::respond(store, &q, pre, buffer_limit, sink)? {
             ListReply::Buffered(reply) => Ok(reply),
             ListReply::Streamed => Ok(Reply::streamed()),
             ListReply::Aborted => Ok(Reply::aborted()),
         },
         Route::Get(id) => {
-            let doc = store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
-            Ok(Reply::wrapped(b"{\"order\":", doc.0, b"}"))
+            let doc = store.get(&id)?;
+            let tag = doc.as_ref().map(|d| tag_of(&d.0));
+            match pre.for_read(tag) {
+                Verdict::Proceed => {}
+                Verdict::NotModified => return Ok(Reply::not_modified(tag)),
+                Verdict::Failed => return Err(ApiError::PreconditionFailed(tag)),
+            }
+            let doc = doc.ok_or(ApiError::OrderNotFound)?;
+            Ok(Reply::wrapped(b"{\"order\":", doc.0, b"}").revalidated(tag))
         }
         Route::Create => {
+            // The collection always exists and has no tag: `If-None-Match:
+            // *` or an `If-Match` naming tags can never hold.
+            if !pre.allow_write(Current::Untagged) {
+                return Err(ApiError::PreconditionFailed(None));
+            }
             let fields = orders::parse_new(body)?;
             let doc = store.create(fields)?;
             Ok(Reply::wrapped(
@@ -188,19 +252,32 @@ pub fn handle(
         }
         Route::Update(id) => {
             let fields = orders::parse_patch(body)?;
-            let doc = store.update(&id, fields)?.ok_or(ApiError::OrderNotFound)?;
-            Ok(Reply::wrapped(
-                b"{\"message\":\"Order updated successfully\",\"order\":",
-                doc.0,
-                b"}",
+            let doc = written(store.update(&id, fields, pre)?)?;
+            let etag = Some(tag_of(&doc.0));
+            Ok(Reply {
+                etag,
+                ..Reply::wrapped(
+                    b"{\"message\":\"Order updated successfully\",\"order\":",
+                    doc.0,
+                    b"}",
+                )
+            })
+        }
+        Route::Delete(id) => {
+            written(store.delete(&id, pre)?)?;
+            Ok(Reply::ok(
+                b"{\"message\":\"Order deleted successfully\"}".to_vec(),
             ))
         }
-        Route::Delete(id) => match store.delete(&id)? {
-            true => Ok(Reply::ok(
-                b"{\"message\":\"Order deleted successfully\"}".to_vec(),
-            )),
-            false => Err(ApiError::OrderNotFound),
-        },
+    }
+}
+
+/// A conditional write's result, or the error it answers.
+fn written<T>(w: Written<T>) -> Result<T, ApiError> {
+    match w {
+        Written::Done(done) => Ok(done),
+        Written::NotFound => Err(ApiError::OrderNotFound),
+        Written::PreconditionFailed(tag) => Err(ApiError::PreconditionFailed(tag)),
     }
 }
 
@@ -221,8 +298,21 @@ mod tests {
     fn routes_and_their_errors() {
         assert!(matches!(route_of("GET", "/orders"), Ok(Route::List(_))));
         assert!(matches!(route_of("POST", "/orders"), Ok(Route::Create)));
+        assert!(matches!(route_of("HEAD", "/orders"), Ok(Route::List(_))));
         assert!(matches!(
-            route_of("HEAD", "/orders"),
+            route_of("OPTIONS", "/orders/6566f0c2a1b2c3d4e5f60718"),
+            Ok(Route::OrderOptions(_))
+        ));
+        assert!(matches!(
+            route_of("OPTIONS", "/orders/abc"),
+            Err(ApiError::Order(_))
+        ));
+        assert!(matches!(
+            route_of("OPTIONS", "*"),
+            Ok(Route::Options(api::SERVER_ALLOW))
+        ));
+        assert!(matches!(
+            route_of("TRACE", "/orders"),
             Err(ApiError::MethodNotAllowed(_))
         ));
         assert!(matches!(

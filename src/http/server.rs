@@ -108,7 +108,12 @@ struct Accepted {
 /// destroy the answer), since a refused connection must not be held.
 fn refuse(stream: TcpStream) {
     let mut answer = Vec::with_capacity(256);
-    response::encode(&ApiError::TooManyConnections.reply(), true, &mut answer);
+    response::encode(
+        &ApiError::TooManyConnections.reply(),
+        true,
+        false,
+        &mut answer,
+    );
     let mut socket = stream.inner();
     // A fresh socket's send buffer is empty: this write never blocks.
     let _ = socket.write(&answer);

@@ -28,7 +28,7 @@ use crate::api::{self, RouteId};
 use crate::proto::status;
 
 /// Method labels; anything else counts as `other`.
-pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "other"];
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "other"];
 /// Route labels: the paths of the route table (`api::ROUTES`, `{id}` for
 /// any id: never the raw path), and `other` for paths no route takes.
 pub const ROUTES: [&str; api::ROUTES.len() + 1] = route_labels();
@@ -499,7 +499,10 @@ mod tests {
         );
         assert_eq!(
             STATUSES,
-            [200, 400, 401, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503, 505, 0]
+            [
+                200, 204, 304, 400, 401, 404, 405, 408, 412, 413, 414, 417, 431, 500, 501, 503,
+                505, 0
+            ]
         );
         assert_eq!(index_of(&STATUSES, &418), STATUSES.len() - 1);
     }

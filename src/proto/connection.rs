@@ -110,6 +110,7 @@ pub fn serve<I: Io, S: Service>(
         input: ReadBuf::new(),
         output: Vec::new(),
         pending: None,
+        head_only: false,
     };
     conn.run();
 }
@@ -143,6 +144,8 @@ struct Connection<'a, I: Io, S: Service> {
     output: Vec<u8>,
     /// The request being handled.
     pending: Option<S::Exchange>,
+    /// It is a HEAD request: its answer, whatever it is, has no body.
+    head_only: bool,
 }
 
 impl<'a, I: Io, S: Service> Connection<'a, I, S> {
@@ -172,7 +175,8 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
     fn answer_and_close(&mut self, mut reply: Reply) {
         let pending = self.pending.take();
         reply.request_id = pending.as_ref().and_then(|e| self.service.request_id(e));
-        response::encode(&reply, true, &mut self.output);
+        let head_only = pending.is_some() && self.head_only;
+        response::encode(&reply, true, head_only, &mut self.output);
         self.service.finish(pending, &reply);
     }
 
@@ -185,9 +189,11 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         let Parsed {
             len,
             version,
+            head_only,
             framing,
             taken: exchange,
         } = parsed;
+        self.head_only = head_only;
         self.input.consume(len);
         self.state().set(Phase::Busy);
         let exchange = self.pending.insert(exchange);
@@ -212,6 +218,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
             state: self.registration.state(),
             chunked: !http10,
             close,
+            head_only,
             started: false,
             request_id: request_id.as_deref(),
         };
@@ -221,7 +228,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         drop(body);
         if !reply.streamed {
             reply.request_id = request_id;
-            response::encode(&reply, close || reply.close, &mut self.output);
+            response::encode(&reply, close || reply.close, head_only, &mut self.output);
         }
         self.service.finish(Some(exchange), &reply);
         if self.output.len() >= WRITE_BATCH {
@@ -460,6 +467,8 @@ struct Stream<'s, I: Io> {
     /// Chunked encoding (HTTP/1.1).
     chunked: bool,
     close: bool,
+    /// A HEAD request: the head only, no chunk.
+    head_only: bool,
     /// The head was queued.
     started: bool,
     /// Echoed in the head.
@@ -474,7 +483,7 @@ impl<I: Io> ChunkSink for Stream<'_, I> {
     }
 
     fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.head_only {
             return Ok(());
         }
         if self.chunked {
@@ -490,7 +499,7 @@ impl<I: Io> ChunkSink for Stream<'_, I> {
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        if self.chunked {
+        if self.chunked && !self.head_only {
             self.output.extend_from_slice(LAST_CHUNK);
         }
         Ok(())
@@ -498,6 +507,10 @@ impl<I: Io> ChunkSink for Stream<'_, I> {
 
     fn started(&self) -> bool {
         self.started
+    }
+
+    fn wants_body(&self) -> bool {
+        !self.head_only
     }
 }
 

@@ -4,7 +4,8 @@
 //! ambiguous (both headers, a repeated length, a coding other than chunked
 //! last) is refused, so no byte of a body can ever be read as a request.
 //! Also reads `Connection` and `Expect`, and checks `Host` (RFC 9112 §3.2:
-//! exactly one in an HTTP/1.1 request, at most one in HTTP/1.0).
+//! exactly one in an HTTP/1.1 request, at most one in HTTP/1.0, and a valid
+//! authority) and `Content-Type` (at most one: two could be read two ways).
 
 use httparse::Header;
 
@@ -41,6 +42,7 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
     let mut close_requested = false;
     let mut expect_continue = false;
     let mut hosts = 0;
+    let mut content_types = 0;
     for h in headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -52,6 +54,13 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
             chunked = transfer_coding_is_chunked(h.value, chunked)?;
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !is_authority(h.value) {
+                return Err(Error::Malformed(
+                    "the Host header is not a valid host[:port]",
+                ));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_types += 1;
         } else if name.eq_ignore_ascii_case(b"connection") {
             close_requested |= has_token(h.value, b"close");
         } else if name.eq_ignore_ascii_case(b"expect") && !http10 {
@@ -65,6 +74,9 @@ pub fn check(headers: &[Header<'_>], max_body: u64, http10: bool) -> Result<Fram
         0 if !http10 => return Err(Error::Malformed("an HTTP/1.1 request needs a Host header")),
         0 | 1 => {}
         _ => return Err(Error::Malformed("more than one Host header")),
+    }
+    if content_types > 1 {
+        return Err(Error::Malformed("more than one Content-Type header"));
     }
     let body = match (chunked, content_length) {
         (true, Some(_)) => {
@@ -132,6 +144,48 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Whether a Host value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986
+/// §3.2.2): a reg-name or IPv4 address of unreserved, percent-encoded and
+/// sub-delimiter characters, or an IP literal in brackets; a port of
+/// digits. Empty is valid (a target without authority).
+fn is_authority(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = match value.iter().rposition(|b| *b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal.
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], &value[i + 1..]),
+        _ => (value, &b""[..]),
+    };
+    if !port.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    match host {
+        [b'[', literal @ .., b']'] => literal
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+        _ => host.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +224,30 @@ mod tests {
         assert!(
             matches!(check(&[HOST, HOST], 10, true), Err(Error::Malformed(_))),
             "two Hosts"
+        );
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]:8000",
+            "[::1]",
+            "",
+        ] {
+            assert!(is_authority(good.as_bytes()), "{good:?}");
+        }
+        for bad in ["a b/c", "a/b", "h:p", "user@h", "h?x", "h#x", "\"h\""] {
+            assert!(!is_authority(bad.as_bytes()), "{bad:?}");
+        }
+        let content_type = Header {
+            name: "Content-Type",
+            value: b"application/json",
+        };
+        assert!(
+            matches!(
+                check(&[HOST, content_type, content_type], 10, false),
+                Err(Error::Malformed(_))
+            ),
+            "two Content-Types"
         );
     }
 

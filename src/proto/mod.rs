@@ -13,6 +13,7 @@
 //! - [`framing`]: how a body is delimited, from the headers;
 //! - [`chunked`]: the chunked transfer coding's decoder;
 //! - [`body`]: request bodies in bounded memory;
+//! - [`etag`]: entity tags, and the preconditions that compare them;
 //! - [`response`]: replies and their encoding on the wire;
 //! - [`status`]: the table of statuses;
 //! - [`sweep`]: the connection timeouts, enforced without a timer per request.
@@ -24,6 +25,7 @@
 pub mod body;
 pub mod chunked;
 pub mod connection;
+pub mod etag;
 pub mod framing;
 pub mod io;
 pub mod request;

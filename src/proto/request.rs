@@ -83,6 +83,8 @@ pub struct Parsed<T> {
     pub len: usize,
     /// The version.
     pub version: Version,
+    /// A HEAD request: its answer has no body, whatever its status.
+    pub head_only: bool,
     /// How the body is framed.
     pub framing: Framing,
     /// What the closure given to [`parse`] returned.
@@ -120,6 +122,7 @@ pub fn parse<T>(
                 _ => Version::Http11,
             };
             check_limits(method, target, req.headers, limits)?;
+            check_target(method, target)?;
             let framing = framing::check(req.headers, limits.max_body, version == Version::Http10)?;
             let head = Head {
                 method,
@@ -131,6 +134,7 @@ pub fn parse<T>(
             Ok(Some(Parsed {
                 len,
                 version,
+                head_only: method == "HEAD",
                 framing,
                 taken: take(&head),
             }))
@@ -160,6 +164,22 @@ fn check_limits(
         return Err(Error::HeaderTooLong(limits.field_size));
     }
     Ok(())
+}
+
+/// The forms of request target a server answers (RFC 9112 §3.2): a path
+/// (origin-form), an absolute URI (absolute-form, with an http or https
+/// scheme), and `*` for OPTIONS only. The authority-form belongs to
+/// CONNECT, which this server does not tunnel; anything else (a path
+/// without its leading slash) is no target at all.
+fn check_target(method: &str, target: &str) -> Result<(), Error> {
+    if target.starts_with('/') || absolute_form_path(target).is_some() {
+        return Ok(());
+    }
+    Err(Error::Malformed(match target {
+        "*" if method == "OPTIONS" => return Ok(()),
+        "*" => "the request target * is only for OPTIONS",
+        _ => "the request target is neither a path nor an absolute http(s) URI",
+    }))
 }
 
 /// Limits that an incomplete head already breaks: a request line with no
@@ -192,7 +212,11 @@ fn version_error(buf: &[u8]) -> Error {
         .rsplit(|b| *b == b' ')
         .next()
         .unwrap_or_default();
-    let looks_like_http = version.len() >= 8
+    // Three parts, one space apart: a fourth (a space in the target) makes
+    // httparse read a piece of the target as the version.
+    let parts = line.trim_ascii().split(|b| *b == b' ').count();
+    let looks_like_http = parts == 3
+        && version.len() >= 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
         && version[6] == b'.'
@@ -217,24 +241,30 @@ fn describe(e: httparse::Error) -> &'static str {
 }
 
 /// The path of an origin-form target (`/orders?limit=1`), also from an
-/// absolute-form one (`http://host/orders`).
+/// absolute-form one (`http://host/orders`); `*` as it is.
 fn origin_form(target: &str) -> &str {
     if target.starts_with('/') {
         return target;
     }
-    let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
+    absolute_form_path(target).unwrap_or(target)
+}
+
+/// The path of an absolute-form target with an http or https scheme and
+/// an authority (`/` when it has no path).
+fn absolute_form_path(target: &str) -> Option<&str> {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
         let head = target.get(..scheme.len())?;
         head.eq_ignore_ascii_case(scheme)
             .then(|| &target[scheme.len()..])
-    });
-    match after_scheme {
-        Some(rest) => match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-            _ => "/",
-        },
-        // `*` (OPTIONS) or an authority (CONNECT): no route takes them.
-        None => target,
+    })?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if end == 0 {
+        return None; // no authority
     }
+    Some(match rest.as_bytes().get(end) {
+        Some(b'/') => &rest[end..],
+        _ => "/",
+    })
 }
 
 #[cfg(test)]
@@ -307,6 +337,13 @@ mod tests {
                 "{bad:?}"
             );
         }
+        assert!(
+            matches!(
+                parse_str("GET /a b HTTP/1.1\r\n\r\n"),
+                Err(Error::Malformed(_))
+            ),
+            "a space in the target is a bad request line, not a version"
+        );
         for version in [
             "GET / HTTP/1.2\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
@@ -387,5 +424,35 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(head.taken.1, "/orders");
+    }
+
+    /// RFC 9112 §3.2: origin-form and absolute-form; `*` for OPTIONS only;
+    /// no authority-form (CONNECT is not served) and no relative paths.
+    #[test]
+    fn only_the_forms_of_target_a_server_answers() {
+        for ok in [
+            "GET /orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://h/orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert!(parse_str(ok).unwrap().is_some(), "{ok:?}");
+        }
+        for bad in [
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http:///orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET ftp://h/orders HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_str(bad), Err(Error::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let head = parse(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", &LIMITS, |_| ())
+            .unwrap()
+            .unwrap();
+        assert!(head.head_only);
     }
 }

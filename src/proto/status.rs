@@ -34,11 +34,14 @@ macro_rules! statuses {
 
 statuses! {
     OK = 200 "OK";
+    NO_CONTENT = 204 "No Content";
+    NOT_MODIFIED = 304 "Not Modified";
     BAD_REQUEST = 400 "Bad Request";
     UNAUTHORIZED = 401 "Unauthorized";
     NOT_FOUND = 404 "Not Found";
     METHOD_NOT_ALLOWED = 405 "Method Not Allowed";
     REQUEST_TIMEOUT = 408 "Request Timeout";
+    PRECONDITION_FAILED = 412 "Precondition Failed";
     PAYLOAD_TOO_LARGE = 413 "Payload Too Large";
     URI_TOO_LONG = 414 "URI Too Long";
     EXPECTATION_FAILED = 417 "Expectation Failed";

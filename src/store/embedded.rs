@@ -29,8 +29,9 @@ use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn, WithoutTls};
 use serde_json::Value;
 
 use super::reply::{Courier, Replies, ReplyTo};
-use super::{render_new, Doc, Page, Store, StoreError};
+use super::{render_new, tag_of, Doc, Page, Store, StoreError, Written};
 use crate::orders::{Fields, ListQuery};
+use crate::proto::etag::Preconditions;
 
 /// Most write operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -44,15 +45,15 @@ type Db = Database<'static, Bytes, Bytes>;
 /// A write, as sent to the writer thread.
 enum WriteKind {
     Create(Fields),
-    Update(ObjectId, Fields),
-    Delete(ObjectId),
+    Update(ObjectId, Fields, Preconditions),
+    Delete(ObjectId, Preconditions),
 }
 
 /// What a write produced.
 enum WriteResult {
     Created(Doc),
-    Updated(Option<Doc>),
-    Deleted(bool),
+    Updated(Written<Doc>),
+    Deleted(Written<()>),
 }
 
 struct WriteOp {
@@ -176,16 +177,21 @@ impl Store for Embedded {
         }
     }
 
-    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
-        match self.write(WriteKind::Update(*id, fields))? {
-            WriteResult::Updated(doc) => Ok(doc),
+    fn update(
+        &self,
+        id: &ObjectId,
+        fields: Fields,
+        pre: &Preconditions,
+    ) -> Result<Written<Doc>, StoreError> {
+        match self.write(WriteKind::Update(*id, fields, pre.clone()))? {
+            WriteResult::Updated(written) => Ok(written),
             _ => unreachable!("the writer answers an update with Updated"),
         }
     }
 
-    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        match self.write(WriteKind::Delete(*id))? {
-            WriteResult::Deleted(found) => Ok(found),
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+        match self.write(WriteKind::Delete(*id, pre.clone()))? {
+            WriteResult::Deleted(written) => Ok(written),
             _ => unreachable!("the writer answers a delete with Deleted"),
         }
     }
@@ -364,22 +370,41 @@ impl Writer {
                 *high_water = id;
                 WriteResult::Created(doc)
             }
-            WriteKind::Update(id, fields) => {
+            WriteKind::Update(id, fields, pre) => {
                 let key = id.bytes();
-                let Some(old) = self.orders.get(&txn, &key).map_err(store_error)? else {
-                    return Ok(WriteResult::Updated(None));
+                let old = self.orders.get(&txn, &key).map_err(store_error)?;
+                // Compared inside the write transaction: no other write
+                // can come between the comparison and this one.
+                let current = old.map(tag_of);
+                if !pre.allow_write(current) {
+                    return Ok(WriteResult::Updated(Written::PreconditionFailed(current)));
+                }
+                let Some(old) = old else {
+                    return Ok(WriteResult::Updated(Written::NotFound));
                 };
                 let doc = apply_patch(old, fields)?;
                 self.orders
                     .put(&mut txn, &key, &doc.0)
                     .map_err(store_error)?;
-                WriteResult::Updated(Some(doc))
+                WriteResult::Updated(Written::Done(doc))
             }
-            WriteKind::Delete(id) => WriteResult::Deleted(
-                self.orders
-                    .delete(&mut txn, &id.bytes())
-                    .map_err(store_error)?,
-            ),
+            WriteKind::Delete(id, pre) => {
+                let key = id.bytes();
+                if !pre.is_empty() {
+                    let current = self
+                        .orders
+                        .get(&txn, &key)
+                        .map_err(store_error)?
+                        .map(tag_of);
+                    if !pre.allow_write(current) {
+                        return Ok(WriteResult::Deleted(Written::PreconditionFailed(current)));
+                    }
+                }
+                match self.orders.delete(&mut txn, &key).map_err(store_error)? {
+                    true => WriteResult::Deleted(Written::Done(())),
+                    false => WriteResult::Deleted(Written::NotFound),
+                }
+            }
         };
         txn.commit().map_err(store_error)?;
         Ok(result)

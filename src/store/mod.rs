@@ -22,6 +22,7 @@ use bson::oid::ObjectId;
 
 use crate::metrics::{self, StoreOp, StoreOutcome};
 use crate::orders::{Fields, ListQuery};
+use crate::proto::etag::{EntityTag, Preconditions};
 
 /// What the store layer is told by the configuration (`config` resolves it).
 #[derive(Debug, Clone)]
@@ -83,6 +84,26 @@ pub struct Page {
     /// or at `max_bytes`): the id of the last document here, to pass as
     /// `after`.
     pub next: Option<ObjectId>,
+}
+
+/// What a write with preconditions did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<T> {
+    /// Applied: its result.
+    Done(T),
+    /// The preconditions held, but no document has this id.
+    NotFound,
+    /// A precondition was false when the write would have applied (the
+    /// comparison and the write are one atomic step): nothing changed.
+    /// The current document's tag, if there is one.
+    PreconditionFailed(Option<EntityTag>),
+}
+
+/// The tag of a stored document: of its JSON bytes as served. Every
+/// backend, worker and host computes it the same way from the same
+/// document, so it survives restarts (docs/design.md).
+pub fn tag_of(doc: &[u8]) -> EntityTag {
+    EntityTag::of(doc)
 }
 
 /// Why a store could not answer. Each is a 503 to the client; the cause
@@ -176,11 +197,18 @@ pub trait Store: Send + Sync {
     /// Stores a new document with the given fields and a new `_id`,
     /// answering only once it is durable.
     fn create(&self, fields: Fields) -> Result<Doc, StoreError>;
-    /// Sets the given fields; the whole document after the update, or None
-    /// when no document has this id.
-    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError>;
-    /// Removes the document; false when no document has this id.
-    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError>;
+    /// Sets the given fields, if the document's current tag meets `pre`
+    /// (compared atomically with the write); the whole document after the
+    /// update.
+    fn update(
+        &self,
+        id: &ObjectId,
+        fields: Fields,
+        pre: &Preconditions,
+    ) -> Result<Written<Doc>, StoreError>;
+    /// Removes the document, if its current tag meets `pre` (compared
+    /// atomically with the removal).
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError>;
     /// Whether the store answers within `timeout` (the readiness check),
     /// without touching the orders.
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError>;
@@ -229,11 +257,16 @@ impl Store for Counted<'_> {
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
         self.count(StoreOp::Create, self.0.create(fields))
     }
-    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
-        self.count(StoreOp::Update, self.0.update(id, fields))
+    fn update(
+        &self,
+        id: &ObjectId,
+        fields: Fields,
+        pre: &Preconditions,
+    ) -> Result<Written<Doc>, StoreError> {
+        self.count(StoreOp::Update, self.0.update(id, fields, pre))
     }
-    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        self.count(StoreOp::Delete, self.0.delete(id))
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+        self.count(StoreOp::Delete, self.0.delete(id, pre))
     }
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
         self.0.ping(timeout)

@@ -20,6 +20,14 @@
 //! Documents keep app.py's shape; a stored document of another shape is
 //! rendered as stored (ObjectIds as 24 hex characters, other BSON types as
 //! their relaxed extended-JSON form), never a 500.
+//!
+//! A write with preconditions (`If-Match`, `If-None-Match`) reads the
+//! document, compares its tag, and then writes only if the document is
+//! still exactly the one compared: the write's filter is `_id` plus
+//! `$expr: {$eq: ["$$ROOT", {$literal: <the document read>}]}`, so the
+//! comparison and the write are one atomic step on the database, whatever
+//! other hosts do. If the document changed in between, the preconditions
+//! are evaluated again on the new one.
 
 use std::any::Any;
 use std::future::Future;
@@ -34,8 +42,9 @@ use serde_json::{Map, Value};
 
 use super::reply::Replies;
 use super::runtime::CoRuntime;
-use super::{Doc, Page, Store, StoreError};
+use super::{tag_of, Doc, Page, Store, StoreError, Written};
 use crate::orders::{Fields, ListQuery};
+use crate::proto::etag::Preconditions;
 
 /// Extra time the coroutine waits beyond the tokio-side deadline, so the
 /// runtime's own timeout (which cancels the operation) normally fires first.
@@ -46,6 +55,10 @@ const REPLY_GRACE: Duration = Duration::from_millis(200);
 const POOL_SIZE: u32 = 10;
 /// Documents per round trip when streaming a list.
 const LIST_BATCH_SIZE: u32 = 1000;
+/// How many times a conditional write compares and tries again when the
+/// document changed between its read and its write; then the client is
+/// told to retry (503).
+const CAS_ATTEMPTS: usize = 8;
 
 /// Where the orders are.
 #[derive(Debug, Clone)]
@@ -155,10 +168,7 @@ impl Mongo {
 
 impl Store for Mongo {
     fn get(&self, id: &ObjectId) -> Result<Option<Doc>, StoreError> {
-        let orders = self.raw.clone();
-        let filter = doc! { "_id": *id };
-        let found = self.run(async move { orders.find_one(filter).await })?;
-        found.map(|d| render_raw(&d)).transpose()
+        self.get_raw(id)?.map(|d| render_raw(&d)).transpose()
     }
 
     fn list(&self, query: &ListQuery, max_bytes: usize) -> Result<Page, StoreError> {
@@ -214,18 +224,25 @@ impl Store for Mongo {
         Ok(render(stored))
     }
 
-    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
-        let orders = self.orders.clone();
-        let filter = doc! { "_id": *id };
+    fn update(
+        &self,
+        id: &ObjectId,
+        fields: Fields,
+        pre: &Preconditions,
+    ) -> Result<Written<Doc>, StoreError> {
         let set: Document = fields.into_iter().map(|(k, v)| (k, to_bson(v))).collect();
         let update = doc! { "$set": set };
-        let after = self.run(async move {
-            orders
-                .find_one_and_update(filter, update)
-                .return_document(ReturnDocument::After)
-                .await
-        })?;
-        Ok(after.map(render))
+        self.conditionally(id, pre, |filter| {
+            let orders = self.orders.clone();
+            let update = update.clone();
+            let after = self.run(async move {
+                orders
+                    .find_one_and_update(filter, update)
+                    .return_document(ReturnDocument::After)
+                    .await
+            })?;
+            Ok(after.map(render))
+        })
     }
 
     /// The `ping` command, within the shorter of `timeout` and the store's deadline.
@@ -236,11 +253,67 @@ impl Store for Mongo {
         })
     }
 
-    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        let orders = self.orders.clone();
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+        self.conditionally(id, pre, |filter| {
+            let orders = self.orders.clone();
+            let result = self.run(async move { orders.delete_one(filter).await })?;
+            Ok((result.deleted_count > 0).then_some(()))
+        })
+    }
+}
+
+impl Mongo {
+    /// Runs `write` (given its filter; None: nothing matched) on the
+    /// document `id`: at once without preconditions, else as a
+    /// compare-and-set on the document whose tag met them.
+    fn conditionally<T>(
+        &self,
+        id: &ObjectId,
+        pre: &Preconditions,
+        write: impl Fn(Document) -> Result<Option<T>, StoreError>,
+    ) -> Result<Written<T>, StoreError> {
+        if pre.is_empty() {
+            return Ok(match write(doc! { "_id": *id })? {
+                Some(done) => Written::Done(done),
+                None => Written::NotFound,
+            });
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.get_raw(id)?;
+            let tag = match &current {
+                Some(raw) => Some(tag_of(&render_raw(raw)?.0)),
+                None => None,
+            };
+            if !pre.allow_write(tag) {
+                return Ok(Written::PreconditionFailed(tag));
+            }
+            let Some(raw) = current else {
+                return Ok(Written::NotFound);
+            };
+            let seen = raw.to_document().map_err(|e| {
+                StoreError::unavailable_because(format!(
+                    "malformed document from the database: {e}"
+                ))
+            })?;
+            let filter = doc! {
+                "_id": *id,
+                "$expr": { "$eq": ["$$ROOT", { "$literal": seen }] },
+            };
+            if let Some(done) = write(filter)? {
+                return Ok(Written::Done(done));
+            }
+            // Changed (or deleted) since it was read: compare again.
+        }
+        Err(StoreError::unavailable_because(
+            "the order kept changing during a conditional write",
+        ))
+    }
+
+    /// The stored document `id`, as raw BSON.
+    fn get_raw(&self, id: &ObjectId) -> Result<Option<RawDocumentBuf>, StoreError> {
+        let orders = self.raw.clone();
         let filter = doc! { "_id": *id };
-        let result = self.run(async move { orders.delete_one(filter).await })?;
-        Ok(result.deleted_count > 0)
+        self.run(async move { orders.find_one(filter).await })
     }
 }
 

@@ -18,7 +18,8 @@ use bson::oid::ObjectId;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal as NixSignal};
 
 use crate::orders::{Fields, ListQuery};
-use crate::store::{Doc, Page, Store, StoreError};
+use crate::proto::etag::Preconditions;
+use crate::store::{Doc, Page, Store, StoreError, Written};
 
 /// Installs the SIGBUS handler. The coroutine library installs its own
 /// handler (for stack overflows) when the first coroutine runs, and it
@@ -73,11 +74,16 @@ impl Store for EndOnDamage {
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
         self.check(self.0.create(fields))
     }
-    fn update(&self, id: &ObjectId, fields: Fields) -> Result<Option<Doc>, StoreError> {
-        self.check(self.0.update(id, fields))
+    fn update(
+        &self,
+        id: &ObjectId,
+        fields: Fields,
+        pre: &Preconditions,
+    ) -> Result<Written<Doc>, StoreError> {
+        self.check(self.0.update(id, fields, pre))
     }
-    fn delete(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        self.check(self.0.delete(id))
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+        self.check(self.0.delete(id, pre))
     }
     fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         self.check(self.0.ping(timeout))
