@@ -4,8 +4,9 @@
 # Builds release, starts orders-server (-w 1) pinned to CPU 0 on a fresh
 # data dir, seeds 100 orders, and drives it with wrk (-t1 -c100, keep-alive)
 # pinned to CPU 1: GET /orders/<id>, POST /orders (bench/post.lua) and
-# GET /orders (the 100 orders, also in MB/s), and GET by id revalidated
-# with its ETag (If-None-Match, bench/revalidate.lua: a 304 with no body);
+# GET /orders (the 100 orders, also in MB/s), and GET by id and the list
+# revalidated with their ETags (If-None-Match, bench/revalidate.lua and
+# bench/revalidate_list.lua: a 304 with no body);
 # then the same GET against
 # examples/ceiling.rs (a bare may_minihttp server answering a fixed order).
 # Each case RUNS times (the ceiling and GET by id in alternation, both servers
@@ -180,7 +181,11 @@ bench "ceiling $CEILING_PID http://127.0.0.1:$CPORT/orders/$ID" "get_id $SERVER_
   ${BASE_CASE:+"${BASE_CASE[0]}$ID"} "${REVALIDATE[@]}"
 kill -TERM "$OFF_PID" "$LOG_PID" ${BASE_PID:-}; wait "$OFF_PID" "$LOG_PID" ${BASE_PID:-} || true
 LOG_LINES=$(wc -l <"$TMP/access.log")
-bench "list100 $SERVER_PID http://127.0.0.1:$PORT/orders"
+ETAG_LIST=$(curl -sfI "http://127.0.0.1:$PORT/orders" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+export ETAG_LIST
+LIST_CASES=("list100 $SERVER_PID http://127.0.0.1:$PORT/orders")
+[ -n "$ETAG_LIST" ] && LIST_CASES+=("revalidate_list $SERVER_PID http://127.0.0.1:$PORT/orders bench/revalidate_list.lua")
+bench "${LIST_CASES[@]}"
 # POST last: it grows the store.
 bench "post $SERVER_PID http://127.0.0.1:$PORT/orders bench/post.lua"
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
@@ -197,6 +202,7 @@ row "GET /orders/<id>, access log on" get_id_log
 [ -n "${BIN_BASE:-}" ] && row "GET /orders/<id>, baseline $BASE_REV" get_id_base
 [ -n "$ETAG" ] && row "GET /orders/<id>, If-None-Match (304)" revalidate
 row "GET /orders (100 orders)" list100
+[ -n "$ETAG_LIST" ] && row "GET /orders, If-None-Match (304)" revalidate_list
 row "POST /orders (durable)" post
 echo "group commit: mean batch ${BATCH:-?} writes per fsync'd commit"
 echo "access log cost: GET by id at $(ratio "${RPS[get_id_log]}" "${RPS[get_id]}") of the req/s with it off, $(ratio "${CPU[get_id_log]}" "${CPU[get_id]}") of the CPU per request ($LOG_LINES lines written)"
@@ -218,5 +224,5 @@ if [ -n "${BIN_BASE:-}" ]; then
   echo "vs baseline $BASELINE ($BASE_REV): GET by id at $(ratio "${RPS[get_id]}" "${RPS[get_id_base]}") of its req/s, $(ratio "${CPU[get_id]}" "${CPU[get_id_base]}") of its CPU per request"
 fi
 if [ -n "$ETAG" ]; then
-  echo "revalidation: a 304 (If-None-Match) costs $(ratio "${CPU[revalidate]}" "${CPU[get_id]}") of the CPU of the 200 it replaces"
+  echo "revalidation: a 304 (If-None-Match) costs $(ratio "${CPU[revalidate]}" "${CPU[get_id]}") of the CPU of the 200 it replaces for an order, $(ratio "${CPU[revalidate_list]:-0}" "${CPU[list100]}") for the 100-order list"
 fi
