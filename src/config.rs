@@ -31,6 +31,7 @@ use crate::http::auth::{Tokens, TokensError};
 use crate::http::routes::ListLimits;
 use crate::http::{HttpConfig, HttpLimits};
 use crate::proto::request::HeadLimits;
+use crate::proto::sweep::SweepPolicy;
 use crate::store::mongo::{redact_uri, MongoTarget};
 use crate::store::{Backend, StoreConfig};
 
@@ -256,6 +257,16 @@ settings! {
         check = SECONDS, reload = true;
     /// Seconds a client may take to send one request, or stay blocked reading a response.
     client_timeout: u64, env = "ORDERS_CLIENT_TIMEOUT", value_name = "SECONDS", default = "30",
+        check = SECONDS, reload = true;
+    /// Fewest bytes a second a request body must bring over each period of
+    /// body_rate_grace, else it is cut with 408 (0: no minimum).
+    min_body_rate: u64, env = "ORDERS_MIN_BODY_RATE", value_name = "BYTES",
+        default = "240",
+        check = Range(0, 1 << 30), reload = true;
+    /// Seconds over which a body's rate is measured; the first period after
+    /// it starts is its grace.
+    body_rate_grace: u64, env = "ORDERS_BODY_RATE_GRACE", value_name = "SECONDS",
+        default = "5",
         check = SECONDS, reload = true;
     /// Recycle a worker after this many requests; 0 = never.
     max_requests: u64, env = "ORDERS_MAX_REQUESTS", value_name = "N", default = "0",
@@ -512,6 +523,9 @@ pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile(path.into(), e.message().to_string()))
 }
 
+/// The tokens file as read: its text and mode, or why it could not be.
+pub type TokensRead = Result<(String, u32), std::sync::Arc<std::io::Error>>;
+
 /// What the configuration depends on besides the settings: read before
 /// [`resolve`], so that resolving is a pure function.
 #[derive(Debug, Default)]
@@ -522,8 +536,9 @@ pub struct Environment {
     pub cpus: u64,
     /// The hard open-file limit (bounds `worker_connections`).
     pub hard_nofile: u64,
-    /// The API tokens file's text, when one is named (read errors kept).
-    pub tokens_file: Option<(PathBuf, Result<String, std::sync::Arc<std::io::Error>>)>,
+    /// The API tokens file's text and mode, when one is named (read errors
+    /// kept).
+    pub tokens_file: Option<(PathBuf, TokensRead)>,
 }
 
 impl Environment {
@@ -540,8 +555,12 @@ impl Environment {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             hard_nofile: hard_nofile_limit(),
             tokens_file: tokens_path.map(|p| {
-                let text = std::fs::read_to_string(p).map_err(std::sync::Arc::new);
-                (p.clone(), text)
+                use std::os::unix::fs::PermissionsExt;
+                let read = std::fs::read_to_string(p).and_then(|text| {
+                    let mode = std::fs::metadata(p)?.permissions().mode();
+                    Ok((text, mode))
+                });
+                (p.clone(), read.map_err(std::sync::Arc::new))
             }),
         }
     }
@@ -630,8 +649,15 @@ pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config
             worker_connections: worker_connections as usize,
             max_buffered_body_bytes: body_memory as usize,
         },
-        keepalive: Duration::from_secs(given(s.keepalive, Defaults::keepalive)),
-        client_timeout: Duration::from_secs(given(s.client_timeout, Defaults::client_timeout)),
+        sweep: SweepPolicy {
+            keepalive: Duration::from_secs(given(s.keepalive, Defaults::keepalive)),
+            client_timeout: Duration::from_secs(given(s.client_timeout, Defaults::client_timeout)),
+            min_body_rate: given(s.min_body_rate, Defaults::min_body_rate),
+            body_rate_grace: Duration::from_secs(given(
+                s.body_rate_grace,
+                Defaults::body_rate_grace,
+            )),
+        },
         backlog: given(s.backlog, Defaults::backlog) as i32,
         access_log,
         tokens: tokens(
@@ -673,18 +699,23 @@ pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config
     })
 }
 
-/// The API tokens, from the file's text [`Environment::read`] read.
+/// The API tokens, from the file's text [`Environment::read`] read. Like
+/// ssh with a private key, a file that other users may read or write is
+/// refused: its tokens may be known already.
 fn tokens(
-    file: Option<(PathBuf, Result<String, std::sync::Arc<std::io::Error>>)>,
+    file: Option<(PathBuf, TokensRead)>,
     for_reads: bool,
 ) -> Result<Option<Tokens>, ConfigError> {
-    let Some((path, text)) = file else {
+    let Some((path, read)) = file else {
         return Ok(None);
     };
-    let text = text.map_err(|e| {
+    let (text, mode) = read.map_err(|e| {
         let e = std::io::Error::new(e.kind(), e.to_string());
         TokensError::Read(path.clone(), e)
     })?;
+    if mode & 0o077 != 0 {
+        return Err(TokensError::Exposed(path, mode & 0o777).into());
+    }
     Ok(Some(Tokens::parse(&path, &text, for_reads)?))
 }
 
@@ -836,7 +867,7 @@ mod tests {
             mongo_uri: Some("mongodb://db.example:27017/shop".into()),
             cpus: 6,
             hard_nofile: 1064,
-            tokens_file: Some(("t".into(), Ok("ci:0123456789abcdef0123".into()))),
+            tokens_file: Some(("t".into(), Ok(("ci:0123456789abcdef0123".into(), 0o100600)))),
         };
         let c = resolve(Settings::default(), Settings::default(), given).unwrap();
         assert_eq!(c.process.workers, 6);
@@ -854,6 +885,15 @@ mod tests {
         };
         let e = resolve(too_many, Settings::default(), small).unwrap_err();
         assert!(e.to_string().contains("worker_connections"), "{e}");
+        let exposed = Environment {
+            tokens_file: Some((
+                "/etc/t".into(),
+                Ok(("ci:0123456789abcdef0123".into(), 0o100644)),
+            )),
+            ..env()
+        };
+        let e = resolve(Settings::default(), Settings::default(), exposed).unwrap_err();
+        assert!(e.to_string().contains("chmod 600 /etc/t"), "{e}");
     }
 
     /// Each row's rule is checked where the value is given, before any

@@ -47,6 +47,61 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     line
 }
 
+/// How long a repeated message stays quiet after it was logged: the
+/// repeats of the interval are counted and said with the next line.
+pub const REPEAT_INTERVAL_MS: u64 = 10_000;
+
+/// One message that may repeat many times a second while something stays
+/// broken (a full disk, a failing store): the first is logged, the rest of
+/// the next [`REPEAT_INTERVAL_MS`] only counted, and the next one logged
+/// after it says how many there were. Metrics still count every one. Use
+/// through [`log_repeated!`](crate::log_repeated), one per call site.
+#[derive(Debug, Default)]
+pub struct Repeated(Mutex<(u64, u64)>);
+
+impl Repeated {
+    /// A message not logged yet.
+    pub const fn new() -> Repeated {
+        Repeated(Mutex::new((0, 0)))
+    }
+
+    /// Whether to log the message now, with how many were held back since
+    /// the last one that was (None: hold this one back).
+    pub fn take(&self, now_ms: u64) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (logged_at, held) = &mut *state;
+        if *logged_at != 0 && now_ms.saturating_sub(*logged_at) < REPEAT_INTERVAL_MS {
+            *held += 1;
+            return None;
+        }
+        *logged_at = now_ms.max(1);
+        Some(std::mem::take(held))
+    }
+}
+
+/// `log::log!` for a message that may repeat without end: logged once per
+/// [`REPEAT_INTERVAL_MS`] at most, with the count of the repeats held back
+/// (`... (and 41237 more like it in the last 10 s)`).
+#[macro_export]
+macro_rules! log_repeated {
+    ($level:expr, $($arg:tt)+) => {{
+        static REPEATED: $crate::logging::Repeated = $crate::logging::Repeated::new();
+        if log::log_enabled!($level) {
+            if let Some(held) = REPEATED.take($crate::clock::coarse_ms()) {
+                match held {
+                    0 => log::log!($level, $($arg)+),
+                    n => log::log!(
+                        $level,
+                        "{} (and {n} more like it in the last {} s)",
+                        format_args!($($arg)+),
+                        $crate::logging::REPEAT_INTERVAL_MS / 1000
+                    ),
+                }
+            }
+        }
+    }};
+}
+
 /// Which process this is, printed on every line.
 static ROLE: Mutex<String> = Mutex::new(String::new());
 /// The log file, when logs do not go to stderr.
@@ -147,6 +202,17 @@ fn humantime_utc(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_message_is_logged_once_an_interval_with_its_count() {
+        let r = Repeated::new();
+        assert_eq!(r.take(1_000), Some(0));
+        for t in 1_001..1_500 {
+            assert_eq!(r.take(t), None);
+        }
+        assert_eq!(r.take(1_000 + REPEAT_INTERVAL_MS), Some(499));
+        assert_eq!(r.take(1_001 + REPEAT_INTERVAL_MS), None);
+    }
 
     #[test]
     fn civil_dates() {

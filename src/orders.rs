@@ -9,6 +9,8 @@ use std::fmt;
 use bson::oid::ObjectId;
 use serde_json::{Map, Value};
 
+// `Sent`, `SentFields` and `Key` deserialize bodies by hand (see parse_body).
+
 /// The four fields of an order, in the order app.py documented them.
 pub const FIELDS: [&str; 4] = ["product", "quantity", "customer_name", "customer_address"];
 
@@ -109,10 +111,10 @@ fn hex_value(digit: u8) -> Result<u8, OrderError> {
 /// Validates the body of `POST /orders`: all four fields, each valid.
 /// Extra fields are ignored, as app.py ignored them.
 pub fn parse_new(body: &[u8]) -> Result<Fields, OrderError> {
-    let object = parse_object(body)?;
+    let mut sent = parse_body(body)?;
     let mut fields = Fields::new();
-    for name in FIELDS {
-        let value = object.get(name).ok_or(OrderError::MissingField(name))?;
+    for (i, name) in FIELDS.into_iter().enumerate() {
+        let value = sent[i].take().ok_or(OrderError::MissingField(name))?;
         fields.insert(name.to_string(), check_field(name, value)?);
     }
     Ok(fields)
@@ -121,10 +123,10 @@ pub fn parse_new(body: &[u8]) -> Result<Fields, OrderError> {
 /// Validates the body of `PUT /orders/<id>`: one or more of the four fields,
 /// each following the rules of a create.
 pub fn parse_patch(body: &[u8]) -> Result<Fields, OrderError> {
-    let object = parse_object(body)?;
+    let mut sent = parse_body(body)?;
     let mut fields = Fields::new();
-    for name in FIELDS {
-        if let Some(value) = object.get(name) {
+    for (i, name) in FIELDS.into_iter().enumerate() {
+        if let Some(value) = sent[i].take() {
             fields.insert(name.to_string(), check_field(name, value)?);
         }
     }
@@ -134,12 +136,139 @@ pub fn parse_patch(body: &[u8]) -> Result<Fields, OrderError> {
     Ok(fields)
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, OrderError> {
+/// The four fields' values as sent (the last of a repeated key, as a JSON
+/// object parser keeps), from a body that must be a JSON object. Nothing
+/// else is built: other keys and their values are parsed only to check
+/// that they are JSON (`IgnoredAny`), and an object or array given for one
+/// of the four is skipped the same way, so a body costs about its own size
+/// whatever it holds (a generic JSON tree cost ~28 times it).
+fn parse_body(body: &[u8]) -> Result<[Option<Sent>; 4], OrderError> {
     check_depth(body)?;
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(OrderError::NotAnObject),
+    match serde_json::from_slice::<SentFields>(body) {
+        Ok(SentFields(fields)) => Ok(fields),
+        Err(e) if e.to_string().starts_with(NOT_AN_OBJECT) => Err(OrderError::NotAnObject),
         Err(_) => Err(OrderError::InvalidJson),
+    }
+}
+
+/// What a body that is JSON but no object is told by the deserializer.
+const NOT_AN_OBJECT: &str = "not an object";
+
+/// A field's value, kept only as far as validation needs it.
+#[derive(Debug)]
+enum Sent {
+    String(String),
+    /// A JSON integer that fits an i64.
+    Int(i64),
+    /// A JSON integer above i64::MAX.
+    Huge,
+    /// A JSON number with a fraction or an exponent (`2.0` included).
+    Float,
+    /// null, true/false, an array or an object (skipped, not built).
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Sent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sent, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Sent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Sent, E> {
+                Ok(Sent::String(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Sent, E> {
+                Ok(Sent::String(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Sent, E> {
+                Ok(Sent::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Sent, E> {
+                Ok(i64::try_from(v).map_or(Sent::Huge, Sent::Int))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Sent, E> {
+                Ok(Sent::Float)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Sent, E> {
+                Ok(Sent::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Sent, E> {
+                Ok(Sent::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sent, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Sent::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Sent, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Sent::Other)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A body's values of the four fields (see [`parse_body`]).
+struct SentFields([Option<Sent>; 4]);
+
+impl<'de> serde::Deserialize<'de> for SentFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SentFields, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SentFields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(NOT_AN_OBJECT)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<SentFields, A::Error> {
+                let mut fields: [Option<Sent>; 4] = Default::default();
+                while let Some(key) = a.next_key::<Key>()? {
+                    match key.0 {
+                        Some(i) => fields[i] = Some(a.next_value()?),
+                        None => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(SentFields(fields))
+            }
+        }
+        d.deserialize_any(Visit).map_err(|e| {
+            // "invalid type: ..., expected not an object" for another type:
+            // told apart from a syntax error by its first words.
+            let text = e.to_string();
+            match text.contains(&format!("expected {NOT_AN_OBJECT}")) {
+                true => serde::de::Error::custom(NOT_AN_OBJECT),
+                false => e,
+            }
+        })
+    }
+}
+
+/// A key of the body: the index of one of the four fields, or None (read
+/// without being kept).
+struct Key(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(FIELDS.iter().position(|f| *f == v)))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -173,13 +302,13 @@ fn check_depth(body: &[u8]) -> Result<(), OrderError> {
     Ok(())
 }
 
-fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
+fn check_field(name: &'static str, value: Sent) -> Result<Value, OrderError> {
     if name == "quantity" {
         return check_quantity(value);
     }
     match value {
-        Value::String(s) if s.is_empty() => Err(OrderError::EmptyField(name)),
-        Value::String(_) => Ok(value.clone()),
+        Sent::String(s) if s.is_empty() => Err(OrderError::EmptyField(name)),
+        Sent::String(s) => Ok(Value::String(s)),
         _ => Err(OrderError::WrongType {
             field: name,
             expected: "a string",
@@ -189,22 +318,14 @@ fn check_field(name: &'static str, value: &Value) -> Result<Value, OrderError> {
 
 /// quantity: a JSON integer >= 1 (not a string, not a fraction, not `2.0`),
 /// at most i64::MAX so it fits MongoDB's 64-bit integer.
-fn check_quantity(value: &Value) -> Result<Value, OrderError> {
-    let Value::Number(n) = value else {
-        return Err(OrderError::WrongType {
+fn check_quantity(value: Sent) -> Result<Value, OrderError> {
+    match value {
+        Sent::Int(q) if q >= 1 => Ok(Value::from(q)),
+        Sent::Int(_) | Sent::Huge => Err(OrderError::QuantityOutOfRange),
+        _ => Err(OrderError::WrongType {
             field: "quantity",
             expected: "an integer",
-        });
-    };
-    if n.is_f64() {
-        return Err(OrderError::WrongType {
-            field: "quantity",
-            expected: "an integer",
-        });
-    }
-    match n.as_i64() {
-        Some(q) if q >= 1 => Ok(value.clone()),
-        _ => Err(OrderError::QuantityOutOfRange),
+        }),
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{order_json, wait_until, Client, Server};
+use support::{order_json, status_kib, wait_until, Client, Server};
 
 /// Raises this process's soft open-file limit to its hard limit (the
 /// tests below hold thousands of sockets).
@@ -18,16 +18,6 @@ fn raise_nofile() {
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-}
-
-/// A field of /proc/PID/status, in KiB.
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} in {status}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// CPU time (user + system) of a process so far.

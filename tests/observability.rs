@@ -513,7 +513,7 @@ fn the_access_log_in_json_with_untrusted_forwarding_token_names_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.json");
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "deploy-bot:t0ken-secret-value-1\n").unwrap();
+    support::write_private(&tokens, "deploy-bot:t0ken-secret-value-1\n");
     let s = Server::builder()
         .workers(1)
         .args(&[

@@ -20,7 +20,7 @@ fn bearer(token: &str) -> String {
 fn writes_need_a_token_and_reads_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
-    std::fs::write(&file, format!("# the team\nalice:{ALICE}\n")).unwrap();
+    support::write_private(&file, &format!("# the team\nalice:{ALICE}\n"));
     let s = Server::start(&["--api-tokens-file", &file.display().to_string()]);
     let body = order_json("P", 1);
     let mut c = s.connect();
@@ -59,7 +59,7 @@ fn writes_need_a_token_and_reads_do_not() {
     assert_eq!(c.request("GET", "/orders", None).status, 200);
 
     // A reload reads the file again: bob in, alice out.
-    std::fs::write(&file, format!("bob:{BOB}\n")).unwrap();
+    support::write_private(&file, &format!("bob:{BOB}\n"));
     s.signal(libc::SIGHUP);
     assert!(
         wait_until(Duration::from_secs(10), || s
@@ -90,7 +90,7 @@ fn writes_need_a_token_and_reads_do_not() {
 fn reads_can_need_a_token_too_and_bad_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
-    std::fs::write(&file, format!("alice:{ALICE}\n")).unwrap();
+    support::write_private(&file, &format!("alice:{ALICE}\n"));
     let f = file.display().to_string();
     let s = Server::start(&["--api-tokens-file", &f, "--api-tokens-for-reads", "true"]);
     assert_eq!(s.request("GET", "/orders", None).status, 401);
@@ -101,7 +101,7 @@ fn reads_can_need_a_token_too_and_bad_files_are_refused() {
         200
     );
 
-    std::fs::write(&file, "alice:short\n").unwrap();
+    support::write_private(&file, "alice:short\n");
     let (code, out) = support::run_to_exit(
         &["-b", "127.0.0.1:0", "--api-tokens-file", &f],
         &[],
@@ -109,4 +109,17 @@ fn reads_can_need_a_token_too_and_bad_files_are_refused() {
     );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("line 1") && !out.contains("short"), "{out}");
+
+    // Readable by others: refused, as ssh refuses such a key, with the fix.
+    support::write_private(&file, &format!("alice:{ALICE}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = support::run_to_exit(
+        &["-b", "127.0.0.1:0", "--api-tokens-file", &f],
+        &[],
+        Duration::from_secs(15),
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("chmod 600 {f}")), "{out}");
+    assert!(!out.contains(ALICE), "{out}");
 }

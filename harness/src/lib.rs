@@ -944,6 +944,24 @@ pub fn finish_wrk(child: std::process::Child) -> WrkResult {
     r
 }
 
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`, ...).
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Writes `text` to a new file at `path` that only its owner may read
+/// (mode 0600: the server refuses a tokens file others may read).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Runs each named test function (`fn NAME(b: Backend)`, in the calling
 /// file) on every backend, as `embedded::NAME`, `mongo::NAME` (the strict
 /// in-memory wire-protocol server) and `secantus::NAME` (SecantusDB:

@@ -330,8 +330,8 @@ impl AccessLog {
             "status": e.status,
             "bytes": e.bytes,
             "duration_ms": e.took.as_secs_f64() * 1000.0,
-            "referer": header(e, REFERER),
-            "user_agent": header(e, USER_AGENT),
+            "referer": raw_header(e, REFERER),
+            "user_agent": raw_header(e, USER_AGENT),
             "request_id": e.request_id,
             "pid": std::process::id(),
         });
@@ -341,7 +341,14 @@ impl AccessLog {
 
 /// A captured header as text, made safe to log (`safe`).
 fn header(e: &Entry<'_>, i: usize) -> Option<String> {
-    Some(safe(&String::from_utf8_lossy(e.headers.get(i)?.as_ref()?)))
+    raw_header(e, i).map(|h| safe(&h))
+}
+
+/// A captured header as text, as sent (for the JSON format, whose own
+/// escaping makes any text safe: escaping it first would log it twice
+/// escaped).
+fn raw_header(e: &Entry<'_>, i: usize) -> Option<String> {
+    Some(String::from_utf8_lossy(e.headers.get(i)?.as_ref()?).into_owned())
 }
 
 /// Text a client sent, made safe for a log line: control characters
@@ -499,7 +506,7 @@ impl Sink {
         let pending = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
         if let (false, Some(out)) = (pending.is_empty(), out.as_mut()) {
             if let Err(e) = self.write_lines(out, &pending) {
-                log::warn!("access log: cannot write: {e}");
+                crate::log_repeated!(log::Level::Warn, "access log: cannot write: {e}");
             }
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
@@ -588,6 +595,18 @@ mod tests {
             line(&log, &entry(&headers)),
             r#"127.0.0.1 "GET /orders?limit=2 HTTP/1.1" 200 42 "curl/8?[31m \" 500 \\" 1 /orders?limit=2 yes abc"#
         );
+    }
+
+    /// JSON escapes what a client sent once: a User-Agent `q"x\y` decodes
+    /// as itself, and control characters cannot start a line of their own.
+    #[test]
+    fn json_lines_escape_client_text_once() {
+        let log = AccessLog::new("json", Trusted::Only(vec![])).unwrap();
+        let headers = vec![None, Some(b"q\"x\\y\n{}".to_vec()), None, None];
+        let text = line(&log, &entry(&headers));
+        assert!(!text.contains('\n'), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["user_agent"], "q\"x\\y\n{}");
     }
 
     #[test]

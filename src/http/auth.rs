@@ -43,6 +43,9 @@ pub enum TokensError {
         path: std::path::PathBuf,
         line: usize,
     },
+    /// Users other than its owner may read or write it (its mode).
+    #[error("api_tokens_file {} may be read or written by other users (mode {:o}): its tokens may be known; make it private with `chmod 600 {}`", .0.display(), .1, .0.display())]
+    Exposed(std::path::PathBuf, u32),
     /// No token at all: nothing could ever be written.
     #[error("api_tokens_file {} holds no token", .0.display())]
     Empty(std::path::PathBuf),

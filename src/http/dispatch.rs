@@ -157,7 +157,8 @@ impl Service for Dispatch<'_> {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 if let ApiError::Store(cause) = &e {
-                    log::warn!("store error: {}", crate::logging::chain(cause));
+                    let cause = crate::logging::chain(cause);
+                    crate::log_repeated!(log::Level::Warn, "store error: {cause}");
                 }
                 e.reply()
             }

@@ -63,9 +63,10 @@ pub fn respond(
         let page = match store.list(&read, room) {
             Ok(page) => page,
             Err(e) if streaming => {
-                log::warn!(
-                    "store error while streaming a list: {}",
-                    crate::logging::chain(&e)
+                let cause = crate::logging::chain(&e);
+                crate::log_repeated!(
+                    log::Level::Warn,
+                    "store error while streaming a list: {cause}"
                 );
                 return Ok(ListReply::Aborted);
             }

@@ -16,11 +16,10 @@ pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::proto::body::BodyMemory;
 use crate::proto::request::HeadLimits;
-use crate::proto::sweep::Registry;
+use crate::proto::sweep::{Registry, SweepPolicy};
 use crate::store::Store;
 use routes::ListLimits;
 
@@ -29,11 +28,8 @@ use routes::ListLimits;
 pub struct HttpConfig {
     /// Request limits and response policy.
     pub limits: HttpLimits,
-    /// Time an idle keep-alive connection is kept open.
-    pub keepalive: Duration,
-    /// Time a client may take to send one request, or stay blocked reading
-    /// a response.
-    pub client_timeout: Duration,
+    /// The connection timeouts and the bodies' minimum rate.
+    pub sweep: SweepPolicy,
     /// Accept backlog of each listener.
     pub backlog: i32,
     /// The access log, if one is written.
@@ -80,7 +76,10 @@ impl ServerState {
             draining: AtomicBool::new(false),
             registry: Arc::default(),
             requests: AtomicU64::new(0),
-            body_memory: BodyMemory::new(limits.max_buffered_body_bytes),
+            body_memory: BodyMemory::for_bodies(
+                limits.max_buffered_body_bytes,
+                limits.head.max_body as usize,
+            ),
             ready: routes::ReadyCache::default(),
         }
     }

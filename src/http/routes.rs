@@ -3,9 +3,10 @@
 //! store call and a JSON reply.
 //!
 //! `GET /healthz`: the worker serves (200, without touching the store).
-//! `GET /readyz`: the store answers a ping within [`READY_TIMEOUT`] and the
-//! worker is not draining (200), else 503: what a load balancer asks before
-//! it sends traffic.
+//! `GET /readyz`: the store can serve (the embedded store: no write found
+//! it damaged, and a read of its data pages works; MongoDB: it answers a
+//! ping) within [`READY_TIMEOUT`], and the worker is not draining (200),
+//! else 503: what a load balancer asks before it sends traffic.
 
 use bson::oid::ObjectId;
 
@@ -22,8 +23,9 @@ use crate::store::{tag_of, Store, StoreError, Written};
 
 /// How long `/readyz` waits for the store.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
-/// How long a readiness answer is reused: a flood of `/readyz` (it needs no
-/// token) asks the store at most once per this, per worker.
+/// How long a readiness answer is reused when the store's ping costs more
+/// than a request: a flood of `/readyz` (it needs no token) asks such a
+/// store at most once per this, per worker.
 pub const READY_CACHE_MS: u64 = 1000;
 
 /// The worker's last readiness answer and when it was found (coarse
@@ -32,9 +34,13 @@ pub const READY_CACHE_MS: u64 = 1000;
 pub struct ReadyCache(AtomicU64);
 
 impl ReadyCache {
-    /// The store's readiness: a fresh ping, or the last answer when it is
-    /// younger than [`READY_CACHE_MS`].
+    /// The store's readiness: a fresh ping, or, for a store whose ping
+    /// costs more than a request (a database across the network), the last
+    /// answer when it is younger than [`READY_CACHE_MS`].
     pub fn check(&self, store: &dyn Store) -> Result<(), ApiError> {
+        if store.ping_is_cheap() {
+            return store.ping(READY_TIMEOUT).map_err(ApiError::Store);
+        }
         let now = crate::clock::coarse_ms();
         let last = self.0.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last >> 1) < READY_CACHE_MS {

@@ -90,7 +90,10 @@ fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
         crate::metrics::connections(-1);
     });
     if let Err(e) = spawned {
-        log::warn!("cannot start a connection's coroutine: {e}");
+        crate::log_repeated!(
+            log::Level::Warn,
+            "cannot start a connection's coroutine: {e}"
+        );
     }
 }
 

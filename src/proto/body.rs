@@ -3,11 +3,22 @@
 //! A body buffer grows with the bytes that arrive, never reserved from the
 //! Content-Length a client claims. Every byte a worker buffers for request
 //! bodies is counted in one [`BodyMemory`] budget (`max_buffered_body_bytes`):
-//! a body that would pass it waits for others to finish, and after
-//! [`BUDGET_WAIT`] is answered 503. So `worker_connections` x
-//! `max_body_size` can never be reached, whatever clients claim or trickle.
+//! a body that would pass it waits for others to finish, in arrival order
+//! with the other bodies that wait (so a stream of small bodies cannot keep
+//! a large one out, nor the other way round), and after [`BUDGET_WAIT`] is
+//! answered 503. So `worker_connections` x `max_body_size` can never be
+//! reached, whatever clients claim or trickle; a body that stalls while
+//! holding its share is cut by the sweep's minimum rate (`sweep`).
+//!
+//! An eighth of the budget is kept for small bodies (at most
+//! [`SMALL_BODY`] bytes, an order is ~100): large bodies, which are what
+//! can fill the budget, wait in a queue of their own and cannot use it. So
+//! clients that keep re-sending large bodies to hold the budget (each cut
+//! for its rate, then again) do not stop ordinary writes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::Error;
@@ -16,20 +27,49 @@ use super::Error;
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// Pause between tries while the budget is full.
 const BUDGET_POLL: Duration = Duration::from_millis(5);
+/// Bodies at most this long (their Content-Length, or the largest body
+/// for a chunked one) may use the part of the budget kept for them.
+pub const SMALL_BODY: usize = 64 * 1024;
+/// The part of the budget kept for small bodies: one eighth.
+const SMALL_RESERVE_SHARE: usize = 8;
 
 /// The bytes of request bodies one worker may hold at once.
 #[derive(Debug)]
 pub struct BodyMemory {
     used: AtomicUsize,
     limit: usize,
+    /// Bytes only small bodies may use.
+    reserve: usize,
+    /// Tickets of the bodies waiting for room, in arrival order: large
+    /// bodies, then small ones.
+    queues: [Mutex<VecDeque<u64>>; 2],
+    /// How many wait, of each kind (read without the lock on every take).
+    waiting: [AtomicUsize; 2],
+    next_ticket: AtomicU64,
 }
 
 impl BodyMemory {
-    /// A budget of `limit` bytes.
+    /// A budget of `limit` bytes, none of it kept for small bodies.
     pub fn new(limit: usize) -> BodyMemory {
+        BodyMemory::with_reserve(limit, 0)
+    }
+
+    /// A budget of `limit` bytes for bodies of at most `max_body` bytes,
+    /// an eighth of it kept for small bodies (less if a body of `max_body`
+    /// bytes would not fit in the rest).
+    pub fn for_bodies(limit: usize, max_body: usize) -> BodyMemory {
+        let reserve = (limit / SMALL_RESERVE_SHARE).min(limit.saturating_sub(max_body));
+        BodyMemory::with_reserve(limit, reserve)
+    }
+
+    fn with_reserve(limit: usize, reserve: usize) -> BodyMemory {
         BodyMemory {
             used: AtomicUsize::new(0),
             limit,
+            reserve,
+            queues: Default::default(),
+            waiting: Default::default(),
+            next_ticket: AtomicU64::new(0),
         }
     }
 
@@ -38,26 +78,48 @@ impl BodyMemory {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Takes `n` bytes if they fit.
-    fn try_take(&self, n: usize) -> bool {
+    /// Takes `n` bytes if they fit (a large body's below the reserve).
+    fn try_take(&self, n: usize, small: bool) -> bool {
+        let limit = match small {
+            true => self.limit,
+            false => self.limit - self.reserve,
+        };
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
-                used.checked_add(n).filter(|total| *total <= self.limit)
+                used.checked_add(n).filter(|total| *total <= limit)
             })
             .is_ok()
     }
 
     /// Takes `n` bytes, waiting (without blocking the scheduler thread) up
-    /// to [`BUDGET_WAIT`] for others to give theirs back.
-    fn take(&self, n: usize) -> Result<(), Error> {
+    /// to [`BUDGET_WAIT`] for others to give theirs back; bodies that wait
+    /// take their turn in the order they began to wait.
+    fn take(&self, n: usize, small: bool) -> Result<(), Error> {
+        let kind = usize::from(small);
+        if self.waiting[kind].load(Ordering::Acquire) == 0 && self.try_take(n, small) {
+            return Ok(());
+        }
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.queue(kind).push_back(ticket);
+        self.waiting[kind].fetch_add(1, Ordering::AcqRel);
         let deadline = Instant::now() + BUDGET_WAIT;
-        while !self.try_take(n) {
+        let taken = loop {
+            let first = self.queue(kind).front() == Some(&ticket);
+            if first && self.try_take(n, small) {
+                break Ok(());
+            }
             if Instant::now() >= deadline {
-                return Err(Error::BodyMemoryFull);
+                break Err(Error::BodyMemoryFull);
             }
             may::coroutine::sleep(BUDGET_POLL);
-        }
-        Ok(())
+        };
+        self.queue(kind).retain(|t| *t != ticket);
+        self.waiting[kind].fetch_sub(1, Ordering::AcqRel);
+        taken
+    }
+
+    fn queue(&self, kind: usize) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.queues[kind].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn give_back(&self, n: usize) {
@@ -127,7 +189,8 @@ impl<'a> Body<'a> {
                 .max(self.counted * 2)
                 .max(MIN_BODY_CAPACITY)
                 .min(self.max_len);
-            self.memory.take(grow_to - self.counted)?;
+            let small = self.max_len <= SMALL_BODY;
+            self.memory.take(grow_to - self.counted, small)?;
             self.counted = grow_to;
             self.bytes.reserve_exact(grow_to - self.bytes.len());
         }
@@ -191,6 +254,62 @@ mod tests {
         a.extend(&[1; 10]).unwrap();
         assert!(matches!(a.extend(&[1]), Err(Error::BodyTooLarge(10))));
         assert!(matches!(a.spare(usize::MAX), Err(Error::BodyTooLarge(10))));
+    }
+
+    /// A small body that would fit does not pass a larger one that began
+    /// to wait before it.
+    #[test]
+    fn bodies_take_their_turn_in_arrival_order() {
+        use std::sync::{Arc, Mutex};
+        let memory = Arc::new(BodyMemory::new(1000));
+        assert!(memory.try_take(1000, false));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiter = |n: usize, name: &'static str| {
+            let (memory, order) = (memory.clone(), order.clone());
+            std::thread::spawn(move || {
+                memory.take(n, false).unwrap();
+                order.lock().unwrap().push(name);
+            })
+        };
+        let large = waiter(800, "large");
+        while memory.waiting[0].load(Ordering::Acquire) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let small = waiter(100, "small");
+        while memory.waiting[0].load(Ordering::Acquire) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        memory.give_back(200);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "the small one waits its turn"
+        );
+        memory.give_back(800);
+        large.join().unwrap();
+        small.join().unwrap();
+        assert_eq!(order.lock().unwrap().len(), 2);
+        assert_eq!(memory.used(), 900, "both took their share");
+    }
+
+    /// Large bodies cannot take the part kept for small ones.
+    #[test]
+    fn small_bodies_have_room_that_large_ones_cannot_take() {
+        let large_size = 4 * SMALL_BODY;
+        let memory = BodyMemory::for_bodies(8 * large_size, large_size);
+        let mut large = Vec::new();
+        for _ in 0..7 {
+            let mut b = Body::new(&memory, large_size);
+            b.extend(&vec![1; large_size]).unwrap();
+            large.push(b);
+        }
+        assert!(
+            !memory.try_take(large_size, false),
+            "an eighth large body does not fit: the rest is kept"
+        );
+        let mut small = Body::new(&memory, 100);
+        small.extend(&[1; 100]).unwrap();
+        assert_eq!(memory.used(), 7 * large_size + 100);
     }
 
     #[test]

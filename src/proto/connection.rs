@@ -272,8 +272,17 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
     }
 
     /// Reads the body as framed, in bounded memory; sends `100 Continue`
-    /// first when the client waits for it.
+    /// first when the client waits for it. The sweep watches its rate.
     fn read_body(&mut self, framing: &Framing) -> Result<Body<'a>, Stop> {
+        if framing.body != BodyKind::None {
+            self.state().body_started();
+        }
+        let body = self.read_framed_body(framing);
+        self.state().body_done();
+        body
+    }
+
+    fn read_framed_body(&mut self, framing: &Framing) -> Result<Body<'a>, Stop> {
         let memory = self.memory;
         let max_body = self.limits.max_body;
         match framing.body {
@@ -315,6 +324,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
             let room = body.spare(remaining.min(BODY_READ))?;
             let n = read(&mut self.io, room, &mut self.peer_closed)?;
             body.filled(n);
+            self.registration.state().body_received(n);
             if n == 0 {
                 return Err(self.truncated());
             }
@@ -337,12 +347,15 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         }
     }
 
-    /// Reads more of the current request into the input buffer.
+    /// Reads more of the current request (a chunked body) into the input
+    /// buffer.
     fn fill_request(&mut self) -> Result<(), Stop> {
         self.await_request()?;
-        if self.read_input(MIN_READ)? == 0 {
+        let n = self.read_input(MIN_READ)?;
+        if n == 0 {
             return Err(self.truncated());
         }
+        self.state().body_received(n);
         Ok(())
     }
 

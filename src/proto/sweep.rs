@@ -12,6 +12,10 @@
 //! - receiving one request for longer than `client_timeout` (slowloris, a
 //!   body that trickles): the read side is shut and the coroutine answers
 //!   408 and closes;
+//! - receiving a body that brought fewer than `min_body_rate` bytes a
+//!   second over the last `body_rate_grace` (a body that started fast,
+//!   took its share of the worker's body memory, then stalled): the same,
+//!   and its memory goes back at once;
 //! - blocked for longer than `client_timeout` on a client that does not
 //!   read its response: both sides are shut and the coroutine drops it.
 //!
@@ -60,6 +64,15 @@ pub struct ConnState {
     phase_since: AtomicU64,
     /// What the sweep shut down for a timeout.
     shut: AtomicU8,
+    /// When the body being received began to be read (coarse ms), 0 when
+    /// none is.
+    body_since: AtomicU64,
+    /// Bytes of that body received so far.
+    body_bytes: AtomicU64,
+    /// The sweep's last look at that body: when, and how many bytes it had
+    /// then (written by the sweep only, under the registry lock).
+    mark_ms: AtomicU64,
+    mark_bytes: AtomicU64,
 }
 
 impl ConnState {
@@ -68,7 +81,27 @@ impl ConnState {
             fd,
             phase_since: AtomicU64::new(pack(Phase::Idle, coarse_ms())),
             shut: AtomicU8::new(SHUT_NONE),
+            body_since: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            mark_ms: AtomicU64::new(0),
+            mark_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// A body starts to be read: its data rate is watched from now.
+    pub fn body_started(&self) {
+        self.body_bytes.store(0, Ordering::Relaxed);
+        self.body_since.store(coarse_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// `n` more bytes of the body arrived.
+    pub fn body_received(&self, n: usize) {
+        self.body_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The body is complete (or given up): no rate is watched.
+    pub fn body_done(&self) {
+        self.body_since.store(0, Ordering::Relaxed);
     }
 
     /// Enters `phase` now.
@@ -127,6 +160,12 @@ pub struct SweepPolicy {
     /// Time a client may take to send one request, or stay blocked on
     /// reading a response.
     pub client_timeout: Duration,
+    /// Fewest bytes a second a body must bring, over each period of
+    /// `body_rate_grace` (0: no minimum).
+    pub min_body_rate: u64,
+    /// The period over which a body's rate is measured (the first one
+    /// after it starts is its grace).
+    pub body_rate_grace: Duration,
 }
 
 /// What a sweep did.
@@ -240,8 +279,43 @@ fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
         (_, SHUT_READ) => Verdict::Keep,
         (Phase::Idle, _) if over(policy.keepalive) => Verdict::CloseIdle,
         (Phase::Receiving, _) if over(policy.client_timeout) => Verdict::CutReceiving,
+        (Phase::Receiving, _) if body_too_slow(c, policy, now) => Verdict::CutReceiving,
         _ => Verdict::Keep,
     }
+}
+
+/// Whether the body being received brought fewer than `min_body_rate`
+/// bytes a second since the sweep last looked at it, once a whole
+/// `body_rate_grace` has passed since then (the first look is the body's
+/// start). Measured per period rather than since the start, so a body that
+/// came fast at first and then stalled is caught a period after it stalled.
+fn body_too_slow(c: &ConnState, policy: &SweepPolicy, now: u64) -> bool {
+    let since = c.body_since.load(Ordering::Relaxed);
+    if policy.min_body_rate == 0 || since == 0 {
+        return false;
+    }
+    let bytes = c.body_bytes.load(Ordering::Relaxed);
+    let (mut mark_ms, mut mark_bytes) = (
+        c.mark_ms.load(Ordering::Relaxed),
+        c.mark_bytes.load(Ordering::Relaxed),
+    );
+    if mark_ms < since {
+        // A body the sweep has not looked at yet: its period starts with it.
+        (mark_ms, mark_bytes) = (since, 0);
+        c.mark_ms.store(mark_ms, Ordering::Relaxed);
+        c.mark_bytes.store(mark_bytes, Ordering::Relaxed);
+    }
+    let elapsed = now.saturating_sub(mark_ms);
+    if u128::from(elapsed) < policy.body_rate_grace.as_millis() {
+        return false;
+    }
+    let needed = policy.min_body_rate.saturating_mul(elapsed) / 1000;
+    if bytes.saturating_sub(mark_bytes) < needed {
+        return true;
+    }
+    c.mark_ms.store(now, Ordering::Relaxed);
+    c.mark_bytes.store(bytes, Ordering::Relaxed);
+    false
 }
 
 /// Marks what is shut, then shuts it: the connection's coroutine wakes up
@@ -262,19 +336,54 @@ mod tests {
     use super::*;
 
     fn conn(phase: Phase, since_ms: u64) -> ConnState {
-        ConnState {
-            fd: -1,
-            phase_since: AtomicU64::new(pack(phase, since_ms)),
-            shut: AtomicU8::new(SHUT_NONE),
-        }
+        let c = ConnState::new(-1);
+        c.phase_since
+            .store(pack(phase, since_ms), Ordering::Relaxed);
+        c
+    }
+
+    const POLICY: SweepPolicy = SweepPolicy {
+        keepalive: Duration::from_secs(5),
+        client_timeout: Duration::from_secs(2),
+        min_body_rate: 0,
+        body_rate_grace: Duration::from_secs(5),
+    };
+
+    /// A body that came fast and stalled is cut a period after it stalled;
+    /// one that keeps the rate is not.
+    #[test]
+    fn a_body_must_keep_a_minimum_rate_over_each_period() {
+        let policy = SweepPolicy {
+            client_timeout: Duration::from_secs(3600),
+            min_body_rate: 240,
+            ..POLICY
+        };
+        let c = conn(Phase::Receiving, 1);
+        c.body_since.store(10_000, Ordering::Relaxed);
+        c.body_bytes.store(600_000, Ordering::Relaxed);
+        assert_eq!(verdict(&c, &policy, 14_000), Verdict::Keep, "in its grace");
+        assert_eq!(verdict(&c, &policy, 15_500), Verdict::Keep, "fast so far");
+        c.body_bytes.fetch_add(240 * 5, Ordering::Relaxed);
+        assert_eq!(verdict(&c, &policy, 20_500), Verdict::Keep, "at the rate");
+        c.body_bytes.fetch_add(100, Ordering::Relaxed);
+        assert_eq!(verdict(&c, &policy, 23_000), Verdict::Keep, "mid-period");
+        assert_eq!(
+            verdict(&c, &policy, 25_600),
+            Verdict::CutReceiving,
+            "stalled for a period: 600 KB at first does not buy time"
+        );
+        let off = SweepPolicy {
+            min_body_rate: 0,
+            ..policy
+        };
+        assert_eq!(verdict(&c, &off, 99_000), Verdict::Keep);
+        c.body_done();
+        assert_eq!(verdict(&c, &policy, 99_000), Verdict::Keep, "no body");
     }
 
     #[test]
     fn each_phase_has_its_timeout() {
-        let policy = SweepPolicy {
-            keepalive: Duration::from_secs(5),
-            client_timeout: Duration::from_secs(2),
-        };
+        let policy = POLICY;
         let now = 100_000;
         assert_eq!(
             verdict(&conn(Phase::Idle, now - 4_000), &policy, now),
@@ -305,10 +414,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_acted_on_once_unless_it_then_blocks_sending() {
-        let policy = SweepPolicy {
-            keepalive: Duration::from_secs(5),
-            client_timeout: Duration::from_secs(2),
-        };
+        let policy = POLICY;
         let now = 100_000;
         let idle = conn(Phase::Idle, 0);
         idle.shut.store(SHUT_READ, Ordering::Relaxed);

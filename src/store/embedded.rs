@@ -37,6 +37,9 @@ use crate::proto::etag::Preconditions;
 const MAX_BATCH: usize = 1024;
 /// LMDB reader slots (shared by all processes on the environment).
 const MAX_READERS: u32 = 4096;
+/// Free space under which a filesystem counts as full (a failed commit's
+/// EIO is then a short write, not damage).
+const FULL_DISK_BYTES: u64 = 1024 * 1024;
 /// Key of the id high-water mark in `meta`.
 const HIGH_WATER_KEY: &[u8] = b"id_high_water";
 
@@ -74,6 +77,9 @@ pub struct WriterStats {
 pub struct Embedded {
     env: &'static Env<WithoutTls>,
     orders: Db,
+    meta: Db,
+    /// Set by the writer once a write found the file damaged.
+    damaged: Arc<std::sync::Mutex<Option<StoreError>>>,
     writer: std_mpsc::Sender<WriteOp>,
     replies: Replies<WriteResult>,
     stats: Arc<WriterStats>,
@@ -105,13 +111,14 @@ impl Embedded {
         let (tx, rx) = std_mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let (replies, courier) = Replies::new(timeout);
+        let damaged = Arc::new(std::sync::Mutex::new(None));
         let writer = Writer {
             env,
             orders,
             meta,
             stats: stats.clone(),
             courier,
-            damaged: None,
+            damaged: damaged.clone(),
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -120,6 +127,8 @@ impl Embedded {
         Ok(Embedded {
             env,
             orders,
+            meta,
+            damaged,
             writer: tx,
             replies,
             stats,
@@ -196,9 +205,28 @@ impl Store for Embedded {
         }
     }
 
-    /// LMDB is in this process: a read transaction that opens is an answer.
+    /// What requests need: no write found the file damaged, and a read of
+    /// data pages works (the newest order and the id high-water mark: a
+    /// read transaction alone touches only the meta pages, which survive
+    /// damage further in the file).
     fn ping(&self, _timeout: std::time::Duration) -> Result<(), StoreError> {
-        self.env.read_txn().map(drop).map_err(store_error)
+        if let Some(e) = self
+            .damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(e);
+        }
+        let rtxn = self.env.read_txn().map_err(store_error)?;
+        self.orders.last(&rtxn).map_err(store_error)?;
+        self.meta.get(&rtxn, HIGH_WATER_KEY).map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Two reads in this process: as cheap as a GET.
+    fn ping_is_cheap(&self) -> bool {
+        true
     }
 
     fn stats(&self) -> Option<String> {
@@ -281,13 +309,14 @@ struct Writer {
     meta: Db,
     stats: Arc<WriterStats>,
     courier: Courier<WriteResult>,
-    /// Set once a write found the file damaged: no later write touches it.
-    damaged: Option<StoreError>,
+    /// Set once a write found the file damaged: no later write touches it
+    /// (shared with the store's readiness check).
+    damaged: Arc<std::sync::Mutex<Option<StoreError>>>,
 }
 
 impl Writer {
     /// Group commit loop: runs until every sender is gone.
-    fn run(mut self, rx: std_mpsc::Receiver<WriteOp>) {
+    fn run(self, rx: std_mpsc::Receiver<WriteOp>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -296,18 +325,23 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let results = match &self.damaged {
+            let damaged = self
+                .damaged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let results: Vec<_> = match damaged {
                 Some(e) => batch.iter().map(|_| Err(e.clone())).collect(),
                 None => self.apply(&mut batch),
             };
-            self.damaged = results
-                .iter()
-                .find_map(|r| {
-                    r.as_ref()
-                        .err()
-                        .filter(|e| matches!(e, StoreError::Damaged(_)))
-                })
-                .cloned();
+            let found = results.iter().find_map(|r| {
+                r.as_ref()
+                    .err()
+                    .filter(|e| matches!(e, StoreError::Damaged(_)))
+            });
+            if let Some(e) = found {
+                *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+            }
             self.courier
                 .deliver(batch.into_iter().map(|op| op.reply).zip(results).collect());
         }
@@ -340,8 +374,8 @@ impl Writer {
             }
         }
         if let Err(e) = wtxn.commit() {
-            log::error!("store: commit failed: {e}");
-            return fail_all(store_error(e));
+            crate::log_repeated!(log::Level::Error, "store: commit failed: {e}");
+            return fail_all(commit_error(e, self.env.path()));
         }
         self.stats
             .ops
@@ -455,11 +489,13 @@ fn apply_patch(stored: &[u8], fields: &mut Fields) -> Result<Doc, StoreError> {
     ))
 }
 
-/// Every LMDB error of the embedded store passes here. Corruption is
-/// `Damaged`: answering from damaged pages, or writing over them, could lose
-/// or garble acknowledged orders, so the writer stops writing and the
-/// worker ends (`worker`); its replacements check the file before they open
-/// it. A full map is `Full`; the rest `Unavailable`.
+/// Every LMDB error of the embedded store passes here. An environment that
+/// cannot be used any more is `Damaged`: answering from damaged pages, or
+/// writing over them, could lose or garble acknowledged orders, so the
+/// writer stops writing and the worker ends (`worker`); its replacements
+/// check the file before they open it. A full map is `Full`; the rest
+/// (a full disk among them: it clears once space is freed, and reads go
+/// on) `Unavailable`.
 fn store_error(e: heed::Error) -> StoreError {
     match e {
         e if is_corruption(&e) => StoreError::damaged(e),
@@ -468,12 +504,40 @@ fn store_error(e: heed::Error) -> StoreError {
     }
 }
 
-/// LMDB's own verdicts of a damaged file.
+/// A failed commit's error: as [`store_error`], except that EIO on a
+/// filesystem with no room left is a full disk (LMDB reports a short write
+/// as EIO; a tmpfs that fills up shows it), which clears once space is
+/// freed: `Unavailable`, not `Damaged`.
+fn commit_error(e: heed::Error, dir: &Path) -> StoreError {
+    let eio = matches!(&e, heed::Error::Io(io) if io.raw_os_error() == Some(libc::EIO));
+    if eio && disk_full(dir) {
+        return StoreError::unavailable(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("the disk of {} is full (LMDB: {e})", dir.display()),
+        ));
+    }
+    store_error(e)
+}
+
+/// Whether the filesystem of `dir` has less than [`FULL_DISK_BYTES`] free.
+fn disk_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.blocks_available().saturating_mul(s.fragment_size()) < FULL_DISK_BYTES)
+}
+
+/// LMDB's verdicts of an environment that will not work again: a damaged
+/// file (`MDB_CORRUPTED`, `MDB_PAGE_NOTFOUND`), a fatal error
+/// (`MDB_PANIC`), transactions refused from then on (`MDB_BAD_TXN`: seen
+/// once the pages behind the meta pages were overwritten), and an I/O
+/// error writing the map (EIO; but see [`commit_error`]).
 fn is_corruption(e: &heed::Error) -> bool {
-    matches!(
-        e,
-        heed::Error::Mdb(MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic)
-    )
+    match e {
+        heed::Error::Mdb(
+            MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic | MdbError::BadTxn,
+        ) => true,
+        heed::Error::Io(io) => io.raw_os_error() == Some(libc::EIO),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -484,8 +548,13 @@ mod tests {
     fn corruption_is_told_from_other_failures() {
         assert!(is_corruption(&heed::Error::Mdb(MdbError::Corrupted)));
         assert!(is_corruption(&heed::Error::Mdb(MdbError::PageNotFound)));
+        assert!(is_corruption(&heed::Error::Mdb(MdbError::BadTxn)));
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(is_corruption(&heed::Error::Io(eio)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::MapFull)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::ReadersFull)));
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(!is_corruption(&heed::Error::Io(full)), "a full disk clears");
     }
 
     #[test]

@@ -209,9 +209,14 @@ pub trait Store: Send + Sync {
     /// Removes the document, if its current tag meets `pre` (compared
     /// atomically with the removal).
     fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError>;
-    /// Whether the store answers within `timeout` (the readiness check),
-    /// without touching the orders.
+    /// Whether the store can serve requests, answered within `timeout`
+    /// (the readiness check).
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError>;
+    /// Whether a ping costs no more than a request does (then `/readyz`
+    /// asks the store every time instead of reusing a recent answer).
+    fn ping_is_cheap(&self) -> bool {
+        false
+    }
     /// A line of statistics for the worker's exit log, if the backend keeps any.
     fn stats(&self) -> Option<String> {
         None
@@ -270,6 +275,9 @@ impl Store for Counted<'_> {
     }
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
         self.0.ping(timeout)
+    }
+    fn ping_is_cheap(&self) -> bool {
+        self.0.ping_is_cheap()
     }
     fn stats(&self) -> Option<String> {
         self.0.stats()

@@ -88,6 +88,9 @@ impl Store for EndOnDamage {
     fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         self.check(self.0.ping(timeout))
     }
+    fn ping_is_cheap(&self) -> bool {
+        self.0.ping_is_cheap()
+    }
     fn stats(&self) -> Option<String> {
         self.0.stats()
     }

@@ -205,10 +205,7 @@ fn serve_until_stopped(
     max_requests: u64,
     status: &mut File,
 ) -> bool {
-    let policy = SweepPolicy {
-        keepalive: config.keepalive,
-        client_timeout: config.client_timeout,
-    };
+    let policy = config.sweep;
     let mut asked_to_retire = false;
     loop {
         match signals.wait(SWEEP_INTERVAL) {
@@ -246,8 +243,8 @@ fn serve_until_stopped(
 fn drain(config: &HttpConfig, graceful_timeout: Duration, signals: &Signals, state: &ServerState) {
     let deadline = Instant::now() + graceful_timeout;
     let policy = SweepPolicy {
-        keepalive: DRAIN_IDLE.min(config.keepalive),
-        client_timeout: config.client_timeout,
+        keepalive: DRAIN_IDLE.min(config.sweep.keepalive),
+        ..config.sweep
     };
     while !state.registry.is_empty() && Instant::now() < deadline {
         state.registry.sweep(&policy);
