@@ -149,7 +149,7 @@ fn finish_body(body: &mut Vec<u8>, paged: bool, next: Option<ObjectId>) {
 mod tests {
     use super::*;
     use crate::orders::Fields;
-    use crate::store::{Doc, Page, StoreError, Written};
+    use crate::store::{Doc, Outcome, Page, StoreError};
     use std::io;
     use std::sync::Mutex;
 
@@ -194,15 +194,10 @@ mod tests {
         fn create(&self, _: Fields) -> Result<Doc, StoreError> {
             unimplemented!()
         }
-        fn update(
-            &self,
-            _: &ObjectId,
-            _: Fields,
-            _: &Preconditions,
-        ) -> Result<Written<Doc>, StoreError> {
+        fn update(&self, _: &ObjectId, _: Fields, _: &Preconditions) -> Outcome<Doc> {
             unimplemented!()
         }
-        fn delete(&self, _: &ObjectId, _: &Preconditions) -> Result<Written<()>, StoreError> {
+        fn delete(&self, _: &ObjectId, _: &Preconditions) -> Outcome<()> {
             unimplemented!()
         }
         fn ping(&self, _: std::time::Duration) -> Result<(), StoreError> {

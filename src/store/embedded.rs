@@ -29,7 +29,7 @@ use heed::{Database, Env, EnvOpenOptions, MdbError, RwTxn, WithoutTls};
 use serde_json::Value;
 
 use super::reply::{Courier, Replies, ReplyTo};
-use super::{render_new, tag_of, Doc, Page, Store, StoreError, Written};
+use super::{render_new, tag_of, Doc, Outcome, Page, Store, StoreError, Written};
 use crate::orders::{Fields, ListQuery};
 use crate::proto::etag::Preconditions;
 
@@ -186,19 +186,14 @@ impl Store for Embedded {
         }
     }
 
-    fn update(
-        &self,
-        id: &ObjectId,
-        fields: Fields,
-        pre: &Preconditions,
-    ) -> Result<Written<Doc>, StoreError> {
+    fn update(&self, id: &ObjectId, fields: Fields, pre: &Preconditions) -> Outcome<Doc> {
         match self.write(WriteKind::Update(*id, fields, pre.clone()))? {
             WriteResult::Updated(written) => Ok(written),
             _ => unreachable!("the writer answers an update with Updated"),
         }
     }
 
-    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Outcome<()> {
         match self.write(WriteKind::Delete(*id, pre.clone()))? {
             WriteResult::Deleted(written) => Ok(written),
             _ => unreachable!("the writer answers a delete with Deleted"),

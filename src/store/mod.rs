@@ -99,6 +99,9 @@ pub enum Written<T> {
     PreconditionFailed(Option<EntityTag>),
 }
 
+/// What a conditional write answers.
+pub type Outcome<T> = Result<Written<T>, StoreError>;
+
 /// The tag of a stored document: of its JSON bytes as served. Every
 /// backend, worker and host computes it the same way from the same
 /// document, so it survives restarts (docs/design.md).
@@ -200,15 +203,10 @@ pub trait Store: Send + Sync {
     /// Sets the given fields, if the document's current tag meets `pre`
     /// (compared atomically with the write); the whole document after the
     /// update.
-    fn update(
-        &self,
-        id: &ObjectId,
-        fields: Fields,
-        pre: &Preconditions,
-    ) -> Result<Written<Doc>, StoreError>;
+    fn update(&self, id: &ObjectId, fields: Fields, pre: &Preconditions) -> Outcome<Doc>;
     /// Removes the document, if its current tag meets `pre` (compared
     /// atomically with the removal).
-    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError>;
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Outcome<()>;
     /// Whether the store can serve requests, answered within `timeout`
     /// (the readiness check).
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError>;
@@ -262,15 +260,10 @@ impl Store for Counted<'_> {
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
         self.count(StoreOp::Create, self.0.create(fields))
     }
-    fn update(
-        &self,
-        id: &ObjectId,
-        fields: Fields,
-        pre: &Preconditions,
-    ) -> Result<Written<Doc>, StoreError> {
+    fn update(&self, id: &ObjectId, fields: Fields, pre: &Preconditions) -> Outcome<Doc> {
         self.count(StoreOp::Update, self.0.update(id, fields, pre))
     }
-    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Outcome<()> {
         self.count(StoreOp::Delete, self.0.delete(id, pre))
     }
     fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {

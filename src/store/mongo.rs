@@ -42,7 +42,7 @@ use serde_json::{Map, Value};
 
 use super::reply::Replies;
 use super::runtime::CoRuntime;
-use super::{tag_of, Doc, Page, Store, StoreError, Written};
+use super::{tag_of, Doc, Outcome, Page, Store, StoreError, Written};
 use crate::orders::{Fields, ListQuery};
 use crate::proto::etag::Preconditions;
 
@@ -224,12 +224,7 @@ impl Store for Mongo {
         Ok(render(stored))
     }
 
-    fn update(
-        &self,
-        id: &ObjectId,
-        fields: Fields,
-        pre: &Preconditions,
-    ) -> Result<Written<Doc>, StoreError> {
+    fn update(&self, id: &ObjectId, fields: Fields, pre: &Preconditions) -> Outcome<Doc> {
         let set: Document = fields.into_iter().map(|(k, v)| (k, to_bson(v))).collect();
         let update = doc! { "$set": set };
         self.conditionally(id, pre, |filter| {
@@ -253,7 +248,7 @@ impl Store for Mongo {
         })
     }
 
-    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Outcome<()> {
         self.conditionally(id, pre, |filter| {
             let orders = self.orders.clone();
             let result = self.run(async move { orders.delete_one(filter).await })?;
@@ -271,7 +266,7 @@ impl Mongo {
         id: &ObjectId,
         pre: &Preconditions,
         write: impl Fn(Document) -> Result<Option<T>, StoreError>,
-    ) -> Result<Written<T>, StoreError> {
+    ) -> Outcome<T> {
         if pre.is_empty() {
             return Ok(match write(doc! { "_id": *id })? {
                 Some(done) => Written::Done(done),

@@ -19,7 +19,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use crate::orders::{Fields, ListQuery};
 use crate::proto::etag::Preconditions;
-use crate::store::{Doc, Page, Store, StoreError, Written};
+use crate::store::{Doc, Outcome, Page, Store, StoreError};
 
 /// Installs the SIGBUS handler. The coroutine library installs its own
 /// handler (for stack overflows) when the first coroutine runs, and it
@@ -74,15 +74,10 @@ impl Store for EndOnDamage {
     fn create(&self, fields: Fields) -> Result<Doc, StoreError> {
         self.check(self.0.create(fields))
     }
-    fn update(
-        &self,
-        id: &ObjectId,
-        fields: Fields,
-        pre: &Preconditions,
-    ) -> Result<Written<Doc>, StoreError> {
+    fn update(&self, id: &ObjectId, fields: Fields, pre: &Preconditions) -> Outcome<Doc> {
         self.check(self.0.update(id, fields, pre))
     }
-    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Result<Written<()>, StoreError> {
+    fn delete(&self, id: &ObjectId, pre: &Preconditions) -> Outcome<()> {
         self.check(self.0.delete(id, pre))
     }
     fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
