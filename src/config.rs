@@ -14,9 +14,9 @@
 //! Loading is in three steps: [`read_file`] and [`Environment::read`] do
 //! the I/O (the file, the environment variables that are not flags, the
 //! machine's CPUs and open-file limit, the API tokens file); [`resolve`]
-//! is a pure function of what they read, which checks each value against
-//! its row's rule and then keeps only the derived defaults and the rules
-//! between settings.
+//! is a function of what they read (but for looking up a host name given
+//! as an address), which checks each value against its row's rule and
+//! then keeps only the derived defaults and the rules between settings.
 
 pub use crate::logging::LogLevel;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -554,21 +554,30 @@ impl Environment {
                 .or_else(|| std::env::var(SEED_MONGO_URI_ENV).ok()),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             hard_nofile: hard_nofile_limit(),
-            tokens_file: tokens_path.map(|p| {
-                use std::os::unix::fs::PermissionsExt;
-                let read = std::fs::read_to_string(p).and_then(|text| {
-                    let mode = std::fs::metadata(p)?.permissions().mode();
-                    Ok((text, mode))
-                });
-                (p.clone(), read.map_err(std::sync::Arc::new))
-            }),
+            tokens_file: tokens_path.map(|p| (p.clone(), read_tokens_file(p))),
         }
     }
 }
 
+/// The tokens file's text and mode, from one open file (so both are the
+/// same file's, whatever is renamed meanwhile).
+fn read_tokens_file(path: &Path) -> TokensRead {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        let mode = f.metadata()?.permissions().mode();
+        let mut text = String::new();
+        f.read_to_string(&mut text)?;
+        Ok((text, mode))
+    });
+    read.map_err(std::sync::Arc::new)
+}
+
 /// Merges CLI/env values over file values over defaults, checks each
 /// against its rule, and resolves the derived defaults and the rules
-/// between settings. Reads nothing: `env` holds what it depends on.
+/// between settings. Reads nothing (`env` holds what it depends on) but
+/// the address of a host name given as `bind` or `metrics_bind`, which
+/// only a lookup can tell.
 pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config, ConfigError> {
     let (mongo_uri, mongo_uri_source) =
         match (cli.mongo_uri.clone(), env.mongo_uri, file.mongo_uri.clone()) {

@@ -81,7 +81,8 @@ impl Repeated {
 
 /// `log::log!` for a message that may repeat without end: logged once per
 /// [`REPEAT_INTERVAL_MS`] at most, with the count of the repeats held back
-/// (`... (and 41237 more like it in the last 10 s)`).
+/// since the last line (`... (and 41237 more like it since the last such
+/// line)`; a count is said only when the message comes again).
 #[macro_export]
 macro_rules! log_repeated {
     ($level:expr, $($arg:tt)+) => {{
@@ -92,9 +93,8 @@ macro_rules! log_repeated {
                     0 => log::log!($level, $($arg)+),
                     n => log::log!(
                         $level,
-                        "{} (and {n} more like it in the last {} s)",
-                        format_args!($($arg)+),
-                        $crate::logging::REPEAT_INTERVAL_MS / 1000
+                        "{} (and {n} more like it since the last such line)",
+                        format_args!($($arg)+)
                     ),
                 }
             }

@@ -144,15 +144,18 @@ pub fn parse_patch(body: &[u8]) -> Result<Fields, OrderError> {
 /// whatever it holds (a generic JSON tree cost ~28 times it).
 fn parse_body(body: &[u8]) -> Result<[Option<Sent>; 4], OrderError> {
     check_depth(body)?;
-    match serde_json::from_slice::<SentFields>(body) {
-        Ok(SentFields(fields)) => Ok(fields),
-        Err(e) if e.to_string().starts_with(NOT_AN_OBJECT) => Err(OrderError::NotAnObject),
-        Err(_) => Err(OrderError::InvalidJson),
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Not an object: is it JSON at all? (Checked without building it.)
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(OrderError::NotAnObject),
+            Err(_) => Err(OrderError::InvalidJson),
+        };
     }
+    serde_json::from_slice::<SentFields>(body)
+        .map(|SentFields(fields)| fields)
+        .map_err(|_| OrderError::InvalidJson)
 }
-
-/// What a body that is JSON but no object is told by the deserializer.
-const NOT_AN_OBJECT: &str = "not an object";
 
 /// A field's value, kept only as far as validation needs it.
 #[derive(Debug)]
@@ -222,7 +225,7 @@ impl<'de> serde::Deserialize<'de> for SentFields {
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = SentFields;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(NOT_AN_OBJECT)
+                f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -240,15 +243,7 @@ impl<'de> serde::Deserialize<'de> for SentFields {
                 Ok(SentFields(fields))
             }
         }
-        d.deserialize_any(Visit).map_err(|e| {
-            // "invalid type: ..., expected not an object" for another type:
-            // told apart from a syntax error by its first words.
-            let text = e.to_string();
-            match text.contains(&format!("expected {NOT_AN_OBJECT}")) {
-                true => serde::de::Error::custom(NOT_AN_OBJECT),
-                false => e,
-            }
-        })
+        d.deserialize_map(Visit)
     }
 }
 

@@ -94,6 +94,17 @@ fn reads_can_need_a_token_too_and_bad_files_are_refused() {
     let f = file.display().to_string();
     let s = Server::start(&["--api-tokens-file", &f, "--api-tokens-for-reads", "true"]);
     assert_eq!(s.request("GET", "/orders", None).status, 401);
+    // OPTIONS tells what docs/api.md does, but of an order whether it
+    // exists: that is a read.
+    assert_eq!(s.request("OPTIONS", "/orders", None).status, 204);
+    let order = "/orders/6566f0c2a1b2c3d4e5f60718";
+    assert_eq!(s.request("OPTIONS", order, None).status, 401);
+    assert_eq!(
+        s.connect()
+            .request_with("OPTIONS", order, &[&bearer(ALICE)], None)
+            .status,
+        404
+    );
     assert_eq!(
         s.connect()
             .request_with("GET", "/orders", &[&bearer(ALICE)], None)

@@ -82,9 +82,10 @@ pub enum Route {
     Ready,
     /// `OPTIONS`: a 204 with this `Allow` line.
     Options(&'static str),
-    /// `OPTIONS /orders/ID`: a 204 with its `Allow` line when the order
-    /// exists (else a 404, as for any method of a missing order).
-    OrderOptions(ObjectId),
+    /// `OPTIONS /orders/ID`: a 204 with this `Allow` line when the order
+    /// exists (else a 404, as for any method of a missing order: so it is
+    /// a read, and needs a token when reads do).
+    OrderOptions(ObjectId, &'static str),
 }
 
 impl Route {
@@ -92,17 +93,15 @@ impl Route {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Route::List(_) | Route::Get(_) | Route::Options(_) | Route::OrderOptions(_)
+            Route::List(_) | Route::Get(_) | Route::OrderOptions(..)
         )
     }
 
-    /// `/healthz`, `/readyz` (a load balancer asks) and OPTIONS (it tells
-    /// only what docs/api.md does): never need a token.
+    /// `/healthz`, `/readyz` (a load balancer asks) and OPTIONS of a path
+    /// that is not an order (it tells only what docs/api.md does): never
+    /// need a token.
     pub fn is_public(&self) -> bool {
-        matches!(
-            self,
-            Route::Health | Route::Ready | Route::Options(_) | Route::OrderOptions(_)
-        )
+        matches!(self, Route::Health | Route::Ready | Route::Options(_))
     }
 }
 
@@ -155,7 +154,7 @@ fn handler(
 ) -> Result<Route, ApiError> {
     // HEAD is GET without the body (the protocol drops it).
     Ok(match (api_route.id, method) {
-        (RouteId::Order, "OPTIONS") => Route::OrderOptions(orders::parse_id(id)?),
+        (RouteId::Order, "OPTIONS") => Route::OrderOptions(orders::parse_id(id)?, api_route.allow),
         (_, "OPTIONS") => Route::Options(api_route.allow),
         (RouteId::Orders, "GET" | "HEAD") => Route::List(list_query(query, limits)?),
         (RouteId::Orders, "POST") => Route::Create,
@@ -219,10 +218,10 @@ pub fn handle(
             headers: vec![allow],
             ..Reply::no_content()
         }),
-        Route::OrderOptions(id) => {
+        Route::OrderOptions(id, allow) => {
             store.get(&id)?.ok_or(ApiError::OrderNotFound)?;
             Ok(Reply {
-                headers: vec![api::ROUTES[RouteId::Order as usize].allow],
+                headers: vec![allow],
                 ..Reply::no_content()
             })
         }
@@ -307,7 +306,7 @@ mod tests {
         assert!(matches!(route_of("HEAD", "/orders"), Ok(Route::List(_))));
         assert!(matches!(
             route_of("OPTIONS", "/orders/6566f0c2a1b2c3d4e5f60718"),
-            Ok(Route::OrderOptions(_))
+            Ok(Route::OrderOptions(..))
         ));
         assert!(matches!(
             route_of("OPTIONS", "/orders/abc"),

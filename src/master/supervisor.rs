@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::lifecycle::signals::Signal;
-use crate::metrics::{RestartCause, RESTART_CAUSES, WORKER_STATES};
+use crate::metrics::{RestartCause, ShownState, RESTART_CAUSES, WORKER_STATES};
 
 /// Consecutive workers that may die before serving before the master gives up.
 pub const MAX_BOOT_FAILURES: u32 = 5;
@@ -184,9 +184,11 @@ pub struct Census {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// A new generation is starting beside `from`.
+    /// A new generation is starting beside `from`, which had `target`
+    /// workers.
     Reloading {
         from: Generation,
+        target: usize,
     },
     /// Stopping every worker; kill what remains at the deadline.
     Stopping {
@@ -294,9 +296,9 @@ impl<P> Supervisor<P> {
         generation: Generation,
         now: Instant,
     ) -> Vec<Action> {
-        if let Phase::Reloading { from } = self.phase {
+        if let Phase::Reloading { from, target } = self.phase {
             if generation == self.generation {
-                return self.abandon_reload(from);
+                return self.abandon_reload(from, target);
             }
         }
         self.boot_failed(slot, now)
@@ -337,11 +339,11 @@ impl<P> Supervisor<P> {
         let mut by_state = [0; WORKER_STATES.len()];
         for w in self.workers.values() {
             let shown = match w.state {
-                WorkerState::Booting { .. } => 0,
-                WorkerState::Serving | WorkerState::Retiring => 1,
-                WorkerState::Stopping { .. } => 2,
+                WorkerState::Booting { .. } => ShownState::Booting,
+                WorkerState::Serving | WorkerState::Retiring => ShownState::Serving,
+                WorkerState::Stopping { .. } => ShownState::Retiring,
             };
-            by_state[shown] += 1;
+            by_state[shown as usize] += 1;
         }
         Census {
             by_state,
@@ -446,6 +448,7 @@ impl<P> Supervisor<P> {
         }
         self.phase = Phase::Reloading {
             from: self.generation,
+            target: self.target,
         };
         self.generation += 1;
         self.target = workers;
@@ -591,10 +594,10 @@ impl<P> Supervisor<P> {
         }
         match self.phase {
             Phase::Stopping { outcome, .. } => return self.exit_if_done(outcome),
-            Phase::Reloading { from }
+            Phase::Reloading { from, target }
                 if worker.generation == self.generation && worker.booting() =>
             {
-                return self.abandon_reload(from);
+                return self.abandon_reload(from, target);
             }
             _ => {}
         }
@@ -613,8 +616,11 @@ impl<P> Supervisor<P> {
         }
     }
 
-    /// A new worker died before serving: stop the new generation, go back.
-    fn abandon_reload(&mut self, from: Generation) -> Vec<Action> {
+    /// A new worker died before serving: stop the new generation, go back
+    /// to the old one with its `target` workers, and start again those of
+    /// its slots that emptied meanwhile (a crash during the reload, a
+    /// respawn the reload cancelled).
+    fn abandon_reload(&mut self, from: Generation, target: usize) -> Vec<Action> {
         let failed = self.generation;
         let new: Vec<Pid> = self
             .workers
@@ -623,12 +629,21 @@ impl<P> Supervisor<P> {
             .map(|(&p, _)| p)
             .collect();
         self.generation = from;
-        self.target = self.current().count().max(1);
+        self.target = target;
         self.phase = Phase::Running;
         let mut actions: Vec<Action> = new
             .into_iter()
             .map(|pid| self.stop_one(pid, StopKind::Fast, false))
             .collect();
+        let held: BTreeSet<usize> = self.current().map(|(_, w)| w.slot).collect();
+        actions.extend(
+            (0..target)
+                .filter(|slot| !held.contains(slot))
+                .map(|slot| Action::Spawn {
+                    slot,
+                    generation: from,
+                }),
+        );
         actions.push(Action::ReloadFailed { generation: failed });
         actions
     }
@@ -1161,6 +1176,45 @@ mod tests {
                 slot: 0,
                 generation: 1
             }]
+        );
+    }
+
+    /// An abandoned reload restores the old generation's size, refilling
+    /// a slot that crashed while the new generation was starting.
+    #[test]
+    fn an_abandoned_reload_keeps_the_old_size() {
+        let (mut s, now) = serving(3);
+        s.handle(
+            Event::Reload {
+                workers: 3,
+                timeouts: TIMEOUTS,
+            },
+            now,
+        );
+        for slot in 0..3 {
+            s.spawned(slot, 2, 300 + slot as Pid, (), now);
+        }
+        assert!(
+            s.handle(Event::WorkerExited { pid: 101 }, now).is_empty(),
+            "an old worker dies during the reload: not refilled yet"
+        );
+        let a = s.handle(Event::WorkerExited { pid: 300 }, now);
+        assert!(a.contains(&Action::ReloadFailed { generation: 2 }));
+        assert!(
+            a.contains(&Action::Spawn {
+                slot: 1,
+                generation: 1
+            }),
+            "{a:?}"
+        );
+        s.spawned(1, 1, 400, (), now);
+        assert_eq!(
+            s.handle(Event::WorkerExited { pid: 102 }, now),
+            vec![Action::Spawn {
+                slot: 2,
+                generation: 1
+            }],
+            "slot 2 is still wanted"
         );
     }
 

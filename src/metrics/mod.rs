@@ -266,6 +266,18 @@ impl Region {
     }
 }
 
+/// A worker's state as the metrics show it (WORKER_STATES, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownState {
+    /// Forked, not serving yet.
+    Booting = 0,
+    /// Serving (also one that reached max_requests, until its replacement
+    /// serves and it is told to stop).
+    Serving = 1,
+    /// Told to stop: draining, or being killed.
+    Retiring = 2,
+}
+
 /// Why a worker was replaced (RESTART_CAUSES, in order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartCause {

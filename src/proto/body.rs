@@ -3,10 +3,12 @@
 //! A body buffer grows with the bytes that arrive, never reserved from the
 //! Content-Length a client claims. Every byte a worker buffers for request
 //! bodies is counted in one [`BodyMemory`] budget (`max_buffered_body_bytes`):
-//! a body that would pass it waits for others to finish, in arrival order
-//! with the other bodies that wait (so a stream of small bodies cannot keep
-//! a large one out, nor the other way round), and after [`BUDGET_WAIT`] is
-//! answered 503. So `worker_connections` x `max_body_size` can never be
+//! a body that would pass it waits for others to finish, and after
+//! [`BUDGET_WAIT`] is answered 503. A body's first share waits in arrival
+//! order with the other new bodies of its size class (so a stream of new
+//! bodies cannot keep one out for good); a body that holds a share already
+//! and needs more to grow does not queue behind new ones (it could wait
+//! for memory they would never get). So `worker_connections` x `max_body_size` can never be
 //! reached, whatever clients claim or trickle; a body that stalls while
 //! holding its share is cut by the sweep's minimum rate (`sweep`).
 //!
@@ -92,10 +94,14 @@ impl BodyMemory {
     }
 
     /// Takes `n` bytes, waiting (without blocking the scheduler thread) up
-    /// to [`BUDGET_WAIT`] for others to give theirs back; bodies that wait
-    /// take their turn in the order they began to wait.
-    fn take(&self, n: usize, small: bool) -> Result<(), Error> {
+    /// to [`BUDGET_WAIT`] for others to give theirs back. A body's first
+    /// share (`first`) waits for its turn among new bodies of its class; a
+    /// body growing takes memory whenever it fits.
+    fn take(&self, n: usize, small: bool, first: bool) -> Result<(), Error> {
         let kind = usize::from(small);
+        if !first {
+            return self.take_when_it_fits(n, small);
+        }
         if self.waiting[kind].load(Ordering::Acquire) == 0 && self.try_take(n, small) {
             return Ok(());
         }
@@ -104,8 +110,8 @@ impl BodyMemory {
         self.waiting[kind].fetch_add(1, Ordering::AcqRel);
         let deadline = Instant::now() + BUDGET_WAIT;
         let taken = loop {
-            let first = self.queue(kind).front() == Some(&ticket);
-            if first && self.try_take(n, small) {
+            let at_front = self.queue(kind).front() == Some(&ticket);
+            if at_front && self.try_take(n, small) {
                 break Ok(());
             }
             if Instant::now() >= deadline {
@@ -116,6 +122,18 @@ impl BodyMemory {
         self.queue(kind).retain(|t| *t != ticket);
         self.waiting[kind].fetch_sub(1, Ordering::AcqRel);
         taken
+    }
+
+    /// Takes `n` bytes as soon as they fit, within [`BUDGET_WAIT`].
+    fn take_when_it_fits(&self, n: usize, small: bool) -> Result<(), Error> {
+        let deadline = Instant::now() + BUDGET_WAIT;
+        while !self.try_take(n, small) {
+            if Instant::now() >= deadline {
+                return Err(Error::BodyMemoryFull);
+            }
+            may::coroutine::sleep(BUDGET_POLL);
+        }
+        Ok(())
     }
 
     fn queue(&self, kind: usize) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
@@ -190,7 +208,8 @@ impl<'a> Body<'a> {
                 .max(MIN_BODY_CAPACITY)
                 .min(self.max_len);
             let small = self.max_len <= SMALL_BODY;
-            self.memory.take(grow_to - self.counted, small)?;
+            self.memory
+                .take(grow_to - self.counted, small, self.counted == 0)?;
             self.counted = grow_to;
             self.bytes.reserve_exact(grow_to - self.bytes.len());
         }
@@ -267,7 +286,7 @@ mod tests {
         let waiter = |n: usize, name: &'static str| {
             let (memory, order) = (memory.clone(), order.clone());
             std::thread::spawn(move || {
-                memory.take(n, false).unwrap();
+                memory.take(n, false, true).unwrap();
                 order.lock().unwrap().push(name);
             })
         };
@@ -310,6 +329,31 @@ mod tests {
         let mut small = Body::new(&memory, 100);
         small.extend(&[1; 100]).unwrap();
         assert_eq!(memory.used(), 7 * large_size + 100);
+    }
+
+    /// A body that holds memory and needs more does not wait behind a new
+    /// one that waits for memory only the growing body could give back.
+    #[test]
+    fn a_growing_body_does_not_queue_behind_new_ones() {
+        use std::sync::Arc;
+        let memory = Arc::new(BodyMemory::new(1000));
+        let mut growing = Body::new(&memory, 1000);
+        growing.extend(&[1; 600]).unwrap(); // holds 600
+        let waiter = {
+            let memory = memory.clone();
+            std::thread::spawn(move || memory.take(900, false, true))
+        };
+        while memory.waiting[0].load(Ordering::Acquire) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        growing.extend(&[1; 300]).unwrap(); // grows to 1000 at once
+        assert_eq!(memory.used(), 1000);
+        drop(growing);
+        assert_eq!(
+            waiter.join().unwrap(),
+            Ok(()),
+            "then the new one gets its turn"
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Condition {
         let mut tags = Vec::new();
         let mut any = false;
         for line in lines {
-            for member in line.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for member in members(line) {
                 match member {
                     b"" => {}
                     b"*" => any = true,
@@ -157,6 +157,19 @@ impl Condition {
             (Condition::Tags(tags), Current::Tagged(t)) => tags.iter().any(|l| l.tag == Some(t)),
         }
     }
+}
+
+/// The comma-separated members of a field line, trimmed; a comma inside
+/// quotes is part of an entity-tag (RFC 9110 allows it there).
+fn members(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    line.split(move |&b| {
+        if b == b'"' {
+            quoted = !quoted;
+        }
+        b == b',' && !quoted
+    })
+    .map(<[u8]>::trim_ascii)
 }
 
 /// `W/"opaque"` or `"opaque"` (opaque: visible characters but `"`, RFC
@@ -357,6 +370,17 @@ mod tests {
         ];
         let p = Preconditions::from_fields(fields.iter().map(|(n, v)| (*n, *v))).unwrap();
         assert_eq!(p.for_read(Some(t)), Verdict::Proceed);
+    }
+
+    #[test]
+    fn a_comma_inside_a_tag_is_part_of_it() {
+        let t = EntityTag(3);
+        let p = pre(Some(&format!("\"a,b\", {t}")), None);
+        assert_eq!(p.for_read(Some(t)), Verdict::Proceed);
+        assert_eq!(
+            pre(Some("\"a,b\""), None).for_read(Some(t)),
+            Verdict::Failed
+        );
     }
 
     #[test]

@@ -299,8 +299,10 @@ fn body_too_slow(c: &ConnState, policy: &SweepPolicy, now: u64) -> bool {
         c.mark_ms.load(Ordering::Relaxed),
         c.mark_bytes.load(Ordering::Relaxed),
     );
-    if mark_ms < since {
-        // A body the sweep has not looked at yet: its period starts with it.
+    if mark_ms <= since {
+        // A body the sweep has not looked at yet (a mark made in the very
+        // millisecond it began was the previous body's): its period starts
+        // with it.
         (mark_ms, mark_bytes) = (since, 0);
         c.mark_ms.store(mark_ms, Ordering::Relaxed);
         c.mark_bytes.store(mark_bytes, Ordering::Relaxed);

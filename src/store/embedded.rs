@@ -213,10 +213,7 @@ impl Store for Embedded {
         {
             return Err(e);
         }
-        let rtxn = self.env.read_txn().map_err(store_error)?;
-        self.orders.last(&rtxn).map_err(store_error)?;
-        self.meta.get(&rtxn, HIGH_WATER_KEY).map_err(store_error)?;
-        Ok(())
+        read_data_pages(self.env, self.orders, self.meta)
     }
 
     /// Two reads in this process: as cheap as a GET.
@@ -370,7 +367,8 @@ impl Writer {
         }
         if let Err(e) = wtxn.commit() {
             crate::log_repeated!(log::Level::Error, "store: commit failed: {e}");
-            return fail_all(commit_error(e, self.env.path()));
+            let check = || read_data_pages(self.env, self.orders, self.meta);
+            return fail_all(commit_error(e, self.env.path(), check));
         }
         self.stats
             .ops
@@ -499,19 +497,39 @@ fn store_error(e: heed::Error) -> StoreError {
     }
 }
 
-/// A failed commit's error: as [`store_error`], except that EIO on a
-/// filesystem with no room left is a full disk (LMDB reports a short write
-/// as EIO; a tmpfs that fills up shows it), which clears once space is
-/// freed: `Unavailable`, not `Damaged`.
-fn commit_error(e: heed::Error, dir: &Path) -> StoreError {
-    let eio = matches!(&e, heed::Error::Io(io) if io.raw_os_error() == Some(libc::EIO));
-    if eio && disk_full(dir) {
+/// What requests need of the file: a read transaction, and reads of data
+/// pages (the newest order and the id high-water mark; a transaction
+/// alone touches only the meta pages, which survive damage further in).
+fn read_data_pages(env: &Env<WithoutTls>, orders: Db, meta: Db) -> Result<(), StoreError> {
+    let rtxn = env.read_txn().map_err(store_error)?;
+    orders.last(&rtxn).map_err(store_error)?;
+    meta.get(&rtxn, HIGH_WATER_KEY).map_err(store_error)?;
+    Ok(())
+}
+
+/// A failed commit's error. LMDB reports any short write as EIO: a full
+/// disk (a tmpfs that fills up shows it), a quota, a file-size limit, a
+/// passing device error, or an I/O error that damaged the file. So EIO is
+/// `Damaged` only when `check` (a fresh read of data pages) then fails as
+/// damage; otherwise `Unavailable` (a 503; it may clear by itself).
+fn commit_error(
+    e: heed::Error,
+    dir: &Path,
+    check: impl FnOnce() -> Result<(), StoreError>,
+) -> StoreError {
+    if !matches!(&e, heed::Error::Io(io) if io.raw_os_error() == Some(libc::EIO)) {
+        return store_error(e);
+    }
+    if disk_full(dir) {
         return StoreError::unavailable(std::io::Error::new(
             std::io::ErrorKind::StorageFull,
             format!("the disk of {} is full (LMDB: {e})", dir.display()),
         ));
     }
-    store_error(e)
+    match check() {
+        Err(damaged @ StoreError::Damaged(_)) => damaged,
+        _ => StoreError::unavailable(e),
+    }
 }
 
 /// Whether the filesystem of `dir` has less than [`FULL_DISK_BYTES`] free.
@@ -522,17 +540,18 @@ fn disk_full(dir: &Path) -> bool {
 
 /// LMDB's verdicts of an environment that will not work again: a damaged
 /// file (`MDB_CORRUPTED`, `MDB_PAGE_NOTFOUND`), a fatal error
-/// (`MDB_PANIC`), transactions refused from then on (`MDB_BAD_TXN`: seen
-/// once the pages behind the meta pages were overwritten), and an I/O
-/// error writing the map (EIO; but see [`commit_error`]).
+/// (`MDB_PANIC`), and transactions refused from then on (`MDB_BAD_TXN`:
+/// what reads answered once the pages behind the meta pages were
+/// overwritten; each of ours is a fresh transaction, so it is not the echo
+/// of an earlier failure in the same one). An I/O error writing the map
+/// is judged in [`commit_error`].
 fn is_corruption(e: &heed::Error) -> bool {
-    match e {
+    matches!(
+        e,
         heed::Error::Mdb(
             MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic | MdbError::BadTxn,
-        ) => true,
-        heed::Error::Io(io) => io.raw_os_error() == Some(libc::EIO),
-        _ => false,
-    }
+        )
+    )
 }
 
 #[cfg(test)]
@@ -544,8 +563,6 @@ mod tests {
         assert!(is_corruption(&heed::Error::Mdb(MdbError::Corrupted)));
         assert!(is_corruption(&heed::Error::Mdb(MdbError::PageNotFound)));
         assert!(is_corruption(&heed::Error::Mdb(MdbError::BadTxn)));
-        let eio = std::io::Error::from_raw_os_error(libc::EIO);
-        assert!(is_corruption(&heed::Error::Io(eio)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::MapFull)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::ReadersFull)));
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
@@ -566,6 +583,26 @@ mod tests {
             store_error(heed::Error::Mdb(MdbError::ReadersFull)),
             StoreError::Unavailable(_)
         ));
+    }
+
+    /// A commit's EIO ends the worker only when the data can no longer be
+    /// read; a full disk, or an error that left the data readable, is a 503.
+    #[test]
+    fn a_commits_eio_is_damage_only_if_the_data_is_unreadable() {
+        let eio = || heed::Error::Io(std::io::Error::from_raw_os_error(libc::EIO));
+        let here = Path::new(".");
+        let readable = commit_error(eio(), here, || Ok(()));
+        assert!(
+            matches!(readable, StoreError::Unavailable(_)),
+            "{readable:?}"
+        );
+        let damaged = || Err(StoreError::damaged(std::io::Error::other("MDB_CORRUPTED")));
+        assert!(matches!(
+            commit_error(eio(), here, damaged),
+            StoreError::Damaged(_)
+        ));
+        let full = commit_error(heed::Error::Mdb(MdbError::MapFull), here, damaged);
+        assert_eq!(full, StoreError::Full, "not an EIO: no check");
     }
 
     #[test]
