@@ -32,7 +32,9 @@ enum Error {
 /// The exit status of the master process after `error`.
 fn master_status(error: &Error) -> i32 {
     match error {
-        Error::Master(MasterError::GaveUp { .. }) => exit::BOOT_FAILURE,
+        Error::Master(MasterError::GaveUp { .. } | MasterError::StoreFaults { .. }) => {
+            exit::BOOT_FAILURE
+        }
         Error::Config(_) | Error::LogFile(..) | Error::Master(_) | Error::Backup(_) => {
             exit::UNUSABLE
         }
@@ -43,7 +45,9 @@ fn master_status(error: &Error) -> i32 {
 fn worker_status(outcome: std::thread::Result<Result<(), BootError>>) -> i32 {
     match outcome {
         Ok(Ok(())) => exit::SUCCESS,
-        Ok(Err(BootError::Store(_, StoreError::Damaged(_)))) => exit::STORE_FAULT,
+        Ok(Err(BootError::Store(_, StoreError::Damaged(_)) | BootError::Damaged(_))) => {
+            exit::STORE_FAULT
+        }
         Ok(Err(_)) => exit::BOOT_FAILURE,
         // The panic hook has logged it.
         Err(_) => exit::PANIC,
@@ -143,6 +147,16 @@ mod tests {
         assert_eq!(
             worker_status(Ok(Err(BootError::Store("embedded".into(), damaged)))),
             exit::STORE_FAULT
+        );
+        let refused = orders_server::store::datafile::DamagedStore::Empty("/d/data.mdb".into());
+        assert_eq!(
+            worker_status(Ok(Err(BootError::Damaged(refused)))),
+            exit::STORE_FAULT,
+            "a replacement refusing a damaged file"
+        );
+        assert_eq!(
+            master_status(&Error::Master(MasterError::StoreFaults { faults: 5 })),
+            exit::BOOT_FAILURE
         );
         assert_eq!(worker_status(Err(Box::new("panic"))), exit::PANIC);
     }

@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 /// The four fields of an order, in the order app.py documented them.
 pub const FIELDS: [&str; 4] = ["product", "quantity", "customer_name", "customer_address"];
 
+/// What quantity must be (the message of a wrong one, of any kind).
+const QUANTITY_RULE: &str = "an integer from 1 to 9223372036854775807";
+
 /// Deepest JSON nesting accepted in a body. Orders are flat; the limit keeps
 /// the recursive parser far from the end of a coroutine's stack (an
 /// overflow is a segfault that takes the whole worker down).
@@ -319,7 +322,7 @@ fn check_quantity(value: Sent) -> Result<Value, OrderError> {
         Sent::Int(_) | Sent::Huge => Err(OrderError::QuantityOutOfRange),
         _ => Err(OrderError::WrongType {
             field: "quantity",
-            expected: "an integer",
+            expected: QUANTITY_RULE,
         }),
     }
 }

@@ -97,6 +97,53 @@ fn an_overwritten_store_is_never_called_ready() {
     );
 }
 
+/// A damaged page in the middle of the file (the meta pages intact, so
+/// every replacement starts and serves): each request that reads it ends
+/// its worker, and after a few within a minute the master gives up
+/// (status 3) instead of restarting workers for ever.
+#[test]
+fn workers_ending_on_a_damaged_page_make_the_master_give_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start_in(&data, &["-w", "2"]);
+    let ids: Vec<String> = (0..3000).map(|i| s.create(&format!("P{i}"))).collect();
+    let victim = &ids[1500];
+    let file = data.join("data.mdb");
+    let bytes = std::fs::read(&file).unwrap();
+    let key: Vec<u8> = (0..12)
+        .map(|i| u8::from_str_radix(&victim[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == key.as_slice())
+        .expect("the order's key is in the file");
+    let page = at / 4096;
+    assert!(page >= 2, "not a meta page");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.seek(SeekFrom::Start(page as u64 * 4096)).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    f.sync_all().unwrap();
+    let path = format!("/orders/{victim}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut exited = None;
+    while Instant::now() < deadline {
+        if let Some(status) = s.child().try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        let answer = try_get(s.addr, &path);
+        assert_ne!(answer, Some(200), "an order read from a zeroed page");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = exited.unwrap_or_else(|| panic!("still restarting workers\n{}", s.log()));
+    assert_eq!(status.code(), Some(3), "{}", s.log());
+    assert!(
+        s.log().contains("restore the store from a backup"),
+        "{}",
+        s.log()
+    );
+}
+
 /// Hundreds of clients that send half of a large body at once (taking
 /// their share of the worker's body memory), then stall, and send again
 /// when cut: a client's small orders go on being written.

@@ -355,6 +355,8 @@ fn requests_a_server_must_refuse() {
         "GET * HTTP/1.1\r\nHost: t\r\n\r\n",
         "GET example.com:443 HTTP/1.1\r\nHost: t\r\n\r\n",
         "GET foo/bar HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET http://:80/orders HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /orders HTTP/1.1\r\nHost: []:80\r\n\r\n",
         "GET /orders HTTP/1.1\r\nHost: a b/c\r\n\r\n",
         "POST /orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
     ] {
@@ -368,6 +370,50 @@ fn requests_a_server_must_refuse() {
         400,
         "a space in the target"
     );
+}
+
+/// A HEAD refused before its head could be parsed has no body either:
+/// nothing follows the answer's head but the close.
+#[test]
+fn a_head_refused_while_parsing_has_no_body() {
+    let s = Server::start(&[]);
+    for raw in [
+        "HEAD /orders HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "HEAD * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "HEAD /orders HTTP/1.2\r\nHost: a\r\n\r\n",
+        "HEAD /orders HTTP/1.1\r\nHost: a\r\nExpect: nothing\r\n\r\n",
+    ] {
+        let mut c = s.connect();
+        c.send_raw(raw.as_bytes());
+        let r = c.read_response_to("HEAD").expect("an answer");
+        assert!(r.status >= 400, "{raw:?}: {}", r.status);
+        assert!(c.is_closed_by_server(), "{raw:?}: bytes after the head");
+    }
+}
+
+/// Answers without a tag evaluate preconditions too; a streamed list's
+/// 304 keeps the 200's `Cache-Control`.
+#[test]
+fn untagged_answers_evaluate_preconditions() {
+    let s = Server::start(&["--response-buffer-size", "4096"]);
+    for i in 0..60 {
+        s.create(&format!("P{i}"));
+    }
+    let mut c = s.connect();
+    let r = c.request_with("GET", "/healthz", &["If-Match: \"x\""], None);
+    assert_eq!(r.status, 412);
+    let r = c.request_with("GET", "/healthz", &["If-None-Match: *"], None);
+    assert_eq!(r.status, 304);
+    let r = c.request_with("OPTIONS", "/orders", &["If-Match: \"x\""], None);
+    assert_eq!(r.status, 412);
+    let r = c.request_with("GET", "/orders", &["If-None-Match: *"], None);
+    assert_eq!(r.status, 304);
+    assert_eq!(
+        r.header("cache-control"),
+        Some("no-store"),
+        "as the streamed 200"
+    );
+    assert!(r.header("etag").is_none());
 }
 
 /// `X-Request-Id` is echoed with the access log off too.

@@ -207,6 +207,19 @@ pub fn handle(
         sink,
         buffer_limit,
     } = request;
+    // The answers without a tag evaluate their preconditions too (RFC 9110
+    // §13.1.1): against a representation that exists but has no tag.
+    match &route {
+        Route::Health | Route::Ready => match pre.for_read(Current::Untagged) {
+            Verdict::Proceed => {}
+            Verdict::NotModified => return Ok(Reply::not_modified(None)),
+            Verdict::Failed => return Err(ApiError::PreconditionFailed(None)),
+        },
+        Route::Options(_) | Route::OrderOptions(..) if !pre.allow_write(Current::Untagged) => {
+            return Err(ApiError::PreconditionFailed(None));
+        }
+        _ => {}
+    }
     match route {
         Route::Health => Ok(Reply::ok(b"{\"status\":\"ok\"}".to_vec())),
         Route::Ready if state.is_draining() => Err(ApiError::Draining),

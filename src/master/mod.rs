@@ -72,6 +72,9 @@ pub enum MasterError {
     /// Workers kept dying at start-up.
     #[error("workers failed to start {failures} times in a row; giving up (see the worker errors above)")]
     GaveUp { failures: u32 },
+    /// Workers kept ending on damage to the store.
+    #[error("workers ended on damage to the store {faults} times within a minute; giving up: restore the store from a backup (made with `orders-server backup`)")]
+    StoreFaults { faults: usize },
 }
 
 /// What a forked worker process runs: serves as `spec` says and ends the
@@ -278,6 +281,9 @@ impl Master {
                     Action::Exit(Outcome::GaveUp { failures }) => {
                         return Err(MasterError::GaveUp { failures })
                     }
+                    Action::Exit(Outcome::Faulted { faults }) => {
+                        return Err(MasterError::StoreFaults { faults })
+                    }
                     other => queue.extend(self.execute(other, &mut sup, signals)),
                 }
             }
@@ -468,17 +474,21 @@ impl Master {
         for pid in watched {
             events.extend(read_status(sup, pid));
         }
-        let exited: Vec<Pid> = reap_children()
+        let exited: Vec<(Pid, bool)> = reap_children()
             .into_iter()
-            .filter(|&pid| sup.worker(pid).is_some())
+            .filter(|&(pid, _)| sup.worker(pid).is_some())
             .collect();
+        let exited_pids: Vec<Pid> = exited.iter().map(|&(pid, _)| pid).collect();
         // Checked before the exits are handled, without the exited: their
         // heartbeat slots are released below (and their pids may be reused).
-        events.extend(self.stale_workers(sup, &exited));
-        for pid in exited {
+        events.extend(self.stale_workers(sup, &exited_pids));
+        for (pid, faulted) in exited {
             if let Some(w) = sup.worker(pid) {
                 self.heartbeats.release(w.process.heartbeat);
                 self.metrics.slot_released(w.process.heartbeat);
+            }
+            if faulted {
+                events.push(Event::WorkerFaulted(pid));
             }
             events.push(Event::WorkerExited { pid });
         }
@@ -866,8 +876,10 @@ fn timeouts(config: &Config) -> Timeouts {
     }
 }
 
-/// Reaps every exited child without blocking, logging how each ended.
-fn reap_children() -> Vec<Pid> {
+/// Reaps every exited child without blocking, logging how each ended:
+/// each pid, and whether it ended on damage to the store (the store-fault
+/// status, or SIGBUS or SIGSEGV: LMDB reading a damaged page).
+fn reap_children() -> Vec<(Pid, bool)> {
     let mut exited = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -878,11 +890,12 @@ fn reap_children() -> Vec<Pid> {
                     log::Level::Warn
                 };
                 log::log!(level, "process {pid} exited with status {code}");
-                exited.push(pid.as_raw());
+                exited.push((pid.as_raw(), code == crate::exit::STORE_FAULT));
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
                 log::warn!("process {pid} killed by {sig}");
-                exited.push(pid.as_raw());
+                let fault = matches!(sig, NixSignal::SIGBUS | NixSignal::SIGSEGV);
+                exited.push((pid.as_raw(), fault));
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return exited,
             Ok(_) => {}

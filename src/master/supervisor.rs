@@ -14,7 +14,7 @@
 //! that asks to retire (max_requests) gets its replacement first, and is
 //! stopped once the replacement serves: capacity never drops to zero.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::lifecycle::signals::Signal;
@@ -28,6 +28,12 @@ pub const BOOT_BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub const BOOT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a fast stop waits before killing workers outright.
 pub const FAST_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Workers that may end on damage to the store (`Event::WorkerFaulted`)
+/// within [`FAULT_WINDOW`] before the master gives up: replacements that
+/// serve from a damaged file would only meet the damage again.
+pub const MAX_FAULTS: usize = 5;
+/// See [`MAX_FAULTS`].
+pub const FAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// A worker process id.
 pub type Pid = i32;
@@ -48,6 +54,9 @@ pub enum Event {
     WorkerRetiring(Pid),
     /// A worker's heartbeat went stale (hung).
     WorkerStale(Pid),
+    /// A worker ended on damage to the store (it exited with the store-fault
+    /// status, or was killed by SIGBUS or SIGSEGV); its exit follows.
+    WorkerFaulted(Pid),
     /// A worker exited (how is logged where it is reaped).
     WorkerExited { pid: Pid },
     /// Time passed (timers: backoff, stop deadline).
@@ -104,6 +113,9 @@ pub enum Outcome {
     Stopped,
     /// Workers failed to start this many times in a row.
     GaveUp { failures: u32 },
+    /// Workers ended on damage to the store this many times within
+    /// [`FAULT_WINDOW`].
+    Faulted { faults: usize },
 }
 
 /// Where a worker is in its life.
@@ -211,6 +223,8 @@ pub struct Supervisor<P = ()> {
     timeouts: Timeouts,
     /// Workers replaced so far, by cause.
     restarts: [u64; RESTART_CAUSES.len()],
+    /// When workers last ended on damage to the store (within the window).
+    faults: VecDeque<Instant>,
 }
 
 impl<P> Supervisor<P> {
@@ -226,6 +240,7 @@ impl<P> Supervisor<P> {
             phase: Phase::Running,
             timeouts,
             restarts: [0; RESTART_CAUSES.len()],
+            faults: VecDeque::new(),
         };
         let spawns = s.spawn_all();
         (s, spawns)
@@ -267,6 +282,7 @@ impl<P> Supervisor<P> {
             phase: Phase::Running,
             timeouts,
             restarts,
+            faults: VecDeque::new(),
         }
     }
 
@@ -391,6 +407,7 @@ impl<P> Supervisor<P> {
             Event::WorkerReady(pid) => self.on_ready(pid),
             Event::WorkerRetiring(pid) => self.on_retiring(pid),
             Event::WorkerStale(pid) => self.on_stale(pid),
+            Event::WorkerFaulted(_) => self.on_fault(now),
             Event::WorkerExited { pid } => self.on_exit(pid, now),
             Event::Tick => self.on_tick(now),
         }
@@ -562,6 +579,29 @@ impl<P> Supervisor<P> {
             self.count(RestartCause::Timeout);
         }
         vec![self.stop_one(pid, StopKind::Kill, refill)]
+    }
+
+    /// A worker ended on store damage: too many within the window, and the
+    /// master gives up (the damage is in the file every replacement opens).
+    fn on_fault(&mut self, now: Instant) -> Vec<Action> {
+        self.faults.push_back(now);
+        while self
+            .faults
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > FAULT_WINDOW)
+        {
+            self.faults.pop_front();
+        }
+        let faults = self.faults.len();
+        match self.phase {
+            Phase::Stopping { .. } => Vec::new(),
+            _ if faults >= MAX_FAULTS => self.stop(
+                StopKind::Graceful,
+                now + self.timeouts.graceful,
+                Outcome::Faulted { faults },
+            ),
+            _ => Vec::new(),
+        }
     }
 
     /// Asks one worker to stop (`refill`: its slot is filled again when it
@@ -1176,6 +1216,35 @@ mod tests {
                 slot: 0,
                 generation: 1
             }]
+        );
+    }
+
+    /// Workers that keep ending on store damage make the master give up,
+    /// whether or not they served first; slower ones do not.
+    #[test]
+    fn repeated_store_faults_stop_the_master() {
+        let (mut s, now) = serving(1);
+        let mut at = now;
+        for _ in 0..MAX_FAULTS - 1 {
+            assert!(s.handle(Event::WorkerFaulted(1), at).is_empty());
+            at += FAULT_WINDOW / 4;
+        }
+        let later = at + FAULT_WINDOW;
+        assert!(
+            s.handle(Event::WorkerFaulted(1), later).is_empty(),
+            "the old ones are out of the window"
+        );
+        for _ in 1..MAX_FAULTS - 1 {
+            assert!(s.handle(Event::WorkerFaulted(1), later).is_empty());
+        }
+        let stop = s.handle(Event::WorkerFaulted(1), later);
+        assert!(
+            stop.iter().any(|a| matches!(a, Action::Stop { .. })),
+            "{stop:?}"
+        );
+        assert_eq!(
+            s.handle(Event::WorkerExited { pid: 100 }, later),
+            vec![Action::Exit(Outcome::Faulted { faults: MAX_FAULTS })]
         );
     }
 

@@ -29,9 +29,10 @@ use super::Error;
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// Pause between tries while the budget is full.
 const BUDGET_POLL: Duration = Duration::from_millis(5);
-/// Bodies at most this long (their Content-Length, or the largest body
-/// for a chunked one) may use the part of the budget kept for them.
-pub const SMALL_BODY: usize = 64 * 1024;
+/// Bodies at most this long (their Content-Length; a chunked body while it
+/// is no longer) may use the part of the budget kept for them. An order
+/// is ~100 bytes.
+pub const SMALL_BODY: usize = 16 * 1024;
 /// The part of the budget kept for small bodies: one eighth.
 const SMALL_RESERVE_SHARE: usize = 8;
 
@@ -155,6 +156,8 @@ pub struct Body<'a> {
     counted: usize,
     /// The most this body may hold (its Content-Length, or `max_body_size`).
     max_len: usize,
+    /// Its length was told (Content-Length); a chunked body's was not.
+    sized: bool,
     /// Where the room of the last [`Body::spare`] began.
     spare_from: usize,
 }
@@ -168,8 +171,17 @@ impl<'a> Body<'a> {
             memory,
             counted: 0,
             max_len,
+            sized: true,
             spare_from: 0,
         }
+    }
+
+    /// An empty chunked body of at most `max_len` bytes: small (for the
+    /// budget's reserve) while it stays within [`SMALL_BODY`].
+    pub fn chunked(memory: &'a BodyMemory, max_len: usize) -> Body<'a> {
+        let mut body = Body::new(memory, max_len);
+        body.sized = false;
+        body
     }
 
     /// Appends `data`.
@@ -207,7 +219,10 @@ impl<'a> Body<'a> {
                 .max(self.counted * 2)
                 .max(MIN_BODY_CAPACITY)
                 .min(self.max_len);
-            let small = self.max_len <= SMALL_BODY;
+            let small = match self.sized {
+                true => self.max_len <= SMALL_BODY,
+                false => grow_to <= SMALL_BODY,
+            };
             self.memory
                 .take(grow_to - self.counted, small, self.counted == 0)?;
             self.counted = grow_to;
@@ -329,6 +344,13 @@ mod tests {
         let mut small = Body::new(&memory, 100);
         small.extend(&[1; 100]).unwrap();
         assert_eq!(memory.used(), 7 * large_size + 100);
+        let mut chunked = Body::chunked(&memory, large_size);
+        chunked.extend(&[1; 100]).unwrap();
+        assert_eq!(
+            memory.used(),
+            7 * large_size + 100 + MIN_BODY_CAPACITY,
+            "small so far"
+        );
     }
 
     /// A body that holds memory and needs more does not wait behind a new

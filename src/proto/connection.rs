@@ -37,6 +37,9 @@ const READ_BUFFER: usize = 4 * 1024;
 const MIN_READ: usize = 1024;
 /// Most bytes read at once while a body arrives.
 const BODY_READ: usize = 64 * 1024;
+/// Most bytes the first read of a body's own asks room for (later reads
+/// ask for as much as arrived before them, up to [`BODY_READ`]).
+const BODY_FIRST_READ: usize = 4 * 1024;
 /// Output collected from pipelined requests before it is written.
 const WRITE_BATCH: usize = 64 * 1024;
 /// An output buffer larger than this is freed once written.
@@ -175,7 +178,12 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
     fn answer_and_close(&mut self, mut reply: Reply) {
         let pending = self.pending.take();
         reply.request_id = pending.as_ref().and_then(|e| self.service.request_id(e));
-        let head_only = pending.is_some() && self.head_only;
+        // A head refused before it could be parsed may still be a HEAD's:
+        // its answer then has no body either.
+        let head_only = match pending {
+            Some(_) => self.head_only,
+            None => starts_a_head_request(self.input.data()),
+        };
         response::encode(&reply, true, head_only, &mut self.output);
         self.service.finish(pending, &reply);
     }
@@ -294,7 +302,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
                 Ok(body)
             }
             BodyKind::Chunked => {
-                let mut body = Body::new(memory, max_body as usize);
+                let mut body = Body::chunked(memory, max_body as usize);
                 self.send_continue(framing)?;
                 self.read_chunked(&mut body)?;
                 Ok(body)
@@ -321,7 +329,13 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         let mut remaining = len - take;
         while remaining > 0 {
             self.await_request()?;
-            let room = body.spare(remaining.min(BODY_READ))?;
+            // Room for what has arrived so far again (at least a small
+            // read): memory grows with the bytes that come, never with the
+            // length a client claims.
+            let want = remaining
+                .min(BODY_READ)
+                .min(body.len().max(BODY_FIRST_READ));
+            let room = body.spare(want)?;
             let n = read(&mut self.io, room, &mut self.peer_closed)?;
             body.filled(n);
             self.registration.state().body_received(n);
@@ -400,6 +414,16 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         }
         Ok(())
     }
+}
+
+/// Whether the unparsed bytes of a request begin with the HEAD method
+/// (after the empty lines RFC 9112 §2.2 lets a client send first).
+fn starts_a_head_request(input: &[u8]) -> bool {
+    let start = input
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(input.len());
+    input[start..].starts_with(b"HEAD ")
 }
 
 /// Reads into `buf`; 0 at the end of input (noted in `peer_closed`). A

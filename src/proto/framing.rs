@@ -146,44 +146,72 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 
 /// Whether a Host value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986
 /// §3.2.2): a reg-name or IPv4 address of unreserved, percent-encoded and
-/// sub-delimiter characters, or an IP literal in brackets; a port of
-/// digits. Empty is valid (a target without authority).
-fn is_authority(value: &[u8]) -> bool {
+/// sub-delimiter characters, or an IP literal in brackets; a port of at
+/// most 65535. Empty is valid (a target without authority), but not an
+/// empty host before a port.
+pub(super) fn is_authority(value: &[u8]) -> bool {
     let value = value.trim_ascii();
     let (host, port) = match value.iter().rposition(|b| *b == b':') {
         // A colon inside brackets belongs to an IPv6 literal.
-        Some(i) if !value[i..].contains(&b']') => (&value[..i], &value[i + 1..]),
-        _ => (value, &b""[..]),
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], Some(&value[i + 1..])),
+        _ => (value, None),
     };
-    if !port.iter().all(u8::is_ascii_digit) {
-        return false;
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p).is_ok_and(|p| p.is_empty() || p.parse::<u16>().is_ok())
+    });
+    let host_ok = match host {
+        [] => port.is_none(),
+        [b'[', literal @ .., b']'] => {
+            !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        }
+        _ => is_reg_name(host),
+    };
+    port_ok && host_ok
+}
+
+/// A reg-name: unreserved and sub-delimiter characters, and `%` with two
+/// hex digits.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            let hex = host.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let allowed = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        if !allowed {
+            return false;
+        }
+        i += 1;
     }
-    match host {
-        [b'[', literal @ .., b']'] => literal
-            .iter()
-            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
-        _ => host.iter().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        }),
-    }
+    true
 }
 
 #[cfg(test)]
@@ -226,6 +254,8 @@ mod tests {
             "two Hosts"
         );
         for good in [
+            "a%20b",
+            "x:",
             "example.com",
             "example.com:8080",
             "127.0.0.1:80",
@@ -235,7 +265,21 @@ mod tests {
         ] {
             assert!(is_authority(good.as_bytes()), "{good:?}");
         }
-        for bad in ["a b/c", "a/b", "h:p", "user@h", "h?x", "h#x", "\"h\""] {
+        for bad in [
+            "a b/c",
+            "a/b",
+            "h:p",
+            "user@h",
+            "h?x",
+            "h#x",
+            "\"h\"",
+            "[]",
+            "[]:80",
+            "%zz",
+            "x:999999999999999999999",
+            "x:65536",
+            ":80",
+        ] {
             assert!(!is_authority(bad.as_bytes()), "{bad:?}");
         }
         let content_type = Header {

@@ -258,8 +258,10 @@ fn absolute_form_path(target: &str) -> Option<&str> {
             .then(|| &target[scheme.len()..])
     })?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if end == 0 {
-        return None; // no authority
+    // An http(s) URI must name a host (RFC 9110 §4.2.1).
+    let authority = &rest.as_bytes()[..end];
+    if authority.trim_ascii().is_empty() || !super::framing::is_authority(authority) {
+        return None;
     }
     Some(match rest.as_bytes().get(end) {
         Some(b'/') => &rest[end..],
@@ -444,6 +446,9 @@ mod tests {
             "GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET http:///orders HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET ftp://h/orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://:80/orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://x:abc/orders HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://x:99999/orders HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert!(
                 matches!(parse_str(bad), Err(Error::Malformed(_))),

@@ -108,12 +108,17 @@ impl Reply {
         }
     }
 
-    /// The reply, tagged `etag` (when known) and cacheable on revalidation
-    /// only (`Caching::Revalidate`).
+    /// The reply, tagged `etag` and cacheable on revalidation only
+    /// (`Caching::Revalidate`); without a tag there is nothing to
+    /// revalidate with, so it is not to be kept (`no-store`).
     pub fn revalidated(self, etag: Option<EntityTag>) -> Reply {
+        let caching = match etag {
+            Some(_) => Caching::Revalidate,
+            None => Caching::NoStore,
+        };
         Reply {
             etag,
-            caching: Caching::Revalidate,
+            caching,
             ..self
         }
     }

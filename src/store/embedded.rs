@@ -543,13 +543,21 @@ fn disk_full(dir: &Path) -> bool {
 /// (`MDB_PANIC`), and transactions refused from then on (`MDB_BAD_TXN`:
 /// what reads answered once the pages behind the meta pages were
 /// overwritten; each of ours is a fresh transaction, so it is not the echo
-/// of an earlier failure in the same one). An I/O error writing the map
-/// is judged in [`commit_error`].
+/// of an earlier failure in the same one). Also `MDB_MAP_RESIZED`: the
+/// file no longer fits this process's map, either because the meta pages
+/// were damaged (seen: every request answered 503 for good) or because
+/// another process grew the map; in both cases only a new worker, which
+/// maps the file afresh (and refuses a damaged one), can go on. An I/O
+/// error writing the map is judged in [`commit_error`].
 fn is_corruption(e: &heed::Error) -> bool {
     matches!(
         e,
         heed::Error::Mdb(
-            MdbError::Corrupted | MdbError::PageNotFound | MdbError::Panic | MdbError::BadTxn,
+            MdbError::Corrupted
+                | MdbError::PageNotFound
+                | MdbError::Panic
+                | MdbError::BadTxn
+                | MdbError::MapResized,
         )
     )
 }
@@ -563,6 +571,7 @@ mod tests {
         assert!(is_corruption(&heed::Error::Mdb(MdbError::Corrupted)));
         assert!(is_corruption(&heed::Error::Mdb(MdbError::PageNotFound)));
         assert!(is_corruption(&heed::Error::Mdb(MdbError::BadTxn)));
+        assert!(is_corruption(&heed::Error::Mdb(MdbError::MapResized)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::MapFull)));
         assert!(!is_corruption(&heed::Error::Mdb(MdbError::ReadersFull)));
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
