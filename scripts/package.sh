@@ -18,7 +18,8 @@
 # ORDERS_SERVER_PURGE_DATA=yes is set (orders are never deleted silently).
 #
 # Usage: scripts/package.sh [--no-build]   (prints the .deb's path; env:
-#        ORDERS_SERVER_BIN, the binary to package, default the release build;
+#        ORDERS_SERVER_BIN, the binary to package, default the release build
+#        (under CARGO_TARGET_DIR when set);
 #        PACKAGE_DIR, where to build, default target/debian;
 #        PACKAGE_VERSION_SUFFIX, appended to the version, e.g. +2: an upgrade)
 set -euo pipefail
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)${PACKAGE_VERSION_SUFFIX:-}
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 [ "${1:-}" = "--no-build" ] || cargo build --locked --release --quiet --bin orders-server
-BIN=${ORDERS_SERVER_BIN:-target/release/orders-server}
+BIN=${ORDERS_SERVER_BIN:-${CARGO_TARGET_DIR:-target}/release/orders-server}
 OUT=${PACKAGE_DIR:-target/debian}
 ROOT=$OUT/orders-server_${VERSION}_$ARCH
 rm -rf "$ROOT"

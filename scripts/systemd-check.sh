@@ -60,6 +60,7 @@ trap 'echo "systemd: FAILED: interrupted"; exit 130' INT TERM
 
 V1=$(PACKAGE_DIR=$PKG/v1 scripts/package.sh --no-build)
 V2=$(PACKAGE_DIR=$PKG/v2 PACKAGE_VERSION_SUFFIX=+check2 scripts/package.sh --no-build)
+[ -f "$V1" ] && [ -f "$V2" ] || { echo "systemd: FAILED: cannot build the packages"; exit 1; }
 cp -a "$CACHE/." "$ROOT/"
 install -d "$ROOT/opt/packages"
 cp "$V1" "$V2" "$ROOT/opt/packages/"
