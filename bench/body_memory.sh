@@ -12,21 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-cargo build --release --quiet --bin orders-server
-BUILDS=("this build:target/release/orders-server")
-if [ -n "${BASELINE:-}" ]; then
-  BASE_SRC=target/baseline-src
-  git worktree remove --force "$BASE_SRC" 2>/dev/null || rm -rf "$BASE_SRC"
-  git worktree add --detach --force "$BASE_SRC" "$BASELINE" >&2
-  cargo build --release --quiet --bin orders-server --manifest-path "$BASE_SRC/Cargo.toml" --target-dir target/baseline
-  BUILDS+=("$BASELINE:target/baseline/release/orders-server")
-elif [ -n "${BASELINE_BIN:-}" ]; then
-  BUILDS+=("baseline:$BASELINE_BIN")
-fi
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
+compare_builds
 
 python3 - "$TMP" <<'PY'
 import sys

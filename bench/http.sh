@@ -57,12 +57,8 @@ cargo build --release --quiet --bin orders-server --features metrics-off --targe
 BIN=${ORDERS_SERVER_BIN:-target/release/orders-server}
 BIN_OFF=target/metrics-off/release/orders-server
 if [ -n "${BASELINE:-}" ]; then
-  BASE_SRC=target/baseline-src
-  git worktree remove --force "$BASE_SRC" 2>/dev/null || rm -rf "$BASE_SRC"
-  git worktree add --detach --force "$BASE_SRC" "$BASELINE" >&2
-  BASE_REV=$(git -C "$BASE_SRC" rev-parse --short HEAD)
-  cargo build --release --quiet --bin orders-server --manifest-path "$BASE_SRC/Cargo.toml" --target-dir target/baseline
-  BIN_BASE=target/baseline/release/orders-server
+  BASE_REV=$(git rev-parse --short "$BASELINE")
+  BIN_BASE=$(build_baseline "$BASELINE")
 fi
 TMP=$(mktemp -d)
 PIDS=()
@@ -122,7 +118,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 if [ "${BACKEND:-embedded}" = mongo ]; then
   SECANTUSD_RS=${SECANTUSD_RS:-$HOME/.cache/secantus-mdb/bin/secantusd-rs}
   [ -x "$SECANTUSD_RS" ] || { echo "$SECANTUSD_RS missing (see the header)" >&2; exit 1; }
-  DBPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  DBPORT=$(free_port)
   taskset -c "$LOAD_CPU" "$SECANTUSD_RS" --port "$DBPORT" --storage-path "$TMP/db" >"$TMP/db.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$DBPORT") 2>/dev/null && break; sleep 0.1; done
@@ -144,7 +140,7 @@ if [ "${BACKEND:-embedded}" = mongo ]; then
 fi
 
 # --- both servers, on the same CPU ---
-CPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+CPORT=$(free_port)
 taskset -c "$SERVER_CPU" target/release/examples/ceiling "127.0.0.1:$CPORT" >"$TMP/ceiling.log" 2>&1 &
 PIDS+=($!)
 CEILING_PID=$!

@@ -57,3 +57,61 @@ cpu_busy() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i
 # busy_percent "BUSY0 TOTAL0" "BUSY1 TOTAL1" -> percent of the CPU busy in
 # between two cpu_busy readings
 busy_percent() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'; }
+
+# build_baseline REV -> builds revision REV's orders-server (release) from a
+# worktree at target/baseline-src into target/baseline; prints the binary.
+build_baseline() {
+  local src=target/baseline-src
+  git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+  git worktree add --detach --force "$src" "$1" >&2
+  cargo build --release --quiet --bin orders-server --manifest-path "$src/Cargo.toml" \
+    --target-dir target/baseline >&2
+  echo target/baseline/release/orders-server
+}
+
+# free_port -> a TCP port free on 127.0.0.1 now
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_nginx DIR PORT WORKERS -> starts nginx (`return 200`, keep-alive
+# 75 s, no log) in the foreground of a background job, its files in DIR;
+# sets NGINX_PID (its master) once it answers.
+start_nginx() {
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<CONF
+daemon off; worker_processes $3; worker_rlimit_nofile 65535; pid $1/nginx.pid;
+error_log $1/error.log warn; user root;
+events { worker_connections 32768; }
+http {
+  access_log off; keepalive_timeout 75s; keepalive_requests 1000000;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  server { listen 127.0.0.1:$2; location / { return 200 "ok\n"; } }
+}
+CONF
+  nginx -p "$1" -c "$1/nginx.conf" 2>"$1/stderr.log" &
+  NGINX_PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$2/" >/dev/null && return
+    sleep 0.1
+  done
+  echo "nginx did not start:" >&2; cat "$1/stderr.log" "$1/error.log" >&2; exit 1
+}
+
+# compare_builds -> builds this tree's orders-server (release) and sets
+# BUILDS to "name:binary" entries: this build, and with BASELINE=REV
+# (build_baseline) or BASELINE_BIN=FILE, the baseline. Also makes TMP (a
+# temporary directory) and PIDS (processes to kill), both cleaned up at exit.
+compare_builds() {
+  cargo build --release --quiet --bin orders-server
+  BUILDS=("this build:target/release/orders-server")
+  if [ -n "${BASELINE:-}" ]; then
+    BUILDS+=("$BASELINE:$(build_baseline "$BASELINE")")
+  elif [ -n "${BASELINE_BIN:-}" ]; then
+    BUILDS+=("baseline:$BASELINE_BIN")
+  fi
+  TMP=$(mktemp -d)
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT
+}

@@ -3,8 +3,8 @@
 //!
 //! A request's line is formatted by its coroutine into the worker's buffer
 //! (a mutex held for a copy); a thread of the worker's own writes the
-//! buffer out every [`FLUSH_INTERVAL`], so no scheduler thread ever blocks
-//! on the disk. If the disk stalls and the buffer reaches [`MAX_BUFFER`],
+//! buffer out every [`FLUSH_INTERVAL`] while there are lines (and sleeps
+//! while there are none), so no scheduler thread ever blocks on the disk. If the disk stalls and the buffer reaches [`MAX_BUFFER`],
 //! further lines are dropped and counted (a warning says how many), rather
 //! than memory growing without bound. SIGUSR1 reopens the file (after
 //! logrotate moved it), as for the error log. At a graceful exit the
@@ -444,6 +444,10 @@ struct Sink {
     out: Mutex<Option<Box<dyn Write + Send>>>,
     reopen: AtomicBool,
     dropped: AtomicU64,
+    /// The writer thread, and whether it sleeps until there is work (so an
+    /// idle worker's writer does not wake every [`FLUSH_INTERVAL`]).
+    writer: OnceLock<std::thread::Thread>,
+    writer_parked: AtomicBool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -459,7 +463,39 @@ impl Sink {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let was_empty = buffer.is_empty();
         buffer.extend_from_slice(line);
+        drop(buffer);
+        if was_empty {
+            self.wake_writer();
+        }
+    }
+
+    /// Wakes the writer if it sleeps (one wake-up per sleep, not per line).
+    fn wake_writer(&self) {
+        if self.writer_parked.swap(false, Ordering::SeqCst) {
+            if let Some(writer) = self.writer.get() {
+                writer.unpark();
+            }
+        }
+    }
+
+    /// The writer: sleeps until a line is buffered or a reopen is asked.
+    /// (The flag is raised before the buffer is looked at, and lowered by
+    /// whoever adds work after it: no wake-up is lost.)
+    fn park_writer_while_idle(&self) {
+        self.writer_parked.store(true, Ordering::SeqCst);
+        while self.writer_parked.load(Ordering::SeqCst)
+            && !self.reopen.load(Ordering::SeqCst)
+            && self
+                .buffer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            std::thread::park();
+        }
+        self.writer_parked.store(false, Ordering::SeqCst);
     }
 
     /// Writes whole lines. To a file (opened O_APPEND) one write each batch;
@@ -527,21 +563,30 @@ pub fn start(path: Option<PathBuf>) -> std::io::Result<()> {
         out: Mutex::new(None),
         reopen: AtomicBool::new(false),
         dropped: AtomicU64::new(0),
+        writer: OnceLock::new(),
+        writer_parked: AtomicBool::new(false),
     });
     *sink.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink.open()?);
     std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || loop {
-            std::thread::sleep(FLUSH_INTERVAL);
-            sink.write_out();
+        .spawn(move || {
+            // Known before it first sleeps, so that it can be woken.
+            let _ = sink.writer.set(std::thread::current());
+            loop {
+                sink.park_writer_while_idle();
+                std::thread::sleep(FLUSH_INTERVAL);
+                sink.write_out();
+            }
         })?;
     Ok(())
 }
 
-/// SIGUSR1: the writer reopens the file before its next write.
+/// SIGUSR1: the writer reopens the file, at once if it has nothing to
+/// write (the old file is let go), else before its next write.
 pub fn reopen() {
     if let Some(s) = SINK.get() {
-        s.reopen.store(true, Ordering::Relaxed);
+        s.reopen.store(true, Ordering::SeqCst);
+        s.wake_writer();
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::proto::body::BodyMemory;
+use crate::proto::idle::IdleSet;
 use crate::proto::request::HeadLimits;
 use crate::proto::sweep::{Registry, SweepPolicy};
 use crate::store::Store;
@@ -117,4 +118,6 @@ pub struct App {
     pub tokens: Option<auth::Tokens>,
     /// The access log, when one is written.
     pub access: Option<access_log::AccessLog>,
+    /// The connections parked between requests (`server`).
+    pub idle: Arc<IdleSet<server::Parked>>,
 }

@@ -1,19 +1,23 @@
-//! A worker's API listener and the admission of its connections.
+//! A worker's API listener, the admission of its connections, and their
+//! coroutines.
 //!
 //! The socket is bound (`net::bind_reuseport`) while the worker still has
 //! the master's privileges, and only listens once the store is open: until
 //! then the kernel sends this worker no connection. One coroutine accepts
 //! (`net::Acceptor`, which backs off when descriptors run out); each
 //! connection gets a coroutine of its own that runs the HTTP/1.1 loop
-//! (`proto::connection`) with this worker's [`Dispatch`]. A connection over
-//! `worker_connections` is answered 503 and closed at once;
-//! `worker_connections` itself is kept below the open-file limit
-//! (`config`), so the store, logs and pipes always have descriptors left.
+//! (`proto::connection`) with this worker's [`Dispatch`]. A connection
+//! idle long enough gives its coroutine up: it is parked in the worker's
+//! idle set (`proto::idle`, [`Parked`]) and gets a new coroutine when bytes
+//! arrive. A connection over `worker_connections` is answered 503 and
+//! closed at once; `worker_connections` itself is kept below the open-file
+//! limit (`config`), so the store, logs and pipes always have descriptors
+//! left.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Weak};
 
 use may::net::TcpStream;
 use socket2::Socket;
@@ -21,8 +25,9 @@ use socket2::Socket;
 use super::dispatch::Dispatch;
 use super::error::ApiError;
 use super::App;
+use crate::metrics;
 use crate::net::{self, Acceptor, Throttle};
-use crate::proto::connection;
+use crate::proto::connection::{self, Idle};
 use crate::proto::io::TcpIo;
 use crate::proto::response;
 use crate::proto::sweep::Registration;
@@ -40,8 +45,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<Bound> {
 }
 
 impl Bound {
-    /// Starts listening with `backlog` and accepting into `app`.
+    /// Starts resuming `app`'s parked connections, then listening with
+    /// `backlog` and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
+        let resumed_app = Arc::downgrade(&app);
+        app.idle.start(move |parked| resume(&resumed_app, parked))?;
         let listener = net::listen(self.0, backlog)?;
         let mut refusals = Throttle::default();
         Acceptor::start(listener, "accept", move |stream| {
@@ -50,51 +58,26 @@ impl Bound {
     }
 }
 
-/// Starts a connection's coroutine, or refuses it over `worker_connections`.
-fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
-    let limit = app.limits.worker_connections;
-    if app.state.registry.len() >= limit {
-        refusals
-            .note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
-        crate::metrics::connection_refused();
-        refuse(stream);
-        return;
+/// A connection parked between requests (`proto::idle`), with what its
+/// next coroutine needs to know of it.
+pub struct Parked {
+    idle: Idle<TcpIo>,
+    /// The client's address, when the access log wants it.
+    peer: Option<IpAddr>,
+}
+
+impl AsRawFd for Parked {
+    fn as_raw_fd(&self) -> RawFd {
+        self.idle.as_raw_fd()
     }
-    let _ = stream.set_nodelay(true);
-    let accepted = Accepted {
-        registration: app.state.registry.register(stream.as_raw_fd()),
-        stream,
-    };
-    let app = app.clone();
-    // may's spawn is unsafe because a coroutine must not keep a
-    // thread-local across a yield (it may resume on another thread); the
-    // engine's coroutines keep none.
-    let spawned = may::go!(may::coroutine::Builder::new(), move || {
-        let Accepted {
-            registration,
-            stream,
-        } = accepted;
-        crate::metrics::connections(1);
-        let peer = app
-            .access
-            .as_ref()
-            .and_then(|_| stream.peer_addr().ok())
-            .map(|a| a.ip());
-        connection::serve(
-            TcpIo::new(stream),
-            &Dispatch::new(&app, peer),
-            registration,
-            &app.limits.head,
-            &app.state.body_memory,
-        );
-        crate::metrics::connections(-1);
-    });
-    if let Err(e) = spawned {
-        crate::log_repeated!(
-            log::Level::Warn,
-            "cannot start a connection's coroutine: {e}"
-        );
-    }
+}
+
+/// How a connection's coroutine begins.
+enum Start {
+    /// Just accepted.
+    Accepted(Accepted),
+    /// Taken from the idle set: bytes arrived (or the sweep shut it).
+    Resumed(Parked),
 }
 
 /// An accepted connection on its way to its coroutine. The fields drop in
@@ -102,6 +85,102 @@ fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
 struct Accepted {
     registration: Registration,
     stream: TcpStream,
+}
+
+/// Starts a connection's coroutine, or refuses it over `worker_connections`.
+fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
+    let limit = app.limits.worker_connections;
+    if app.state.registry.len() >= limit {
+        refusals
+            .note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
+        metrics::connection_refused();
+        refuse(stream);
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    metrics::connections(1);
+    let accepted = Accepted {
+        registration: app.state.registry.register(stream.as_raw_fd()),
+        stream,
+    };
+    spawn(app.clone(), Start::Accepted(accepted));
+}
+
+/// Gives a parked connection whose bytes arrived a coroutine again (from
+/// the idle set's reactor).
+fn resume(app: &Weak<App>, parked: Parked) {
+    metrics::connections_parked(-1);
+    match app.upgrade() {
+        Some(app) => spawn(app, Start::Resumed(parked)),
+        // The worker is exiting: the connection closes.
+        None => metrics::connections(-1),
+    }
+}
+
+/// Runs a connection in a coroutine of its own.
+fn spawn(app: Arc<App>, start: Start) {
+    // may's spawn is unsafe because a coroutine must not keep a
+    // thread-local across a yield (it may resume on another thread); the
+    // engine's coroutines keep none.
+    let spawned = may::go!(may::coroutine::Builder::new(), move || serve(&app, start));
+    if let Err(e) = spawned {
+        // The closure, and the connection with it, was dropped: closed.
+        metrics::connections(-1);
+        crate::log_repeated!(
+            log::Level::Warn,
+            "cannot start a connection's coroutine: {e}"
+        );
+    }
+}
+
+/// A connection's coroutine: serves it until it closes, or parks it when
+/// it goes idle.
+fn serve(app: &App, start: Start) {
+    let _running = metrics::ConnectionCoroutine::start();
+    let (limits, memory) = (&app.limits.head, &app.state.body_memory);
+    let (idle, peer) = match start {
+        Start::Accepted(Accepted {
+            registration,
+            stream,
+        }) => {
+            let peer = app
+                .access
+                .as_ref()
+                .and_then(|_| stream.peer_addr().ok())
+                .map(|a| a.ip());
+            let service = Dispatch::new(app, peer);
+            let io = TcpIo::new(stream);
+            (
+                connection::serve(io, &service, registration, limits, memory),
+                peer,
+            )
+        }
+        Start::Resumed(Parked { idle, peer }) => {
+            let service = Dispatch::new(app, peer);
+            (idle.resume(&service, limits, memory), peer)
+        }
+    };
+    match idle {
+        Some(idle) => park(app, Parked { idle, peer }),
+        None => metrics::connections(-1),
+    }
+}
+
+/// Parks an idle connection in the worker's idle set (closing it if the
+/// set cannot take it).
+fn park(app: &App, parked: Parked) {
+    // Counted first: the reactor may resume it (and count it out) before
+    // `park` returns.
+    metrics::connections_parked(1);
+    if let Err((parked, e)) = app.idle.park(parked) {
+        metrics::connections_parked(-1);
+        crate::log_repeated!(
+            log::Level::Warn,
+            "cannot park an idle connection, closing it: {e}"
+        );
+        drop(parked);
+        metrics::connections(-1);
+    }
 }
 
 /// Answers 503 and closes at once: the write side first (the client reads

@@ -1,7 +1,9 @@
 //! Worker heartbeats in shared memory: one slot per worker in a shared
 //! mapping (`shared_memory`) made by the master before it forks. A worker's
 //! heartbeat coroutine stores the monotonic time into its slot every
-//! [`INTERVAL`]; if the worker's scheduler hangs, the coroutine stops
+//! [`interval`] (a fraction of `timeout`: an idle worker wakes for it
+//! a few times per `timeout`, no more); if the worker's scheduler hangs,
+//! the coroutine stops
 //! running and the slot goes stale, which the master sees without any
 //! message from the worker. The metrics use the same slots (a worker's
 //! metrics slot is its heartbeat slot), so [`SLOTS`] bounds both.
@@ -14,8 +16,18 @@ use crate::clock::monotonic_ms;
 
 /// Slots in the region (at most this many workers alive at once).
 pub const SLOTS: usize = 4096;
-/// How often a worker beats.
-pub const INTERVAL: Duration = Duration::from_millis(500);
+/// Beats per `timeout`: a worker is seen stale after missing this many.
+const BEATS_PER_TIMEOUT: u32 = 4;
+/// Bounds of the beat interval.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often a worker whose `timeout` is this beats: a quarter of it
+/// (within 0.1 to 10 s), so the master still sees a hung worker within
+/// `timeout` and an idle one wakes only a few times per `timeout`.
+pub fn interval(timeout: Duration) -> Duration {
+    (timeout / BEATS_PER_TIMEOUT).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
 /// The region's size in bytes.
 pub const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
@@ -117,5 +129,18 @@ mod tests {
         h.release(i);
         let (j, _) = h.allocate().unwrap();
         assert_eq!(i, j);
+    }
+
+    #[test]
+    fn a_worker_beats_a_few_times_per_timeout() {
+        let secs = Duration::from_secs;
+        assert_eq!(interval(secs(30)), Duration::from_millis(7500));
+        assert_eq!(interval(secs(1)), Duration::from_millis(250));
+        assert_eq!(
+            interval(secs(3600)),
+            MAX_INTERVAL,
+            "still seen within the hour"
+        );
+        assert_eq!(interval(Duration::from_millis(200)), MIN_INTERVAL);
     }
 }

@@ -38,8 +38,10 @@ use listener::{ListenError, Reservation};
 use signals::PipeSignals;
 use supervisor::{Action, Event, Generation, Outcome, Pid, StopKind, Supervisor, Timeouts};
 
-/// Longest the master sleeps between checks when no timer is due.
-const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Longest the master sleeps when no deadline is due sooner (a bound, not
+/// a tick: it sleeps until a signal, a worker's report or exit, or the
+/// next deadline).
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// Why the master stopped with an error (`main` maps each to a status).
 #[derive(Debug, thiserror::Error)]
@@ -456,11 +458,17 @@ impl Master {
 
     /// Waits for signals, worker status, exits or the next timer.
     fn wait(&mut self, sup: &mut Sup, signals: &mut PipeSignals) -> Vec<Event> {
+        // Sleep until a signal, a worker's report or exit, or the next real
+        // deadline: the supervisor's timers, or the moment a worker's
+        // heartbeat would be older than its `timeout`.
         let timeout = sup
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(IDLE_POLL)
-            .min(IDLE_POLL);
+            .into_iter()
+            .chain(self.next_stale_check(sup))
+            .min()
+            .unwrap_or(LONGEST_SLEEP)
+            .min(LONGEST_SLEEP);
         let (ready, watched) = poll(sup, signals, timeout);
         let mut events = Vec::new();
         if ready {
@@ -494,6 +502,17 @@ impl Master {
         }
         events.push(Event::Tick);
         events
+    }
+
+    /// How long until the first watched worker's heartbeat would be older
+    /// than its `timeout`, if it does not beat before.
+    fn next_stale_check(&self, sup: &Sup) -> Option<Duration> {
+        sup.watched()
+            .map(|(_, w)| {
+                let timeout = self.config(w.generation).process.timeout;
+                timeout.saturating_sub(self.heartbeats.age(w.process.heartbeat))
+            })
+            .min()
     }
 
     /// Serving workers whose heartbeat is older than `timeout` (but for

@@ -111,6 +111,10 @@ pub struct Slot {
     requests: [AtomicU64; METHODS.len() * ROUTES.len() * STATUSES.len()],
     durations: [Histogram; ROUTES.len()],
     connections_open: AtomicI64,
+    /// Open connections parked between requests (no coroutine).
+    connections_parked: AtomicI64,
+    /// Coroutines serving a connection.
+    connection_coroutines: AtomicI64,
     connections_refused: AtomicU64,
     in_flight: AtomicI64,
     store_ops: [AtomicU64; STORE_OPS.len() * STORE_RESULTS.len()],
@@ -232,8 +236,14 @@ impl Region {
         for gauge in [&slot.resident_bytes, &slot.open_fds] {
             gauge.store(0, Ordering::Relaxed);
         }
-        slot.connections_open.store(0, Ordering::Relaxed);
-        slot.in_flight.store(0, Ordering::Relaxed);
+        for gauge in [
+            &slot.connections_open,
+            &slot.connections_parked,
+            &slot.connection_coroutines,
+            &slot.in_flight,
+        ] {
+            gauge.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Master: samples its own memory and descriptors.
@@ -396,6 +406,37 @@ pub fn connections(delta: i64) {
         return;
     }
     slot().connections_open.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// A connection was parked between requests (+1), or resumed (-1).
+pub fn connections_parked(delta: i64) {
+    if !ENABLED {
+        return;
+    }
+    slot()
+        .connections_parked
+        .fetch_add(delta, Ordering::Relaxed);
+}
+
+/// A coroutine serving a connection, counted while it lives.
+pub struct ConnectionCoroutine(());
+
+impl ConnectionCoroutine {
+    /// Counts the calling coroutine until the value is dropped.
+    pub fn start() -> ConnectionCoroutine {
+        if ENABLED {
+            slot().connection_coroutines.fetch_add(1, Ordering::Relaxed);
+        }
+        ConnectionCoroutine(())
+    }
+}
+
+impl Drop for ConnectionCoroutine {
+    fn drop(&mut self) {
+        if ENABLED {
+            slot().connection_coroutines.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A connection was refused (over `worker_connections`).

@@ -22,6 +22,18 @@ pub fn render(region: &Region) -> String {
         "Open client connections.",
         sum_i(slots, |s| &s.connections_open),
     );
+    gauge(
+        &mut out,
+        "orders_http_connections_parked",
+        "Open connections idle between requests, parked without a coroutine or buffers.",
+        sum_i(slots, |s| &s.connections_parked),
+    );
+    gauge(
+        &mut out,
+        "orders_http_connection_coroutines",
+        "Coroutines serving a connection now (open connections that are not parked).",
+        sum_i(slots, |s| &s.connection_coroutines),
+    );
     counter(
         &mut out,
         "orders_http_connections_refused_total",

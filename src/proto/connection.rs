@@ -16,9 +16,16 @@
 //! Timeouts come from the worker's sweep (`sweep`), which shuts a socket
 //! down to wake its coroutine: the loop publishes its phase there and has
 //! no timers of its own.
+//!
+//! Between requests, once the sweep asks (the connection has been idle for
+//! `sweep::PARK_AFTER`), the loop gives the connection back as [`Idle`]:
+//! its socket and registration, no buffer and no coroutine. The caller
+//! parks it (`idle`) and, when bytes arrive, [`Idle::resume`]s it in a
+//! coroutine again.
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::body::{Body, BodyMemory};
@@ -30,8 +37,9 @@ use super::response::{self, ChunkSink, Reply, CONTINUE, LAST_CHUNK};
 use super::sweep::{ConnState, Phase, Registration};
 use super::Error;
 
-/// Bytes a connection reads into between requests; grows for long heads
-/// and bodies, and shrinks back once the buffer is empty.
+/// Bytes a connection reads into between requests, on its coroutine's
+/// stack; a heap buffer replaces it for long heads and bodies, until it is
+/// empty again.
 const READ_BUFFER: usize = 4 * 1024;
 /// Room asked for before each read of a head.
 const MIN_READ: usize = 1024;
@@ -44,6 +52,7 @@ const BODY_FIRST_READ: usize = 4 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// An output buffer larger than this is freed once written.
 const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+
 /// After a response that closes the connection, how long the client has
 /// to close its side (its unread bytes are discarded meanwhile). Closing
 /// with unread bytes would reset the connection and could destroy the
@@ -93,7 +102,8 @@ pub trait Service {
     fn draining(&self) -> bool;
 }
 
-/// Serves one accepted connection until it closes. `registration` is the
+/// Serves one accepted connection until it closes (None) or goes idle
+/// when the sweep asks (its [`Idle`] to park). `registration` is the
 /// connection's entry with the sweep (dropped before `io`, so the sweep
 /// never touches a closed socket); bodies are held in `memory`.
 pub fn serve<I: Io, S: Service>(
@@ -102,20 +112,53 @@ pub fn serve<I: Io, S: Service>(
     registration: Registration,
     limits: &HeadLimits,
     memory: &BodyMemory,
-) {
-    let mut conn = Connection {
-        service,
-        limits,
-        memory,
-        registration,
-        io,
-        peer_closed: false,
-        input: ReadBuf::new(),
-        output: Vec::new(),
-        pending: None,
-        head_only: false,
-    };
-    conn.run();
+) -> Option<Idle<I>> {
+    if let Some(waker) = io.waker() {
+        registration.state().set_waker(waker);
+    }
+    Idle { registration, io }.resume(service, limits, memory)
+}
+
+/// A connection between requests, given up by its coroutine: its entry
+/// with the sweep and its socket, nothing else (no request is pending, no
+/// byte unread in the engine, no output unwritten).
+pub struct Idle<I> {
+    /// Declared before `io`: unregistered before the socket closes.
+    registration: Registration,
+    io: I,
+}
+
+impl<I: Io> Idle<I> {
+    /// Serves the connection again (bytes arrived, or the sweep shut it):
+    /// until it closes (None) or goes idle again.
+    pub fn resume<S: Service>(
+        self,
+        service: &S,
+        limits: &HeadLimits,
+        memory: &BodyMemory,
+    ) -> Option<Idle<I>> {
+        let Idle { registration, io } = self;
+        let mut small = [0; READ_BUFFER];
+        Connection {
+            service,
+            limits,
+            memory,
+            registration,
+            io,
+            peer_closed: false,
+            input: ReadBuf::new(&mut small),
+            output: Vec::new(),
+            pending: None,
+            head_only: false,
+        }
+        .run()
+    }
+}
+
+impl<I: AsRawFd> AsRawFd for Idle<I> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
 }
 
 /// Why a connection stops.
@@ -125,6 +168,8 @@ enum Stop {
     Rejected(Error),
     /// Close without another byte (the client left, or the socket failed).
     Drop,
+    /// Idle, and the sweep asked for the connection to be parked.
+    Park,
 }
 
 impl From<Error> for Stop {
@@ -143,7 +188,7 @@ struct Connection<'a, I: Io, S: Service> {
     io: I,
     /// A read saw the end of input.
     peer_closed: bool,
-    input: ReadBuf,
+    input: ReadBuf<'a>,
     output: Vec<u8>,
     /// The request being handled.
     pending: Option<S::Exchange>,
@@ -152,7 +197,8 @@ struct Connection<'a, I: Io, S: Service> {
 }
 
 impl<'a, I: Io, S: Service> Connection<'a, I, S> {
-    fn run(&mut self) {
+    /// Serves until the connection closes (None) or parks.
+    fn run(mut self) -> Option<Idle<I>> {
         loop {
             match self.next_request() {
                 Ok(true) => {}
@@ -162,12 +208,19 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
                     self.answer_and_close(reply);
                     break;
                 }
-                Err(Stop::Drop) => return,
+                Err(Stop::Drop) => return None,
+                Err(Stop::Park) => {
+                    let Connection {
+                        registration, io, ..
+                    } = self;
+                    return Some(Idle { registration, io });
+                }
             }
         }
         if self.flush().is_ok() && !self.peer_closed && !self.state().expired() {
             linger(&mut self.io);
         }
+        None
     }
 
     fn state(&self) -> &ConnState {
@@ -186,6 +239,28 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         };
         response::encode(&reply, true, head_only, &mut self.output);
         self.service.finish(pending, &reply);
+    }
+
+    /// Waits for the next request with nothing pending: the buffers shrink,
+    /// the sweep times the connection as idle, and may ask it to park
+    /// (then `Stop::Park`). Returns the bytes read; 0 at the end of input.
+    fn wait_for_request(&mut self) -> Result<usize, Stop> {
+        self.input.shrink();
+        // Written already (a busy connection allocates it again for its
+        // next answer: cheaper than holding it while waiting).
+        self.output = Vec::new();
+        self.state().enter_idle();
+        loop {
+            let room = self.input.spare(MIN_READ);
+            let n = match self.io.read_idle(room).transpose() {
+                Some(read) => took(read, &mut self.peer_closed)?,
+                None if self.state().park_asked() => return Err(Stop::Park),
+                // Woken late, by a request for an earlier idle time.
+                None => continue,
+            };
+            self.input.filled(n);
+            return Ok(n);
+        }
     }
 
     /// Reads, runs and answers one request. Ok(false): the connection
@@ -261,13 +336,13 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
                 }
             }
             self.flush()?;
-            if self.input.is_empty() {
-                self.input.shrink();
-                self.state().enter(Phase::Idle);
+            let n = if self.input.is_empty() {
+                self.wait_for_request()?
             } else {
                 self.state().receiving();
-            }
-            if self.read_input(MIN_READ)? == 0 {
+                self.read_input(MIN_READ)?
+            };
+            if n == 0 {
                 // The client closed, or the sweep did (idle, or too slow).
                 let slow = !self.input.is_empty() && self.state().expired();
                 return if slow {
@@ -426,10 +501,15 @@ fn starts_a_head_request(input: &[u8]) -> bool {
     input[start..].starts_with(b"HEAD ")
 }
 
-/// Reads into `buf`; 0 at the end of input (noted in `peer_closed`). A
-/// failed read drops the connection.
+/// Reads into `buf` (what it gave, as [`took`] says).
 fn read<I: Io>(io: &mut I, buf: &mut [u8], peer_closed: &mut bool) -> Result<usize, Stop> {
-    match io.read(buf) {
+    took(io.read(buf), peer_closed)
+}
+
+/// What a read gave: 0 at the end of input (noted in `peer_closed`); a
+/// failed read drops the connection.
+fn took(read: io::Result<usize>, peer_closed: &mut bool) -> Result<usize, Stop> {
+    match read {
         Ok(n) => {
             *peer_closed = n == 0;
             Ok(n)
@@ -551,24 +631,42 @@ impl<I: Io> ChunkSink for Stream<'_, I> {
     }
 }
 
-/// The connection's input: bytes received and not yet consumed.
-struct ReadBuf {
-    buf: Vec<u8>,
+/// The connection's input: bytes received and not yet consumed. The first
+/// [`READ_BUFFER`] bytes are the coroutine's own (on its stack, lent by
+/// [`Idle::resume`]): a connection holds no heap memory for its input, and
+/// gives the memory back with its coroutine, unless a long head or body
+/// needs more (then a heap buffer, dropped once it is empty).
+struct ReadBuf<'b> {
+    small: &'b mut [u8],
+    /// The buffer in use when `small` was not enough.
+    large: Option<Vec<u8>>,
     start: usize,
     end: usize,
 }
 
-impl ReadBuf {
-    fn new() -> ReadBuf {
+impl<'b> ReadBuf<'b> {
+    fn new(small: &'b mut [u8]) -> ReadBuf<'b> {
         ReadBuf {
-            buf: vec![0; READ_BUFFER],
+            small,
+            large: None,
             start: 0,
             end: 0,
         }
     }
 
+    fn buf(&self) -> &[u8] {
+        self.large.as_deref().unwrap_or(self.small)
+    }
+
+    fn buf_mut(&mut self) -> &mut [u8] {
+        match &mut self.large {
+            Some(large) => large,
+            None => self.small,
+        }
+    }
+
     fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf()[self.start..self.end]
     }
 
     fn len(&self) -> usize {
@@ -588,17 +686,31 @@ impl ReadBuf {
     }
 
     /// Free space after the data, at least `want` bytes (moving the data
-    /// to the front, or growing, when needed).
+    /// to the front, or into a larger buffer, when needed).
     fn spare(&mut self, want: usize) -> &mut [u8] {
-        if self.buf.len() - self.end < want {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+        if self.buf().len() - self.end < want {
+            let (start, end) = (self.start, self.end);
+            self.buf_mut().copy_within(start..end, 0);
+            self.end -= start;
             self.start = 0;
-            if self.buf.len() - self.end < want {
-                self.buf.resize(self.end + want, 0);
+            if self.buf().len() - self.end < want {
+                self.grow(self.end + want);
             }
         }
-        &mut self.buf[self.end..]
+        let end = self.end;
+        &mut self.buf_mut()[end..]
+    }
+
+    /// Makes the buffer `len` bytes long (the data is at the front).
+    fn grow(&mut self, len: usize) {
+        match &mut self.large {
+            Some(large) => large.resize(len, 0),
+            None => {
+                let mut large = vec![0; len];
+                large[..self.end].copy_from_slice(&self.small[..self.end]);
+                self.large = Some(large);
+            }
+        }
     }
 
     fn filled(&mut self, n: usize) {
@@ -607,8 +719,8 @@ impl ReadBuf {
 
     /// Gives back the memory a long head or body needed (when empty).
     fn shrink(&mut self) {
-        if self.buf.len() > READ_BUFFER && self.is_empty() {
-            self.buf = vec![0; READ_BUFFER];
+        if self.is_empty() {
+            self.large = None;
         }
     }
 }
@@ -974,17 +1086,22 @@ mod tests {
 
     #[test]
     fn the_read_buffer_compacts_grows_and_shrinks() {
-        let mut b = ReadBuf::new();
+        let mut small = [0; 16];
+        let mut b = ReadBuf::new(&mut small);
         b.spare(10)[..10].copy_from_slice(b"0123456789");
         b.filled(10);
         b.consume(4);
         assert_eq!(b.data(), b"456789");
+        assert!(b.spare(8).len() >= 8);
+        assert!(b.large.is_none(), "moved to the front of the small buffer");
+        assert_eq!(b.data(), b"456789", "moved to the front, kept");
         let room = b.spare(READ_BUFFER).len();
         assert!(room >= READ_BUFFER);
-        assert_eq!(b.data(), b"456789", "moved to the front, kept");
+        assert!(b.large.is_some(), "grown onto the heap");
+        assert_eq!(b.data(), b"456789", "kept when it grew");
         b.consume(6);
         assert!(b.is_empty());
         b.shrink();
-        assert_eq!(b.buf.len(), READ_BUFFER);
+        assert!(b.large.is_none(), "back to the small buffer");
     }
 }

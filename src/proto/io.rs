@@ -4,9 +4,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use may::io::WaitIo;
+use may::io::{WaitIo, WaitIoWaker};
 use may::net::TcpStream;
 
 /// A connection as the loop uses it. Reads park the coroutine until bytes
@@ -27,6 +28,16 @@ pub trait Io {
     fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
     /// Shuts one or both directions down.
     fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
+    /// What wakes a [`Io::read_idle`] from another thread (the sweep's
+    /// request to park the connection); None: the connection never parks.
+    fn waker(&self) -> Option<WaitIoWaker> {
+        None
+    }
+    /// Like [`Io::read`], between requests: None when the [`Io::waker`]
+    /// woke it and nothing had arrived.
+    fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read(buf).map(Some)
+    }
 }
 
 /// Events of a wait that mean the peer will send nothing more (or the
@@ -34,6 +45,8 @@ pub trait Io {
 /// drained, since the read that took the last bytes also took the FIN,
 /// and no event follows a FIN.
 const END_EVENTS: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
+/// The bit may's `WaitIoWaker::wakeup` adds to the events a wait returns.
+const WOKEN: usize = 0x8000_0000;
 
 /// A TCP socket on may's event loop: non-blocking and registered with
 /// may's edge-triggered epoll, so reads and writes are plain system calls
@@ -64,24 +77,67 @@ impl TcpIo {
     }
 }
 
-impl Io for TcpIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl TcpIo {
+    /// Reads, waiting first when the socket was drained; with `wakeable`,
+    /// a wake-up by the waker that finds nothing to read returns None
+    /// (otherwise it is one more wait: a wake-up that comes late, once the
+    /// coroutine is busy again, is harmless).
+    fn read_or_woken(&mut self, buf: &mut [u8], wakeable: bool) -> io::Result<Option<usize>> {
         loop {
+            let mut woken = false;
             if self.must_wait {
-                self.wait();
+                woken = self.wait_events() & WOKEN != 0;
             }
             match self.stream.inner_mut().read(buf) {
                 Ok(n) => {
                     // A short read took everything the socket had: an event
                     // comes when more arrives (unless the peer is ending).
                     self.must_wait = n > 0 && n < buf.len() && !self.peer_ending;
-                    return Ok(n);
+                    return Ok(Some(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.must_wait = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.must_wait = true;
+                    if woken && wakeable {
+                        return Ok(None);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Parks until an event, and returns them (may's epoll events, plus
+    /// [`WOKEN`]).
+    fn wait_events(&mut self) -> usize {
+        let events = self.stream.wait_io();
+        self.must_wait = false;
+        self.peer_ending |= events & END_EVENTS != 0;
+        events
+    }
+}
+
+impl AsRawFd for TcpIo {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Io for TcpIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.read_or_woken(buf, false)? {
+                return Ok(n);
+            }
+        }
+    }
+
+    fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read_or_woken(buf, true)
+    }
+
+    fn waker(&self) -> Option<WaitIoWaker> {
+        Some(self.stream.waker())
     }
 
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -94,9 +150,7 @@ impl Io for TcpIo {
     }
 
     fn wait(&mut self) {
-        let events = self.stream.wait_io();
-        self.must_wait = false;
-        self.peer_ending |= events & END_EVENTS != 0;
+        self.wait_events();
     }
 
     fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {

@@ -7,6 +7,7 @@
 //! - [`connection`]: the keep-alive loop of one connection, generic over
 //!   its [`io::Io`] (the plain TCP socket, a TLS stream, scripted bytes in
 //!   tests) and its service;
+//! - [`idle`]: connections parked between requests, without a coroutine;
 //! - [`io`]: what the loop needs of a connection, and the TCP socket's;
 //! - [`request`]: request heads, parsed with httparse: method, target,
 //!   version, framing, headers (protocol facts only);
@@ -27,6 +28,7 @@ pub mod chunked;
 pub mod connection;
 pub mod etag;
 pub mod framing;
+pub mod idle;
 pub mod io;
 pub mod request;
 pub mod response;

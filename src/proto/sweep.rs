@@ -17,18 +17,24 @@
 //!   took its share of the worker's body memory, then stalled): the same,
 //!   and its memory goes back at once;
 //! - blocked for longer than `client_timeout` on a client that does not
-//!   read its response: both sides are shut and the coroutine drops it.
+//!   read its response: both sides are shut and the coroutine drops it;
+//! - idle for [`PARK_AFTER`] with its coroutine waiting: the coroutine is
+//!   woken and asked to park the connection in the worker's idle set
+//!   (`idle`), giving up its stack and buffers until bytes arrive. A busy
+//!   connection never pays for this: only one that has been idle a while.
 //!
 //! A connection unregisters (in [`Registration`]'s `Drop`, under the lock a
 //! sweep holds) before its socket is closed, so a sweep never touches a
 //! descriptor number that was closed and reused.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use may::io::WaitIoWaker;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::clock::coarse_ms;
@@ -47,6 +53,10 @@ pub enum Phase {
     Sending = 3,
 }
 
+/// How long a connection waits for its next request in its coroutine
+/// before the sweep asks it to park without one (`idle`).
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// Bits of the packed state that hold the phase; the rest hold the time.
 const PHASE_BITS: u32 = 2;
 
@@ -56,7 +66,6 @@ const SHUT_READ: u8 = 1;
 const SHUT_BOTH: u8 = 2;
 
 /// What a connection's coroutine and the sweep share.
-#[derive(Debug)]
 pub struct ConnState {
     fd: RawFd,
     /// The phase and when it began (coarse monotonic ms), packed in one
@@ -73,6 +82,11 @@ pub struct ConnState {
     /// then (written by the sweep only, under the registry lock).
     mark_ms: AtomicU64,
     mark_bytes: AtomicU64,
+    /// Wakes the connection's coroutine while it waits between requests
+    /// (set once, by the coroutine; none for a connection that cannot park).
+    waker: OnceLock<WaitIoWaker>,
+    /// The sweep asked the coroutine to park the connection.
+    park_asked: AtomicBool,
 }
 
 impl ConnState {
@@ -85,7 +99,26 @@ impl ConnState {
             body_bytes: AtomicU64::new(0),
             mark_ms: AtomicU64::new(0),
             mark_bytes: AtomicU64::new(0),
+            waker: OnceLock::new(),
+            park_asked: AtomicBool::new(false),
         }
+    }
+
+    /// Lets the sweep wake the connection's coroutine to park it.
+    pub fn set_waker(&self, waker: WaitIoWaker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Enters Idle now, ready to be asked to park again.
+    pub fn enter_idle(&self) {
+        self.park_asked.store(false, Ordering::Relaxed);
+        self.enter(Phase::Idle);
+    }
+
+    /// Whether the sweep asked the coroutine to park the connection (since
+    /// it last entered Idle).
+    pub fn park_asked(&self) -> bool {
+        self.park_asked.load(Ordering::Relaxed)
     }
 
     /// A body starts to be read: its data rate is watched from now.
@@ -138,6 +171,18 @@ impl ConnState {
     }
 }
 
+impl std::fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (phase, since) = unpack(self.phase_since.load(Ordering::Relaxed));
+        f.debug_struct("ConnState")
+            .field("fd", &self.fd)
+            .field("phase", &phase)
+            .field("since_ms", &since)
+            .field("park_asked", &self.park_asked)
+            .finish_non_exhaustive()
+    }
+}
+
 fn pack(phase: Phase, since_ms: u64) -> u64 {
     since_ms << PHASE_BITS | phase as u64
 }
@@ -175,14 +220,32 @@ pub struct SweepStats {
     pub idle_closed: usize,
     /// Slow clients cut off.
     pub slow_cut: usize,
+    /// Idle connections asked to park.
+    pub parked: usize,
 }
 
 /// The open connections of a worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     conns: Mutex<HashMap<RawFd, Arc<ConnState>>>,
     /// How many: read on every accept, without the lock.
     count: AtomicUsize,
+    /// Readable when the first connection came or the last one left, so a
+    /// worker with no connection needs no periodic sweep (it waits on
+    /// this instead).
+    activity: EventFd,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
+        Registry {
+            conns: Mutex::default(),
+            count: AtomicUsize::new(0),
+            activity: EventFd::from_value_and_flags(0, flags)
+                .expect("an eventfd (a worker cannot serve without one)"),
+        }
+    }
 }
 
 /// A connection's entry in the registry; unregisters when dropped. Drop it
@@ -202,7 +265,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.state.fd);
-        self.registry.count.fetch_sub(1, Ordering::Relaxed);
+        if self.registry.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.registry.note_activity();
+        }
     }
 }
 
@@ -211,7 +276,9 @@ impl Registry {
     pub fn register(self: &Arc<Self>, fd: RawFd) -> Registration {
         let state = Arc::new(ConnState::new(fd));
         self.lock().insert(fd, state.clone());
-        self.count.fetch_add(1, Ordering::Relaxed);
+        if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.note_activity();
+        }
         Registration {
             registry: self.clone(),
             state,
@@ -226,6 +293,21 @@ impl Registry {
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Readable after the first connection came or the last one left
+    /// (clear it with [`Registry::take_activity`]).
+    pub fn activity(&self) -> BorrowedFd<'_> {
+        self.activity.as_fd()
+    }
+
+    /// Clears what [`Registry::activity`] signalled.
+    pub fn take_activity(&self) {
+        let _ = self.activity.read();
+    }
+
+    fn note_activity(&self) {
+        let _ = self.activity.write(1);
     }
 
     /// Applies the policy to every connection.
@@ -248,6 +330,13 @@ impl Registry {
                     expire(c, SHUT_BOTH);
                     stats.slow_cut += 1;
                 }
+                Verdict::Park => {
+                    if let Some(waker) = c.waker.get() {
+                        c.park_asked.store(true, Ordering::Relaxed);
+                        waker.wakeup();
+                        stats.parked += 1;
+                    }
+                }
             }
         }
         stats
@@ -264,6 +353,7 @@ enum Verdict {
     CloseIdle,
     CutReceiving,
     CutSending,
+    Park,
 }
 
 /// Decides for one connection. One whose read side was shut already is
@@ -278,6 +368,13 @@ fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
         (Phase::Sending, _) if over(policy.client_timeout) => Verdict::CutSending,
         (_, SHUT_READ) => Verdict::Keep,
         (Phase::Idle, _) if over(policy.keepalive) => Verdict::CloseIdle,
+        (Phase::Idle, _)
+            if over(PARK_AFTER)
+                && c.waker.get().is_some()
+                && !c.park_asked.load(Ordering::Relaxed) =>
+        {
+            Verdict::Park
+        }
         (Phase::Receiving, _) if over(policy.client_timeout) => Verdict::CutReceiving,
         (Phase::Receiving, _) if body_too_slow(c, policy, now) => Verdict::CutReceiving,
         _ => Verdict::Keep,
@@ -430,6 +527,23 @@ mod tests {
         );
         answering.shut.store(SHUT_BOTH, Ordering::Relaxed);
         assert_eq!(verdict(&answering, &policy, now), Verdict::Keep);
+    }
+
+    #[test]
+    fn an_idle_connection_is_asked_to_park_once_and_still_closed_at_keepalive() {
+        let start = 100_000;
+        let c = conn(Phase::Idle, start);
+        let after = |ms| verdict(&c, &POLICY, start + ms);
+        assert_eq!(after(1500), Verdict::Keep, "no waker: it cannot park");
+        let socket = may::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_waker(may::io::WaitIo::waker(&socket));
+        assert_eq!(after(500), Verdict::Keep, "idle for less than PARK_AFTER");
+        assert_eq!(after(1500), Verdict::Park);
+        c.park_asked.store(true, Ordering::Relaxed);
+        assert_eq!(after(2000), Verdict::Keep, "asked once");
+        assert_eq!(after(5500), Verdict::CloseIdle, "parked, it still expires");
+        c.enter_idle();
+        assert!(!c.park_asked(), "a new idle time may be asked again");
     }
 
     #[test]

@@ -10,14 +10,16 @@
 //! CPU without them. Instead:
 //! - a call waits on its channel with no timer; its deadline is kept in a
 //!   table that one coroutine per worker checks every [`DEADLINE_TICK`],
-//!   answering `Timeout` for calls past it (the first answer wins);
+//!   answering `Timeout` for calls past it (the first answer wins); with
+//!   no call in flight the checker sleeps without a timer until the next
+//!   call wakes it (an idle worker does not tick);
 //! - the other thread hands its answers over in batches ([`Courier`]): one
 //!   wake-up of the scheduler per batch; a coroutine then passes each on.
 //!   Work done on a scheduler thread itself (the MongoDB driver's runtime,
 //!   `runtime.rs`) answers in place ([`Replies::answered_in_place`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -49,11 +51,27 @@ type Calls<T> = HashMap<u64, (Instant, Sender<Answer<T>>)>;
 struct Deadlines<T> {
     calls: Mutex<Calls<T>>,
     next_id: AtomicU64,
+    /// The deadline coroutine sleeps without a timer while no call is in
+    /// flight (an idle worker has no tick); the first call wakes it.
+    checker_asleep: AtomicBool,
+    wake_checker: Sender<()>,
 }
 
 impl<T> Deadlines<T> {
     fn lock(&self) -> MutexGuard<'_, Calls<T>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For the checker: whether it may sleep until woken (no call in
+    /// flight). The flag is raised under the lock a new call inserts
+    /// under, so a call either is seen here or finds the flag raised.
+    fn sleep_if_idle(&self) -> bool {
+        let calls = self.lock();
+        let idle = calls.is_empty();
+        if idle {
+            self.checker_asleep.store(true, Ordering::SeqCst);
+        }
+        idle
     }
 }
 
@@ -98,11 +116,15 @@ impl<T: Send + 'static> Replies<T> {
     /// [`ReplyTo::send`] on a scheduler thread, where waking a coroutine is
     /// cheap: no courier. Starts the deadline coroutine.
     pub fn answered_in_place(timeout: Duration) -> Replies<T> {
+        let (wake_checker, wakes) = channel();
         let table = Arc::new(Deadlines {
             calls: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            checker_asleep: AtomicBool::new(false),
+            wake_checker,
         });
-        // Ends once the store is gone (no strong reference to the table).
+        // Ends once the store is gone (no strong reference to the table,
+        // and with it the sender of `wakes`).
         let watched = Arc::downgrade(&table);
         may::go!(move || loop {
             may::coroutine::sleep(DEADLINE_TICK);
@@ -114,6 +136,12 @@ impl<T: Send + 'static> Replies<T> {
                 |deadline| deadline <= Instant::now(),
                 || StoreError::Timeout,
             );
+            if table.sleep_if_idle() {
+                drop(table);
+                if wakes.recv().is_err() {
+                    return;
+                }
+            }
         });
         Replies { table, timeout }
     }
@@ -130,6 +158,10 @@ impl<T: Send + 'static> Replies<T> {
         self.table
             .lock()
             .insert(id, (Instant::now() + timeout, tx.clone()));
+        // Once per sleep of the checker, not per call.
+        if self.table.checker_asleep.swap(false, Ordering::SeqCst) {
+            let _ = self.table.wake_checker.send(());
+        }
         (
             ReplyTo(tx),
             Awaiting {

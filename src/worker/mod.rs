@@ -30,7 +30,8 @@ use crate::lifecycle::heartbeat::{self, Beat};
 use crate::lifecycle::signals::{in_worker, worker_set, InWorker};
 use crate::lifecycle::Report;
 use crate::metrics::{endpoint, Region};
-use crate::proto::sweep::SweepPolicy;
+use crate::proto::idle::IdleSet;
+use crate::proto::sweep::{Registry, SweepPolicy};
 use crate::store::{self, Backend, StoreError};
 
 /// How often the worker sweeps its connections while serving.
@@ -40,10 +41,16 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// While draining, a connection idle this long is closed (a client that
 /// keeps sending is answered with `Connection: close` instead).
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
-/// The heartbeat samples the worker's memory and descriptors for the
-/// metrics every this many beats (listing /proc/self/fd costs ~1 ms per
-/// 10,000 connections).
-const SAMPLE_EVERY_BEATS: u32 = 10;
+/// How long may's event loop waits for events when no I/O timer is due
+/// (may polls every 10 ms by default: 100 wake-ups a second per idle
+/// worker). Work for a scheduler thread wakes it at once (an eventfd), so
+/// nothing waits for this.
+const MAY_POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Finished coroutines may keeps, stacks and all, for the next ones (its
+/// default, 1,000, makes 1,000 stacks at start and keeps each one's
+/// touched pages, ~20 KiB, resident for good). A new coroutine beyond them
+/// costs a stack mapping; connections that wait park without one.
+const COROUTINE_POOL: usize = 128;
 
 /// What the master hands a new worker.
 pub struct Spec<'a> {
@@ -84,6 +91,9 @@ pub enum BootError {
     /// The bound socket cannot listen.
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
+    /// The set for idle connections cannot be made (an epoll instance).
+    #[error("cannot make the set of idle connections")]
+    IdleSet(#[source] std::io::Error),
     /// The master cannot be told.
     #[error("cannot report readiness to the master")]
     Report(#[source] std::io::Error),
@@ -137,6 +147,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         state: ServerState::new(&http.limits),
         tokens: http.tokens.clone(),
         access,
+        idle: IdleSet::new().map_err(BootError::IdleSet)?,
     });
     let acceptor = bound
         .serve(http.backlog, app.clone())
@@ -149,7 +160,7 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         _ => None,
     };
     damage::exit_on_sigbus();
-    start_heartbeat(beat);
+    start_heartbeat(beat, heartbeat::interval(process.timeout));
     status
         .write_all(&[Report::Ready.byte()])
         .map_err(BootError::Report)?;
@@ -208,7 +219,10 @@ fn serve_until_stopped(
     let policy = config.sweep;
     let mut asked_to_retire = false;
     loop {
-        match signals.wait(SWEEP_INTERVAL) {
+        // With no connection there is nothing to sweep: wait for a signal,
+        // or for the first connection.
+        let timeout = (!state.registry.is_empty()).then_some(SWEEP_INTERVAL);
+        match signals.wait(timeout, &state.registry) {
             Some(InWorker::Drain) => return true,
             Some(InWorker::Exit) => return false,
             Some(InWorker::ReopenLogs) => {
@@ -248,7 +262,7 @@ fn drain(config: &HttpConfig, graceful_timeout: Duration, signals: &Signals, sta
     };
     while !state.registry.is_empty() && Instant::now() < deadline {
         state.registry.sweep(&policy);
-        if let Some(InWorker::Exit) = signals.wait(DRAIN_POLL) {
+        if let Some(InWorker::Exit) = signals.wait(Some(DRAIN_POLL), &state.registry) {
             log::info!("fast stop while draining");
             return;
         }
@@ -271,15 +285,23 @@ impl Signals {
         SignalFd::with_flags(&worker_set(), flags).map(Signals)
     }
 
-    /// Waits up to `timeout` for a signal; what the worker does with it.
-    fn wait(&self, timeout: Duration) -> Option<InWorker> {
-        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(
-            std::os::fd::AsFd::as_fd(&self.0),
-            PollFlags::POLLIN,
-        )];
-        if poll(&mut fds, PollTimeout::from(millis)).ok()? == 0 {
+    /// Waits up to `timeout` (None: as long as it takes) for a signal or
+    /// for the first connection to come or the last to leave (`registry`);
+    /// what the worker does with a signal.
+    fn wait(&self, timeout: Option<Duration>, registry: &Registry) -> Option<InWorker> {
+        let timeout = match timeout {
+            Some(t) => PollTimeout::from(u16::try_from(t.as_millis()).unwrap_or(u16::MAX)),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = [
+            PollFd::new(std::os::fd::AsFd::as_fd(&self.0), PollFlags::POLLIN),
+            PollFd::new(registry.activity(), PollFlags::POLLIN),
+        ];
+        if poll(&mut fds, timeout).ok()? == 0 {
             return None;
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            registry.take_activity();
         }
         let info = self.0.read_signal().ok()??;
         in_worker(info.ssi_signo as i32)
@@ -292,10 +314,13 @@ fn configure_may(threads: usize, stack_size: usize) {
     may::config()
         .set_workers(threads)
         .set_stack_size(stack_size / std::mem::size_of::<usize>())
+        .set_pool_capacity(COROUTINE_POOL)
         .set_worker_pin(false);
+    may::config().set_timeout_ns(MAY_POLL_TIMEOUT.as_nanos() as u64);
 }
 
-/// Beats every `heartbeat::INTERVAL` from a coroutine: if the scheduler hangs, the
+/// Beats every `interval` from a coroutine, sampling the worker's memory and
+/// descriptors for the metrics with each beat: if the scheduler hangs, the
 /// heartbeat stops and the master replaces the worker.
 ///
 /// may resumes a coroutine whose sleep expired on its timer thread, not on
@@ -303,17 +328,13 @@ fn configure_may(threads: usize, stack_size: usize) {
 /// back onto the scheduler's queue, so the beat proves that a scheduler
 /// thread runs. (With `threads` > 1, a hang is seen once every scheduler
 /// thread is stuck.)
-fn start_heartbeat(beat: Beat) {
+fn start_heartbeat(beat: Beat, interval: Duration) {
     beat.beat();
-    may::go!(move || {
-        for n in 0u32.. {
-            if n % SAMPLE_EVERY_BEATS == 0 {
-                crate::metrics::sample_worker();
-            }
-            may::coroutine::sleep(heartbeat::INTERVAL);
-            may::coroutine::yield_now();
-            beat.beat();
-        }
+    may::go!(move || loop {
+        crate::metrics::sample_worker();
+        may::coroutine::sleep(interval);
+        may::coroutine::yield_now();
+        beat.beat();
     });
 }
 
