@@ -47,7 +47,7 @@ start() {
   PIDS+=("$MASTER")
 }
 
-build_bin() { local b; for b in "${BUILDS[@]}"; do [ "${b%%:*}" = "$1" ] && echo "${b#*:}"; done; }
+build_bin() { local b; for b in "${BUILDS[@]}"; do [ "${b%%:*}" != "$1" ] || echo "${b#*:}"; done; }
 
 stop() { kill -TERM "$MASTER"; wait "$MASTER" 2>/dev/null || true; }
 

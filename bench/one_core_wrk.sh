@@ -29,7 +29,8 @@
 # 100% is what gives out first.
 #
 # Usage: bench/one_core_wrk.sh   (env: USERS="20000 30000 40000"
-#        PER_PROCESS=200 RATE=1000 PER_WORKER=15000 HOLD=60; DEBUG=1 also
+#        PER_PROCESS=200 RATE=1000 PER_WORKER=15000 HOLD=60;
+#        ORDERS_SERVER_BIN=FILE: that build instead of this tree's; DEBUG=1 also
 #        prints, at the end of each hold, the workers' mappings and
 #        descriptors, socket counts, accept queues, connections in SYN-SENT
 #        and the server's connection counters)   Needs root, iproute2, wrk.
@@ -48,8 +49,12 @@ METRICS_PORT=9180
 RATE=${RATE:-1000}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release --quiet --bin orders-server
-BIN=$PWD/target/release/orders-server
+if [ -n "${ORDERS_SERVER_BIN:-}" ]; then
+  BIN=$(realpath "$ORDERS_SERVER_BIN")
+else
+  cargo build --release --quiet --bin orders-server
+  BIN=$PWD/target/release/orders-server
+fi
 NS=orders-one-core-$$
 TMP=$(mktemp -d)
 cleanup() {

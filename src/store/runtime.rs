@@ -41,6 +41,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use may::io::{CoIo, WaitIo, WaitIoWaker};
+use may::sync::Semphore;
 use tokio::net::UnixDatagram;
 use tokio::runtime::Runtime;
 
@@ -48,9 +49,11 @@ use tokio::runtime::Runtime;
 /// the least: the longest a background task of the driver waits for an
 /// event seen at the very end of a turn.
 pub const BUSY_TICK: Duration = Duration::from_millis(1);
-/// How often it gets a turn while nothing is in flight (the driver's
-/// monitors and pool maintenance run on timers of 500 ms and more).
-pub const IDLE_TICK: Duration = Duration::from_millis(50);
+/// How often it gets a turn while nothing is in flight: the driver's
+/// monitors and pool maintenance run on timers of 500 ms and more, so an
+/// idle worker wakes twice a second for them, not twenty times. An
+/// operation submitted meanwhile ends the wait at once.
+pub const IDLE_TICK: Duration = Duration::from_millis(500);
 /// Rounds (run what is ready, then poll I/O and timers) in one turn at
 /// most, before the HTTP coroutines get the thread back.
 pub const MAX_PARKS_PER_TURN: u32 = 4;
@@ -84,7 +87,6 @@ struct Shared {
 
 /// The state of the turns, shared with the runtime's park hook and the
 /// operations' wakers.
-#[derive(Default)]
 struct Turns {
     /// The runtime ran out of work (set by its park hook).
     parked: AtomicBool,
@@ -94,6 +96,24 @@ struct Turns {
     idle: Mutex<Option<Waker>>,
     /// Operations handed over and not finished.
     in_flight: AtomicUsize,
+    /// The ticker waits out an [`IDLE_TICK`] (set before it looks at
+    /// `in_flight`, so a submit either is seen or sees this).
+    ticker_idle: AtomicBool,
+    /// Ends the ticker's idle wait.
+    ticker_bell: Semphore,
+}
+
+impl Default for Turns {
+    fn default() -> Turns {
+        Turns {
+            parked: AtomicBool::new(false),
+            op_woken: AtomicBool::new(false),
+            idle: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            ticker_idle: AtomicBool::new(false),
+            ticker_bell: Semphore::new(0),
+        }
+    }
 }
 
 /// How a turn ended.
@@ -128,7 +148,7 @@ impl CoRuntime {
             turns,
         });
         spawn_driver(Arc::downgrade(&shared), epoll)?;
-        spawn_ticker(Arc::downgrade(&shared));
+        spawn_ticker(Arc::downgrade(&shared), shared.turns.clone());
         let runtime = CoRuntime {
             shared: Some(shared),
             wake,
@@ -142,7 +162,8 @@ impl CoRuntime {
     /// is fine).
     pub fn submit(&self, job: impl Future<Output = ()> + Send + 'static) {
         let shared = self.shared.as_ref().expect("not dropped");
-        shared.turns.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.turns.in_flight.fetch_add(1, Ordering::SeqCst);
+        shared.turns.operation_started();
         let job: Job = Box::pin(Tracked {
             job: Box::pin(job),
             turns: shared.turns.clone(),
@@ -167,6 +188,23 @@ impl Drop for CoRuntime {
 }
 
 impl Turns {
+    /// The ticker's next tick: idle while nothing is in flight.
+    fn next_tick(&self) -> Duration {
+        self.ticker_idle.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            return IDLE_TICK;
+        }
+        self.ticker_idle.store(false, Ordering::SeqCst);
+        BUSY_TICK
+    }
+
+    /// An operation was submitted: an idle ticker ticks now (once per idle
+    /// wait, not per operation).
+    fn operation_started(&self) {
+        if self.ticker_idle.swap(false, Ordering::SeqCst) {
+            self.ticker_bell.post();
+        }
+    }
     /// The park hook: the runtime has no task left to run. (It polls its
     /// I/O and timers once more, without waiting, before `Idle` is polled.)
     fn parked(&self) {
@@ -356,13 +394,18 @@ fn turn(shared: &Shared) -> TurnEnd {
     })
 }
 
-/// Wakes the driving coroutine every tick (see [`BUSY_TICK`]).
-fn spawn_ticker(shared: Weak<Shared>) {
+/// Wakes the driving coroutine every tick (see [`BUSY_TICK`]; an idle
+/// tick ends early when an operation is submitted).
+fn spawn_ticker(shared: Weak<Shared>, turns: Arc<Turns>) {
     may::go!(move || loop {
         let Some(tick) = next_tick(&shared) else {
             return;
         };
-        may::coroutine::sleep(tick);
+        if tick == IDLE_TICK {
+            turns.ticker_bell.wait_timeout(tick);
+        } else {
+            may::coroutine::sleep(tick);
+        }
         // A sleep resumes on may's timer thread: back to a scheduler
         // thread, where dropping the last reference (and the runtime) is
         // allowed to take its time.
@@ -378,10 +421,7 @@ fn spawn_ticker(shared: Weak<Shared>) {
 #[inline(never)]
 fn next_tick(shared: &Weak<Shared>) -> Option<Duration> {
     let shared = shared.upgrade()?;
-    match shared.turns.in_flight.load(Ordering::Relaxed) {
-        0 => Some(IDLE_TICK),
-        _ => Some(BUSY_TICK),
-    }
+    Some(shared.turns.next_tick())
 }
 
 /// Wakes the driving coroutine, if the runtime is still there.
