@@ -17,10 +17,18 @@ request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
 
 
 def ask(sock):
+    """Sends the request and reads its whole answer (a Content-Length body)."""
     sock.sendall(request)
-    answer = sock.recv(65536)
-    if not answer.startswith(b"HTTP/1.1 200"):
-        sys.exit(f"unexpected answer: {answer[:80]!r}")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536) or sys.exit("closed before an answer")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 200"):
+        sys.exit(f"unexpected answer: {head[:80]!r}")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536) or sys.exit("closed before the body")
 
 
 socks = []

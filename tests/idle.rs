@@ -16,6 +16,15 @@ const IDLE_CONNECTIONS: usize = 1000;
 /// Long enough for any connection to be parked (after `PARK_AFTER`, 1 s,
 /// seen by a sweep every 0.5 s) on a loaded test machine.
 const PARKED_WITHIN: Duration = Duration::from_secs(20);
+/// `keepalive` for the test of a parked connection's expiry: well past
+/// `PARK_AFTER`, so the connection is parked first.
+const KEEPALIVE: Duration = Duration::from_secs(4);
+/// How long after its keepalive a connection must be closed by (a sweep
+/// every 0.5 s, then the resumed coroutine closes it), on a loaded machine.
+const CLOSED_WITHIN: Duration = Duration::from_secs(10);
+/// A graceful stop of a worker whose connections are all parked ends long
+/// before its `graceful_timeout` (60 s here).
+const STOPPED_WITHIN: Duration = Duration::from_secs(10);
 
 const COROUTINES: &str = "orders_http_connection_coroutines";
 const PARKED: &str = "orders_http_connections_parked";
@@ -114,24 +123,22 @@ fn a_connection_that_never_sent_a_byte_is_parked_then_served() {
 
 #[test]
 fn a_parked_connection_still_closes_after_keepalive() {
-    let s = one_worker_with_metrics(&["--keepalive", "4"]);
+    let keepalive = KEEPALIVE.as_secs().to_string();
+    let s = one_worker_with_metrics(&["--keepalive", &keepalive]);
     let mut c = s.connect();
     let served = Instant::now();
     assert_eq!(c.request("GET", "/healthz", None).status, 200);
     wait_parked(&s, 1);
     assert!(
-        served.elapsed() < Duration::from_secs(4),
+        served.elapsed() < KEEPALIVE,
         "parked before its keepalive ran out ({:?}): the test proves nothing",
         served.elapsed()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || s.metric(OPEN) == 0.0),
+        wait_until(CLOSED_WITHIN, || s.metric(OPEN) == 0.0),
         "the parked connection was not closed after keepalive"
     );
-    assert!(
-        served.elapsed() >= Duration::from_secs(4),
-        "closed before keepalive"
-    );
+    assert!(served.elapsed() >= KEEPALIVE, "closed before keepalive");
     assert!(c.is_closed_by_server());
     assert_eq!(s.metric(PARKED), 0.0);
 }
@@ -146,12 +153,10 @@ fn a_graceful_stop_closes_parked_connections_without_waiting_for_them() {
     wait_parked(&s, clients.len());
     let stopping = Instant::now();
     s.signal(libc::SIGTERM);
-    let status = s
-        .wait_exit(Duration::from_secs(20))
-        .expect("the server exits");
+    let status = s.wait_exit(PARKED_WITHIN).expect("the server exits");
     assert!(status.success(), "{status:?}\n{}", s.log());
     assert!(
-        stopping.elapsed() < Duration::from_secs(10),
+        stopping.elapsed() < STOPPED_WITHIN,
         "the drain waited {:?} for parked connections",
         stopping.elapsed()
     );

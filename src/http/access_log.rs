@@ -4,7 +4,8 @@
 //! A request's line is formatted by its coroutine into the worker's buffer
 //! (a mutex held for a copy); a thread of the worker's own writes the
 //! buffer out every [`FLUSH_INTERVAL`] while there are lines (and sleeps
-//! while there are none), so no scheduler thread ever blocks on the disk. If the disk stalls and the buffer reaches [`MAX_BUFFER`],
+//! while there are none), so no scheduler thread ever blocks on the
+//! disk. If the disk stalls and the buffer reaches [`MAX_BUFFER`],
 //! further lines are dropped and counted (a warning says how many), rather
 //! than memory growing without bound. SIGUSR1 reopens the file (after
 //! logrotate moved it), as for the error log. At a graceful exit the

@@ -71,18 +71,18 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// State for a worker with these limits.
-    pub fn new(limits: &HttpLimits) -> ServerState {
-        ServerState {
+    /// State for a worker with these limits (fails without an eventfd).
+    pub fn new(limits: &HttpLimits) -> std::io::Result<ServerState> {
+        Ok(ServerState {
             draining: AtomicBool::new(false),
-            registry: Arc::default(),
+            registry: Arc::new(Registry::new()?),
             requests: AtomicU64::new(0),
             body_memory: BodyMemory::for_bodies(
                 limits.max_buffered_body_bytes,
                 limits.head.max_body as usize,
             ),
             ready: routes::ReadyCache::default(),
-        }
+        })
     }
 
     /// Makes every further response close its connection.

@@ -44,12 +44,16 @@ pub fn bind(addr: SocketAddr) -> io::Result<Bound> {
     net::bind_reuseport(addr).map(Bound)
 }
 
+/// Starts resuming `app`'s parked connections when they have bytes to read
+/// (the idle set's reactor); before the first connection is accepted.
+pub fn resume_parked(app: &Arc<App>) -> io::Result<()> {
+    let weak = Arc::downgrade(app);
+    app.idle.start(move |parked| resume(&weak, parked))
+}
+
 impl Bound {
-    /// Starts resuming `app`'s parked connections, then listening with
-    /// `backlog` and accepting into `app`.
+    /// Starts listening with `backlog` and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
-        let resumed_app = Arc::downgrade(&app);
-        app.idle.start(move |parked| resume(&resumed_app, parked))?;
         let listener = net::listen(self.0, backlog)?;
         let mut refusals = Throttle::default();
         Acceptor::start(listener, "accept", move |stream| {
@@ -119,7 +123,7 @@ fn resume(app: &Weak<App>, parked: Parked) {
 
 /// Runs a connection in a coroutine of its own.
 fn spawn(app: Arc<App>, start: Start) {
-    // may's spawn is unsafe because a coroutine must not keep a
+    // SAFETY: may's spawn is unsafe because a coroutine must not keep a
     // thread-local across a yield (it may resume on another thread); the
     // engine's coroutines keep none.
     let spawned = may::go!(may::coroutine::Builder::new(), move || serve(&app, start));

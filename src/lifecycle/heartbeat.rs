@@ -1,11 +1,10 @@
 //! Worker heartbeats in shared memory: one slot per worker in a shared
 //! mapping (`shared_memory`) made by the master before it forks. A worker's
 //! heartbeat coroutine stores the monotonic time into its slot every
-//! [`interval`] (a fraction of `timeout`: an idle worker wakes for it
-//! a few times per `timeout`, no more); if the worker's scheduler hangs,
-//! the coroutine stops
-//! running and the slot goes stale, which the master sees without any
-//! message from the worker. The metrics use the same slots (a worker's
+//! [`interval`] (a fraction of `timeout`: an idle worker wakes for it a
+//! few times per `timeout`, no more); if the worker's scheduler hangs, the
+//! coroutine stops running and the slot goes stale, which the master sees
+//! without any message from the worker. The metrics use the same slots (a worker's
 //! metrics slot is its heartbeat slot), so [`SLOTS`] bounds both.
 
 use std::io;
@@ -18,9 +17,12 @@ use crate::clock::monotonic_ms;
 pub const SLOTS: usize = 4096;
 /// Beats per `timeout`: a worker is seen stale after missing this many.
 const BEATS_PER_TIMEOUT: u32 = 4;
-/// Bounds of the beat interval.
+/// The shortest beat interval (a `timeout` under 0.4 s).
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest beat interval (a `timeout` over 40 s).
 const MAX_INTERVAL: Duration = Duration::from_secs(10);
+/// The region's size in bytes.
+pub const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
 /// How often a worker whose `timeout` is this beats: a quarter of it
 /// (within 0.1 to 10 s), so the master still sees a hung worker within
@@ -28,8 +30,6 @@ const MAX_INTERVAL: Duration = Duration::from_secs(10);
 pub fn interval(timeout: Duration) -> Duration {
     (timeout / BEATS_PER_TIMEOUT).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
-/// The region's size in bytes.
-pub const LEN: usize = SLOTS * std::mem::size_of::<AtomicU64>();
 
 /// The shared region: never unmapped, so it lives as long as the process
 /// (and, inherited across fork, as long as each worker).

@@ -726,7 +726,10 @@ impl<P> Supervisor<P> {
                     how: StopKind::Kill,
                 })
                 .collect(),
-            Phase::Stopping { .. } => Vec::new(),
+            // A worker still booting reads no stop signal: its boot
+            // deadline holds while the master stops, as `next_deadline`
+            // says (else the master would wake for it again and again).
+            Phase::Stopping { .. } => self.boot_timeouts(now),
         }
     }
 
@@ -1369,5 +1372,28 @@ mod tests {
             vec![Action::BootTimedOut { pid: 301 }]
         );
         assert_eq!(s.next_deadline(), None, "killed once");
+    }
+
+    /// Regression: a worker booting when the master was asked to stop kept
+    /// its boot deadline in `next_deadline`, which no tick acted on while
+    /// stopping: once past it, the master woke every millisecond until the
+    /// graceful deadline.
+    #[test]
+    fn a_worker_booting_while_the_master_stops_is_killed_at_its_boot_deadline() {
+        let (mut s, now) = start(1);
+        let asked = now + Duration::from_secs(10);
+        s.handle(Event::Signal(Signal::GracefulStop), asked);
+        let boot_deadline = now + TIMEOUTS.boot;
+        assert_eq!(s.next_deadline(), Some(boot_deadline));
+        assert_eq!(
+            s.handle(Event::Tick, boot_deadline),
+            vec![Action::BootTimedOut { pid: 100 }]
+        );
+        let stop_deadline = asked + TIMEOUTS.graceful;
+        assert_eq!(
+            s.next_deadline(),
+            Some(stop_deadline),
+            "nothing due before the stop deadline"
+        );
     }
 }

@@ -218,6 +218,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
             }
         }
         if self.flush().is_ok() && !self.peer_closed && !self.state().expired() {
+            self.registration.forbid_wakeups();
             linger(&mut self.io);
         }
         None
@@ -897,7 +898,7 @@ mod tests {
 
     /// Runs the loop over `io`; the output as text and the service.
     fn serve_script(io: Scripted, seen: &Rc<RefCell<Seen>>) -> (String, Echo) {
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new().unwrap());
         let memory = BodyMemory::new(1 << 20);
         let echo = Echo::default();
         serve(io, &echo, registry.register(-1), &LIMITS, &memory);

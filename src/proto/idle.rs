@@ -75,36 +75,34 @@ impl<T: AsRawFd + Send + 'static> IdleSet<T> {
     /// item is given back.
     pub fn park(&self, item: T) -> Result<(), (T, io::Error)> {
         let fd = item.as_raw_fd();
-        {
-            let mut parked = self.lock();
-            let seq = parked.next;
-            parked.next += 1;
-            parked.by_fd.insert(fd, (seq, item));
-            parked.by_age.insert(seq, fd);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
         // Level-triggered and one-shot: bytes that arrived before this
         // call are reported at once, and one event takes the item out.
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-        // SAFETY: the descriptor is the parked item's, open while it is in
-        // the set (it leaves the set before it can be closed).
+        // Registered under the lock, so that no one can take the item (and
+        // close its descriptor) between its insertion and its registration.
+        let mut parked = self.lock();
+        // SAFETY: `item` owns the descriptor and is alive: it is open.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-        match self.epoll.add(socket, EpollEvent::new(flags, fd as u64)) {
-            Ok(()) => Ok(()),
-            Err(e) => match self.take(fd) {
-                Some(item) => Err((item, e.into())),
-                // Not registered, so no event took it: unreachable, but
-                // nothing is lost if it were (whoever took it has it).
-                None => Ok(()),
-            },
+        if let Err(e) = self.epoll.add(socket, EpollEvent::new(flags, fd as u64)) {
+            return Err((item, e.into()));
         }
+        let seq = parked.next;
+        parked.next += 1;
+        parked.by_fd.insert(fd, (seq, item));
+        parked.by_age.insert(seq, fd);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Takes out the item parked longest ago, if any (its socket is no
-    /// longer watched; dropping the item closes it).
+    /// longer watched; dropping the item closes it). Whoever takes it
+    /// counts it out of any metric it was counted in when parked.
     pub fn take_longest_idle(&self) -> Option<T> {
-        let fd = *self.lock().by_age.values().next()?;
-        self.take(fd)
+        let mut parked = self.lock();
+        let (_, fd) = parked.by_age.pop_first()?;
+        let (_, item) = parked.by_fd.remove(&fd)?;
+        self.unwatch(&item);
+        Some(item)
     }
 
     /// Starts the reactor: a coroutine that waits for parked connections to
@@ -113,7 +111,7 @@ impl<T: AsRawFd + Send + 'static> IdleSet<T> {
     pub fn start(self: &Arc<Self>, resume: impl Fn(T) + Send + 'static) -> io::Result<()> {
         let set = self.clone();
         let io = CoIo::new(RawEpoll(self.epoll.0.as_raw_fd()))?;
-        // may's spawn is unsafe because a coroutine must not keep a
+        // SAFETY: may's spawn is unsafe because a coroutine must not keep a
         // thread-local across a yield; the reactor keeps none.
         let spawned = may::go!(
             may::coroutine::Builder::new().name("idle-reactor".to_string()),
@@ -136,8 +134,9 @@ impl<T: AsRawFd + Send + 'static> IdleSet<T> {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => return EVENTS,
             Err(e) => {
-                // Cannot happen for a valid epoll instance; the parked
-                // connections then wait for the sweep to close them.
+                // Cannot happen for a valid epoll instance (if it did, the
+                // parked connections would stay parked until the worker
+                // exits).
                 log::error!("idle connections: epoll_wait failed: {e}");
                 0
             }
@@ -153,17 +152,19 @@ impl<T: AsRawFd + Send + 'static> IdleSet<T> {
     /// Takes a parked item out of the set (and its descriptor out of the
     /// epoll instance, so the descriptor can be reused once it closes).
     fn take(&self, fd: RawFd) -> Option<T> {
-        let item = {
-            let mut parked = self.lock();
-            let (seq, item) = parked.by_fd.remove(&fd)?;
-            parked.by_age.remove(&seq);
-            item
-        };
+        let mut parked = self.lock();
+        let (seq, item) = parked.by_fd.remove(&fd)?;
+        parked.by_age.remove(&seq);
+        self.unwatch(&item);
+        Some(item)
+    }
+
+    /// Forgets a taken item's descriptor (called under the lock).
+    fn unwatch(&self, item: &T) {
         self.count.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the item still owns the descriptor: it is open.
-        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = unsafe { BorrowedFd::borrow_raw(item.as_raw_fd()) };
         let _ = self.epoll.delete(socket);
-        Some(item)
     }
 
     fn lock(&self) -> MutexGuard<'_, Parked<T>> {
@@ -191,6 +192,8 @@ mod tests {
 
     /// How long a test waits for the reactor.
     const PATIENCE: Duration = Duration::from_secs(10);
+    /// How long a quiet socket is watched not to be resumed.
+    const QUIET: Duration = Duration::from_millis(200);
 
     #[test]
     fn a_parked_socket_is_resumed_when_bytes_arrive_and_not_before() {
@@ -207,7 +210,7 @@ mod tests {
         let resumed = rx.recv_timeout(PATIENCE).expect("resumed");
         assert_eq!(resumed.as_raw_fd(), talking_fd);
         assert_eq!(set.len(), 1);
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(rx.recv_timeout(QUIET).is_err());
     }
 
     #[test]

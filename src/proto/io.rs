@@ -83,8 +83,9 @@ impl TcpIo {
     /// (otherwise it is one more wait: a wake-up that comes late, once the
     /// coroutine is busy again, is harmless).
     fn read_or_woken(&mut self, buf: &mut [u8], wakeable: bool) -> io::Result<Option<usize>> {
+        // Kept across a read interrupted after the wait.
+        let mut woken = false;
         loop {
-            let mut woken = false;
             if self.must_wait {
                 woken = self.wait_events() & WOKEN != 0;
             }

@@ -87,6 +87,10 @@ pub struct ConnState {
     waker: OnceLock<WaitIoWaker>,
     /// The sweep asked the coroutine to park the connection.
     park_asked: AtomicBool,
+    /// The coroutine may wait on one of may's I/O timers from now on (a
+    /// closing connection lingers): the sweep must never wake it, since
+    /// may's waker touches the timer from the sweep's thread.
+    unwakeable: AtomicBool,
 }
 
 impl ConnState {
@@ -101,6 +105,7 @@ impl ConnState {
             mark_bytes: AtomicU64::new(0),
             waker: OnceLock::new(),
             park_asked: AtomicBool::new(false),
+            unwakeable: AtomicBool::new(false),
         }
     }
 
@@ -236,15 +241,15 @@ pub struct Registry {
     activity: EventFd,
 }
 
-impl Default for Registry {
-    fn default() -> Registry {
+impl Registry {
+    /// An empty registry (it needs an eventfd).
+    pub fn new() -> std::io::Result<Registry> {
         let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
-        Registry {
+        Ok(Registry {
             conns: Mutex::default(),
             count: AtomicUsize::new(0),
-            activity: EventFd::from_value_and_flags(0, flags)
-                .expect("an eventfd (a worker cannot serve without one)"),
-        }
+            activity: EventFd::from_value_and_flags(0, flags)?,
+        })
     }
 }
 
@@ -259,6 +264,15 @@ impl Registration {
     /// The shared state of this connection.
     pub fn state(&self) -> &ConnState {
         &self.state
+    }
+
+    /// The coroutine is about to wait with a timer of may's (a lingering
+    /// close): the sweep never wakes it again. Taken under the registry's
+    /// lock, which a sweep holds from its verdict to its wake-up, so no
+    /// wake-up decided before can land during the timed wait.
+    pub fn forbid_wakeups(&self) {
+        let _sweep = self.registry.lock();
+        self.state.unwakeable.store(true, Ordering::Relaxed);
     }
 }
 
@@ -371,7 +385,8 @@ fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
         (Phase::Idle, _)
             if over(PARK_AFTER)
                 && c.waker.get().is_some()
-                && !c.park_asked.load(Ordering::Relaxed) =>
+                && !c.park_asked.load(Ordering::Relaxed)
+                && !c.unwakeable.load(Ordering::Relaxed) =>
         {
             Verdict::Park
         }
@@ -544,6 +559,11 @@ mod tests {
         assert_eq!(after(5500), Verdict::CloseIdle, "parked, it still expires");
         c.enter_idle();
         assert!(!c.park_asked(), "a new idle time may be asked again");
+        c.phase_since
+            .store(pack(Phase::Idle, start), Ordering::Relaxed);
+        assert_eq!(after(1500), Verdict::Park);
+        c.unwakeable.store(true, Ordering::Relaxed);
+        assert_eq!(after(1500), Verdict::Keep, "lingering: never woken");
     }
 
     #[test]

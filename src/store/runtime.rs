@@ -116,6 +116,15 @@ impl Default for Turns {
     }
 }
 
+/// The ticker's next wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// Operations in flight: a [`BUSY_TICK`].
+    Busy,
+    /// None: an [`IDLE_TICK`], ended early by the next submit.
+    Idle,
+}
+
 /// How a turn ended.
 #[derive(Debug, PartialEq, Eq)]
 enum TurnEnd {
@@ -189,13 +198,13 @@ impl Drop for CoRuntime {
 
 impl Turns {
     /// The ticker's next tick: idle while nothing is in flight.
-    fn next_tick(&self) -> Duration {
+    fn next_tick(&self) -> Tick {
         self.ticker_idle.store(true, Ordering::SeqCst);
         if self.in_flight.load(Ordering::SeqCst) == 0 {
-            return IDLE_TICK;
+            return Tick::Idle;
         }
         self.ticker_idle.store(false, Ordering::SeqCst);
-        BUSY_TICK
+        Tick::Busy
     }
 
     /// An operation was submitted: an idle ticker ticks now (once per idle
@@ -398,13 +407,12 @@ fn turn(shared: &Shared) -> TurnEnd {
 /// tick ends early when an operation is submitted).
 fn spawn_ticker(shared: Weak<Shared>, turns: Arc<Turns>) {
     may::go!(move || loop {
-        let Some(tick) = next_tick(&shared) else {
-            return;
-        };
-        if tick == IDLE_TICK {
-            turns.ticker_bell.wait_timeout(tick);
-        } else {
-            may::coroutine::sleep(tick);
+        match next_tick(&shared) {
+            None => return,
+            Some(Tick::Idle) => {
+                turns.ticker_bell.wait_timeout(IDLE_TICK);
+            }
+            Some(Tick::Busy) => may::coroutine::sleep(BUSY_TICK),
         }
         // A sleep resumes on may's timer thread: back to a scheduler
         // thread, where dropping the last reference (and the runtime) is
@@ -419,7 +427,7 @@ fn spawn_ticker(shared: Weak<Shared>, turns: Arc<Turns>) {
 /// The next tick, if the runtime is still there. Out of line, as is
 /// [`wake_driver`]: the runtime may be dropped here (see [`drive_turn`]).
 #[inline(never)]
-fn next_tick(shared: &Weak<Shared>) -> Option<Duration> {
+fn next_tick(shared: &Weak<Shared>) -> Option<Tick> {
     let shared = shared.upgrade()?;
     Some(shared.turns.next_tick())
 }

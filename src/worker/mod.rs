@@ -91,9 +91,10 @@ pub enum BootError {
     /// The bound socket cannot listen.
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
-    /// The set for idle connections cannot be made (an epoll instance).
-    #[error("cannot make the set of idle connections")]
-    IdleSet(#[source] std::io::Error),
+    /// The worker's sets of connections cannot be made (an eventfd, an
+    /// epoll instance, the coroutine resuming parked connections).
+    #[error("cannot set up the worker's connection tracking")]
+    Connections(#[source] std::io::Error),
     /// The master cannot be told.
     #[error("cannot report readiness to the master")]
     Report(#[source] std::io::Error),
@@ -144,11 +145,12 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
     let app = Arc::new(App {
         store,
         limits: http.limits,
-        state: ServerState::new(&http.limits),
+        state: ServerState::new(&http.limits).map_err(BootError::Connections)?,
         tokens: http.tokens.clone(),
         access,
-        idle: IdleSet::new().map_err(BootError::IdleSet)?,
+        idle: IdleSet::new().map_err(BootError::Connections)?,
     });
+    server::resume_parked(&app).map_err(BootError::Connections)?;
     let acceptor = bound
         .serve(http.backlog, app.clone())
         .map_err(|e| BootError::Listen(addr, e))?;
