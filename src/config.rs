@@ -274,7 +274,8 @@ settings! {
     /// Add up to this many requests at random to max_requests, per worker.
     max_requests_jitter: u64, env = "ORDERS_MAX_REQUESTS_JITTER", value_name = "N", default = "0",
         check = Range(0, MAX_REQUESTS), reload = true;
-    /// Most connections per worker; over it, new ones get 503 and are closed at once.
+    /// Most connections per worker; at it, the longest-idle ones are closed to
+    /// admit new ones, and a new one gets 503 only when every connection is in a request.
     worker_connections: u64, env = "ORDERS_WORKER_CONNECTIONS", value_name = "N",
         default = "the open-file limit less 64",
         check = Range(1, u64::MAX), reload = true;

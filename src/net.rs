@@ -161,7 +161,12 @@ impl Throttle {
     /// Counts one event; calls `log` with the count of those not logged
     /// yet, when the last line is older than [`LOG_EVERY`].
     pub fn note(&mut self, log: impl FnOnce(u64)) {
-        self.count += 1;
+        self.note_many(1, log);
+    }
+
+    /// Counts `n` events at once, as [`Throttle::note`] counts one.
+    pub fn note_many(&mut self, n: u64, log: impl FnOnce(u64)) {
+        self.count += n;
         if self.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             log(self.count);
             self.count = 0;

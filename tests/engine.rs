@@ -10,15 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{order_json, status_kib, wait_until, Client, Server};
-
-/// Raises this process's soft open-file limit to its hard limit (the
-/// tests below hold thousands of sockets).
-fn raise_nofile() {
-    let (_, hard) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-}
+use support::{order_json, raise_nofile, status_kib, wait_until, Client, Server};
 
 /// CPU time (user + system) of a process so far.
 fn cpu_time(pid: i32) -> Duration {
@@ -61,66 +53,8 @@ fn no_worker_was_killed(s: &Server) {
     assert!(!log.contains("killed"), "a worker was killed:\n{log}");
 }
 
-/// Finding 1: connections past the open-file limit. Those over
-/// `worker_connections` get a 503 and are closed at once; the worker keeps
-/// answering and beating, and is never killed.
-#[test]
-fn a_descriptor_flood_never_stops_a_worker() {
-    raise_nofile();
-    let (s, worker, mut probe) =
-        one_worker_and_probe(&["--rlimit-nofile", "2000", "--timeout", "5"]);
-    let mut flood = Vec::new();
-    for i in 0..2500 {
-        flood.push(TcpStream::connect(s.addr).unwrap());
-        if i % 250 == 0 {
-            probe_answers(&mut probe);
-        }
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    // worker_connections is the limit less 64: 1,936, the probe included.
-    // Those over it were answered 503 and closed at once.
-    let mut refused = 0;
-    for c in &mut flood {
-        c.set_nonblocking(true).unwrap();
-        let mut answer = Vec::new();
-        match c.read_to_end(&mut answer) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && answer.is_empty() => {}
-            _ => {
-                let text = String::from_utf8_lossy(&answer);
-                assert!(
-                    text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
-                    "{text:?}"
-                );
-                assert!(text.contains("Connection: close"), "{text:?}");
-                refused += 1;
-            }
-        }
-    }
-    assert_eq!(
-        refused,
-        2500 - (1936 - 1),
-        "refused at once, never held open"
-    );
-    // Idle past the heartbeat timeout: the worker still beats.
-    std::thread::sleep(Duration::from_secs(6));
-    probe_answers(&mut probe);
-    drop(flood);
-    assert!(wait_until(Duration::from_secs(5), || s
-        .request("GET", "/orders", None)
-        .status
-        == 200));
-    assert_eq!(s.worker_pids(), vec![worker]);
-    no_worker_was_killed(&s);
-    let log = s.log();
-    let refusal_lines = log
-        .lines()
-        .filter(|l| l.contains("worker_connections"))
-        .count();
-    assert!(
-        (1..=10).contains(&refusal_lines),
-        "refusals are logged at most once a second: {refusal_lines} lines"
-    );
-}
+// Finding 1 (connections past the open-file limit) is tests/pressure.rs:
+// the worker makes room by closing idle connections, and is never killed.
 
 /// Out of descriptors for real (the worker's limit lowered under it):
 /// accept fails with EMFILE; the loop backs off instead of spinning, open

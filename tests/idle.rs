@@ -9,7 +9,7 @@ use orders_harness as support;
 
 use std::time::{Duration, Instant};
 
-use support::{wait_until, Client, Server};
+use support::{raise_nofile, wait_until, Client, Server};
 
 /// Connections held idle at once.
 const IDLE_CONNECTIONS: usize = 1000;
@@ -34,13 +34,6 @@ fn one_worker_with_metrics(extra: &[&str]) -> Server {
     let mut args = vec!["--metrics-bind", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     Server::builder().workers(1).args(&args).start()
-}
-
-/// Raises this process's soft open-file limit to its hard limit.
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }
 
 /// Waits until `n` connections are parked and no coroutine serves one;

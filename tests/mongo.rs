@@ -24,6 +24,9 @@ const DEADLINE_MS: u64 = 1000;
 const SLACK: Duration = Duration::from_millis(1500);
 /// How long service may take to resume once the database is back.
 const RESUME: Duration = Duration::from_secs(15);
+/// Answers in a row that show every worker of two serves again: the chance
+/// that all go to the same one is 2^-19.
+const SERVED_IN_A_ROW: usize = 20;
 
 /// Each test in the list runs against both test databases:
 /// `mock::NAME` and `secantus::NAME`.
@@ -72,6 +75,16 @@ fn start(db: &impl TestDatabase, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// Whether GET `path` is answered 200 by every worker within [`RESUME`]:
+/// [`SERVED_IN_A_ROW`] answers in a row, each on a new connection (which
+/// the kernel gives to any worker), since each worker's driver learns on
+/// its own that the database is back.
+fn resumed(s: &Server, path: &str) -> bool {
+    wait_until(RESUME, || {
+        (0..SERVED_IN_A_ROW).all(|_| s.request("GET", path, None).status == 200)
+    })
+}
+
 fn assert_quick_503(s: &Server, method: &str, path: &str, body: Option<&str>) {
     let started = Instant::now();
     let r = s.request(method, path, body);
@@ -100,10 +113,7 @@ fn database_down_is_a_quick_503_and_service_resumes<D: Launch>() {
     let pids = s.worker_pids();
     db.come_back();
     assert!(
-        wait_until(RESUME, || s
-            .request("GET", &format!("/orders/{id}"), None)
-            .status
-            == 200),
+        resumed(&s, &format!("/orders/{id}")),
         "service did not resume (or the order written before the outage is gone): {}\n{}",
         s.request("GET", &format!("/orders/{id}"), None).text(),
         s.log()
@@ -130,15 +140,13 @@ fn a_hung_database_is_a_503_within_the_deadline<D: Launch>() {
     );
     let pids = s.worker_pids();
     db.unhang();
-    assert!(wait_until(RESUME, || s
-        .request("GET", &format!("/orders/{id}"), None)
-        .status
-        == 200));
-    assert_eq!(
-        s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#))
-            .status,
-        200
+    assert!(
+        resumed(&s, &format!("/orders/{id}")),
+        "service did not resume:\n{}",
+        s.log()
     );
+    let put = s.request("PUT", &format!("/orders/{id}"), Some(r#"{"quantity":3}"#));
+    assert_eq!(put.status, 200, "{}\n{}", put.text(), s.log());
     assert_eq!(
         s.worker_pids(),
         pids,
@@ -154,7 +162,7 @@ fn starting_with_the_database_down_serves_503_until_it_is_up<D: Launch>() {
     assert_quick_503(&s, "GET", "/orders", None);
     let _db = D::launch_on(port);
     assert!(
-        wait_until(RESUME, || s.request("GET", "/orders", None).status == 200),
+        resumed(&s, "/orders"),
         "service did not start once the database came up"
     );
     let id = s.create("x");

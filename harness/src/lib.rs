@@ -644,6 +644,14 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Raises this process's soft open-file limit to its hard limit (for
+/// tests that hold thousands of sockets).
+pub fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+}
+
 /// A valid order body.
 pub fn order_json(product: &str, quantity: i64) -> String {
     serde_json::json!({

@@ -9,15 +9,22 @@
 //! (`proto::connection`) with this worker's [`Dispatch`]. A connection
 //! idle long enough gives its coroutine up: it is parked in the worker's
 //! idle set (`proto::idle`, [`Parked`]) and gets a new coroutine when bytes
-//! arrive. A connection over `worker_connections` is answered 503 and
-//! closed at once; `worker_connections` itself is kept below the open-file
-//! limit (`config`), so the store, logs and pipes always have descriptors
-//! left.
+//! arrive.
+//!
+//! At `worker_connections` the worker makes room as nginx does: it closes
+//! a batch of its longest-idle connections (parked ones first, then ones
+//! waiting for a request with nothing of it received), so an idle flood
+//! cannot keep new clients out. Only when every connection is inside a
+//! request is a new one answered 503 and closed at once.
+//! `worker_connections` itself is kept below the open-file limit
+//! (`config`) by more than [`EVICT_BATCH`], so the store, logs and pipes
+//! always have descriptors left, even while evicted connections close.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use may::net::TcpStream;
 use socket2::Socket;
@@ -34,6 +41,20 @@ use crate::proto::sweep::Registration;
 
 /// Reads of what a refused client already sent, before the close.
 const REFUSE_DRAIN_READS: usize = 16;
+/// Idle connections closed at once to make room (nginx closes 32 too):
+/// the accepts that follow find room without looking again. Also the most
+/// connections that may be closing to make room at any time, which is how
+/// far the open connections may exceed `worker_connections` for a moment.
+pub const EVICT_BATCH: usize = 32;
+/// How long a connection must have waited for a request, with nothing of
+/// it received, before it may be closed to make room: a new client's
+/// request gets the time to arrive.
+const EVICT_GRACE: Duration = Duration::from_millis(100);
+/// Looks for room for one new connection (each after waiting for a
+/// connection to become one that may be closed, or to close).
+const ROOM_TRIES: usize = 3;
+/// How long the accept loop waits for connections it shut to close.
+const CLOSING_WAIT: Duration = Duration::from_millis(5);
 
 /// A bound socket, not yet listening.
 pub struct Bound(Socket);
@@ -55,9 +76,9 @@ impl Bound {
     /// Starts listening with `backlog` and accepting into `app`.
     pub fn serve(self, backlog: i32, app: Arc<App>) -> io::Result<Acceptor> {
         let listener = net::listen(self.0, backlog)?;
-        let mut refusals = Throttle::default();
+        let mut pressure = Pressure::default();
         Acceptor::start(listener, "accept", move |stream| {
-            admit(&app, stream, &mut refusals)
+            admit(&app, stream, &mut pressure)
         })
     }
 }
@@ -91,12 +112,21 @@ struct Accepted {
     stream: TcpStream,
 }
 
-/// Starts a connection's coroutine, or refuses it over `worker_connections`.
-fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
+/// What the accept loop logs at `worker_connections`, once a second.
+#[derive(Default)]
+struct Pressure {
+    evicted: Throttle,
+    refused: Throttle,
+}
+
+/// Starts a connection's coroutine, or refuses it when the worker is at
+/// `worker_connections` and no idle connection can make room.
+fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
     let limit = app.limits.worker_connections;
-    if app.state.registry.len() >= limit {
-        refusals
-            .note(|n| log::warn!("worker_connections ({limit}) reached: refused {n} connections"));
+    if !make_room(app, &mut pressure.evicted) {
+        pressure
+            .refused
+            .note(|n| log::warn!("worker_connections ({limit}) reached with every connection in a request: refused {n} connections"));
         metrics::connection_refused();
         refuse(stream);
         return;
@@ -108,6 +138,50 @@ fn admit(app: &Arc<App>, stream: TcpStream, refusals: &mut Throttle) {
         stream,
     };
     spawn(app.clone(), Start::Accepted(accepted));
+}
+
+/// Whether a new connection fits under `worker_connections`, making room
+/// when it does not: up to [`EVICT_BATCH`] idle connections are closed,
+/// parked ones first, longest idle first, closed here; then ones waiting
+/// in their coroutines for a request, which are shut and close in a moment
+/// (counted as gone meanwhile, at most a batch of them at a time). When
+/// none can go yet but one soon can (one waiting for its first byte for
+/// less than [`EVICT_GRACE`], or one already closing), the accept loop
+/// waits for it rather than refusing: at most [`ROOM_TRIES`] times.
+fn make_room(app: &App, log: &mut Throttle) -> bool {
+    let (limit, registry) = (app.limits.worker_connections, &app.state.registry);
+    for _ in 0..ROOM_TRIES {
+        if registry.staying() < limit {
+            return true;
+        }
+        let mut evicted = 0;
+        while evicted < EVICT_BATCH {
+            let Some(parked) = app.idle.take_longest_idle() else {
+                break;
+            };
+            drop(parked);
+            metrics::connections_parked(-1);
+            metrics::connections(-1);
+            evicted += 1;
+        }
+        let closing = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
+        let eviction = registry.evict_idle(closing, EVICT_GRACE);
+        evicted += eviction.shut;
+        if evicted > 0 {
+            metrics::connections_evicted(evicted);
+            log.note_many(evicted as u64, |n| {
+                log::warn!("worker_connections ({limit}) reached: closed {n} idle connections to admit new ones")
+            });
+            continue;
+        }
+        let wait = match (eviction.next_after, registry.evicting()) {
+            (Some(wait), _) => wait,
+            (None, closing) if closing > 0 => CLOSING_WAIT,
+            (None, _) => return false,
+        };
+        may::coroutine::sleep(wait);
+    }
+    registry.staying() < limit
 }
 
 /// Gives a parked connection whose bytes arrived a coroutine again (from

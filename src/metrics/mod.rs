@@ -116,6 +116,8 @@ pub struct Slot {
     /// Coroutines serving a connection.
     connection_coroutines: AtomicI64,
     connections_refused: AtomicU64,
+    /// Idle connections closed to make room for new ones.
+    connections_evicted: AtomicU64,
     in_flight: AtomicI64,
     store_ops: [AtomicU64; STORE_OPS.len() * STORE_RESULTS.len()],
     store_errors: [AtomicU64; STORE_ERRORS.len()],
@@ -445,6 +447,17 @@ pub fn connection_refused() {
         return;
     }
     slot().connections_refused.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `n` idle connections were closed to admit new ones (at
+/// `worker_connections`).
+pub fn connections_evicted(n: usize) {
+    if !ENABLED {
+        return;
+    }
+    slot()
+        .connections_evicted
+        .fetch_add(n as u64, Ordering::Relaxed);
 }
 
 /// How a store operation ended, as the metrics tell it: its result

@@ -40,6 +40,12 @@ pub fn render(region: &Region) -> String {
         "Connections refused over worker_connections (answered 503).",
         sum(slots, |s| &s.connections_refused),
     );
+    counter(
+        &mut out,
+        "orders_http_connections_evicted_total",
+        "Idle connections closed to admit new ones at worker_connections.",
+        sum(slots, |s| &s.connections_evicted),
+    );
     gauge(
         &mut out,
         "orders_http_requests_in_flight",

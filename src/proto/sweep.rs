@@ -91,6 +91,9 @@ pub struct ConnState {
     /// closing connection lingers): the sweep must never wake it, since
     /// may's waker touches the timer from the sweep's thread.
     unwakeable: AtomicBool,
+    /// Shut to make room for a new connection ([`Registry::evict_idle`]),
+    /// and counted in the registry's `evicting` until it unregisters.
+    evicted: AtomicBool,
 }
 
 impl ConnState {
@@ -106,6 +109,7 @@ impl ConnState {
             waker: OnceLock::new(),
             park_asked: AtomicBool::new(false),
             unwakeable: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
         }
     }
 
@@ -229,12 +233,25 @@ pub struct SweepStats {
     pub parked: usize,
 }
 
+/// What [`Registry::evict_idle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eviction {
+    /// Connections shut.
+    pub shut: usize,
+    /// When one more connection (waiting for a request, but not for the
+    /// whole grace yet) becomes one that may be shut; None if none will.
+    pub next_after: Option<Duration>,
+}
+
 /// The open connections of a worker.
 #[derive(Debug)]
 pub struct Registry {
     conns: Mutex<HashMap<RawFd, Arc<ConnState>>>,
     /// How many: read on every accept, without the lock.
     count: AtomicUsize,
+    /// How many of them were shut by [`Registry::evict_idle`] and have not
+    /// closed yet.
+    evicting: AtomicUsize,
     /// Readable when the first connection came or the last one left, so a
     /// worker with no connection needs no periodic sweep (it waits on
     /// this instead).
@@ -248,6 +265,7 @@ impl Registry {
         Ok(Registry {
             conns: Mutex::default(),
             count: AtomicUsize::new(0),
+            evicting: AtomicUsize::new(0),
             activity: EventFd::from_value_and_flags(0, flags)?,
         })
     }
@@ -279,6 +297,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.state.fd);
+        if self.state.evicted.load(Ordering::Relaxed) {
+            self.registry.evicting.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.registry.count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.registry.note_activity();
         }
@@ -302,6 +323,59 @@ impl Registry {
     /// Open connections.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Open connections that are not closing to make room (those
+    /// [`Registry::evict_idle`] shut and that have not closed yet).
+    pub fn staying(&self) -> usize {
+        self.len()
+            .saturating_sub(self.evicting.load(Ordering::Relaxed))
+    }
+
+    /// Connections shut to make room that have not closed yet.
+    pub fn evicting(&self) -> usize {
+        self.evicting.load(Ordering::Relaxed)
+    }
+
+    /// Shuts the read side of up to `most` connections that wait for a
+    /// request with nothing of it received (between requests, or before
+    /// the first), idle for at least `grace`, the longest idle first: their
+    /// coroutines read the end of input and close them. Connections inside
+    /// a request are never chosen. Those shut count in
+    /// [`Registry::evicting`] until they close.
+    pub fn evict_idle(&self, most: usize, grace: Duration) -> Eviction {
+        let now = coarse_ms();
+        let grace_ms = grace.as_millis() as u64;
+        let conns = self.lock();
+        let mut youngest_wait: Option<u64> = None;
+        let mut idle: Vec<(u64, &Arc<ConnState>)> = Vec::new();
+        for c in conns.values() {
+            let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
+            if phase != Phase::Idle || c.shut.load(Ordering::Relaxed) != SHUT_NONE {
+                continue;
+            }
+            let waited = now.saturating_sub(since);
+            if waited >= grace_ms {
+                idle.push((since, c));
+            } else {
+                let left = grace_ms - waited;
+                youngest_wait = Some(youngest_wait.map_or(left, |w| w.min(left)));
+            }
+        }
+        if idle.len() > most {
+            // Only the `most` longest idle need to be in order.
+            idle.select_nth_unstable_by_key(most, |(since, _)| *since);
+            idle.truncate(most);
+        }
+        for (_, c) in &idle {
+            c.evicted.store(true, Ordering::Relaxed);
+            self.evicting.fetch_add(1, Ordering::Relaxed);
+            expire(c, SHUT_READ);
+        }
+        Eviction {
+            shut: idle.len(),
+            next_after: youngest_wait.map(Duration::from_millis),
+        }
     }
 
     /// Whether no connection is open.
@@ -462,6 +536,47 @@ mod tests {
         min_body_rate: 0,
         body_rate_grace: Duration::from_secs(5),
     };
+
+    /// Eviction takes the longest idle first, never a connection inside a
+    /// request or one idle for less than the grace, and counts what it shut
+    /// until it closes.
+    #[test]
+    fn eviction_shuts_the_longest_idle_and_never_a_request() {
+        let registry = Arc::new(Registry::new().unwrap());
+        let now = coarse_ms();
+        // Descriptor numbers no test opens: the shutdowns fail harmlessly.
+        let make = |fd: RawFd, phase: Phase, since: u64| {
+            let r = registry.register(fd);
+            r.state
+                .phase_since
+                .store(pack(phase, since), Ordering::Relaxed);
+            r
+        };
+        let oldest = make(1_000_001, Phase::Idle, now - 3_000);
+        let older = make(1_000_002, Phase::Idle, now - 2_000);
+        let _receiving = make(1_000_003, Phase::Receiving, now - 9_000);
+        let _busy = make(1_000_004, Phase::Busy, now - 9_000);
+        // Entered Idle "in the future": a clock read after this one.
+        let _fresh = make(1_000_005, Phase::Idle, now + 1_000);
+        let grace = Duration::from_millis(500);
+        let first = registry.evict_idle(1, grace);
+        assert_eq!(first.shut, 1);
+        assert!(oldest.state().expired() && !older.state().expired());
+        assert_eq!((registry.evicting(), registry.staying()), (1, 4));
+        let second = registry.evict_idle(5, grace);
+        assert_eq!(second.shut, 1, "only the older one is left");
+        assert!(older.state().expired());
+        // The fresh one may be shut once it has waited out the grace.
+        let third = registry.evict_idle(5, grace);
+        assert_eq!(third.shut, 0);
+        // It has not waited at all yet: the whole grace is left.
+        assert_eq!(third.next_after, Some(grace));
+        drop(oldest);
+        assert_eq!(
+            (registry.len(), registry.evicting(), registry.staying()),
+            (4, 1, 3)
+        );
+    }
 
     /// A body that came fast and stalled is cut a period after it stalled;
     /// one that keeps the rate is not.

@@ -1,0 +1,161 @@
+//! Connections under pressure: a worker at `worker_connections` closes its
+//! longest-idle connections (parked between requests, or waiting for a
+//! first byte) to admit new ones, never one inside a request, and answers
+//! 503 only when every connection is inside a request. Against the real
+//! binary, one worker.
+
+use orders_harness as support;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{order_json, raise_nofile, wait_until, Client, Server};
+
+/// Idle connections of the flood: more than the worker's 1,936 slots
+/// (`--rlimit-nofile 2000` less the 64 it keeps).
+const FLOOD: usize = 2500;
+const WORKER_CONNECTIONS: f64 = 1936.0;
+/// The server's batch of evictions (`http::server::EVICT_BATCH`): how far
+/// the open connections may exceed `worker_connections` for a moment.
+const EVICT_BATCH: f64 = 32.0;
+/// Probes, one a second, while the flood is held.
+const PROBES: u32 = 12;
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Each probe's answer must come within this.
+const PROBE_DEADLINE: Duration = Duration::from_secs(1);
+/// Longer than the server's grace before a connection that sent nothing
+/// may be closed (100 ms), and than the parking of idle ones (1 s).
+const SETTLE: Duration = Duration::from_millis(1500);
+
+const EVICTED: &str = "orders_http_connections_evicted_total";
+const OPEN: &str = "orders_http_connections_open";
+const REFUSED: &str = "orders_http_connections_refused_total";
+
+fn one_worker(args: &[&str]) -> Server {
+    let mut all = vec!["--metrics-bind", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Server::builder().workers(1).args(&all).start()
+}
+
+/// A new client's request, answered 200 within [`PROBE_DEADLINE`].
+fn probe(s: &Server, which: u32) {
+    let started = Instant::now();
+    let mut c = s.connect();
+    let r = c.request("GET", "/orders?limit=1", None);
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "probe {which}: {}", r.text());
+    assert!(took < PROBE_DEADLINE, "probe {which} took {took:?}");
+}
+
+/// The regression: 2,500 connections that send nothing, held for
+/// 12 s against one worker with 1,936 slots, used to make every new client
+/// get 503. Now each probe is served within a second, the worker is never
+/// killed (its heartbeat timeout is 5 s), and the evictions are logged
+/// with a count, at most about once a second.
+#[test]
+fn an_idle_flood_denies_no_one() {
+    raise_nofile();
+    let s = one_worker(&["--rlimit-nofile", "2000", "--timeout", "5"]);
+    let worker = s.worker_pids()[0];
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    for i in 0..PROBES {
+        let started = Instant::now();
+        probe(&s, i);
+        let open = s.metric(OPEN);
+        assert!(
+            open <= WORKER_CONNECTIONS + EVICT_BATCH,
+            "{open} connections open"
+        );
+        std::thread::sleep(PROBE_EVERY.saturating_sub(started.elapsed()));
+    }
+    assert!(
+        s.metric(EVICTED) >= f64::from(PROBES),
+        "{}",
+        s.metric(EVICTED)
+    );
+    drop(flood);
+    assert_eq!(s.worker_pids(), vec![worker]);
+    let log = s.log();
+    assert!(!log.contains("killed"), "a worker was killed:\n{log}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("idle connections to admit new ones"))
+        .count();
+    assert!(
+        (1..=u64::from(PROBES) as usize + 3).contains(&lines),
+        "evictions are logged at most once a second: {lines} lines"
+    );
+}
+
+/// Clients inside a request (a head half sent, a body half sent) keep
+/// their connections through a flood of new connections; the keep-alive
+/// client idle the longest is the one closed.
+#[test]
+fn a_client_inside_a_request_is_never_the_one_closed() {
+    let s = one_worker(&["--worker-connections", "40", "--min-body-rate", "0"]);
+    let mut idle = s.connect();
+    assert_eq!(idle.request("GET", "/orders?limit=1", None).status, 200);
+    let mut head = s.connect();
+    head.send_raw(b"GET /orders?limit=1 HTTP/1.1\r\nHost: test\r\n");
+    let body = order_json("kept", 1);
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut posting = s.connect();
+    let post = format!(
+        "POST /orders HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    posting.send_raw(post.as_bytes());
+    posting.send_raw(first);
+    std::thread::sleep(SETTLE);
+    // 200 new connections, 10 ms apart, through 40 slots.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(TcpStream::connect(s.addr).unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(s.metric(EVICTED) >= 160.0, "{}", s.metric(EVICTED));
+    head.send_raw(b"\r\n");
+    assert_eq!(head.read_response().expect("the head's answer").status, 200);
+    posting.send_raw(rest);
+    let created = posting.read_response().expect("the body's answer");
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert!(idle.is_closed_by_server(), "the idle client was kept");
+}
+
+/// With every connection inside a request, a new one is answered 503 and
+/// closed at once; once one of them is idle again, it makes room.
+#[test]
+fn only_a_worker_whose_connections_are_all_in_requests_refuses() {
+    let s = one_worker(&["--worker-connections", "3"]);
+    let mut inside: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    for c in &mut inside {
+        c.send_raw(b"GET /orders?limit=1 HTTP/1.1\r\nHost: test\r\n");
+    }
+    std::thread::sleep(SETTLE);
+    let mut refused = TcpStream::connect(s.addr).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = refused.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("Connection: close"), "{answer:?}");
+    assert_eq!(s.metric(REFUSED), 1.0);
+    // One finishes its request; idle past the grace, it makes room.
+    inside[0].send_raw(b"\r\n");
+    assert_eq!(inside[0].read_response().unwrap().status, 200);
+    std::thread::sleep(SETTLE);
+    probe(&s, 0);
+    assert!(inside[0].is_closed_by_server(), "the idle one was kept");
+    assert!(wait_until(Duration::from_secs(5), || s.metric(EVICTED) == 1.0));
+    for c in &mut inside[1..] {
+        c.send_raw(b"\r\n");
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+}
