@@ -4,7 +4,7 @@
 # workspace (the server and orders-loadtest).
 #
 # Needed besides cargo: wrk (load during reloads and upgrades), nginx (the
-# load-balancer test), systemd-analyze (the unit check), iproute2 (ss, ip),
+# load-balancer test; its stream module and HAProxy for the PROXY protocol), systemd-analyze (the unit check), iproute2 (ss, ip),
 # and Locust (the CI smoke run of the seed's locustfile) in a venv at
 # loadtest/.venv (Debian refuses system-wide pip installs). Several tests
 # need root (private network namespaces for the reload tests, dropping
@@ -32,6 +32,12 @@ command -v curl >/dev/null || need+=(curl)
 command -v sysctl >/dev/null || [ -x /usr/sbin/sysctl ] || [ -x /sbin/sysctl ] || need+=(procps)
 command -v ss >/dev/null && command -v ip >/dev/null || need+=(iproute2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+# The PROXY protocol tests (tests/proxy.rs): HAProxy, and nginx's stream module.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+# The TLS tests (tests/tls.rs): openssl (certificates, s_client) and sslscan.
+command -v openssl >/dev/null || need+=(openssl)
+command -v sslscan >/dev/null || need+=(sslscan)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

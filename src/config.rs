@@ -26,14 +26,17 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::http::access_log::{AccessLog, AccessLogConfig, Trusted};
+use crate::http::access_log::{AccessLog, AccessLogConfig};
 use crate::http::auth::{Tokens, TokensError};
 use crate::http::routes::ListLimits;
 use crate::http::{HttpConfig, HttpLimits};
+use crate::net::Peers;
 use crate::proto::request::HeadLimits;
 use crate::proto::sweep::SweepPolicy;
 use crate::store::mongo::{redact_uri, MongoTarget};
 use crate::store::{Backend, StoreConfig};
+use crate::tls::{ClientCerts, TlsError, TlsFiles};
+use std::sync::Arc;
 
 /// The default of max_buffered_body_bytes, unless max_body_size is larger
 /// (64 MiB: 64 bodies of the default largest size).
@@ -47,6 +50,9 @@ pub const MAX_REQUEST_FIELDS: u64 = 32768;
 /// Descriptors a worker keeps for itself (store, pipes, logs) out of the
 /// open-file limit when deriving worker_connections.
 pub const RESERVED_FDS: u64 = 64;
+// Connections closing to make room may exceed worker_connections by a
+// batch for a moment: the reserve must hold them and still leave room.
+const _: () = assert!((crate::http::server::EVICT_BATCH as u64) < RESERVED_FDS / 2 + 1);
 /// Largest max_requests and max_requests_jitter (their sum must not
 /// overflow; a trillion requests is never reached).
 pub const MAX_REQUESTS: u64 = 1_000_000_000_000;
@@ -339,9 +345,34 @@ settings! {
         default = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s %(rid)s"#,
         check = Valid(check_access_log_format), reload = true;
     /// Peers trusted to name the client in X-Forwarded-For (comma-separated
-    /// addresses, or `*`).
+    /// addresses and networks, or `*`).
     forwarded_allow_ips: String, env = "ORDERS_FORWARDED_ALLOW_IPS", value_name = "IPS", default = "127.0.0.1",
-        check = Valid(check_forwarded_allow_ips), reload = true;
+        check = Valid(check_peers), reload = true;
+    /// Expect the PROXY protocol (versions 1 and 2, as HAProxy and cloud
+    /// balancers send it) on every connection: its client address is the
+    /// one logged and trusted. A connection without a valid header, or from
+    /// a peer not in proxy_allow_ips, is closed.
+    proxy_protocol: bool, env = "ORDERS_PROXY_PROTOCOL", value_name = "BOOL", default = "false",
+        check = Any, reload = true;
+    /// Peers allowed to send the PROXY protocol (comma-separated addresses
+    /// and networks, or `*`).
+    proxy_allow_ips: String, env = "ORDERS_PROXY_ALLOW_IPS", value_name = "IPS", default = "127.0.0.1,::1",
+        check = Valid(check_peers), reload = true;
+    /// TLS certificate chain (PEM: the server's certificate, then its
+    /// intermediates); with keyfile, the server speaks HTTPS only. Read
+    /// again on reload.
+    certfile: PathBuf, env = "ORDERS_CERTFILE", value_name = "FILE", default = "not set: plain HTTP",
+        check = Any, reload = true;
+    /// TLS private key (PEM); refused if other users may read or write it.
+    keyfile: PathBuf, env = "ORDERS_KEYFILE", value_name = "FILE", default = "not set",
+        check = Any, reload = true;
+    /// CA certificates (PEM) that sign the client certificates cert_reqs asks for.
+    ca_certs: PathBuf, env = "ORDERS_CA_CERTS", value_name = "FILE", default = "not set",
+        check = Any, reload = true;
+    /// Client certificates: 0 not asked for, 1 optional, 2 required
+    /// (gunicorn's cert_reqs).
+    cert_reqs: u64, env = "ORDERS_CERT_REQS", value_name = "N", default = "0",
+        check = Range(0, 2), reload = true;
 }
 
 /// Commands other than serving.
@@ -384,6 +415,9 @@ pub enum ConfigError {
     /// The API tokens file cannot be used.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -433,13 +467,14 @@ fn check_collection_name(name: &str) -> Result<(), String> {
 }
 
 fn check_access_log_format(format: &str) -> Result<(), String> {
-    AccessLog::new(format, Trusted::Any)
+    AccessLog::new(format, Peers::Any)
         .map(drop)
         .map_err(|e| e.to_string())
 }
 
-fn check_forwarded_allow_ips(ips: &str) -> Result<(), String> {
-    Trusted::parse(ips).map(drop)
+/// A list of peers (forwarded_allow_ips, proxy_allow_ips).
+fn check_peers(ips: &str) -> Result<(), String> {
+    Peers::parse(ips).map(drop)
 }
 
 /// Where the mongo_uri setting came from (a password on the command line
@@ -526,6 +561,16 @@ pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 
 /// The tokens file as read: its text and mode, or why it could not be.
 pub type TokensRead = Result<(String, u32), std::sync::Arc<std::io::Error>>;
+/// A file as read: its bytes and mode, or why it could not be.
+pub type FileRead = Result<(Vec<u8>, u32), std::sync::Arc<std::io::Error>>;
+
+/// The TLS files named by the settings, as read.
+#[derive(Debug, Default)]
+pub struct TlsRead {
+    pub cert: Option<(PathBuf, FileRead)>,
+    pub key: Option<(PathBuf, FileRead)>,
+    pub ca: Option<(PathBuf, FileRead)>,
+}
 
 /// What the configuration depends on besides the settings: read before
 /// [`resolve`], so that resolving is a pure function.
@@ -540,6 +585,8 @@ pub struct Environment {
     /// The API tokens file's text and mode, when one is named (read errors
     /// kept).
     pub tokens_file: Option<(PathBuf, TokensRead)>,
+    /// The TLS files, when named.
+    pub tls: TlsRead,
 }
 
 impl Environment {
@@ -556,20 +603,40 @@ impl Environment {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             hard_nofile: hard_nofile_limit(),
             tokens_file: tokens_path.map(|p| (p.clone(), read_tokens_file(p))),
+            tls: TlsRead {
+                cert: read_named(cli.certfile.as_ref().or(file.certfile.as_ref())),
+                key: read_named(cli.keyfile.as_ref().or(file.keyfile.as_ref())),
+                ca: read_named(cli.ca_certs.as_ref().or(file.ca_certs.as_ref())),
+            },
         }
     }
+}
+
+/// The file at `path`, if one is named, as read.
+fn read_named(path: Option<&PathBuf>) -> Option<(PathBuf, FileRead)> {
+    path.map(|p| (p.clone(), read_with_mode(p)))
 }
 
 /// The tokens file's text and mode, from one open file (so both are the
 /// same file's, whatever is renamed meanwhile).
 fn read_tokens_file(path: &Path) -> TokensRead {
+    let (bytes, mode) = read_with_mode(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        std::sync::Arc::new(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })?;
+    Ok((text, mode))
+}
+
+/// A file's bytes and mode, from one open file (so both are the same
+/// file's, whatever is renamed meanwhile).
+fn read_with_mode(path: &Path) -> FileRead {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let read = std::fs::File::open(path).and_then(|mut f| {
         let mode = f.metadata()?.permissions().mode();
-        let mut text = String::new();
-        f.read_to_string(&mut text)?;
-        Ok((text, mode))
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok((bytes, mode))
     });
     read.map_err(std::sync::Arc::new)
 }
@@ -596,6 +663,7 @@ pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config
         .unwrap_or(env.hard_nofile)
         .saturating_sub(RESERVED_FDS)
         .max(1);
+    let proxy_protocol = proxy_peers(&s)?;
     let process = ProcessConfig {
         workers: s.workers.unwrap_or(env.cpus.clamp(1, MAX_WORKERS)) as usize,
         bind: parse_bind("bind", &given(s.bind, Defaults::bind))?,
@@ -669,6 +737,8 @@ pub fn resolve(cli: Settings, file: Settings, env: Environment) -> Result<Config
             )),
         },
         backlog: given(s.backlog, Defaults::backlog) as i32,
+        tls: tls(env.tls, given(s.cert_reqs, Defaults::cert_reqs))?,
+        proxy_protocol,
         access_log,
         tokens: tokens(
             env.tokens_file,
@@ -729,6 +799,66 @@ fn tokens(
     Ok(Some(Tokens::parse(&path, &text, for_reads)?))
 }
 
+/// With the PROXY protocol on, the peers allowed to send it (at least
+/// one: an empty list would close every connection).
+fn proxy_peers(s: &Settings) -> Result<Option<Peers>, ConfigError> {
+    if !given(s.proxy_protocol, Defaults::proxy_protocol) {
+        return Ok(None);
+    }
+    let allowed = given(s.proxy_allow_ips.clone(), Defaults::proxy_allow_ips);
+    match Peers::parse(&allowed).expect("proxy_allow_ips follows its rule") {
+        Peers::Only(list) if list.is_empty() => Err(invalid(
+            "proxy_allow_ips",
+            "lists no peer: with proxy_protocol on, every connection would be closed",
+        )),
+        peers => Ok(Some(peers)),
+    }
+}
+
+/// The TLS configuration, from the files [`Environment::read`] read: none
+/// without certfile; keyfile comes with it; like ssh with a private key, a
+/// key file that other users may read or write is refused.
+fn tls(files: TlsRead, cert_reqs: u64) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let TlsRead { cert, key, ca } = files;
+    let (cert, key) = match (cert, key) {
+        (None, None) if ca.is_none() && cert_reqs == 0 => return Ok(None),
+        (None, None) => return Err(invalid("ca_certs", "needs certfile and keyfile")),
+        (Some(_), None) => return Err(invalid("certfile", "needs keyfile")),
+        (None, Some(_)) => return Err(invalid("keyfile", "needs certfile")),
+        (Some(cert), Some(key)) => (cert, key),
+    };
+    let key = loaded(key)?;
+    if key.2 & 0o077 != 0 {
+        return Err(TlsError::KeyExposed {
+            path: key.0,
+            mode: key.2 & 0o777,
+        }
+        .into());
+    }
+    let client_certs = ClientCerts::from_number(cert_reqs).expect("cert_reqs follows its rule");
+    let files = TlsFiles {
+        cert: loaded(cert).map(|(path, bytes, _)| (path, bytes))?,
+        key: (key.0, key.1),
+        ca: ca
+            .map(loaded)
+            .transpose()?
+            .map(|(path, bytes, _)| (path, bytes)),
+        client_certs,
+    };
+    Ok(Some(crate::tls::server_config(&files)?))
+}
+
+/// A file that was read, or why it could not be.
+fn loaded((path, read): (PathBuf, FileRead)) -> Result<(PathBuf, Vec<u8>, u32), TlsError> {
+    match read {
+        Ok((bytes, mode)) => Ok((path, bytes, mode)),
+        Err(e) => Err(TlsError::Read {
+            path,
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        }),
+    }
+}
+
 /// Whether two listening addresses would take the same connections: the
 /// same port (not 0) on the same IP, or with either IP unspecified.
 fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
@@ -742,7 +872,7 @@ fn access_log(s: &Settings) -> Option<AccessLogConfig> {
     let target = s.access_log.as_deref().filter(|t| !t.is_empty())?;
     let format = given(s.access_log_format.clone(), Defaults::access_log_format);
     let allowed = given(s.forwarded_allow_ips.clone(), Defaults::forwarded_allow_ips);
-    let trusted = Trusted::parse(&allowed).expect("forwarded_allow_ips follows its rule");
+    let trusted = Peers::parse(&allowed).expect("forwarded_allow_ips follows its rule");
     let log = AccessLog::new(&format, trusted).expect("access_log_format follows its rule");
     let path = (target != "-").then(|| PathBuf::from(target));
     Some(AccessLogConfig { path, log })
@@ -878,6 +1008,7 @@ mod tests {
             cpus: 6,
             hard_nofile: 1064,
             tokens_file: Some(("t".into(), Ok(("ci:0123456789abcdef0123".into(), 0o100600)))),
+            tls: TlsRead::default(),
         };
         let c = resolve(Settings::default(), Settings::default(), given).unwrap();
         assert_eq!(c.process.workers, 6);

@@ -11,8 +11,9 @@
 //!   descriptors), [`shared_memory`], [`faults`] (test-only, behind the
 //!   `test-hooks` feature), [`logging`], [`tuning`] (the `check` command),
 //!   [`lifecycle`] (what the master and its workers say to each other),
-//!   [`proto`] (HTTP/1.1 as a protocol: it knows no application), [`api`]
-//!   (the route table);
+//!   [`proto`] (HTTP/1.1 as a protocol: it knows no application), [`tls`]
+//!   (certificate files made into a rustls configuration), [`api`] (the
+//!   route table);
 //! - [`metrics`] (Prometheus, in shared memory);
 //! - [`orders`] (domain, validation);
 //! - [`store`] (backends);
@@ -36,5 +37,6 @@ pub mod orders;
 pub mod proto;
 pub mod shared_memory;
 pub mod store;
+pub mod tls;
 pub mod tuning;
 pub mod worker;

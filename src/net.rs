@@ -3,7 +3,7 @@
 //! listeners, the bridge systemd keeps across a restart), a bound socket
 //! handed to may as a listener, the accept loop of a listener
 //! ([`Acceptor`], for the API and the metrics alike), and close-on-exec on
-//! any descriptor.
+//! any descriptor; and which peers are trusted ([`Peers`]).
 //!
 //! Every socket is close-on-exec from birth and sets SO_REUSEADDR (as may's
 //! own bind does: a restart must not fail on connections in TIME_WAIT).
@@ -14,7 +14,7 @@
 //! it has go on being served.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -175,6 +175,88 @@ impl Throttle {
     }
 }
 
+/// Peers trusted to name the client (`forwarded_allow_ips`,
+/// `proxy_allow_ips`): `*`, or addresses and networks (`10.0.0.0/8`,
+/// `fd00::/8`) separated by commas. An IPv4 client seen on an IPv6 socket
+/// (`::ffff:192.0.2.1`) is matched as the IPv4 address it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Peers {
+    /// `*`: every peer.
+    Any,
+    /// These addresses and networks.
+    Only(Vec<Network>),
+}
+
+/// An address, or a network: an address and how many of its leading bits
+/// a peer's must share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Peers {
+    /// Parses a list as the settings write it.
+    pub fn parse(text: &str) -> Result<Peers, String> {
+        if text.trim() == "*" {
+            return Ok(Peers::Any);
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Network::parse)
+            .collect::<Result<_, _>>()
+            .map(Peers::Only)
+    }
+
+    /// Whether `peer` is one of them.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        match self {
+            Peers::Any => true,
+            Peers::Only(networks) => networks.iter().any(|n| n.contains(peer.to_canonical())),
+        }
+    }
+}
+
+impl Network {
+    fn parse(text: &str) -> Result<Network, String> {
+        let bad = || format!("{text:?} is not an IP address or network");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, bits)) => (addr, Some(bits.parse::<u8>().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        // An IPv4-mapped network (`::ffff:10.0.0.0/104`) is the IPv4 one;
+        // one shorter than the mapping's 96 bits is not.
+        let canonical = addr.to_canonical();
+        let prefix = match addr.is_ipv6() && canonical.is_ipv4() {
+            true => prefix.checked_sub(96).ok_or_else(bad)?,
+            false => prefix,
+        };
+        Ok(Network {
+            addr: canonical,
+            prefix,
+        })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip, width) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n).into(), u32::from(i).into(), 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let host_bits = width - u32::from(self.prefix);
+        // A shift by the whole width (a /0) would overflow: no bit is kept.
+        let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+        (net ^ ip) & mask == 0
+    }
+}
+
 /// Sets or clears close-on-exec on `fd` (a descriptor handed on across a
 /// binary upgrade's exec is cleared for it, then set again).
 pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
@@ -191,6 +273,40 @@ pub fn set_close_on_exec(fd: RawFd, on: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_addresses_and_networks() {
+        let peers = Peers::parse("127.0.0.1, 10.0.0.0/8, fd00::/8, ::1").unwrap();
+        for ip in ["127.0.0.1", "10.1.2.3", "fd12::1", "::1", "::ffff:10.9.9.9"] {
+            assert!(peers.allows(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.2",
+            "11.0.0.1",
+            "fe80::1",
+            "::2",
+            "::ffff:127.0.0.2",
+        ] {
+            assert!(!peers.allows(ip.parse().unwrap()), "{ip}");
+        }
+        let everyone = Peers::parse("0.0.0.0/0").unwrap();
+        assert!(everyone.allows("192.0.2.1".parse().unwrap()));
+        assert!(!everyone.allows("2001:db8::1".parse().unwrap()));
+        assert_eq!(Peers::parse("*").unwrap(), Peers::Any);
+        let mapped = Peers::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.allows("10.1.1.1".parse().unwrap()));
+        assert!(!mapped.allows("11.1.1.1".parse().unwrap()));
+        for bad in [
+            "nope",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "10.0.0.0/",
+            "::ffff:0:0/80",
+        ] {
+            assert!(Peers::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_a_second() {

@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
     "tuning",
     "lifecycle",
     "proto",
+    "tls",
     "api",
     "metrics",
     "orders",

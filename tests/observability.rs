@@ -109,9 +109,21 @@ fn counters_sum_every_worker_and_survive_a_killed_worker() {
 }
 
 #[test]
-fn connections_open_and_refused_are_counted() {
+fn connections_open_evicted_and_refused_are_counted() {
     let s = with_metrics(1, &["--worker-connections", "3"]);
-    let held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    let mut held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    assert!(wait_until(Duration::from_secs(5), || s
+        .metric("orders_http_connections_open")
+        == 3.0));
+    // Idle ones make room for a new client.
+    assert_eq!(s.request("GET", "/orders", None).status, 200);
+    assert!(s.metric("orders_http_connections_evicted_total") >= 1.0);
+    drop(held);
+    // Connections inside a request do not: the new one is refused.
+    held = (0..3).map(|_| s.connect()).collect();
+    for c in &mut held {
+        c.send_raw(b"GET /orders HTTP/1.1\r\n");
+    }
     assert!(wait_until(Duration::from_secs(5), || s
         .metric("orders_http_connections_open")
         == 3.0));

@@ -49,15 +49,7 @@ fn reload_twice_and_scaling_under_load_fail_no_request() {
         s.signal(libc::SIGTTIN);
         sleep_ms(1000);
         s.signal(libc::SIGTTOU);
-        let r = finish_wrk(wrk);
-        assert!(r.requests > 1000, "the load ran: {}", r.output);
-        assert_eq!(
-            (r.socket_errors, r.non_2xx),
-            (0, 0),
-            "failed requests:\n{}\n{}",
-            r.output,
-            s.log()
-        );
+        finish_wrk(wrk).assert_all_served(1000, &s.log());
         assert!(
             s.log().contains("reloaded: generation 3 serves"),
             "{}",

@@ -9,9 +9,11 @@
 //! real MongoDB-compatible server (`secantus`); private network namespaces
 //! (`netns`); wrk.
 
+pub mod haproxy;
 pub mod mongo_wire;
 pub mod netns;
 pub mod nginx;
+pub mod pki;
 pub mod secantus;
 pub mod topology;
 
@@ -709,7 +711,12 @@ impl Client {
 
     /// None when the connection is refused (a server stopping).
     pub fn try_connect(addr: SocketAddr) -> Option<Client> {
-        let stream = TcpStream::connect(addr).ok()?;
+        Client::over(TcpStream::connect(addr).ok()?)
+    }
+
+    /// A client on a connection made elsewhere (from a chosen address, or
+    /// after bytes of another protocol were sent on it).
+    pub fn over(stream: TcpStream) -> Option<Client> {
         stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
         stream.set_nodelay(true).ok()?;
         let reader = BufReader::new(stream.try_clone().ok()?);
@@ -897,9 +904,33 @@ request = function()
 end
 "#;
 
+impl WrkResult {
+    /// Panics unless the load ran (more than `at_least` requests) and no
+    /// request failed (a socket error or a non-2xx answer); shows wrk's
+    /// output and `server_log` if one did.
+    pub fn assert_all_served(&self, at_least: u64, server_log: &str) {
+        assert!(self.requests > at_least, "the load ran: {}", self.output);
+        assert_eq!(
+            (self.socket_errors, self.non_2xx),
+            (0, 0),
+            "failed requests:\n{}\n{server_log}",
+            self.output
+        );
+    }
+}
+
 /// Starts wrk (keep-alive, the mixed GET/POST script) against `addr`.
 pub fn start_wrk(
     addr: SocketAddr,
+    connections: u32,
+    seconds: u32,
+) -> (std::process::Child, tempfile::TempDir) {
+    start_wrk_at(&format!("http://{addr}/"), connections, seconds)
+}
+
+/// As [`start_wrk`], against `url` (`https://...`: wrk speaks TLS too).
+pub fn start_wrk_at(
+    url: &str,
     connections: u32,
     seconds: u32,
 ) -> (std::process::Child, tempfile::TempDir) {
@@ -916,7 +947,7 @@ pub fn start_wrk(
             "-s",
         ])
         .arg(&script)
-        .arg(format!("http://{addr}/"))
+        .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

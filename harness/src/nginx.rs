@@ -12,6 +12,8 @@ use crate::{netns, wait_until};
 
 /// The shipped configuration.
 pub const SHIPPED: &str = include_str!("../../conf/nginx.conf");
+/// Debian's stream module (libnginx-mod-stream; scripts/test.sh installs it).
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 /// How long nginx may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,9 +35,42 @@ impl Nginx {
         netns: Option<&str>,
         adapt: impl FnOnce(String) -> String,
     ) -> Nginx {
+        Nginx::start_conf(listen, netns, |dir| adapt(shipped_conf(listen, a, b, dir)))
+    }
+
+    /// nginx's stream module relaying TCP from `listen` to `upstream`,
+    /// opening each relayed connection with a PROXY protocol (version 1)
+    /// header, as an L4 balancer in front of the server would.
+    pub fn stream_with_proxy_protocol(listen: SocketAddr, upstream: SocketAddr) -> Nginx {
+        Nginx::start_conf(listen, None, |dir| {
+            let d = dir.display();
+            let user = if nix::unistd::geteuid().is_root() {
+                "user root;"
+            } else {
+                ""
+            };
+            format!(
+                "load_module {STREAM_MODULE};
+daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; {user}
+events {{ worker_connections 1024; }}
+stream {{
+  server {{ listen {listen}; proxy_pass {upstream}; proxy_protocol on; }}
+}}
+"
+            )
+        })
+    }
+
+    /// nginx running the configuration `conf` writes for its directory.
+    fn start_conf(
+        listen: SocketAddr,
+        netns: Option<&str>,
+        conf: impl FnOnce(&Path) -> String,
+    ) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, adapt(shipped_conf(listen, a, b, dir.path()))).unwrap();
+        let conf_file = dir.path().join("nginx.conf");
+        std::fs::write(&conf_file, conf(dir.path())).unwrap();
+        let conf = conf_file;
         let child = netns::command(netns, "nginx")
             .arg("-p")
             .arg(dir.path())

@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::net::Peers;
+
 /// How often the buffer is written out.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Most bytes waiting to be written; beyond, lines are dropped.
@@ -138,37 +140,6 @@ impl Format {
     }
 }
 
-/// Which peers may name the client in `X-Forwarded-For`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Trusted {
-    /// `*`: every peer.
-    Any,
-    /// These addresses.
-    Only(Vec<IpAddr>),
-}
-
-impl Trusted {
-    /// Parses `forwarded_allow_ips`: `*`, or addresses separated by commas.
-    pub fn parse(text: &str) -> Result<Trusted, String> {
-        if text.trim() == "*" {
-            return Ok(Trusted::Any);
-        }
-        text.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
-            .collect::<Result<_, _>>()
-            .map(Trusted::Only)
-    }
-
-    fn allows(&self, peer: IpAddr) -> bool {
-        match self {
-            Trusted::Any => true,
-            Trusted::Only(ips) => ips.contains(&peer),
-        }
-    }
-}
-
 /// Where the access log goes and what it says (`config` resolves it).
 #[derive(Debug, Clone)]
 pub struct AccessLogConfig {
@@ -182,7 +153,7 @@ pub struct AccessLogConfig {
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     format: Format,
-    trusted: Trusted,
+    trusted: Peers,
     /// Every header to capture, by index: BASE_HEADERS, then the format's.
     pub headers: Vec<String>,
 }
@@ -212,7 +183,7 @@ pub struct Entry<'a> {
 
 impl AccessLog {
     /// Settings from the configuration (already validated by `config`).
-    pub fn new(format: &str, trusted: Trusted) -> Result<AccessLog, FormatError> {
+    pub fn new(format: &str, trusted: Peers) -> Result<AccessLog, FormatError> {
         let mut extra = Vec::new();
         let format = Format::parse(format, &mut extra)?;
         let headers = BASE_HEADERS
@@ -626,7 +597,7 @@ mod tests {
     fn gunicorn_atoms_and_headers() {
         let log = AccessLog::new(
             r#"%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)s %(U)s?%(q)s %({X-Custom}i)s %(rid)s"#,
-            Trusted::Only(vec![]),
+            Peers::Only(vec![]),
         )
         .unwrap();
         assert_eq!(log.headers.last().unwrap(), "x-custom");
@@ -647,7 +618,7 @@ mod tests {
     /// as itself, and control characters cannot start a line of their own.
     #[test]
     fn json_lines_escape_client_text_once() {
-        let log = AccessLog::new("json", Trusted::Only(vec![])).unwrap();
+        let log = AccessLog::new("json", Peers::Only(vec![])).unwrap();
         let headers = vec![None, Some(b"q\"x\\y\n{}".to_vec()), None, None];
         let text = line(&log, &entry(&headers));
         assert!(!text.contains('\n'), "{text}");
@@ -665,19 +636,19 @@ mod tests {
             Some(b"6.6.6.6, 203.0.113.9, 10.0.0.2".to_vec()),
             None,
         ];
-        let peer_only = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1").unwrap()).unwrap();
+        let peer_only = AccessLog::new("%(h)s", Peers::parse("127.0.0.1").unwrap()).unwrap();
         assert_eq!(
             line(&peer_only, &entry(&headers)),
             "10.0.0.2",
             "the hop the trusted peer saw"
         );
-        let both = AccessLog::new("%(h)s", Trusted::parse("127.0.0.1, 10.0.0.2").unwrap()).unwrap();
+        let both = AccessLog::new("%(h)s", Peers::parse("127.0.0.1, 10.0.0.2").unwrap()).unwrap();
         assert_eq!(
             line(&both, &entry(&headers)),
             "203.0.113.9",
             "never the client's own claim"
         );
-        let wary = AccessLog::new("%(h)s", Trusted::parse("10.0.0.1, 10.0.0.2").unwrap()).unwrap();
+        let wary = AccessLog::new("%(h)s", Peers::parse("10.0.0.1, 10.0.0.2").unwrap()).unwrap();
         assert_eq!(line(&wary, &entry(&headers)), "127.0.0.1");
         let junk = vec![None, None, Some(b"203.0.113.9, \"x\"".to_vec()), None];
         assert_eq!(
@@ -685,8 +656,8 @@ mod tests {
             "127.0.0.1",
             "no IP: the walk stops at the peer"
         );
-        assert_eq!(Trusted::parse("*").unwrap(), Trusted::Any);
-        assert!(Trusted::parse("nope").is_err());
+        assert_eq!(Peers::parse("*").unwrap(), Peers::Any);
+        assert!(Peers::parse("nope").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::net::Peers;
 use crate::proto::body::BodyMemory;
 use crate::proto::idle::IdleSet;
 use crate::proto::request::HeadLimits;
@@ -33,6 +34,11 @@ pub struct HttpConfig {
     pub sweep: SweepPolicy,
     /// Accept backlog of each listener.
     pub backlog: i32,
+    /// With the PROXY protocol: the peers that may send it (every
+    /// connection must begin with its header).
+    pub proxy_protocol: Option<Peers>,
+    /// With TLS: its configuration (every connection speaks HTTPS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The access log, if one is written.
     pub access_log: Option<access_log::AccessLogConfig>,
     /// API tokens, when requests need them.
@@ -120,4 +126,8 @@ pub struct App {
     pub access: Option<access_log::AccessLog>,
     /// The connections parked between requests (`server`).
     pub idle: Arc<IdleSet<server::Parked>>,
+    /// With the PROXY protocol: the peers that may send it.
+    pub proxy_protocol: Option<Peers>,
+    /// With TLS: its configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }

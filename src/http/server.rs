@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 use socket2::Socket;
@@ -36,8 +36,10 @@ use crate::metrics;
 use crate::net::{self, Acceptor, Throttle};
 use crate::proto::connection::{self, Idle};
 use crate::proto::io::TcpIo;
+use crate::proto::proxy;
 use crate::proto::response;
 use crate::proto::sweep::Registration;
+use crate::proto::tls::TlsIo;
 
 /// Reads of what a refused client already sent, before the close.
 const REFUSE_DRAIN_READS: usize = 16;
@@ -50,10 +52,11 @@ pub const EVICT_BATCH: usize = 32;
 /// it received, before it may be closed to make room: a new client's
 /// request gets the time to arrive.
 const EVICT_GRACE: Duration = Duration::from_millis(100);
-/// Looks for room for one new connection (each after waiting for a
-/// connection to become one that may be closed, or to close).
-const ROOM_TRIES: usize = 3;
-/// How long the accept loop waits for connections it shut to close.
+/// The longest the accept loop waits for an idle connection to become
+/// closable, or for those asked to close to do so, before refusing.
+const ROOM_WAIT: Duration = Duration::from_millis(200);
+/// How long the accept loop waits at a time for connections asked to
+/// close.
 const CLOSING_WAIT: Duration = Duration::from_millis(5);
 
 /// A bound socket, not yet listening.
@@ -86,14 +89,25 @@ impl Bound {
 /// A connection parked between requests (`proto::idle`), with what its
 /// next coroutine needs to know of it.
 pub struct Parked {
-    idle: Idle<TcpIo>,
+    idle: IdleConn,
     /// The client's address, when the access log wants it.
     peer: Option<IpAddr>,
 }
 
+/// An idle connection, plain or TLS (the loop is compiled for each).
+enum IdleConn {
+    Plain(Idle<TcpIo>),
+    /// Boxed: rustls' state is a kilobyte, which a plain connection must
+    /// not pay for in the idle set.
+    Tls(Box<Idle<TlsIo>>),
+}
+
 impl AsRawFd for Parked {
     fn as_raw_fd(&self) -> RawFd {
-        self.idle.as_raw_fd()
+        match &self.idle {
+            IdleConn::Plain(idle) => idle.as_raw_fd(),
+            IdleConn::Tls(idle) => idle.as_raw_fd(),
+        }
     }
 }
 
@@ -112,21 +126,32 @@ struct Accepted {
     stream: TcpStream,
 }
 
-/// What the accept loop logs at `worker_connections`, once a second.
+/// What the accept loop logs, once a second each.
 #[derive(Default)]
 struct Pressure {
     evicted: Throttle,
     refused: Throttle,
+    not_allowed: Throttle,
 }
 
-/// Starts a connection's coroutine, or refuses it when the worker is at
-/// `worker_connections` and no idle connection can make room.
+/// Starts a connection's coroutine; or closes it at once when it comes
+/// from a peer not allowed to send the PROXY protocol, or when the worker
+/// is at `worker_connections` and no idle connection can make room.
 fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
+    if !allowed(app, &stream, &mut pressure.not_allowed) {
+        metrics::proxy_header_refused();
+        return;
+    }
     let limit = app.limits.worker_connections;
-    if !make_room(app, &mut pressure.evicted) {
-        pressure
-            .refused
-            .note(|n| log::warn!("worker_connections ({limit}) reached with every connection in a request: refused {n} connections"));
+    let why = match make_room(app, &mut pressure.evicted) {
+        Room::Made => None,
+        Room::Full => Some("with every connection in a request"),
+        Room::Closing => Some("and idle connections closed too slowly"),
+    };
+    if let Some(why) = why {
+        pressure.refused.note(|n| {
+            log::warn!("worker_connections ({limit}) reached {why}: refused {n} connections")
+        });
         metrics::connection_refused();
         refuse(stream);
         return;
@@ -140,33 +165,60 @@ fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
     spawn(app.clone(), Start::Accepted(accepted));
 }
 
-/// Whether a new connection fits under `worker_connections`, making room
-/// when it does not: up to [`EVICT_BATCH`] idle connections are closed,
-/// parked ones first, longest idle first, closed here; then ones waiting
-/// in their coroutines for a request, which are shut and close in a moment
-/// (counted as gone meanwhile, at most a batch of them at a time). When
-/// none can go yet but one soon can (one waiting for its first byte for
-/// less than [`EVICT_GRACE`], or one already closing), the accept loop
-/// waits for it rather than refusing: at most [`ROOM_TRIES`] times.
-fn make_room(app: &App, log: &mut Throttle) -> bool {
+/// Whether the connection may be served: with the PROXY protocol, only
+/// from a peer in `proxy_allow_ips` (checked before it takes a slot, so an
+/// outsider cannot make the worker close idle connections).
+fn allowed(app: &App, stream: &TcpStream, log: &mut Throttle) -> bool {
+    let Some(peers) = &app.proxy_protocol else {
+        return true;
+    };
+    match stream.peer_addr() {
+        Ok(peer) if peers.allows(peer.ip()) => true,
+        Ok(peer) => {
+            log.note(|n| {
+                log::warn!(
+                    "refused {n} connections from peers not in proxy_allow_ips (the last from {})",
+                    peer.ip()
+                )
+            });
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether a new connection found room.
+enum Room {
+    Made,
+    /// Every connection is inside a request.
+    Full,
+    /// Connections asked to close to make room had not closed in time.
+    Closing,
+}
+
+/// Makes room for a new connection under `worker_connections` when there
+/// is none: up to [`EVICT_BATCH`] idle connections are closed, parked ones
+/// first, longest idle first ([`evict_parked`]); then ones waiting in their
+/// coroutines for a request with nothing of it received, which are asked
+/// to close and do so in a moment (counted as gone meanwhile, at most a
+/// batch of them at a time). When none can go yet but one soon can (one
+/// waiting for its first byte for less than [`EVICT_GRACE`], or one
+/// closing), the accept loop waits for it, at most [`ROOM_WAIT`].
+fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
     let (limit, registry) = (app.limits.worker_connections, &app.state.registry);
-    for _ in 0..ROOM_TRIES {
+    let deadline = Instant::now() + ROOM_WAIT;
+    loop {
         if registry.staying() < limit {
-            return true;
+            return Room::Made;
         }
-        let mut evicted = 0;
-        while evicted < EVICT_BATCH {
-            let Some(parked) = app.idle.take_longest_idle() else {
-                break;
-            };
-            drop(parked);
-            metrics::connections_parked(-1);
-            metrics::connections(-1);
-            evicted += 1;
+        let mut evicted = evict_parked(app, EVICT_BATCH);
+        let mut next_after = None;
+        let wanted = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
+        if wanted > 0 {
+            let eviction = registry.evict_idle(wanted, EVICT_GRACE);
+            evicted += eviction.shut;
+            next_after = eviction.next_after;
         }
-        let closing = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
-        let eviction = registry.evict_idle(closing, EVICT_GRACE);
-        evicted += eviction.shut;
         if evicted > 0 {
             metrics::connections_evicted(evicted);
             log.note_many(evicted as u64, |n| {
@@ -174,14 +226,49 @@ fn make_room(app: &App, log: &mut Throttle) -> bool {
             });
             continue;
         }
-        let wait = match (eviction.next_after, registry.evicting()) {
-            (Some(wait), _) => wait,
-            (None, closing) if closing > 0 => CLOSING_WAIT,
-            (None, _) => return false,
+        let closing = registry.evicting() > 0;
+        let wait = match (next_after, closing) {
+            (Some(next), true) => next.min(CLOSING_WAIT),
+            (Some(next), false) => next,
+            (None, true) => CLOSING_WAIT,
+            (None, false) => return Room::Full,
         };
+        if Instant::now() + wait > deadline {
+            return if closing { Room::Closing } else { Room::Full };
+        }
         may::coroutine::sleep(wait);
     }
-    registry.staying() < limit
+}
+
+/// Closes up to `most` parked connections, the longest idle first, and
+/// says how many. One whose request has just arrived (the idle set had not
+/// resumed it yet) is resumed instead: a client that has sent a request is
+/// never the one closed.
+fn evict_parked(app: &Arc<App>, most: usize) -> usize {
+    let mut closed = 0;
+    for _ in 0..most {
+        let Some(parked) = app.idle.take_longest_idle() else {
+            break;
+        };
+        metrics::connections_parked(-1);
+        if has_bytes(&parked) {
+            spawn(app.clone(), Start::Resumed(parked));
+            continue;
+        }
+        drop(parked);
+        metrics::connections(-1);
+        closed += 1;
+    }
+    closed
+}
+
+/// Whether bytes of a request wait unread on a parked connection's socket
+/// (its end, or an error, counts as none).
+fn has_bytes(parked: &Parked) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut one = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(parked.as_raw_fd(), &mut one, flags), Ok(n) if n > 0)
 }
 
 /// Gives a parked connection whose bytes arrived a coroutine again (from
@@ -215,33 +302,136 @@ fn spawn(app: Arc<App>, start: Start) {
 /// it goes idle.
 fn serve(app: &App, start: Start) {
     let _running = metrics::ConnectionCoroutine::start();
-    let (limits, memory) = (&app.limits.head, &app.state.body_memory);
     let (idle, peer) = match start {
-        Start::Accepted(Accepted {
-            registration,
-            stream,
-        }) => {
-            let peer = app
-                .access
-                .as_ref()
-                .and_then(|_| stream.peer_addr().ok())
-                .map(|a| a.ip());
-            let service = Dispatch::new(app, peer);
-            let io = TcpIo::new(stream);
-            (
-                connection::serve(io, &service, registration, limits, memory),
-                peer,
-            )
-        }
-        Start::Resumed(Parked { idle, peer }) => {
-            let service = Dispatch::new(app, peer);
-            (idle.resume(&service, limits, memory), peer)
-        }
+        Start::Accepted(accepted) => match open(app, accepted) {
+            Some((io, registration, peer)) => (first_requests(app, io, registration, peer), peer),
+            None => (None, None),
+        },
+        Start::Resumed(Parked { idle, peer }) => (resume_requests(app, idle, peer), peer),
     };
     match idle {
         Some(idle) => park(app, Parked { idle, peer }),
         None => metrics::connections(-1),
     }
+}
+
+/// A new connection's socket, plain or TLS.
+enum Opened {
+    Plain(TcpIo),
+    Tls(Box<TlsIo>),
+}
+
+/// Opens a new connection for requests: its PROXY protocol header, then
+/// its TLS handshake, when the worker expects them; with the client's
+/// address when the access log wants it. None when it was closed instead
+/// (and counted).
+fn open(
+    app: &App,
+    Accepted {
+        registration,
+        stream,
+    }: Accepted,
+) -> Option<(Opened, Registration, Option<IpAddr>)> {
+    let mut tcp = TcpIo::new(stream);
+    if app.proxy_protocol.is_some() || app.tls.is_some() {
+        // Idle (so closable to make room) until its first byte; then timed
+        // like a request, by `client_timeout`.
+        if !matches!(tcp.await_bytes(), Ok(true)) {
+            close(registration, tcp);
+            return None;
+        }
+        registration.state().receiving();
+    }
+    let peer = match client_address(app, &mut tcp) {
+        Ok(peer) => peer,
+        Err(e) => {
+            metrics::proxy_header_refused();
+            log::debug!("closing a connection: {}", crate::logging::chain(&e));
+            close(registration, tcp);
+            return None;
+        }
+    };
+    let Some(config) = &app.tls else {
+        registration.state().enter_idle();
+        return Some((Opened::Plain(tcp), registration, peer));
+    };
+    let mut tls = match TlsIo::new(tcp, config.clone()) {
+        Ok(tls) => tls,
+        Err((tcp, e)) => {
+            log::error!("cannot start a TLS connection: {e}");
+            close(registration, tcp);
+            return None;
+        }
+    };
+    if let Err(e) = tls.handshake() {
+        metrics::tls_handshake_failed();
+        log::debug!("closing a connection: {}", crate::logging::chain(&e));
+        close(registration, tls);
+        return None;
+    }
+    registration.state().enter_idle();
+    Some((Opened::Tls(Box::new(tls)), registration, peer))
+}
+
+/// Closes a connection that never served a request: unregistered first,
+/// then the socket closed (as `Accepted` drops them).
+fn close(registration: Registration, socket: impl Sized) {
+    drop(registration);
+    drop(socket);
+}
+
+/// Serves a new connection's requests until it closes (None) or goes idle.
+fn first_requests(
+    app: &App,
+    io: Opened,
+    registration: Registration,
+    peer: Option<IpAddr>,
+) -> Option<IdleConn> {
+    let service = Dispatch::new(app, peer);
+    let (limits, memory) = (&app.limits.head, &app.state.body_memory);
+    match io {
+        Opened::Plain(io) => {
+            connection::serve(io, &service, registration, limits, memory).map(IdleConn::Plain)
+        }
+        Opened::Tls(io) => {
+            let idle = connection::serve(*io, &service, registration, limits, memory);
+            idle.map(|idle| IdleConn::Tls(Box::new(idle)))
+        }
+    }
+}
+
+/// Serves a parked connection's requests again.
+fn resume_requests(app: &App, idle: IdleConn, peer: Option<IpAddr>) -> Option<IdleConn> {
+    let service = Dispatch::new(app, peer);
+    let (limits, memory) = (&app.limits.head, &app.state.body_memory);
+    match idle {
+        IdleConn::Plain(idle) => idle.resume(&service, limits, memory).map(IdleConn::Plain),
+        IdleConn::Tls(idle) => {
+            let idle = idle.resume(&service, limits, memory);
+            idle.map(|idle| IdleConn::Tls(Box::new(idle)))
+        }
+    }
+}
+
+/// The client's address as the access log sees it: with the PROXY
+/// protocol, the one its header names (the connection's own for a LOCAL
+/// or UNKNOWN header), read before anything else; otherwise the peer's.
+/// Looked up only when an access log is written, since nothing else uses
+/// it; the header is read whatever the log.
+fn client_address(app: &App, tcp: &mut TcpIo) -> Result<Option<IpAddr>, proxy::ReadError> {
+    let logged = app.access.is_some();
+    if app.proxy_protocol.is_none() {
+        return Ok(tcp_peer(tcp).filter(|_| logged));
+    }
+    let client = match proxy::read_header(tcp)? {
+        proxy::Header::Proxied { source, .. } => Some(source.ip()),
+        proxy::Header::Local => tcp_peer(tcp),
+    };
+    Ok(client.filter(|_| logged))
+}
+
+fn tcp_peer(tcp: &TcpIo) -> Option<IpAddr> {
+    tcp.peer_addr().ok().map(|a| a.ip())
 }
 
 /// Parks an idle connection in the worker's idle set (closing it if the

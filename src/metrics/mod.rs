@@ -118,6 +118,10 @@ pub struct Slot {
     connections_refused: AtomicU64,
     /// Idle connections closed to make room for new ones.
     connections_evicted: AtomicU64,
+    /// Connections closed for want of a valid PROXY protocol header.
+    proxy_refused: AtomicU64,
+    /// TLS handshakes that failed.
+    tls_handshake_failures: AtomicU64,
     in_flight: AtomicI64,
     store_ops: [AtomicU64; STORE_OPS.len() * STORE_RESULTS.len()],
     store_errors: [AtomicU64; STORE_ERRORS.len()],
@@ -458,6 +462,25 @@ pub fn connections_evicted(n: usize) {
     slot()
         .connections_evicted
         .fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// A connection was closed without a valid PROXY protocol header (or from
+/// a peer not allowed to send one).
+pub fn proxy_header_refused() {
+    if !ENABLED {
+        return;
+    }
+    slot().proxy_refused.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A TLS handshake failed (the connection was closed).
+pub fn tls_handshake_failed() {
+    if !ENABLED {
+        return;
+    }
+    slot()
+        .tls_handshake_failures
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// How a store operation ended, as the metrics tell it: its result

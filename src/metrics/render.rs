@@ -46,6 +46,18 @@ pub fn render(region: &Region) -> String {
         "Idle connections closed to admit new ones at worker_connections.",
         sum(slots, |s| &s.connections_evicted),
     );
+    counter(
+        &mut out,
+        "orders_http_proxy_protocol_refused_total",
+        "Connections closed without a valid PROXY protocol header, or from a peer not in proxy_allow_ips.",
+        sum(slots, |s| &s.proxy_refused),
+    );
+    counter(
+        &mut out,
+        "orders_http_tls_handshake_failures_total",
+        "TLS handshakes that failed (a protocol error, nothing acceptable offered, a client certificate refused, the client gone or too slow).",
+        sum(slots, |s| &s.tls_handshake_failures),
+    );
     gauge(
         &mut out,
         "orders_http_requests_in_flight",

@@ -1,6 +1,7 @@
 //! What the connection loop needs of a connection ([`Io`]), and the plain
-//! TCP socket's implementation ([`TcpIo`]). A TLS stream is a second
-//! implementation; the loop's unit tests drive it with scripted bytes.
+//! TCP socket's implementation ([`TcpIo`]). A TLS stream (`tls`) is a
+//! second implementation; the loop's unit tests drive it with scripted
+//! bytes.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -15,11 +16,29 @@ use may::net::TcpStream;
 /// loop waits ([`Io::wait`]) while it times the client.
 pub trait Io {
     /// Reads what the peer sent into `buf`, parking until something
+    /// arrives; 0 at the end of input. With `wakeable`, a wake-up by the
+    /// [`Io::waker`] that finds nothing to read returns None (otherwise it
+    /// is one more wait: a wake-up that comes late, once the coroutine is
+    /// busy again, is harmless).
+    fn read_or_woken(&mut self, buf: &mut [u8], wakeable: bool) -> io::Result<Option<usize>>;
+    /// Reads what the peer sent into `buf`, parking until something
     /// arrives; 0 at the end of input.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.read_or_woken(buf, false)? {
+                return Ok(n);
+            }
+        }
+    }
     /// Writes what fits of `buf` now, without parking: `WouldBlock` when
     /// nothing does.
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Sends what the connection itself still holds of earlier writes (a
+    /// TLS stream's records), without parking: `WouldBlock` while some is
+    /// left. A socket holds nothing.
+    fn try_flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Parks until the connection can make progress: readable, writable,
     /// or its peer ending.
     fn wait(&mut self);
@@ -36,7 +55,7 @@ pub trait Io {
     /// Like [`Io::read`], between requests: None when the [`Io::waker`]
     /// woke it and nothing had arrived.
     fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.read(buf).map(Some)
+        self.read_or_woken(buf, true)
     }
 }
 
@@ -78,10 +97,67 @@ impl TcpIo {
 }
 
 impl TcpIo {
-    /// Reads, waiting first when the socket was drained; with `wakeable`,
-    /// a wake-up by the waker that finds nothing to read returns None
-    /// (otherwise it is one more wait: a wake-up that comes late, once the
-    /// coroutine is busy again, is harmless).
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Parks until at least one byte has arrived (true), or the peer ended
+    /// without sending any (false); takes nothing. What a connection that
+    /// must begin with something other than a request (a PROXY protocol
+    /// header, a TLS handshake) waits for before it is timed.
+    pub fn await_bytes(&mut self) -> io::Result<bool> {
+        let mut one = [0u8; 1];
+        loop {
+            match self.peek(&mut one) {
+                Ok(n) => return Ok(n > 0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Copies what has arrived into `buf` without taking it: `WouldBlock`
+    /// when nothing has.
+    pub(super) fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.inner().peek(buf)
+    }
+
+    /// Takes `buf.len()` bytes that a peek saw.
+    pub(super) fn take(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.stream.inner_mut().read_exact(buf)
+    }
+
+    /// The socket itself, for a layer above that writes to it (TLS).
+    pub(super) fn socket(&mut self) -> &mut std::net::TcpStream {
+        self.stream.inner_mut()
+    }
+
+    /// Whether a wait reported the peer's end of input (or an error, or
+    /// the read side shut here).
+    pub(super) fn peer_ending(&self) -> bool {
+        self.peer_ending
+    }
+
+    /// Parks until an event, and returns them (may's epoll events, plus
+    /// [`WOKEN`]).
+    fn wait_events(&mut self) -> usize {
+        let events = self.stream.wait_io();
+        self.must_wait = false;
+        self.peer_ending |= events & END_EVENTS != 0;
+        events
+    }
+}
+
+impl AsRawFd for TcpIo {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Io for TcpIo {
+    /// Waits first when the socket was drained.
     fn read_or_woken(&mut self, buf: &mut [u8], wakeable: bool) -> io::Result<Option<usize>> {
         // Kept across a read interrupted after the wait.
         let mut woken = false;
@@ -106,35 +182,6 @@ impl TcpIo {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Parks until an event, and returns them (may's epoll events, plus
-    /// [`WOKEN`]).
-    fn wait_events(&mut self) -> usize {
-        let events = self.stream.wait_io();
-        self.must_wait = false;
-        self.peer_ending |= events & END_EVENTS != 0;
-        events
-    }
-}
-
-impl AsRawFd for TcpIo {
-    fn as_raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-}
-
-impl Io for TcpIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(n) = self.read_or_woken(buf, false)? {
-                return Ok(n);
-            }
-        }
-    }
-
-    fn read_idle(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.read_or_woken(buf, true)
     }
 
     fn waker(&self) -> Option<WaitIoWaker> {

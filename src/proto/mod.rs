@@ -9,6 +9,7 @@
 //!   tests) and its service;
 //! - [`idle`]: connections parked between requests, without a coroutine;
 //! - [`io`]: what the loop needs of a connection, and the TCP socket's;
+//! - [`proxy`]: the PROXY protocol header a TCP balancer sends first;
 //! - [`request`]: request heads, parsed with httparse: method, target,
 //!   version, framing, headers (protocol facts only);
 //! - [`framing`]: how a body is delimited, from the headers;
@@ -17,7 +18,8 @@
 //! - [`etag`]: entity tags, and the preconditions that compare them;
 //! - [`response`]: replies and their encoding on the wire;
 //! - [`status`]: the table of statuses;
-//! - [`sweep`]: the connection timeouts, enforced without a timer per request.
+//! - [`sweep`]: the connection timeouts, enforced without a timer per request;
+//! - [`tls`]: TLS on a connection (rustls), a second [`io::Io`].
 //!
 //! Its errors ([`Error`]) are the client's mistakes and the connection's
 //! limits; which status each gets is the application's one mapping
@@ -30,10 +32,12 @@ pub mod etag;
 pub mod framing;
 pub mod idle;
 pub mod io;
+pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod status;
 pub mod sweep;
+pub mod tls;
 
 use std::fmt;
 

@@ -91,9 +91,15 @@ pub struct ConnState {
     /// closing connection lingers): the sweep must never wake it, since
     /// may's waker touches the timer from the sweep's thread.
     unwakeable: AtomicBool,
-    /// Shut to make room for a new connection ([`Registry::evict_idle`]),
+    /// Chosen to make room for a new connection ([`Registry::evict_idle`]),
     /// and counted in the registry's `evicting` until it unregisters.
     evicted: AtomicBool,
+    /// Its coroutine was asked to close it (to make room) when it next
+    /// waits for a request with nothing received.
+    close_asked: AtomicBool,
+    /// Parked in the worker's idle set, without a coroutine (from the
+    /// moment its loop gives it up until a new coroutine resumes it).
+    parked: AtomicBool,
 }
 
 impl ConnState {
@@ -110,6 +116,8 @@ impl ConnState {
             park_asked: AtomicBool::new(false),
             unwakeable: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            close_asked: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -122,6 +130,20 @@ impl ConnState {
     pub fn enter_idle(&self) {
         self.park_asked.store(false, Ordering::Relaxed);
         self.enter(Phase::Idle);
+    }
+
+    /// Whether the connection's coroutine was asked to close it, to make
+    /// room for a new one: it closes the next time it waits for a request
+    /// and nothing has arrived (a request that came first is served).
+    pub fn close_asked(&self) -> bool {
+        self.close_asked.load(Ordering::Relaxed)
+    }
+
+    /// The connection is parked without a coroutine (true), or a coroutine
+    /// serves it again (false). Eviction leaves parked connections to the
+    /// idle set's owner.
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
     }
 
     /// Whether the sweep asked the coroutine to park the connection (since
@@ -236,7 +258,7 @@ pub struct SweepStats {
 /// What [`Registry::evict_idle`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Eviction {
-    /// Connections shut.
+    /// Connections chosen (asked to close, or shut).
     pub shut: usize,
     /// When one more connection (waiting for a request, but not for the
     /// whole grace yet) becomes one that may be shut; None if none will.
@@ -337,29 +359,33 @@ impl Registry {
         self.evicting.load(Ordering::Relaxed)
     }
 
-    /// Shuts the read side of up to `most` connections that wait for a
+    /// Closes up to `most` connections that wait in their coroutines for a
     /// request with nothing of it received (between requests, or before
-    /// the first), idle for at least `grace`, the longest idle first: their
-    /// coroutines read the end of input and close them. Connections inside
-    /// a request are never chosen. Those shut count in
-    /// [`Registry::evicting`] until they close.
+    /// the first), idle for at least `grace`, the longest idle first.
+    /// Connections inside a request, and parked ones (their owner closes
+    /// those), are never chosen. A coroutine waiting in the connection loop
+    /// is woken and closes the connection if nothing has arrived (else it
+    /// serves the request that came, then closes); one not in the loop yet
+    /// (reading a PROXY header, a TLS handshake's first byte) has its read
+    /// side shut. Those chosen count in [`Registry::evicting`] until they
+    /// close.
     pub fn evict_idle(&self, most: usize, grace: Duration) -> Eviction {
         let now = coarse_ms();
         let grace_ms = grace.as_millis() as u64;
         let conns = self.lock();
-        let mut youngest_wait: Option<u64> = None;
+        let mut next_ms: Option<u64> = None;
         let mut idle: Vec<(u64, &Arc<ConnState>)> = Vec::new();
         for c in conns.values() {
             let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
-            if phase != Phase::Idle || c.shut.load(Ordering::Relaxed) != SHUT_NONE {
+            let chosen_before = c.evicted.load(Ordering::Relaxed);
+            let shut = c.shut.load(Ordering::Relaxed) != SHUT_NONE;
+            if phase != Phase::Idle || chosen_before || shut || c.parked.load(Ordering::Relaxed) {
                 continue;
             }
             let waited = now.saturating_sub(since);
-            if waited >= grace_ms {
-                idle.push((since, c));
-            } else {
-                let left = grace_ms - waited;
-                youngest_wait = Some(youngest_wait.map_or(left, |w| w.min(left)));
+            match grace_ms.checked_sub(waited) {
+                None | Some(0) => idle.push((since, c)),
+                Some(left) => next_ms = Some(next_ms.map_or(left, |n| n.min(left))),
             }
         }
         if idle.len() > most {
@@ -370,11 +396,17 @@ impl Registry {
         for (_, c) in &idle {
             c.evicted.store(true, Ordering::Relaxed);
             self.evicting.fetch_add(1, Ordering::Relaxed);
-            expire(c, SHUT_READ);
+            match c.waker.get() {
+                Some(waker) if !c.unwakeable.load(Ordering::Relaxed) => {
+                    c.close_asked.store(true, Ordering::Relaxed);
+                    waker.wakeup();
+                }
+                _ => expire(c, SHUT_READ),
+            }
         }
         Eviction {
             shut: idle.len(),
-            next_after: youngest_wait.map(Duration::from_millis),
+            next_after: next_ms.map(Duration::from_millis),
         }
     }
 
@@ -541,7 +573,7 @@ mod tests {
     /// request or one idle for less than the grace, and counts what it shut
     /// until it closes.
     #[test]
-    fn eviction_shuts_the_longest_idle_and_never_a_request() {
+    fn eviction_shuts_the_longest_idle_and_never_a_request_or_a_parked_one() {
         let registry = Arc::new(Registry::new().unwrap());
         let now = coarse_ms();
         // Descriptor numbers no test opens: the shutdowns fail harmlessly.
@@ -556,16 +588,18 @@ mod tests {
         let older = make(1_000_002, Phase::Idle, now - 2_000);
         let _receiving = make(1_000_003, Phase::Receiving, now - 9_000);
         let _busy = make(1_000_004, Phase::Busy, now - 9_000);
+        let parked = make(1_000_006, Phase::Idle, now - 9_000);
+        parked.state().set_parked(true);
         // Entered Idle "in the future": a clock read after this one.
         let _fresh = make(1_000_005, Phase::Idle, now + 1_000);
         let grace = Duration::from_millis(500);
         let first = registry.evict_idle(1, grace);
         assert_eq!(first.shut, 1);
         assert!(oldest.state().expired() && !older.state().expired());
-        assert_eq!((registry.evicting(), registry.staying()), (1, 4));
+        assert_eq!((registry.evicting(), registry.staying()), (1, 5));
         let second = registry.evict_idle(5, grace);
         assert_eq!(second.shut, 1, "only the older one is left");
-        assert!(older.state().expired());
+        assert!(older.state().expired() && !parked.state().expired());
         // The fresh one may be shut once it has waited out the grace.
         let third = registry.evict_idle(5, grace);
         assert_eq!(third.shut, 0);
@@ -574,7 +608,7 @@ mod tests {
         drop(oldest);
         assert_eq!(
             (registry.len(), registry.evicting(), registry.staying()),
-            (4, 1, 3)
+            (5, 1, 4)
         );
     }
 

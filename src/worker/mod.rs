@@ -149,6 +149,8 @@ pub fn run(spec: Spec<'_>) -> Result<(), BootError> {
         tokens: http.tokens.clone(),
         access,
         idle: IdleSet::new().map_err(BootError::Connections)?,
+        proxy_protocol: http.proxy_protocol.clone(),
+        tls: http.tls.clone(),
     });
     server::resume_parked(&app).map_err(BootError::Connections)?;
     let acceptor = bound
