@@ -344,6 +344,9 @@ fn worker_connections_caps_each_worker() {
     let mut held: Vec<Client> = (0..3).map(|_| s.connect()).collect();
     for c in &mut held {
         assert_eq!(c.request("GET", "/orders", None).status, 200);
+        // Inside a request from here: an idle one would make room
+        // (tests/pressure.rs).
+        c.send_raw(b"GET /orders HTTP/1.1\r\n");
     }
     let mut extra = s.connect();
     let r = extra.read_response().expect("a 503 before the close");
