@@ -54,8 +54,18 @@ pub enum Phase {
 }
 
 /// How long a connection waits for its next request in its coroutine
-/// before the sweep asks it to park without one (`idle`).
+/// before the sweep asks it to park without one (`idle`), at first.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
+/// The longest a connection waits before it is parked. A connection
+/// resumed sooner after parking than it waited before parking waits twice
+/// as long the next time, up to this; one that stays parked longer goes
+/// back to [`PARK_AFTER`]. A client that thinks for a second or three
+/// between requests (the seed's users) so stops parking after a few
+/// requests: each park and resume costs a coroutine's exit and start and
+/// two epoll changes, which at 30,000 such users took the CPU per request
+/// up by a third (BENCHMARKS.md), while an idle connection still parks
+/// after a second.
+pub const PARK_AFTER_MAX: Duration = Duration::from_secs(8);
 
 /// Bits of the packed state that hold the phase; the rest hold the time.
 const PHASE_BITS: u32 = 2;
@@ -100,6 +110,11 @@ pub struct ConnState {
     /// Parked in the worker's idle set, without a coroutine (from the
     /// moment its loop gives it up until a new coroutine resumes it).
     parked: AtomicBool,
+    /// How long it waits idle in its coroutine before it is parked (ms):
+    /// [`PARK_AFTER`], doubled for a client that comes back quickly.
+    park_after_ms: AtomicU64,
+    /// When it was last parked (coarse ms).
+    parked_at: AtomicU64,
 }
 
 impl ConnState {
@@ -118,6 +133,8 @@ impl ConnState {
             evicted: AtomicBool::new(false),
             close_asked: AtomicBool::new(false),
             parked: AtomicBool::new(false),
+            park_after_ms: AtomicU64::new(PARK_AFTER.as_millis() as u64),
+            parked_at: AtomicU64::new(0),
         }
     }
 
@@ -141,9 +158,23 @@ impl ConnState {
 
     /// The connection is parked without a coroutine (true), or a coroutine
     /// serves it again (false). Eviction leaves parked connections to the
-    /// idle set's owner.
+    /// idle set's owner. Resumed sooner than it waited before parking, it
+    /// waits twice as long the next time (up to [`PARK_AFTER_MAX`]);
+    /// later, it goes back to [`PARK_AFTER`].
     pub fn set_parked(&self, parked: bool) {
-        self.parked.store(parked, Ordering::Relaxed);
+        let was_parked = self.parked.swap(parked, Ordering::Relaxed);
+        let now = coarse_ms();
+        if parked {
+            self.parked_at.store(now, Ordering::Relaxed);
+        } else if was_parked {
+            let waited = self.park_after_ms.load(Ordering::Relaxed);
+            let parked_for = now.saturating_sub(self.parked_at.load(Ordering::Relaxed));
+            let next = match parked_for < waited {
+                true => (waited * 2).min(PARK_AFTER_MAX.as_millis() as u64),
+                false => PARK_AFTER.as_millis() as u64,
+            };
+            self.park_after_ms.store(next, Ordering::Relaxed);
+        }
     }
 
     /// Whether the sweep asked the coroutine to park the connection (since
@@ -489,8 +520,9 @@ fn verdict(c: &ConnState, policy: &SweepPolicy, now: u64) -> Verdict {
         (_, SHUT_READ) => Verdict::Keep,
         (Phase::Idle, _) if over(policy.keepalive) => Verdict::CloseIdle,
         (Phase::Idle, _)
-            if over(PARK_AFTER)
-                && c.waker.get().is_some()
+            if over(Duration::from_millis(
+                c.park_after_ms.load(Ordering::Relaxed),
+            )) && c.waker.get().is_some()
                 && !c.park_asked.load(Ordering::Relaxed)
                 && !c.unwakeable.load(Ordering::Relaxed) =>
         {
@@ -568,6 +600,41 @@ mod tests {
         min_body_rate: 0,
         body_rate_grace: Duration::from_secs(5),
     };
+
+    /// A client that comes back soon after its connection was parked waits
+    /// longer before the next parking (doubling up to PARK_AFTER_MAX); one
+    /// that stays away goes back to PARK_AFTER.
+    #[test]
+    fn a_client_that_comes_back_soon_parks_later() {
+        let c = ConnState::new(-1);
+        let delay = || Duration::from_millis(c.park_after_ms.load(Ordering::Relaxed));
+        let cycle = |parked_for_ms: u64| {
+            c.set_parked(true);
+            let at = c.parked_at.load(Ordering::Relaxed);
+            c.parked_at
+                .store(at.saturating_sub(parked_for_ms), Ordering::Relaxed);
+            c.set_parked(false);
+        };
+        assert_eq!(delay(), PARK_AFTER);
+        cycle(200);
+        assert_eq!(delay(), PARK_AFTER * 2);
+        for _ in 0..5 {
+            cycle(200);
+        }
+        assert_eq!(delay(), PARK_AFTER_MAX);
+        cycle(60_000);
+        assert_eq!(delay(), PARK_AFTER);
+        // The sweep asks it to park only once it has waited its delay.
+        cycle(200);
+        let socket = may::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_waker(may::io::WaitIo::waker(&socket));
+        let start = 100_000;
+        c.phase_since
+            .store(pack(Phase::Idle, start), Ordering::Relaxed);
+        let after = |ms| verdict(&c, &POLICY, start + ms);
+        assert_eq!(after(1500), Verdict::Keep, "waits 2 s now");
+        assert_eq!(after(2500), Verdict::Park);
+    }
 
     /// Eviction takes the longest idle first, never a connection inside a
     /// request or one idle for less than the grace, and counts what it shut
