@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{order_json, raise_nofile, status_kib, wait_until, Client, Server};
+use support::{established_on, order_json, raise_nofile, status_kib, wait_until, Client, Server};
 
 /// CPU time (user + system) of a process so far.
 fn cpu_time(pid: i32) -> Duration {
@@ -113,15 +113,6 @@ fn status_limit(pid: i32) -> u64 {
         .find(|l| l.starts_with("Max open files"))
         .unwrap();
     line.split_whitespace().nth(4).unwrap().parse().unwrap()
-}
-
-/// Established connections on the server's side of `port`.
-fn established_on(port: u16) -> usize {
-    let out = std::process::Command::new("ss")
-        .args(["-Htn", "state", "established", &format!("sport = :{port}")])
-        .output()
-        .expect("ss (iproute2)");
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 /// Writes a byte to `c` every `every` (keeping it busy from the client's

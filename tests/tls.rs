@@ -13,8 +13,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use support::pki::{set_mode, Pki};
-use support::{finish_wrk, in_netns, run_to_exit, start_wrk_at, wait_until, Server};
+use support::{
+    established_on, finish_wrk, in_netns, run_to_exit, start_wrk_at, status_kib, wait_until, Server,
+};
 
 /// How long a failed handshake may take to close, a stalled one included
 /// (`client_timeout` 1 s, seen by a sweep every 0.5 s).
@@ -272,6 +276,87 @@ fn a_long_list_streams_over_tls() {
     let list: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
     assert_eq!(list["orders"].as_array().map(Vec::len), Some(200));
+}
+
+/// As in clear (tests/engine.rs), clients that ask for a large list over
+/// TLS and read nothing cost the worker about a chunk each (rustls holds
+/// at most 64 KiB of records for them), and are cut at `client_timeout`.
+#[test]
+fn clients_that_do_not_read_a_large_list_over_tls_cost_a_chunk_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&dir.path().join("pki"), "localhost");
+    let data = dir.path().join("data");
+    let first = Server::start_in(&data, &["-w", "1"]).create_large(300, 1_000_000);
+    let (chain, key) = (
+        pki.chain.display().to_string(),
+        pki.key.display().to_string(),
+    );
+    let s = Server::builder()
+        .data_dir(&data)
+        .workers(1)
+        .args(&[
+            "--certfile",
+            &chain,
+            "--keyfile",
+            &key,
+            "--client-timeout",
+            "4",
+            "--timeout",
+            "10",
+        ])
+        .start();
+    let worker = s.worker_pids()[0];
+    let anon_before = status_kib(worker, "RssAnon");
+    let config = client_config(&pki);
+    let stuck: Vec<_> = (0..8)
+        .map(|i| {
+            let target = if i % 2 == 0 {
+                "/orders"
+            } else {
+                "/orders?limit=300"
+            };
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(s.addr).unwrap());
+            // Writing drives the handshake; nothing is ever read.
+            tls.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            tls
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, out) = curl(&s, &pki, &format!("/orders/{first}"), &["-o", "/dev/null"]);
+    assert!(ok, "{out}");
+    let anon = status_kib(worker, "RssAnon");
+    eprintln!(
+        "worker anonymous RSS: {anon_before} KiB before, {anon} KiB with 8 TLS clients not reading"
+    );
+    assert!(
+        anon < anon_before + 8 * 4 * 1024 + 16 * 1024,
+        "worker anonymous RSS {anon} KiB, {anon_before} KiB before"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || established_on(s.addr.port())
+            == 0),
+        "{} connections still established",
+        established_on(s.addr.port())
+    );
+    drop(stuck);
+}
+
+/// A rustls client configuration that trusts `pki`'s root.
+fn client_config(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.root).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
 }
 
 /// sslscan (Debian's) finds no protocol older than TLS 1.2 and no weak

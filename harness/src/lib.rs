@@ -646,6 +646,15 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Established connections on the server's side of `port`.
+pub fn established_on(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 /// Raises this process's soft open-file limit to its hard limit (for
 /// tests that hold thousands of sockets).
 pub fn raise_nofile() {
