@@ -172,3 +172,61 @@ fn only_a_worker_whose_connections_are_all_in_requests_refuses() {
         assert_eq!(c.read_response().unwrap().status, 200);
     }
 }
+
+/// Hostile tester's finding: with the slots held by busy keep-alive
+/// clients (idle only for moments between their requests), new clients
+/// waited in line for their 503, ~0.1-0.2 s each (the accept loop waited
+/// for the busy ones to become closable). They are refused at once now:
+/// only a new client's connection is worth waiting for.
+#[test]
+fn new_clients_of_a_worker_full_of_busy_clients_are_refused_at_once() {
+    let s = one_worker(&["--worker-connections", "10"]);
+    let (wrk, _dir) = support::start_wrk(s.addr, 10, 6);
+    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    let probes: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.try_request("GET", "/healthz", None).map(|r| r.status)
+            })
+        })
+        .collect();
+    let statuses: Vec<Option<u16>> = probes.into_iter().map(|p| p.join().unwrap()).collect();
+    let took = started.elapsed();
+    support::finish_wrk(wrk);
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(200 | 503))),
+        "{statuses:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "20 new clients took {took:?}"
+    );
+}
+
+/// Hostile tester's finding: one new connection made a small worker close
+/// 32 of its idle clients. It closes an eighth of its connections now (as
+/// nginx does), at least one.
+#[test]
+fn one_new_client_costs_a_small_worker_an_eighth_of_its_idle_ones() {
+    let s = one_worker(&["--worker-connections", "40"]);
+    let mut idle: Vec<Client> = (0..40).map(|_| s.connect()).collect();
+    for c in &mut idle {
+        assert_eq!(c.request("GET", "/healthz", None).status, 200);
+    }
+    std::thread::sleep(SETTLE);
+    probe(&s, 0);
+    // 40 / 8 = 5 closed, then the probe's own connection closed after it.
+    assert!(
+        wait_until(SETTLE, || s.metric(EVICTED) == 5.0),
+        "evicted {}",
+        s.metric(EVICTED)
+    );
+    assert!(
+        wait_until(SETTLE, || s.metric(OPEN) == 35.0),
+        "open {}",
+        s.metric(OPEN)
+    );
+}

@@ -155,6 +155,37 @@ fn connections_without_a_valid_header_are_closed_unanswered() {
     assert_eq!(c.request("GET", "/orders?limit=1", None).status, 200);
 }
 
+/// Hostile tester's finding: a peer that connects and resets (a
+/// balancer's health check) counted as a refused header. Leaving is not
+/// being refused.
+#[test]
+fn a_peer_that_leaves_is_not_counted_as_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _log) = server(dir.path(), &[]);
+    for header in [
+        &b""[..],
+        b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n",
+        b"PROXY TCP4 19",
+    ] {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(header).unwrap();
+        // SO_LINGER 0: the close resets the connection.
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+    }
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n")
+        .unwrap();
+    let mut c = Client::over(c).unwrap();
+    assert_eq!(c.request("GET", "/healthz", None).status, 200);
+    assert!(wait_until(CLOSED_WITHIN, || s
+        .metric("orders_http_connections_open")
+        == 1.0));
+    assert_eq!(s.metric(REFUSED), 0.0);
+}
+
 #[test]
 fn a_peer_not_in_proxy_allow_ips_is_closed() {
     let dir = tempfile::tempdir().unwrap();

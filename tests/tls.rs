@@ -203,6 +203,33 @@ fn plain_http_and_a_stalled_handshake_are_closed() {
     assert!(ok, "{out}");
 }
 
+/// Hostile tester's finding: at `worker_connections`, with every slot in
+/// a handshake, a new TLS client was answered a plaintext 503 it cannot
+/// read. It is closed instead, as nginx closes at worker_connections.
+#[test]
+fn a_tls_worker_at_its_limit_closes_new_clients_without_a_plaintext_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path(), "localhost");
+    let s = tls_server(&pki, &["--worker-connections", "2"]);
+    // Two handshakes begun and stalled: inside a request, not closable.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut refused = TcpStream::connect(s.addr).unwrap();
+    refused
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let answer = read_until_closed(&mut refused);
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    assert_eq!(s.metric("orders_http_connections_refused_total"), 1.0);
+    drop(stalled);
+}
+
 /// What the server sends before it closes the connection (panics if it
 /// stays open past [`CLOSED_WITHIN`]).
 fn read_until_closed(c: &mut TcpStream) -> Vec<u8> {

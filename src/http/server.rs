@@ -43,8 +43,8 @@ use crate::proto::tls::TlsIo;
 
 /// Reads of what a refused client already sent, before the close.
 const REFUSE_DRAIN_READS: usize = 16;
-/// Idle connections closed at once to make room (nginx closes 32 too):
-/// the accepts that follow find room without looking again. Also the most
+/// The most idle connections closed at once to make room (nginx's 32; an
+/// eighth of the connections when that is fewer). Also the most
 /// connections that may be closing to make room at any time, which is how
 /// far the open connections may exceed `worker_connections` for a moment.
 pub const EVICT_BATCH: usize = 32;
@@ -138,9 +138,14 @@ struct Pressure {
 /// from a peer not allowed to send the PROXY protocol, or when the worker
 /// is at `worker_connections` and no idle connection can make room.
 fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
-    if !allowed(app, &stream, &mut pressure.not_allowed) {
-        metrics::proxy_header_refused();
-        return;
+    match allowed(app, &stream, &mut pressure.not_allowed) {
+        Allowed::Yes => {}
+        Allowed::No => {
+            metrics::proxy_header_refused();
+            return;
+        }
+        // Gone already (reset): nothing to count.
+        Allowed::Gone => return,
     }
     let limit = app.limits.worker_connections;
     let why = match make_room(app, &mut pressure.evicted) {
@@ -153,7 +158,13 @@ fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
             log::warn!("worker_connections ({limit}) reached {why}: refused {n} connections")
         });
         metrics::connection_refused();
-        refuse(stream);
+        match app.tls {
+            // A 503 in clear would be garbage to a TLS client, and the
+            // handshake is what the slots are short of: closed, as nginx
+            // closes at worker_connections.
+            Some(_) => drop(stream),
+            None => refuse(stream),
+        }
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -165,15 +176,24 @@ fn admit(app: &Arc<App>, stream: TcpStream, pressure: &mut Pressure) {
     spawn(app.clone(), Start::Accepted(accepted));
 }
 
+/// Whether a connection may be served.
+enum Allowed {
+    Yes,
+    /// From a peer not allowed to send the PROXY protocol.
+    No,
+    /// The peer is gone already.
+    Gone,
+}
+
 /// Whether the connection may be served: with the PROXY protocol, only
 /// from a peer in `proxy_allow_ips` (checked before it takes a slot, so an
 /// outsider cannot make the worker close idle connections).
-fn allowed(app: &App, stream: &TcpStream, log: &mut Throttle) -> bool {
+fn allowed(app: &App, stream: &TcpStream, log: &mut Throttle) -> Allowed {
     let Some(peers) = &app.proxy_protocol else {
-        return true;
+        return Allowed::Yes;
     };
     match stream.peer_addr() {
-        Ok(peer) if peers.allows(peer.ip()) => true,
+        Ok(peer) if peers.allows(peer.ip()) => Allowed::Yes,
         Ok(peer) => {
             log.note(|n| {
                 log::warn!(
@@ -181,9 +201,9 @@ fn allowed(app: &App, stream: &TcpStream, log: &mut Throttle) -> bool {
                     peer.ip()
                 )
             });
-            false
+            Allowed::No
         }
-        Err(_) => false,
+        Err(_) => Allowed::Gone,
     }
 }
 
@@ -211,9 +231,10 @@ fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
         if registry.staying() < limit {
             return Room::Made;
         }
-        let mut evicted = evict_parked(app, EVICT_BATCH);
+        let batch = eviction_batch(registry.len());
+        let mut evicted = evict_parked(app, batch);
         let mut next_after = None;
-        let wanted = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
+        let wanted = batch.saturating_sub(evicted + registry.evicting());
         if wanted > 0 {
             let eviction = registry.evict_idle(wanted, EVICT_GRACE);
             evicted += eviction.shut;
@@ -238,6 +259,14 @@ fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
         }
         may::coroutine::sleep(wait);
     }
+}
+
+/// How many idle connections to close at once among `open`: an eighth, at
+/// least one, at most [`EVICT_BATCH`] (nginx's `ngx_drain_connections`):
+/// the accepts that follow find room without looking again, and a small
+/// worker does not drop its clients by the dozen for one new one.
+fn eviction_batch(open: usize) -> usize {
+    (open / 8).clamp(1, EVICT_BATCH)
 }
 
 /// Closes up to `most` parked connections, the longest idle first, and
@@ -345,7 +374,11 @@ fn open(
     let peer = match client_address(app, &mut tcp) {
         Ok(peer) => peer,
         Err(e) => {
-            metrics::proxy_header_refused();
+            // A peer that left on its own (a balancer's health check) is
+            // no refusal; one cut at client_timeout is.
+            if !e.peer_left() || registration.state().expired() {
+                metrics::proxy_header_refused();
+            }
             log::debug!("closing a connection: {}", crate::logging::chain(&e));
             close(registration, tcp);
             return None;
@@ -364,7 +397,12 @@ fn open(
         }
     };
     if let Err(e) = tls.handshake() {
-        metrics::tls_handshake_failed();
+        // A client that leaves on its own is no failure (a load
+        // generator's or a health check's reset); one cut at
+        // client_timeout is.
+        if !e.peer_left() || registration.state().expired() {
+            metrics::tls_handshake_failed();
+        }
         log::debug!("closing a connection: {}", crate::logging::chain(&e));
         close(registration, tls);
         return None;

@@ -218,6 +218,11 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
                         registration, io, ..
                     } = self;
                     registration.state().set_parked(true);
+                    // Asked to close to make room meanwhile (eviction saw
+                    // it unparked): closed, not parked.
+                    if registration.state().close_asked() {
+                        return None;
+                    }
                     return Some(Idle { registration, io });
                 }
             }
@@ -269,6 +274,7 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
             let room = self.input.spare(MIN_READ);
             let n = match self.io.read_idle(room).transpose() {
                 Some(read) => took(read, &mut self.peer_closed)?,
+                None if self.state().close_asked() => return Err(Stop::Drop),
                 None if self.state().park_asked() => return Err(Stop::Park),
                 // Woken to close (checked above), or late, by a request
                 // for an earlier idle time.

@@ -59,6 +59,16 @@ pub trait Io {
     }
 }
 
+/// Whether a socket error only says the peer left (reset the connection).
+pub fn peer_left(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// Events of a wait that mean the peer will send nothing more (or the
 /// socket failed): after them a short read no longer proves the socket
 /// drained, since the read that took the last bytes also took the FIN,

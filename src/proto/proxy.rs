@@ -99,6 +99,17 @@ pub enum ReadError {
     Io(#[source] io::Error),
 }
 
+impl ReadError {
+    /// Whether the peer simply left before a whole header came.
+    pub fn peer_left(&self) -> bool {
+        match self {
+            ReadError::Ended => true,
+            ReadError::Io(e) => super::io::peer_left(e),
+            ReadError::Header(_) => false,
+        }
+    }
+}
+
 /// Reads the header a connection begins with, and only it: the socket is
 /// peeked at until a whole header is there, then exactly its bytes are
 /// taken, so what follows (the first request, or a TLS handshake) is left

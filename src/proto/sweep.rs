@@ -115,6 +115,9 @@ pub struct ConnState {
     park_after_ms: AtomicU64,
     /// When it was last parked (coarse ms).
     parked_at: AtomicU64,
+    /// No byte of a request has arrived yet: a new client's request may
+    /// still be on its way (eviction waits out the grace for these only).
+    fresh: AtomicBool,
 }
 
 impl ConnState {
@@ -135,6 +138,7 @@ impl ConnState {
             parked: AtomicBool::new(false),
             park_after_ms: AtomicU64::new(PARK_AFTER.as_millis() as u64),
             parked_at: AtomicU64::new(0),
+            fresh: AtomicBool::new(true),
         }
     }
 
@@ -153,7 +157,9 @@ impl ConnState {
     /// room for a new one: it closes the next time it waits for a request
     /// and nothing has arrived (a request that came first is served).
     pub fn close_asked(&self) -> bool {
-        self.close_asked.load(Ordering::Relaxed)
+        // SeqCst with `set_parked` and the eviction's pair: a connection
+        // is either seen parked by the eviction, or sees its request.
+        self.close_asked.load(Ordering::SeqCst)
     }
 
     /// The connection is parked without a coroutine (true), or a coroutine
@@ -162,7 +168,7 @@ impl ConnState {
     /// waits twice as long the next time (up to [`PARK_AFTER_MAX`]);
     /// later, it goes back to [`PARK_AFTER`].
     pub fn set_parked(&self, parked: bool) {
-        let was_parked = self.parked.swap(parked, Ordering::Relaxed);
+        let was_parked = self.parked.swap(parked, Ordering::SeqCst);
         let now = coarse_ms();
         if parked {
             self.parked_at.store(now, Ordering::Relaxed);
@@ -215,10 +221,13 @@ impl ConnState {
     }
 
     /// Enters Receiving, unless a request is being received already (its
-    /// time counts from its first wait).
+    /// time counts from its first wait). The connection is no longer fresh.
     pub fn receiving(&self) {
         if self.phase() != Phase::Receiving {
             self.enter(Phase::Receiving);
+        }
+        if self.fresh.load(Ordering::Relaxed) {
+            self.fresh.store(false, Ordering::Relaxed);
         }
     }
 
@@ -291,8 +300,9 @@ pub struct SweepStats {
 pub struct Eviction {
     /// Connections chosen (asked to close, or shut).
     pub shut: usize,
-    /// When one more connection (waiting for a request, but not for the
-    /// whole grace yet) becomes one that may be shut; None if none will.
+    /// When one more new connection (waiting for its first request, but
+    /// not for the whole grace yet) becomes one that may be closed; None if
+    /// none will.
     pub next_after: Option<Duration>,
 }
 
@@ -410,13 +420,19 @@ impl Registry {
             let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
             let chosen_before = c.evicted.load(Ordering::Relaxed);
             let shut = c.shut.load(Ordering::Relaxed) != SHUT_NONE;
-            if phase != Phase::Idle || chosen_before || shut || c.parked.load(Ordering::Relaxed) {
+            if phase != Phase::Idle || chosen_before || shut || c.parked.load(Ordering::SeqCst) {
                 continue;
             }
             let waited = now.saturating_sub(since);
             match grace_ms.checked_sub(waited) {
                 None | Some(0) => idle.push((since, c)),
-                Some(left) => next_ms = Some(next_ms.map_or(left, |n| n.min(left))),
+                // Worth waiting for only if it is a new client's: a client
+                // between requests is back in a moment, and idle again
+                // for a moment after, forever.
+                Some(left) if c.fresh.load(Ordering::Relaxed) => {
+                    next_ms = Some(next_ms.map_or(left, |n| n.min(left)))
+                }
+                Some(_) => {}
             }
         }
         if idle.len() > most {
@@ -424,19 +440,29 @@ impl Registry {
             idle.select_nth_unstable_by_key(most, |(since, _)| *since);
             idle.truncate(most);
         }
+        let mut chosen = 0;
         for (_, c) in &idle {
-            c.evicted.store(true, Ordering::Relaxed);
-            self.evicting.fetch_add(1, Ordering::Relaxed);
             match c.waker.get() {
                 Some(waker) if !c.unwakeable.load(Ordering::Relaxed) => {
-                    c.close_asked.store(true, Ordering::Relaxed);
+                    // Asked first, then checked: the coroutine marks itself
+                    // parked first, then checks (both SeqCst), so either
+                    // this sees it parked (and leaves it to the idle set's
+                    // owner) or it sees the request and closes.
+                    c.close_asked.store(true, Ordering::SeqCst);
+                    if c.parked.load(Ordering::SeqCst) {
+                        c.close_asked.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     waker.wakeup();
                 }
                 _ => expire(c, SHUT_READ),
             }
+            c.evicted.store(true, Ordering::Relaxed);
+            self.evicting.fetch_add(1, Ordering::Relaxed);
+            chosen += 1;
         }
         Eviction {
-            shut: idle.len(),
+            shut: chosen,
             next_after: next_ms.map(Duration::from_millis),
         }
     }
@@ -658,7 +684,7 @@ mod tests {
         let parked = make(1_000_006, Phase::Idle, now - 9_000);
         parked.state().set_parked(true);
         // Entered Idle "in the future": a clock read after this one.
-        let _fresh = make(1_000_005, Phase::Idle, now + 1_000);
+        let fresh = make(1_000_005, Phase::Idle, now + 1_000);
         let grace = Duration::from_millis(500);
         let first = registry.evict_idle(1, grace);
         assert_eq!(first.shut, 1);
@@ -672,6 +698,14 @@ mod tests {
         assert_eq!(third.shut, 0);
         // It has not waited at all yet: the whole grace is left.
         assert_eq!(third.next_after, Some(grace));
+        // A client between requests is not waited for: it is idle for a
+        // moment again and again.
+        fresh.state().receiving();
+        fresh
+            .state
+            .phase_since
+            .store(pack(Phase::Idle, now + 1_000), Ordering::Relaxed);
+        assert_eq!(registry.evict_idle(5, grace).next_after, None);
         drop(oldest);
         assert_eq!(
             (registry.len(), registry.evicting(), registry.staying()),

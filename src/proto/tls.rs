@@ -50,6 +50,18 @@ pub enum HandshakeError {
     Io(#[source] io::Error),
 }
 
+impl HandshakeError {
+    /// Whether the peer simply left (ended or reset the connection): not a
+    /// failure of the protocol.
+    pub fn peer_left(&self) -> bool {
+        match self {
+            HandshakeError::Ended => true,
+            HandshakeError::Io(e) => super::io::peer_left(e),
+            HandshakeError::Tls(_) => false,
+        }
+    }
+}
+
 impl TlsIo {
     /// A server-side TLS connection on `tcp`, not yet handshaken (on
     /// failure, `tcp` is given back).
