@@ -221,9 +221,9 @@ enum Room {
 /// first, longest idle first ([`evict_parked`]); then ones waiting in their
 /// coroutines for a request with nothing of it received, which are asked
 /// to close and do so in a moment (counted as gone meanwhile, at most a
-/// batch of them at a time). When none can go yet but one soon can (one
-/// waiting for its first byte for less than [`EVICT_GRACE`], or one
-/// closing), the accept loop waits for it, at most [`ROOM_WAIT`].
+/// batch of them at a time). When none can go yet but one soon can (a new
+/// client's, waiting for its first byte for less than [`EVICT_GRACE`], or
+/// one closing), the accept loop waits for it, at most [`ROOM_WAIT`].
 fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
     let (limit, registry) = (app.limits.worker_connections, &app.state.registry);
     let deadline = Instant::now() + ROOM_WAIT;
