@@ -462,6 +462,33 @@ fn a_renewed_certificate_is_served_after_hup_under_load() {
     });
 }
 
+/// A binary upgrade (USR2) reads the certificate files again too: the new
+/// generation serves the renewed certificate.
+#[test]
+fn an_upgrade_serves_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&dir.path().join("live"), "localhost");
+    let s = tls_server(&pki, &[]);
+    assert_eq!(served_cn(s.addr).as_deref(), Some("localhost"));
+    let renewed = Pki::generate(&dir.path().join("renewed"), "renewed.localhost");
+    replace(&renewed.chain, &pki.chain);
+    replace(&renewed.key, &pki.key);
+    s.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(15), || s
+            .log()
+            .contains("generation 2 serves")),
+        "{}",
+        s.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || served_cn(s.addr).as_deref()
+            == Some("renewed.localhost")),
+        "{}",
+        s.log()
+    );
+}
+
 /// Copies `from` over `to` (keeping `to`'s mode).
 fn replace(from: &Path, to: &Path) {
     std::fs::write(to, std::fs::read(from).unwrap()).unwrap();
