@@ -200,6 +200,9 @@ fn new_clients_of_a_worker_full_of_busy_clients_are_refused_at_once() {
         statuses.iter().all(|s| matches!(s, Some(200 | 503))),
         "{statuses:?}"
     );
+    // The worker was full: busy clients are not closed to make room.
+    assert!(s.metric(REFUSED) >= 1.0, "{statuses:?}");
+    // Waiting out the grace (100 ms) for each in turn took 2 s and more.
     assert!(
         took < Duration::from_secs(1),
         "20 new clients took {took:?}"

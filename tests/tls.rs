@@ -219,7 +219,9 @@ fn a_tls_worker_at_its_limit_closes_new_clients_without_a_plaintext_answer() {
             c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for both to be inside their handshakes on a loaded
+    // machine (client_timeout is 30 s).
+    std::thread::sleep(Duration::from_millis(1500));
     let mut refused = TcpStream::connect(s.addr).unwrap();
     refused
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])

@@ -38,7 +38,7 @@ use crate::proto::connection::{self, Idle};
 use crate::proto::io::TcpIo;
 use crate::proto::proxy;
 use crate::proto::response;
-use crate::proto::sweep::Registration;
+use crate::proto::sweep::{ConnState, Registration};
 use crate::proto::tls::TlsIo;
 
 /// Reads of what a refused client already sent, before the close.
@@ -48,6 +48,8 @@ const REFUSE_DRAIN_READS: usize = 16;
 /// connections that may be closing to make room at any time, which is how
 /// far the open connections may exceed `worker_connections` for a moment.
 pub const EVICT_BATCH: usize = 32;
+/// The share of the idle connections closed at once: one in this many.
+const EVICT_SHARE: usize = 8;
 /// How long a connection must have waited for a request, with nothing of
 /// it received, before it may be closed to make room: a new client's
 /// request gets the time to arrive.
@@ -231,12 +233,13 @@ fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
         if registry.staying() < limit {
             return Room::Made;
         }
-        let batch = eviction_batch(registry.len());
-        let mut evicted = evict_parked(app, batch);
+        // An eighth of those that may go: of the parked ones, then of those
+        // idle in their coroutines.
+        let mut evicted = evict_parked(app, eviction_batch(app.idle.len()));
         let mut next_after = None;
-        let wanted = batch.saturating_sub(evicted + registry.evicting());
-        if wanted > 0 {
-            let eviction = registry.evict_idle(wanted, EVICT_GRACE);
+        let room = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
+        if evicted == 0 && room > 0 {
+            let eviction = registry.evict_idle_share(|n| eviction_batch(n).min(room), EVICT_GRACE);
             evicted += eviction.shut;
             next_after = eviction.next_after;
         }
@@ -261,12 +264,13 @@ fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
     }
 }
 
-/// How many idle connections to close at once among `open`: an eighth, at
-/// least one, at most [`EVICT_BATCH`] (nginx's `ngx_drain_connections`):
-/// the accepts that follow find room without looking again, and a small
-/// worker does not drop its clients by the dozen for one new one.
-fn eviction_batch(open: usize) -> usize {
-    (open / 8).clamp(1, EVICT_BATCH)
+/// How many of `idle` connections that may be closed to close at once: an
+/// eighth, at least one, at most [`EVICT_BATCH`] (nginx's
+/// `ngx_drain_connections`): the accepts that follow find room without
+/// looking again, and a worker does not drop its idle clients by the dozen
+/// for one new one.
+fn eviction_batch(idle: usize) -> usize {
+    (idle / EVICT_SHARE).clamp(1, EVICT_BATCH)
 }
 
 /// Closes up to `most` parked connections, the longest idle first, and
@@ -374,9 +378,7 @@ fn open(
     let peer = match client_address(app, &mut tcp) {
         Ok(peer) => peer,
         Err(e) => {
-            // A peer that left on its own (a balancer's health check) is
-            // no refusal; one cut at client_timeout is.
-            if !e.peer_left() || registration.state().expired() {
+            if failed(e.peer_left(), registration.state()) {
                 metrics::proxy_header_refused();
             }
             log::debug!("closing a connection: {}", crate::logging::chain(&e));
@@ -397,10 +399,7 @@ fn open(
         }
     };
     if let Err(e) = tls.handshake() {
-        // A client that leaves on its own is no failure (a load
-        // generator's or a health check's reset); one cut at
-        // client_timeout is.
-        if !e.peer_left() || registration.state().expired() {
+        if failed(e.peer_left(), registration.state()) {
             metrics::tls_handshake_failed();
         }
         log::debug!("closing a connection: {}", crate::logging::chain(&e));
@@ -409,6 +408,13 @@ fn open(
     }
     registration.state().enter_idle();
     Some((Opened::Tls(Box::new(tls)), registration, peer))
+}
+
+/// Whether a PROXY header or TLS handshake that did not complete counts as
+/// failed: a peer that left on its own (a load generator's reset, a
+/// balancer's health check) does not; one cut at `client_timeout` does.
+fn failed(peer_left: bool, state: &ConnState) -> bool {
+    !peer_left || state.expired()
 }
 
 /// Closes a connection that never served a request: unregistered first,

@@ -141,7 +141,12 @@ impl<I: Io> Idle<I> {
         memory: &BodyMemory,
     ) -> Option<Idle<I>> {
         let Idle { registration, io } = self;
-        registration.state().set_parked(false);
+        if registration.state().parked() {
+            // Resumed because something arrived: inside a request (never
+            // closable to make room) before it is seen unparked.
+            registration.state().receiving();
+            registration.state().set_parked(false);
+        }
         let mut small = [0; READ_BUFFER];
         Connection {
             service,
@@ -276,8 +281,8 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
                 Some(read) => took(read, &mut self.peer_closed)?,
                 None if self.state().close_asked() => return Err(Stop::Drop),
                 None if self.state().park_asked() => return Err(Stop::Park),
-                // Woken to close (checked above), or late, by a request
-                // for an earlier idle time.
+                // Woken late, by a request for an earlier idle time (or
+                // by an eviction that then left the connection alone).
                 None => continue,
             };
             if n > 0 {
@@ -318,8 +323,13 @@ impl<'a, I: Io, S: Service> Connection<'a, I, S> {
         // (or speaks HTTP/1.0), when the worker drains (also if the drain
         // began while the body arrived), or when the request raced an idle
         // close: it is still answered.
-        let close =
-            http10 || framing.close_requested || self.service.draining() || self.state().expired();
+        // ... or when the connection was asked to close to make room while
+        // this request arrived: answered, then closed the usual way.
+        let close = http10
+            || framing.close_requested
+            || self.service.draining()
+            || self.state().expired()
+            || self.state().close_asked();
         let mut exchange = self.pending.take().expect("the request being handled");
         let request_id = self.service.request_id(&exchange);
         let mut stream = Stream {

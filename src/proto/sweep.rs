@@ -162,6 +162,11 @@ impl ConnState {
         self.close_asked.load(Ordering::SeqCst)
     }
 
+    /// Whether the connection is parked without a coroutine.
+    pub fn parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+
     /// The connection is parked without a coroutine (true), or a coroutine
     /// serves it again (false). Eviction leaves parked connections to the
     /// idle set's owner. Resumed sooner than it waited before parking, it
@@ -411,16 +416,28 @@ impl Registry {
     /// side shut. Those chosen count in [`Registry::evicting`] until they
     /// close.
     pub fn evict_idle(&self, most: usize, grace: Duration) -> Eviction {
+        self.evict_idle_share(|_| most, grace)
+    }
+
+    /// As [`Registry::evict_idle`], closing as many as `share` says of the
+    /// connections that may be closed (their count).
+    pub fn evict_idle_share(&self, share: impl Fn(usize) -> usize, grace: Duration) -> Eviction {
         let now = coarse_ms();
         let grace_ms = grace.as_millis() as u64;
         let conns = self.lock();
         let mut next_ms: Option<u64> = None;
         let mut idle: Vec<(u64, &Arc<ConnState>)> = Vec::new();
         for c in conns.values() {
+            // Parked first (SeqCst, as `set_parked` stores it after the
+            // phase): a connection resumed is seen parked, or inside a
+            // request.
+            if c.parked.load(Ordering::SeqCst) {
+                continue;
+            }
             let (phase, since) = unpack(c.phase_since.load(Ordering::Relaxed));
             let chosen_before = c.evicted.load(Ordering::Relaxed);
             let shut = c.shut.load(Ordering::Relaxed) != SHUT_NONE;
-            if phase != Phase::Idle || chosen_before || shut || c.parked.load(Ordering::SeqCst) {
+            if phase != Phase::Idle || chosen_before || shut {
                 continue;
             }
             let waited = now.saturating_sub(since);
@@ -435,6 +452,7 @@ impl Registry {
                 Some(_) => {}
             }
         }
+        let most = share(idle.len());
         if idle.len() > most {
             // Only the `most` longest idle need to be in order.
             idle.select_nth_unstable_by_key(most, |(since, _)| *since);

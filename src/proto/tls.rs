@@ -39,14 +39,14 @@ pub struct TlsIo {
 pub enum HandshakeError {
     /// The peer broke the protocol, or offered nothing acceptable (rustls
     /// sent it an alert).
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed")]
     Tls(#[source] rustls::Error),
     /// The peer left (or the sweep cut it at `client_timeout`) before the
     /// handshake ended.
     #[error("the connection ended during the TLS handshake")]
     Ended,
     /// The socket failed.
-    #[error("TLS handshake: {0}")]
+    #[error("TLS handshake")]
     Io(#[source] io::Error),
 }
 
