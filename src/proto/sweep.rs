@@ -465,7 +465,10 @@ impl Registry {
                     // Asked first, then checked: the coroutine marks itself
                     // parked first, then checks (both SeqCst), so either
                     // this sees it parked (and leaves it to the idle set's
-                    // owner) or it sees the request and closes.
+                    // owner) or it sees the request and closes. When both
+                    // see each other, the coroutine closes an idle
+                    // connection this did not count: one more room than
+                    // asked, never a request lost.
                     c.close_asked.store(true, Ordering::SeqCst);
                     if c.parked.load(Ordering::SeqCst) {
                         c.close_asked.store(false, Ordering::SeqCst);
