@@ -34,7 +34,7 @@ use super::error::ApiError;
 use super::App;
 use crate::metrics;
 use crate::net::{self, Acceptor, Throttle};
-use crate::proto::connection::{self, Idle};
+use crate::proto::connection::Idle;
 use crate::proto::io::TcpIo;
 use crate::proto::proxy;
 use crate::proto::response;
@@ -239,7 +239,7 @@ fn make_room(app: &Arc<App>, log: &mut Throttle) -> Room {
         let mut next_after = None;
         let room = EVICT_BATCH.saturating_sub(evicted + registry.evicting());
         if evicted == 0 && room > 0 {
-            let eviction = registry.evict_idle_share(|n| eviction_batch(n).min(room), EVICT_GRACE);
+            let eviction = registry.evict_idle(|n| eviction_batch(n).min(room), EVICT_GRACE);
             evicted += eviction.shut;
             next_after = eviction.next_after;
         }
@@ -337,21 +337,19 @@ fn serve(app: &App, start: Start) {
     let _running = metrics::ConnectionCoroutine::start();
     let (idle, peer) = match start {
         Start::Accepted(accepted) => match open(app, accepted) {
-            Some((io, registration, peer)) => (first_requests(app, io, registration, peer), peer),
-            None => (None, None),
+            Some(opened) => opened,
+            // Closed before its first request.
+            None => {
+                metrics::connections(-1);
+                return;
+            }
         },
-        Start::Resumed(Parked { idle, peer }) => (resume_requests(app, idle, peer), peer),
+        Start::Resumed(Parked { idle, peer }) => (idle, peer),
     };
-    match idle {
+    match serve_requests(app, idle, peer) {
         Some(idle) => park(app, Parked { idle, peer }),
         None => metrics::connections(-1),
     }
-}
-
-/// A new connection's socket, plain or TLS.
-enum Opened {
-    Plain(TcpIo),
-    Tls(Box<TlsIo>),
 }
 
 /// Opens a new connection for requests: its PROXY protocol header, then
@@ -364,7 +362,7 @@ fn open(
         registration,
         stream,
     }: Accepted,
-) -> Option<(Opened, Registration, Option<IpAddr>)> {
+) -> Option<(IdleConn, Option<IpAddr>)> {
     let mut tcp = TcpIo::new(stream);
     if app.proxy_protocol.is_some() || app.tls.is_some() {
         // Idle (so closable to make room) until its first byte; then timed
@@ -388,7 +386,7 @@ fn open(
     };
     let Some(config) = &app.tls else {
         registration.state().enter_idle();
-        return Some((Opened::Plain(tcp), registration, peer));
+        return Some((IdleConn::Plain(Idle::new(tcp, registration)), peer));
     };
     let mut tls = match TlsIo::new(tcp, config.clone()) {
         Ok(tls) => tls,
@@ -407,7 +405,8 @@ fn open(
         return None;
     }
     registration.state().enter_idle();
-    Some((Opened::Tls(Box::new(tls)), registration, peer))
+    let idle = Box::new(Idle::new(tls, registration));
+    Some((IdleConn::Tls(idle), peer))
 }
 
 /// Whether a PROXY header or TLS handshake that did not complete counts as
@@ -424,28 +423,9 @@ fn close(registration: Registration, socket: impl Sized) {
     drop(socket);
 }
 
-/// Serves a new connection's requests until it closes (None) or goes idle.
-fn first_requests(
-    app: &App,
-    io: Opened,
-    registration: Registration,
-    peer: Option<IpAddr>,
-) -> Option<IdleConn> {
-    let service = Dispatch::new(app, peer);
-    let (limits, memory) = (&app.limits.head, &app.state.body_memory);
-    match io {
-        Opened::Plain(io) => {
-            connection::serve(io, &service, registration, limits, memory).map(IdleConn::Plain)
-        }
-        Opened::Tls(io) => {
-            let idle = connection::serve(*io, &service, registration, limits, memory);
-            idle.map(|idle| IdleConn::Tls(Box::new(idle)))
-        }
-    }
-}
-
-/// Serves a parked connection's requests again.
-fn resume_requests(app: &App, idle: IdleConn, peer: Option<IpAddr>) -> Option<IdleConn> {
+/// Serves a connection's requests (new, or parked and resumed) until it
+/// closes (None) or goes idle again.
+fn serve_requests(app: &App, idle: IdleConn, peer: Option<IpAddr>) -> Option<IdleConn> {
     let service = Dispatch::new(app, peer);
     let (limits, memory) = (&app.limits.head, &app.state.body_memory);
     match idle {

@@ -116,10 +116,7 @@ pub fn serve<I: Io, S: Service>(
     limits: &HeadLimits,
     memory: &BodyMemory,
 ) -> Option<Idle<I>> {
-    if let Some(waker) = io.waker() {
-        registration.state().set_waker(waker);
-    }
-    Idle { registration, io }.resume(service, limits, memory)
+    Idle::new(io, registration).resume(service, limits, memory)
 }
 
 /// A connection between requests, given up by its coroutine: its entry
@@ -132,6 +129,15 @@ pub struct Idle<I> {
 }
 
 impl<I: Io> Idle<I> {
+    /// A connection that has not served a request yet, to be served by
+    /// [`Idle::resume`] (its [`Io::waker`] lets the sweep park it).
+    pub fn new(io: I, registration: Registration) -> Idle<I> {
+        if let Some(waker) = io.waker() {
+            registration.state().set_waker(waker);
+        }
+        Idle { registration, io }
+    }
+
     /// Serves the connection again (bytes arrived, or the sweep shut it):
     /// until it closes (None) or goes idle again.
     pub fn resume<S: Service>(

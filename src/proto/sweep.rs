@@ -405,9 +405,10 @@ impl Registry {
         self.evicting.load(Ordering::Relaxed)
     }
 
-    /// Closes up to `most` connections that wait in their coroutines for a
-    /// request with nothing of it received (between requests, or before
-    /// the first), idle for at least `grace`, the longest idle first.
+    /// Closes connections that wait in their coroutines for a request with
+    /// nothing of it received (between requests, or before the first), idle
+    /// for at least `grace`, the longest idle first: as many as `share`
+    /// says of how many there are.
     /// Connections inside a request, and parked ones (their owner closes
     /// those), are never chosen. A coroutine waiting in the connection loop
     /// is woken and closes the connection if nothing has arrived (else it
@@ -415,13 +416,7 @@ impl Registry {
     /// (reading a PROXY header, a TLS handshake's first byte) has its read
     /// side shut. Those chosen count in [`Registry::evicting`] until they
     /// close.
-    pub fn evict_idle(&self, most: usize, grace: Duration) -> Eviction {
-        self.evict_idle_share(|_| most, grace)
-    }
-
-    /// As [`Registry::evict_idle`], closing as many as `share` says of the
-    /// connections that may be closed (their count).
-    pub fn evict_idle_share(&self, share: impl Fn(usize) -> usize, grace: Duration) -> Eviction {
+    pub fn evict_idle(&self, share: impl Fn(usize) -> usize, grace: Duration) -> Eviction {
         let now = coarse_ms();
         let grace_ms = grace.as_millis() as u64;
         let conns = self.lock();
@@ -707,15 +702,15 @@ mod tests {
         // Entered Idle "in the future": a clock read after this one.
         let fresh = make(1_000_005, Phase::Idle, now + 1_000);
         let grace = Duration::from_millis(500);
-        let first = registry.evict_idle(1, grace);
+        let first = registry.evict_idle(|_| 1, grace);
         assert_eq!(first.shut, 1);
         assert!(oldest.state().expired() && !older.state().expired());
         assert_eq!((registry.evicting(), registry.staying()), (1, 5));
-        let second = registry.evict_idle(5, grace);
+        let second = registry.evict_idle(|_| 5, grace);
         assert_eq!(second.shut, 1, "only the older one is left");
         assert!(older.state().expired() && !parked.state().expired());
         // The fresh one may be shut once it has waited out the grace.
-        let third = registry.evict_idle(5, grace);
+        let third = registry.evict_idle(|_| 5, grace);
         assert_eq!(third.shut, 0);
         // It has not waited at all yet: the whole grace is left.
         assert_eq!(third.next_after, Some(grace));
@@ -726,7 +721,7 @@ mod tests {
             .state
             .phase_since
             .store(pack(Phase::Idle, now + 1_000), Ordering::Relaxed);
-        assert_eq!(registry.evict_idle(5, grace).next_after, None);
+        assert_eq!(registry.evict_idle(|_| 5, grace).next_after, None);
         drop(oldest);
         assert_eq!(
             (registry.len(), registry.evicting(), registry.staying()),
