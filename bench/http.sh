@@ -65,26 +65,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-CLK_TCK=$(getconf CLK_TCK)
-
 # wrk_run PID URL [script] -> prints "req_per_s mb_per_s errors cpu_us_per_request"
 # (PID: the server whose process tree's CPU time is counted)
-wrk_run() {
-  local out before after
-  before=$(tree_ticks "$1")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${3:+-s "$3"} "$2")
-  after=$(tree_ticks "$1")
-  local rps mbs errs non2xx reqs cpu
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')
-  mbs=$(awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /KB/) {sub("KB","",v); v/=1024} else {sub("MB","",v)}; print v}' <<<"$out")
-  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "$rps ${mbs:-0} $(( ${errs:-0} + ${non2xx:-0} )) $cpu"
-}
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+wrk_run() { wrk_cpu "$1" -t1 -c"$CONNS" -d"$DURATION" ${3:+-s "$3"} "$2"; }
 
 # bench "NAME PID URL [script]"...: RUNS rounds; in each round, one run of
 # every case in turn (the ceiling and GET by id alternate, so drift between
@@ -113,7 +96,6 @@ seed() { # PORT -> ID of the first of 100 new orders
   for _ in $(seq 100); do curl -sf -o /dev/null -XPOST "http://127.0.0.1:$1/orders" -d "$BODY"; done
   curl -sf "http://127.0.0.1:$1/orders?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["orders"][0]["_id"])'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
 if [ "${BACKEND:-embedded}" = mongo ]; then
   SECANTUSD_RS=${SECANTUSD_RS:-$HOME/.cache/secantus-mdb/bin/secantusd-rs}

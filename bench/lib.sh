@@ -115,3 +115,30 @@ compare_builds() {
   PIDS=()
   trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"' EXIT
 }
+
+# wrk_cpu "PID[,PID...]" WRK_ARGS... -> "req_per_s mb_per_s errors
+# cpu_us_per_request": runs wrk with WRK_ARGS on LOAD_CPU; errors are
+# socket errors and non-2xx answers; the CPU time is that of the PIDs'
+# process trees (tree_ticks) over the run, divided by the requests wrk
+# completed.
+wrk_cpu() {
+  local pids out before after rps mbs errs non2xx reqs cpu
+  IFS=, read -ra pids <<<"$1"
+  shift
+  before=$(tree_ticks "${pids[@]}")
+  out=$(taskset -c "$LOAD_CPU" wrk "$@")
+  after=$(tree_ticks "${pids[@]}")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+  mbs=$(awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /KB/) {sub("KB","",v); v/=1024} else {sub("MB","",v)}; print v}' <<<"$out")
+  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$rps ${mbs:-0} $(( ${errs:-0} + ${non2xx:-0} )) $cpu"
+}
+
+# median -> the median of the numbers on standard input, one per line
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# ratio A B -> A / B, to two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }

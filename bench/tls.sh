@@ -37,7 +37,6 @@ TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-CLK_TCK=$(getconf CLK_TCK)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
@@ -80,22 +79,6 @@ for url in "https://127.0.0.1:$TLS_PORT" "https://127.0.0.1:$NGINX_PORT"; do
   curl -skf "$url/orders/$ID" >/dev/null || { echo "$url does not serve the order" >&2; exit 1; }
 done
 
-# wrk_run "PID[,PID]" URL [header] -> "req_per_s errors cpu_us_per_request"
-wrk_run() {
-  local pids out before after rps reqs errs non2xx cpu
-  IFS=, read -ra pids <<<"$1"
-  before=$(tree_ticks "${pids[@]}")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" ${3:+-H "$3"} "$2")
-  after=$(tree_ticks "${pids[@]}")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')
-  echo "$rps $(( ${errs:-0} + ${non2xx:-0} )) $cpu"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
 CLOSE="Connection: close"
 CASES=(
@@ -109,7 +92,7 @@ declare -A RPS_L CPU_L ERRS RPS CPU
 for _ in $(seq "$RUNS"); do
   for c in "${CASES[@]}"; do
     IFS='|' read -r name pids url header <<<"$c"
-    read -r rps e cpu < <(wrk_run "$pids" "$url" "$header")
+    read -r rps _ e cpu < <(wrk_cpu "$pids" -t1 -c"$CONNS" -d"$DURATION" ${header:+-H "$header"} "$url")
     RPS_L[$name]+="$rps"$'\n'; CPU_L[$name]+="$cpu"$'\n'
     ERRS[$name]=$(( ${ERRS[$name]:-0} + e ))
   done
