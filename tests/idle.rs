@@ -31,9 +31,7 @@ const PARKED: &str = "orders_http_connections_parked";
 const OPEN: &str = "orders_http_connections_open";
 
 fn one_worker_with_metrics(extra: &[&str]) -> Server {
-    let mut args = vec!["--metrics-bind", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Server::builder().workers(1).args(&args).start()
+    Server::builder().workers(1).metrics().args(extra).start()
 }
 
 /// Waits until `n` connections are parked and no coroutine serves one;

@@ -11,9 +11,11 @@ use support::{order_json, run_to_exit, wait_until, Client, Server};
 
 /// A server with metrics on a port of its own.
 fn with_metrics(workers: usize, extra: &[&str]) -> Server {
-    let mut args = vec!["--metrics-bind", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Server::builder().workers(workers).args(&args).start()
+    Server::builder()
+        .workers(workers)
+        .metrics()
+        .args(extra)
+        .start()
 }
 
 fn requests(s: &Server, method: &str, route: &str, status: u16) -> f64 {

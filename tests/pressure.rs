@@ -34,9 +34,7 @@ const OPEN: &str = "orders_http_connections_open";
 const REFUSED: &str = "orders_http_connections_refused_total";
 
 fn one_worker(args: &[&str]) -> Server {
-    let mut all = vec!["--metrics-bind", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    Server::builder().workers(1).args(&all).start()
+    Server::builder().workers(1).metrics().args(args).start()
 }
 
 /// A new client's request, answered 200 within [`PROBE_DEADLINE`].

@@ -38,18 +38,21 @@ const PARKED: &str = "orders_http_connections_parked";
 fn server(dir: &Path, extra: &[&str]) -> (Server, PathBuf) {
     let log = dir.join("access.log");
     let log_arg = log.display().to_string();
-    let mut args = vec![
+    let args = [
         "--proxy-protocol",
         "true",
-        "--metrics-bind",
-        "127.0.0.1:0",
         "--access-log",
         &log_arg,
         "--access-log-format",
         FORMAT,
     ];
-    args.extend_from_slice(extra);
-    (Server::builder().workers(1).args(&args).start(), log)
+    let s = Server::builder()
+        .workers(1)
+        .metrics()
+        .args(&args)
+        .args(extra)
+        .start();
+    (s, log)
 }
 
 /// A connection to `to` from `from` (a loopback address of its own).

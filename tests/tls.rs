@@ -34,16 +34,12 @@ fn tls_server(pki: &Pki, extra: &[&str]) -> Server {
         pki.chain.display().to_string(),
         pki.key.display().to_string(),
     );
-    let mut args = vec![
-        "--certfile",
-        chain.as_str(),
-        "--keyfile",
-        key.as_str(),
-        "--metrics-bind",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Server::builder().workers(1).args(&args).start()
+    Server::builder()
+        .workers(1)
+        .metrics()
+        .args(&["--certfile", &chain, "--keyfile", &key])
+        .args(extra)
+        .start()
 }
 
 /// Runs a command; its status and its output (stdout, then stderr).

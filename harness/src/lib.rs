@@ -208,6 +208,12 @@ impl Builder {
         self
     }
 
+    /// Serves Prometheus metrics on a port of its own (learned from the
+    /// readiness notification), for [`Server::metric`].
+    pub fn metrics(self) -> Builder {
+        self.args(&["--metrics-bind", "127.0.0.1:0"])
+    }
+
     /// More arguments (after the builder's own).
     pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Builder {
         self.args
