@@ -29,9 +29,22 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(1);
 /// may be closed (100 ms), and than the parking of idle ones (1 s).
 const SETTLE: Duration = Duration::from_millis(1500);
 
+/// How long idle connections may take to be parked on a loaded machine.
+const PARKED_WITHIN: Duration = Duration::from_secs(20);
+
 const EVICTED: &str = "orders_http_connections_evicted_total";
+const PARKED: &str = "orders_http_connections_parked";
 const OPEN: &str = "orders_http_connections_open";
 const REFUSED: &str = "orders_http_connections_refused_total";
+
+/// Held by the tests that load the machine (a 2,500-connection flood, wrk
+/// at full speed), so that neither runs beside the other: each times its
+/// clients against a deadline.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn one_worker(args: &[&str]) -> Server {
     Server::builder().workers(1).metrics().args(args).start()
@@ -54,6 +67,7 @@ fn probe(s: &Server, which: u32) {
 /// with a count, at most about once a second.
 #[test]
 fn an_idle_flood_denies_no_one() {
+    let _alone = heavy();
     raise_nofile();
     let nofile = RLIMIT_NOFILE.to_string();
     let s = one_worker(&["--rlimit-nofile", &nofile, "--timeout", "5"]);
@@ -179,6 +193,7 @@ fn only_a_worker_whose_connections_are_all_in_requests_refuses() {
 #[test]
 fn new_clients_of_a_worker_full_of_busy_clients_are_refused_at_once() {
     const NEW_CLIENTS: usize = 60;
+    let _alone = heavy();
     let s = one_worker(&["--worker-connections", "50"]);
     // Plain keep-alive GETs: each connection idle for moments between its
     // requests, again and again.
@@ -224,7 +239,12 @@ fn one_new_client_costs_a_small_worker_an_eighth_of_its_idle_ones() {
     for c in &mut idle {
         assert_eq!(c.request("GET", "/healthz", None).status, 200);
     }
-    std::thread::sleep(SETTLE);
+    // All 40 parked (after a second idle; longer on a loaded machine).
+    assert!(
+        wait_until(PARKED_WITHIN, || s.metric(PARKED) == 40.0),
+        "parked {}",
+        s.metric(PARKED)
+    );
     probe(&s, 0);
     // 40 / 8 = 5 closed, then the probe's own connection closed after it.
     assert!(
